@@ -1,0 +1,2 @@
+"""The batcher: sequences accepted ballots into the public log as Merkle blocks with signed
+checkpoints, one leader per referendum."""

@@ -1,0 +1,1 @@
+"""Trustee tools: create a key share, publish commitments, check the others', decrypt a share."""
