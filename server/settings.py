@@ -52,7 +52,7 @@ class Settings:
     db_pool_min: int = 2
     db_pool_max: int = 10
     server_key_file: Path | None = None
-    """Ed25519 seed (32 raw bytes or 64 hex chars) signing receipts; generated under data_dir if unset."""
+    """Ed25519 seed (raw or hex) signing receipts; generated under data_dir if unset."""
     log_key_file: Path | None = None
     """Ed25519 seed signing log checkpoints; generated under data_dir if unset."""
     log_origin: str = "referendum.example/log"
