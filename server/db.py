@@ -58,7 +58,7 @@ def embedded_database_url(data_dir: Path) -> str:
             with contextlib.suppress(OSError):
                 folder.chmod(folder.stat().st_mode | 0o011)
     if _embedded is None:
-        _embedded = pgserver.get_server(pgdata, cleanup_mode="stop")
+        _embedded = pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
     return str(_embedded.get_uri())
 
 
@@ -122,7 +122,7 @@ def translated() -> Iterator[None]:
 
 
 @contextlib.asynccontextmanager
-async def acquire(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+async def acquire(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.pool.PoolConnectionProxy[Any]]:
     """A pooled connection, with driver errors translated."""
     with translated():
         async with pool.acquire() as conn:
