@@ -11,6 +11,7 @@ This is the only module that catches asyncpg exceptions. :func:`translated` turn
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -25,8 +26,10 @@ from server.settings import Settings
 
 __all__ = [
     "SerializationRetry",
+    "acquire",
     "create_pool",
     "embedded_database_url",
+    "ping",
     "resolve_database_url",
     "translated",
 ]
@@ -127,3 +130,16 @@ async def acquire(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.pool.PoolConnecti
     with translated():
         async with pool.acquire() as conn:
             yield conn
+
+
+async def ping(pool: asyncpg.Pool, timeout: float) -> None:
+    """Run ``SELECT 1`` within ``timeout`` seconds; ServiceUnavailable when it cannot."""
+    try:
+        async with asyncio.timeout(timeout):
+            with translated():
+                async with pool.acquire() as conn:
+                    await conn.fetchval("SELECT 1")
+    except TimeoutError as exc:
+        raise ServiceUnavailable("database not answering", retry_after=1) from exc
+    except (asyncpg.PostgresError, OSError) as exc:
+        raise ServiceUnavailable("database not answering", retry_after=1) from exc

@@ -49,6 +49,8 @@ class Settings:
     """Largest JSON request body accepted (ballots, referendum definitions)."""
     max_roll_bytes: int = 4 * 1024 * 1024 * 1024
     """Largest voter-roll upload accepted in one part."""
+    roll_check_threads: int = 0
+    """Threads checking credential keys during a roll import; 0 means one per CPU."""
     db_pool_min: int = 2
     db_pool_max: int = 10
     server_key_file: Path | None = None
@@ -71,6 +73,10 @@ class Settings:
     """Submissions one voter may make per minute on one process before 429."""
     verify_workers: int = 0
     """Processes checking proofs; 0 checks inline on the event loop's thread."""
+    spec_cache_ms: int = 500
+    """Longest a server process trusts a cached referendum state before re-reading it."""
+    voter_cache_size: int = 100_000
+    """Voter public keys cached per server process (LRU; the roll is frozen once open)."""
     block_max_ballots: int = 10000
     """A block closes at this many ballots ..."""
     block_max_ms: int = 500
@@ -91,6 +97,7 @@ class Settings:
             log_level=_str("REFERENDUM_LOG_LEVEL", "info"),
             max_body_bytes=_int("REFERENDUM_MAX_BODY_BYTES", 64 * 1024),
             max_roll_bytes=_int("REFERENDUM_MAX_ROLL_BYTES", 4 * 1024 * 1024 * 1024),
+            roll_check_threads=_int("REFERENDUM_ROLL_CHECK_THREADS", 0),
             db_pool_min=_int("REFERENDUM_DB_POOL_MIN", 2),
             db_pool_max=_int("REFERENDUM_DB_POOL_MAX", 10),
             server_key_file=Path(key) if key else None,
@@ -103,6 +110,8 @@ class Settings:
             queue_limit=_int("REFERENDUM_QUEUE_LIMIT", 5000),
             voter_rate_per_minute=_int("REFERENDUM_VOTER_RATE_PER_MINUTE", 10),
             verify_workers=_int("REFERENDUM_VERIFY_WORKERS", 0),
+            spec_cache_ms=_int("REFERENDUM_SPEC_CACHE_MS", 500),
+            voter_cache_size=_int("REFERENDUM_VOTER_CACHE_SIZE", 100_000),
             block_max_ballots=_int("REFERENDUM_BLOCK_MAX_BALLOTS", 10000),
             block_max_ms=_int("REFERENDUM_BLOCK_MAX_MS", 500),
         )

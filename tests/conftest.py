@@ -3,7 +3,8 @@
 ``DATABASE_URL`` (any database on the server; CI points it at 127.0.0.1:5432) is used when
 set; otherwise an embedded throwaway server from the ``pgserver`` package is started in a
 temporary folder. Each test that asks for ``database_url`` gets its own freshly migrated
-database, dropped afterwards, so no test depends on state left by another.
+database, dropped afterwards, so no test depends on state left by another. The migrations run
+once per session into a template database; each test's database is a copy of it (fast).
 """
 
 from __future__ import annotations
@@ -41,11 +42,14 @@ def pg_admin_dsn() -> Iterator[str]:
     yield embedded_database_url(folder)
 
 
-async def _create_database(admin_dsn: str, migrate: bool) -> str:
+async def _create_database(admin_dsn: str, migrate: bool, template: str | None = None) -> str:
     name = f"referendum_test_{uuid.uuid4().hex[:16]}"
     conn = await asyncpg.connect(admin_dsn)
     try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
+        if template is None:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        else:
+            await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
     finally:
         await conn.close()
     dsn = dsn_with_database(admin_dsn, name)
@@ -63,10 +67,20 @@ async def _drop_database(admin_dsn: str, dsn: str) -> None:
         await conn.close()
 
 
-@pytest.fixture
-async def database_url(pg_admin_dsn: str) -> AsyncIterator[str]:
-    """A fresh, migrated database for one test, dropped afterwards."""
+@pytest.fixture(scope="session")
+async def migrated_template(pg_admin_dsn: str) -> AsyncIterator[str]:
+    """The name of a database with every migration applied, copied for each test."""
     dsn = await _create_database(pg_admin_dsn, migrate=True)
+    try:
+        yield urlsplit(dsn).path.lstrip("/")
+    finally:
+        await _drop_database(pg_admin_dsn, dsn)
+
+
+@pytest.fixture
+async def database_url(pg_admin_dsn: str, migrated_template: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for one test, dropped afterwards."""
+    dsn = await _create_database(pg_admin_dsn, migrate=False, template=migrated_template)
     try:
         yield dsn
     finally:

@@ -1,0 +1,225 @@
+"""The auditor command line: ``referendum audit ...`` and ``referendum-audit ...``.
+
+Exit status: 0 verified; 1 a check failed (the message names it); 2 bad usage; 3 the
+server could not be read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from auditor.client import ApiError, PublicLogClient
+from auditor.follow import AuditFailure, BallotVerifier, SkipBallotChecks, follow
+from auditor.receipt import ballot_hash_from_receipt, verify_receipt
+from referendum_core.checkpoint import parse_verifier_key
+from referendum_core.errors import CoreError
+
+__all__ = ["main"]
+
+EXIT_FAILED = 1
+EXIT_UNREACHABLE = 3
+
+T = TypeVar("T")
+
+
+def _run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine; turn audit failures into exit codes with a named check."""
+    try:
+        return asyncio.run(make())
+    except AuditFailure as exc:
+        click.echo(f"FAILED {exc.check}: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    except CoreError as exc:
+        click.echo(f"FAILED {exc.check}: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    except ApiError as exc:
+        click.echo(f"ERROR cannot read the log: {exc}", err=True)
+        sys.exit(EXIT_UNREACHABLE)
+
+
+def _log_key(value: str) -> str:
+    try:
+        parse_verifier_key(value)
+    except CoreError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    return value
+
+
+# Commands living in other auditor modules, imported only when used: name -> "module:attr".
+LAZY_COMMANDS: dict[str, str] = {
+    "verify-election": "auditor.verify_election:verify_election_command",
+}
+
+
+class _AuditGroup(click.Group):
+    """The ``audit`` group; commands of :data:`LAZY_COMMANDS` are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = LAZY_COMMANDS.get(cmd_name)
+        if target is None:
+            return super().get_command(ctx, cmd_name)
+        module_name, attr = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                return None  # registered but not built yet
+            raise
+        command = getattr(module, attr)
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{target} is not a click command")
+        return command
+
+
+@click.group(name="audit", cls=_AuditGroup)
+def main() -> None:
+    """Verify receipts and follow the public log of a referendum, from public data only."""
+
+
+_url = click.option(
+    "--url", required=True, help="Base URL of the public API, e.g. http://host:8080"
+)
+_rid = click.option("--referendum", "referendum_id", required=True, help="Referendum id")
+_key = click.option(
+    "--log-key",
+    required=True,
+    callback=lambda _c, _p, v: _log_key(v),
+    help="Verifier key of the log: <name>+<key id hex>+<base64 key>",
+)
+_origin = click.option(
+    "--origin", default=None, help="Expected checkpoint origin line (default: not checked)"
+)
+
+
+@main.command("verify-receipt")
+@_url
+@_rid
+@click.option(
+    "--receipt",
+    "receipt_file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="Receipt JSON holding ballot_hash",
+)
+@click.option("--ballot-hash", default=None, help="Ballot hash (hex) instead of --receipt")
+@_key
+@_origin
+def verify_receipt_command(
+    url: str,
+    referendum_id: str,
+    receipt_file: Path | None,
+    ballot_hash: str | None,
+    log_key: str,
+    origin: str | None,
+) -> None:
+    """Check that a ballot is in the log, against a signed checkpoint."""
+    if (receipt_file is None) == (ballot_hash is None):
+        raise click.UsageError("give exactly one of --receipt and --ballot-hash")
+    if receipt_file is not None:
+        digest = _run_sync(lambda: ballot_hash_from_receipt(receipt_file))
+    else:
+        try:
+            digest = bytes.fromhex(ballot_hash or "")
+        except ValueError as exc:
+            raise click.BadParameter("not hex", param_hint="--ballot-hash") from exc
+        if len(digest) != 32:
+            raise click.BadParameter("not 32 bytes", param_hint="--ballot-hash")
+
+    async def go() -> None:
+        async with PublicLogClient(url, referendum_id) as client:
+            result = await verify_receipt(client, digest, log_key, origin=origin)
+        click.echo(
+            f"OK ballot {digest.hex()} is leaf {result.leaf_index} of the log at tree size "
+            f"{result.checkpoint.size}; the latest signed checkpoint (size "
+            f"{result.latest.size}) is consistent with it"
+        )
+
+    _run(go)
+
+
+def _run_sync(fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except AuditFailure as exc:
+        click.echo(f"FAILED {exc.check}: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+
+
+@main.command("follow")
+@_url
+@_rid
+@_key
+@click.option(
+    "--state-dir",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Folder for the verified copy and the resume state",
+)
+@click.option("--once", is_flag=True, help="Stop when caught up instead of polling")
+@click.option(
+    "--max-blocks",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Stop after verifying this many blocks",
+)
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0.1),
+    default=2.0,
+    show_default=True,
+    help="Seconds between polls while voting runs",
+)
+@click.option(
+    "--no-ballot-checks",
+    is_flag=True,
+    help="Skip voter signature and proof checks (structure and tree still checked)",
+)
+@_origin
+def follow_command(
+    url: str,
+    referendum_id: str,
+    log_key: str,
+    state_dir: Path,
+    once: bool,
+    max_blocks: int | None,
+    poll_interval: float,
+    no_ballot_checks: bool,
+    origin: str | None,
+) -> None:
+    """Stream the log block by block and verify every checkpoint, link and ballot."""
+
+    async def go() -> None:
+        async with PublicLogClient(url, referendum_id) as client:
+            verifier: BallotVerifier
+            if no_ballot_checks:
+                verifier = SkipBallotChecks()
+            else:
+                from auditor.ballots import RollBallotVerifier
+
+                verifier = await RollBallotVerifier.create(client)
+            result = await follow(
+                client,
+                log_key=log_key,
+                state_dir=state_dir,
+                verifier=verifier,
+                once=once,
+                max_blocks=max_blocks,
+                origin=origin,
+                poll_interval_s=poll_interval,
+                echo=click.echo,
+            )
+        click.echo(
+            f"OK verified {result.blocks_verified} new blocks; log at block "
+            f"{result.height}, tree size {result.tree_size}"
+        )
+
+    _run(go)

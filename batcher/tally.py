@@ -1,0 +1,377 @@
+"""The running encrypted tally: every sealed block folded in as soon as it exists.
+
+Exponential ElGamal is additively homomorphic, so the tally of an option is the component-wise
+sum of that option's ciphertexts over the ballots that count. Under ``last_counts`` the ballot
+that counts for a voter is their ballot with the highest log index (the log order decides, as in
+``server.ingest.current_ballots``); a later ballot *supersedes* the earlier one, which is taken
+out of the tally by adding its negation ``(−a, −b)``. Under ``forbid`` each voter has one ballot.
+
+One fold (:func:`fold_block`) is one transaction: lock the ``tallies`` row, read block
+``folded_height + 1`` and its ballots, subtract the ballots they supersede, add the ones that
+now count, list the supersessions, and move ``folded_height`` on. A crash rolls it all back and
+the next run resumes at the same block; nothing is ever counted twice.
+
+For an exactly-one question the ballots carry ``k − 1`` ciphertexts (``referendum_core.ballot``)
+and the last option's ciphertext of a ballot is ``(−ΣA_i, G − ΣB_i)``; summed over the ``N``
+ballots that count it is ``(−ΣT_i.a, N·G − ΣT_i.b)`` where ``T_i`` are the explicit tallies, so
+only the explicit tallies and ``N`` are kept up to date and the last option is derived.
+
+Wiring: :func:`run_tally_follower` polls every referendum whose tally is not final; the
+batcher may instead call :func:`fold_new_blocks` right after each sealed block.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import orjson
+import structlog
+
+from referendum_core.ballot import BallotSpec, plan
+from referendum_core.elgamal import CIPHERTEXT_BYTES, Ciphertext, aggregate_encoded
+from referendum_core.group import Point
+
+__all__ = [
+    "TALLY_DOMAIN",
+    "FoldedBlock",
+    "TallyState",
+    "explicit_ciphertexts",
+    "fold_block",
+    "fold_new_blocks",
+    "full_tally",
+    "load_tally",
+    "run_tally_follower",
+    "tally_hash",
+]
+
+log = structlog.get_logger("batcher.tally")
+
+TALLY_DOMAIN = b"referendum/v1/encrypted-tally\x00"
+"""Domain tag of :func:`tally_hash`."""
+
+_POLL_S = 0.2
+_ERROR_BACKOFF_S = 1.0
+
+
+def tally_hash(referendum_id: str, ciphertexts: Sequence[bytes]) -> bytes:
+    """``SHA-256(TALLY_DOMAIN ‖ u16 len ‖ referendum id ‖ u8 count ‖ ciphertexts)``.
+
+    Names the exact encrypted tally a decryption share is for.
+
+    >>> len(tally_hash("r1", [bytes(130)]))
+    32
+    """
+    rid = referendum_id.encode()
+    return hashlib.sha256(
+        TALLY_DOMAIN + len(rid).to_bytes(2, "big") + rid + bytes([len(ciphertexts)])
+        + b"".join(ciphertexts)
+    ).digest()
+
+
+def explicit_ciphertexts(body: bytes) -> bytes:
+    """The ciphertexts (``count × 130`` bytes) of canonical ballot bytes, found by offsets.
+
+    Requires a ballot already verified at ingest (the layout is in ``referendum_core.ballot``):
+    ``MAGIC(5) ‖ u8 ‖ referendum ‖ u8 ‖ voter ‖ u8 count ‖ ciphertexts ‖ …``.
+    """
+    pos = 6 + body[5]
+    pos += 1 + body[pos]
+    count = body[pos]
+    pos += 1
+    return bytes(body[pos : pos + count * CIPHERTEXT_BYTES])
+
+
+def _sum_option(blobs: Sequence[bytes], option: int) -> Ciphertext:
+    start = option * CIPHERTEXT_BYTES
+    end = start + CIPHERTEXT_BYTES
+    return aggregate_encoded(blob[start:end] for blob in blobs)
+
+
+def _negate(ct: Ciphertext) -> Ciphertext:
+    return Ciphertext(-ct.a, -ct.b)
+
+
+def full_tally(explicit: Sequence[Ciphertext], counted: int, implied: bool) -> list[Ciphertext]:
+    """One ciphertext per option: the explicit tallies, plus the derived last one if implied.
+
+    >>> t = full_tally([Ciphertext(Point.base_mul(2), Point.base_mul(3))], 1, True)
+    >>> t[1].a == -Point.base_mul(2) and t[1].b == Point.base_mul(1) - Point.base_mul(3)
+    True
+    """
+    result = list(explicit)
+    if implied:
+        a = Point.sum(-ct.a for ct in explicit)
+        b = Point.sum([Point.base_mul(counted), *(-ct.b for ct in explicit)])
+        result.append(Ciphertext(a, b))
+    return result
+
+
+@dataclass(frozen=True)
+class TallyState:
+    """The stored running tally of a referendum (one ciphertext per option)."""
+
+    referendum_id: str
+    folded_height: int
+    folded_size: int
+    ballots_counted: int
+    ciphertexts: tuple[bytes, ...]
+    final: bool
+    """Whether the folded block is the log's final block: the tally is complete."""
+
+    def tally_hash(self) -> bytes:
+        """:func:`tally_hash` of this tally."""
+        return tally_hash(self.referendum_id, self.ciphertexts)
+
+    def to_json(self, options: Sequence[str]) -> dict[str, Any]:
+        """The public encrypted tally document (what trustees decrypt)."""
+        return {
+            "referendum_id": self.referendum_id,
+            "options": list(options),
+            "block_height": self.folded_height,
+            "tree_size": self.folded_size,
+            "ballots_counted": self.ballots_counted,
+            "final": self.final,
+            "ciphertexts": [ct.hex() for ct in self.ciphertexts],
+            "tally_hash": self.tally_hash().hex(),
+        }
+
+
+@dataclass(frozen=True)
+class FoldedBlock:
+    """What one fold did."""
+
+    height: int
+    ballots: int
+    superseded: int
+    final: bool
+
+
+def _spec(ref: Any) -> BallotSpec:
+    return BallotSpec(
+        ref["id"],
+        tuple(orjson.loads(ref["options"])),
+        ref["min_selections"],
+        ref["max_selections"],
+        bytes(ref["election_public_key"]),
+    )
+
+
+def _split(blob: bytes) -> tuple[bytes, ...]:
+    return tuple(blob[i : i + CIPHERTEXT_BYTES] for i in range(0, len(blob), CIPHERTEXT_BYTES))
+
+
+async def load_tally(conn: Any, referendum_id: str) -> TallyState | None:
+    """The stored tally of a referendum, or ``None`` before its first fold."""
+    row = await conn.fetchrow(
+        "SELECT t.*, coalesce(b.final, false) AS final FROM tallies AS t"
+        " LEFT JOIN blocks AS b ON b.referendum_id = t.referendum_id"
+        " AND b.height = t.folded_height WHERE t.referendum_id = $1",
+        referendum_id,
+    )
+    if row is None:
+        return None
+    return TallyState(
+        referendum_id,
+        int(row["folded_height"]),
+        int(row["folded_size"]),
+        int(row["ballots_counted"]),
+        _split(bytes(row["ciphertexts"])),
+        bool(row["final"]),
+    )
+
+
+_BLOCK_BALLOTS = """
+SELECT log_index, voter_id, ballot_hash, body FROM ballots
+WHERE referendum_id = $1 AND log_index >= $2 AND log_index < $3
+ORDER BY log_index
+"""
+
+_PREVIOUS = """
+SELECT DISTINCT ON (voter_id) voter_id, log_index, ballot_hash, body FROM ballots
+WHERE referendum_id = $1 AND voter_id = ANY($2::text[]) AND log_index < $3
+ORDER BY voter_id, log_index DESC
+"""
+
+
+def _apply(
+    explicit: list[Ciphertext], added: Sequence[bytes], removed: Sequence[bytes]
+) -> list[Ciphertext]:
+    out = []
+    for i, total in enumerate(explicit):
+        parts = [total]
+        if added:
+            parts.append(_sum_option(added, i))
+        if removed:
+            parts.append(_negate(_sum_option(removed, i)))
+        out.append(
+            Ciphertext(Point.sum(p.a for p in parts), Point.sum(p.b for p in parts))
+        )
+    return out
+
+
+async def fold_block(conn: Any, referendum_id: str) -> FoldedBlock | None:
+    """Fold the next sealed block into the tally, in one transaction; ``None`` when none waits.
+
+    Requires no transaction open on ``conn`` and a referendum with an election key.
+    """
+    async with conn.transaction():
+        ref = await conn.fetchrow(
+            "SELECT id, options, min_selections, max_selections, election_public_key,"
+            " revote_policy FROM referendums WHERE id = $1",
+            referendum_id,
+        )
+        if ref is None or ref["election_public_key"] is None:
+            return None
+        spec = _spec(ref)
+        shape = plan(spec)
+        explicit_n = shape.explicit
+        empty = Ciphertext(Point.base_mul(0), Point.base_mul(0)).to_bytes()
+        options_n = len(spec.options)
+        await conn.execute(
+            "INSERT INTO tallies (referendum_id, ciphertexts) VALUES ($1, $2)"
+            " ON CONFLICT (referendum_id) DO NOTHING",
+            referendum_id,
+            empty * options_n,
+        )
+        row = await conn.fetchrow(
+            "SELECT folded_height, folded_size, ballots_counted, ciphertexts FROM tallies"
+            " WHERE referendum_id = $1 FOR UPDATE",
+            referendum_id,
+        )
+        assert row is not None
+        height = int(row["folded_height"]) + 1
+        block = await conn.fetchrow(
+            "SELECT first_index, end_index, final FROM blocks"
+            " WHERE referendum_id = $1 AND height = $2",
+            referendum_id,
+            height,
+        )
+        if block is None:
+            return None
+        first, end = int(block["first_index"]), int(block["end_index"])
+        if first != int(row["folded_size"]):
+            raise RuntimeError(f"block {height} of {referendum_id} starts at {first}, "
+                               f"the tally at {row['folded_size']}")
+        rows = await conn.fetch(_BLOCK_BALLOTS, referendum_id, first, end)
+        if len(rows) != end - first:
+            raise RuntimeError(f"block {height} of {referendum_id} lacks ballots")
+        added, removed, supersessions, delta = await _block_changes(
+            conn, referendum_id, ref["revote_policy"], rows, first, height
+        )
+        stored = _split(bytes(row["ciphertexts"]))
+        explicit = [Ciphertext.from_bytes(c) for c in stored[:explicit_n]]
+        explicit = _apply(explicit, added, removed)
+        counted = int(row["ballots_counted"]) + delta
+        tally = full_tally(explicit, counted, shape.implied)
+        if supersessions:
+            await conn.copy_records_to_table(
+                "supersessions",
+                records=supersessions,
+                columns=[
+                    "referendum_id",
+                    "superseded_index",
+                    "superseded_hash",
+                    "superseding_index",
+                    "superseding_hash",
+                    "block_height",
+                ],
+            )
+        await conn.execute(
+            "UPDATE tallies SET folded_height = $2, folded_size = $3, ballots_counted = $4,"
+            " ciphertexts = $5, updated_at = now() WHERE referendum_id = $1",
+            referendum_id,
+            height,
+            end,
+            counted,
+            b"".join(ct.to_bytes() for ct in tally),
+        )
+    return FoldedBlock(height, end - first, len(supersessions), bool(block["final"]))
+
+
+async def _block_changes(
+    conn: Any,
+    referendum_id: str,
+    policy: str,
+    rows: Sequence[Any],
+    first: int,
+    height: int,
+) -> tuple[list[bytes], list[bytes], list[tuple[Any, ...]], int]:
+    """Ciphertexts to add and to remove, supersession rows, and the change in voters counted."""
+    if policy != "last_counts":
+        return [explicit_ciphertexts(r["body"]) for r in rows], [], [], len(rows)
+    latest: dict[str, Any] = {}
+    supersessions: list[tuple[Any, ...]] = []
+    for r in rows:  # in log order: each later ballot of a voter supersedes the one before
+        before = latest.get(r["voter_id"])
+        if before is not None:
+            supersessions.append(_supersession(referendum_id, before, r, height))
+        latest[r["voter_id"]] = r
+    firsts: dict[str, Any] = {}
+    for r in rows:
+        firsts.setdefault(r["voter_id"], r)
+    previous = await conn.fetch(_PREVIOUS, referendum_id, list(latest), first)
+    removed: list[bytes] = []
+    for p in previous:
+        supersessions.append(_supersession(referendum_id, p, firsts[p["voter_id"]], height))
+        removed.append(explicit_ciphertexts(p["body"]))
+    added = [explicit_ciphertexts(r["body"]) for r in latest.values()]
+    supersessions.sort(key=lambda s: s[1])
+    return added, removed, supersessions, len(latest) - len(previous)
+
+
+def _supersession(rid: str, old: Any, new: Any, height: int) -> tuple[Any, ...]:
+    return (rid, int(old["log_index"]), bytes(old["ballot_hash"]), int(new["log_index"]),
+            bytes(new["ballot_hash"]), height)  # fmt: skip
+
+
+async def fold_new_blocks(conn: Any, referendum_id: str) -> int:
+    """Fold every sealed block not yet in the tally, one transaction each; return how many.
+
+    Safe to call from several processes at once: the ``tallies`` row lock serialises them.
+    """
+    folded = 0
+    while True:
+        result = await fold_block(conn, referendum_id)
+        if result is None:
+            return folded
+        folded += 1
+        log.info("tally_folded", referendum_id=referendum_id, height=result.height,
+                 ballots=result.ballots, superseded=result.superseded, final=result.final)
+        if result.final:
+            return folded
+
+
+_UNFINISHED = """
+SELECT r.id FROM referendums AS r
+LEFT JOIN tallies AS t ON t.referendum_id = r.id
+LEFT JOIN blocks AS b ON b.referendum_id = r.id AND b.height = t.folded_height
+WHERE r.state <> 'draft' AND r.election_public_key IS NOT NULL
+  AND NOT coalesce(b.final, false)
+"""
+
+
+async def run_tally_follower(pool: asyncpg.Pool, stop_event: asyncio.Event,
+                             *, poll_s: float = _POLL_S) -> None:  # fmt: skip
+    """Keep every open or closing referendum's tally folded up to its last sealed block.
+
+    Polls every ``poll_s`` seconds until ``stop_event`` is set; errors (database down) are
+    logged and retried after a pause.
+    """
+    while not stop_event.is_set():
+        pause = poll_s
+        try:
+            async with pool.acquire() as conn:
+                ids = [r["id"] for r in await conn.fetch(_UNFINISHED)]
+                for rid in ids:
+                    await fold_new_blocks(conn, rid)
+        except Exception as exc:  # database down or a refused fold: try again later
+            log.warning("tally_follow_failed", error=repr(exc))
+            pause = _ERROR_BACKOFF_S
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop_event.wait(), timeout=pause)

@@ -1,0 +1,575 @@
+"""``referendum bench ingest``: fully verified ballots per second through HTTP and the database.
+
+Method:
+
+* Ballots are generated before any timing, in a process pool (one fresh voter and one valid
+  yes/no ballot each), stored as ready-to-send JSON bytes; the load client does no
+  cryptography. The roll holds every generated voter; each ballot is sent once.
+* Servers run as a subprocess (``server.serving.run_servers``, what ``referendum serve``
+  runs) on 127.0.0.1 against a fresh database on the configured PostgreSQL.
+* The load client is one aiohttp process on uvloop: closed-loop with ``--concurrency``
+  connections for saturation, open-loop paced (latency counted from each request's scheduled
+  start, so a stall is not hidden) for the 80% run.
+* The bare verifier's rate (``verify_ballot`` in a loop, one core) is measured in the same run.
+* CPU accounting: on a small machine the client and PostgreSQL share the cores with the
+  server, so each run reports the server processes' CPU use (from /proc) and the client's
+  own; "per server core" divides the rate by the server's CPU fraction.
+
+Each figure is the median of ``--runs`` runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import click
+import orjson
+
+from bench.common import median, write_results
+
+REFERENDUM = "bench-ingest"
+ELECTION_SECRET = 0xB0B
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+# --- ballots, made before timing ---------------------------------------------------------
+
+
+def _spec() -> Any:
+    from referendum_core.ballot import BallotSpec
+    from referendum_core.group import Point
+
+    key = Point.base_mul(ELECTION_SECRET).to_compressed()
+    return BallotSpec(REFERENDUM, ("yes", "no"), 1, 1, key)
+
+
+def _make_ballots(start: int, count: int) -> list[tuple[str, bytes, bytes]]:
+    """``count`` voters from ``start``: (voter id, public key, JSON ballot bytes)."""
+    from referendum_core.client import make_ballot, new_voter_key
+
+    spec = _spec()
+    made = []
+    for i in range(start, start + count):
+        voter = f"voter-{i:07d}"
+        secret, public = new_voter_key()
+        body = make_ballot(spec, voter, secret, [1, 0] if i % 3 else [0, 1])
+        made.append((voter, public, orjson.dumps(body)))
+    return made
+
+
+def generate(count: int, processes: int) -> list[tuple[str, bytes, bytes]]:
+    """Every ballot of the benchmark, made in ``processes`` worker processes."""
+    chunk = 500
+    jobs = [(s, min(chunk, count - s)) for s in range(0, count, chunk)]
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        parts = pool.starmap(_make_ballots, jobs)
+    return [item for part in parts for item in part]
+
+
+def bare_verifier_rate(samples: list[tuple[str, bytes, bytes]], runs: int) -> float:
+    """``verify_ballot`` over pre-made ballots in a loop on this core: ballots/s (median)."""
+    from referendum_core.ballot import verify_ballot
+
+    spec = _spec()
+    parsed = [(orjson.loads(body), public) for _, public, body in samples]
+    rates = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        for body, public in parsed:
+            verify_ballot(spec, body, public)
+        rates.append(len(parsed) / (time.perf_counter() - start))
+    return median(rates)
+
+
+# --- the database ------------------------------------------------------------------------
+
+
+def _with_database(dsn: str, name: str) -> str:
+    return urlunsplit(urlsplit(dsn)._replace(path="/" + name))
+
+
+async def _create_database(admin_dsn: str, voters: list[tuple[str, bytes, bytes]]) -> str:
+    import asyncpg
+
+    from server.migrate import apply_migrations
+
+    name = f"bench_ingest_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    dsn = _with_database(admin_dsn, name)
+    await apply_migrations(dsn)
+    spec = _spec()
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            """INSERT INTO referendums (id, question, options, min_selections, max_selections,
+                   opens_at, closes_at, revote_policy, threshold_k, trustees_n, state,
+                   election_public_key)
+               VALUES ($1, 'Benchmark?', '["yes", "no"]'::jsonb, 1, 1, now(),
+                       now() + interval '1 day', 'forbid', 1, 1, 'open', $2)""",
+            REFERENDUM,
+            spec.election_public_key,
+        )
+        await conn.copy_records_to_table(
+            "voters",
+            records=[(REFERENDUM, voter, public) for voter, public, _ in voters],
+            columns=["referendum_id", "voter_id", "public_key"],
+        )
+    finally:
+        await conn.close()
+    return dsn
+
+
+async def _drop_database(admin_dsn: str, dsn: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        name = urlsplit(dsn).path.lstrip("/")
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def _stored(dsn: str) -> int:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM ballots"))
+    finally:
+        await conn.close()
+
+
+# --- the server under test -----------------------------------------------------------------
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    return total
+
+
+def _children(parent: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == parent:
+                found.append(int(entry.name))
+    return found
+
+
+@contextlib.contextmanager
+def server(
+    dsn: str, port: int, workers: int, verify_workers: int, data_dir: Path
+) -> Iterator[list[int]]:
+    """``workers`` server processes on ``port``; yields the pids doing the work."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": dsn,
+        "REFERENDUM_HOST": "127.0.0.1",
+        "REFERENDUM_PORT": str(port),
+        "REFERENDUM_WORKERS": str(workers),
+        "REFERENDUM_VERIFY_WORKERS": str(verify_workers),
+        "REFERENDUM_DATA_DIR": str(data_dir),
+        "REFERENDUM_LOG_LEVEL": "warning",
+        "REFERENDUM_VOTER_RATE_PER_MINUTE": "100",
+        "REFERENDUM_QUEUE_LIMIT": "20000",
+    }
+    code = (
+        "from server.serving import run_servers; from server.settings import Settings; "
+        "run_servers(Settings.from_env())"
+    )
+    process = subprocess.Popen([sys.executable, "-c", code], env=env)
+    try:
+        asyncio.run(_wait_ready(f"http://127.0.0.1:{port}/livez", workers, process))
+        pids: list[int] = []
+        for child in _children(process.pid):
+            pids.append(child)
+            pids.extend(_children(child))  # verify workers of each server process
+        yield pids
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+async def _wait_ready(url: str, workers: int, process: subprocess.Popen[bytes]) -> None:
+    import aiohttp
+
+    deadline = time.monotonic() + 60
+    async with aiohttp.ClientSession() as session:
+        while True:
+            if process.poll() is not None:
+                raise click.ClickException("the server exited during start-up")
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(url) as response:
+                    if response.status == 200 and len(_children(process.pid)) >= workers:
+                        return
+            if time.monotonic() > deadline:
+                raise click.ClickException("the server did not start within 60 s")
+            await asyncio.sleep(0.1)
+
+
+# --- load ------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """One measured run."""
+
+    accepted: int
+    seconds: float
+    latencies_ms: list[float]
+    other_statuses: dict[int, int]
+    server_cpu: float  # fraction of one core, summed over server processes
+    client_cpu: float
+
+    @property
+    def rate(self) -> float:
+        return self.accepted / self.seconds
+
+    def percentile(self, q: float) -> float:
+        if not self.latencies_ms:
+            return float("nan")
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def _closed_loop(
+    url: str, bodies: list[bytes], concurrency: int
+) -> tuple[int, float, list[float], dict[int, int]]:
+    import aiohttp
+
+    latencies: list[float] = []
+    others: dict[int, int] = {}
+    accepted = 0
+    feed = iter(bodies)
+    headers = {"Content-Type": "application/json"}
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker() -> None:
+            nonlocal accepted
+            for body in feed:
+                start = time.perf_counter()
+                async with session.post(url, data=body, headers=headers) as response:
+                    await response.read()
+                    if response.status == 201:
+                        accepted += 1
+                        latencies.append((time.perf_counter() - start) * 1000)
+                    else:
+                        others[response.status] = others.get(response.status, 0) + 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        seconds = time.perf_counter() - start
+    return accepted, seconds, latencies, others
+
+
+async def _open_loop(
+    url: str, bodies: list[bytes], rate: float
+) -> tuple[int, float, list[float], dict[int, int]]:
+    import aiohttp
+
+    latencies: list[float] = []
+    others: dict[int, int] = {}
+    accepted = 0
+    headers = {"Content-Type": "application/json"}
+    connector = aiohttp.TCPConnector(limit=512)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def send(body: bytes, scheduled: float) -> None:
+            nonlocal accepted
+            async with session.post(url, data=body, headers=headers) as response:
+                await response.read()
+                if response.status == 201:
+                    accepted += 1
+                    # from the scheduled start: a late send counts against the server
+                    latencies.append((time.perf_counter() - scheduled) * 1000)
+                else:
+                    others[response.status] = others.get(response.status, 0) + 1
+
+        tasks = []
+        start = time.perf_counter()
+        for i, body in enumerate(bodies):
+            scheduled = start + i / rate
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(send(body, scheduled)))
+        await asyncio.gather(*tasks)
+        seconds = time.perf_counter() - start
+    return accepted, seconds, latencies, others
+
+
+def measure(
+    url: str, bodies: list[bytes], pids: list[int], *, concurrency: int, rate: float | None
+) -> Run:
+    """One run: closed loop (``rate`` None) or paced at ``rate`` requests/s."""
+    import uvloop
+
+    server_before = _cpu_seconds(pids)
+    client_before = resource.getrusage(resource.RUSAGE_SELF)
+    if rate is None:
+        result = uvloop.run(_closed_loop(url, bodies, concurrency))
+    else:
+        result = uvloop.run(_open_loop(url, bodies, rate))
+    client_after = resource.getrusage(resource.RUSAGE_SELF)
+    accepted, seconds, latencies, others = result
+    client = (client_after.ru_utime + client_after.ru_stime) - (
+        client_before.ru_utime + client_before.ru_stime
+    )
+    return Run(
+        accepted,
+        seconds,
+        latencies,
+        others,
+        (_cpu_seconds(pids) - server_before) / seconds,
+        client / seconds,
+    )
+
+
+class BallotSupply:
+    """Hands out each pre-made ballot once."""
+
+    def __init__(self, bodies: list[bytes]) -> None:
+        self._bodies = bodies
+        self._next = 0
+
+    def take(self, count: int) -> list[bytes]:
+        if self._next + count > len(self._bodies):
+            raise click.ClickException("ran out of pre-made ballots; raise --ballots")
+        part = self._bodies[self._next : self._next + count]
+        self._next += count
+        return part
+
+
+def _row(
+    metric: str,
+    value: float,
+    unit: str,
+    *,
+    run: Run | None = None,
+    target: str = "",
+    ok: bool | None = None,
+) -> dict[str, Any]:
+    return {
+        "metric": metric,
+        "value": round(value, 3),
+        "unit": unit,
+        "p50_ms": round(run.percentile(0.50), 2) if run else "",
+        "p99_ms": round(run.percentile(0.99), 2) if run else "",
+        "server_cpu": round(run.server_cpu, 2) if run else "",
+        "client_cpu": round(run.client_cpu, 2) if run else "",
+        "target": target,
+        "ok": "" if ok is None else ok,
+    }
+
+
+def _median_run(runs: list[Run]) -> Run:
+    ordered = sorted(runs, key=lambda r: r.rate)
+    return ordered[len(ordered) // 2]
+
+
+def _series(
+    label: str,
+    url: str,
+    supply: BallotSupply,
+    pids: list[int],
+    *,
+    runs: int,
+    per_run: int,
+    concurrency: int,
+    rate: float | None = None,
+) -> Run:
+    measured = []
+    for _ in range(runs):
+        run = measure(url, supply.take(per_run), pids, concurrency=concurrency, rate=rate)
+        if run.other_statuses:
+            click.echo(f"  {label}: non-201 answers {run.other_statuses}", err=True)
+        click.echo(
+            f"  {label}: {run.rate:,.0f}/s p50 {run.percentile(0.5):.1f} ms "
+            f"p99 {run.percentile(0.99):.1f} ms server cpu {run.server_cpu:.2f} "
+            f"client cpu {run.client_cpu:.2f}",
+            err=True,
+        )
+        measured.append(run)
+    return _median_run(measured)
+
+
+@click.command("ingest")
+@click.option("--runs", default=3, show_default=True, help="Runs per figure (medians).")
+@click.option("--per-run", default=3000, show_default=True, help="Ballots sent per run.")
+@click.option("--concurrency", default=64, show_default=True, help="Closed-loop connections.")
+@click.option("--port", default=18642, show_default=True)
+@click.option("--gen-processes", default=os.cpu_count() or 1, show_default=True)
+@click.option(
+    "--pool-workers",
+    default=os.cpu_count() or 1,
+    show_default=True,
+    help="verify_workers for the process-pool variant.",
+)
+def ingest(
+    runs: int, per_run: int, concurrency: int, port: int, gen_processes: int, pool_workers: int
+) -> None:
+    """Accepted ballots/s and latency of one and two server processes (see module docs)."""
+    from server.db import resolve_database_url
+    from server.settings import Settings
+
+    settings = Settings.from_env()
+    admin_dsn = resolve_database_url(settings)
+    # saturation: inline, pool, two processes; paced: one process (80% of inline)
+    total = per_run * runs * 4 + 4 * 300 + 2000
+    click.echo(f"generating {total:,} ballots in {gen_processes} processes …", err=True)
+    made = generate(total, gen_processes)
+    warm = [body for _, _, body in made[:2000]]
+    supply = BallotSupply([body for _, _, body in made[2000:]])
+    verifier = bare_verifier_rate(made[:2000], runs)
+    click.echo(f"  bare verifier: {verifier:,.0f}/s on one core", err=True)
+    dsn = asyncio.run(_create_database(admin_dsn, made))
+    url = f"http://127.0.0.1:{port}/v1/referendums/{REFERENDUM}/ballots"
+    data_dir = Path(settings.data_dir)
+    warm_supply = BallotSupply(warm)
+    try:
+        with server(dsn, port, 1, 0, data_dir) as pids:
+            measure(url, warm_supply.take(300), pids, concurrency=concurrency, rate=None)
+            inline = _series(
+                "1 process, inline",
+                url,
+                supply,
+                pids,
+                runs=runs,
+                per_run=per_run,
+                concurrency=concurrency,
+            )
+            paced_rate = 0.8 * inline.rate
+            paced = _series(
+                "1 process, 80% paced",
+                url,
+                supply,
+                pids,
+                runs=runs,
+                per_run=per_run,
+                concurrency=concurrency,
+                rate=paced_rate,
+            )
+        with server(dsn, port, 1, pool_workers, data_dir) as pids:
+            measure(url, warm_supply.take(300), pids, concurrency=concurrency, rate=None)
+            pooled = _series(
+                f"1 process, {pool_workers} verify workers",
+                url,
+                supply,
+                pids,
+                runs=runs,
+                per_run=per_run,
+                concurrency=concurrency,
+            )
+        with server(dsn, port, 2, 0, data_dir) as pids:
+            measure(url, warm_supply.take(300), pids, concurrency=concurrency, rate=None)
+            two = _series(
+                "2 processes, inline",
+                url,
+                supply,
+                pids,
+                runs=runs,
+                per_run=per_run,
+                concurrency=concurrency,
+            )
+        stored = asyncio.run(_stored(dsn))
+    finally:
+        asyncio.run(_drop_database(admin_dsn, dsn))
+    per_core = inline.rate / max(inline.server_cpu, 1e-9)
+    rows = [
+        _row("bare verifier, one core", verifier, "ballots/s"),
+        _row(
+            "1 process inline, saturation",
+            inline.rate,
+            "ballots/s",
+            run=inline,
+            target=">= 3000",
+            ok=inline.rate >= 3000,
+        ),
+        _row("1 process inline, per server core", per_core, "ballots/s/core", run=inline),
+        _row(
+            f"1 process + {pool_workers} verify workers, saturation",
+            pooled.rate,
+            "ballots/s",
+            run=pooled,
+        ),
+        _row(
+            "1 process, paced at 80% of saturation",
+            paced.rate,
+            "ballots/s",
+            run=paced,
+            target="p99 <= 50 ms",
+            ok=paced.percentile(0.99) <= 50,
+        ),
+        _row(
+            "inline saturation / bare verifier",
+            inline.rate / verifier,
+            "ratio",
+            target=">= 0.85",
+            ok=inline.rate / verifier >= 0.85,
+        ),
+        _row(
+            "per server core / bare verifier",
+            per_core / verifier,
+            "ratio",
+            target=">= 0.85",
+            ok=per_core / verifier >= 0.85,
+        ),
+        _row("2 processes, saturation", two.rate, "ballots/s", run=two),
+        _row(
+            "2 processes / 1 process",
+            two.rate / inline.rate,
+            "ratio",
+            target=">= 1.8",
+            ok=two.rate / inline.rate >= 1.8,
+        ),
+    ]
+    write_results(
+        "ingest",
+        rows,
+        meta={
+            "runs": runs,
+            "ballots_per_run": per_run,
+            "closed_loop_connections": concurrency,
+            "paced_rate": round(paced_rate, 1),
+            "ballots_stored": stored,
+            "cpus": os.cpu_count(),
+            "note": (
+                "client, server(s) and PostgreSQL share this machine's cores; server_cpu and "
+                "client_cpu are fractions of one core used during the run"
+            ),
+            "latency_stdev_ms_inline": round(statistics.pstdev(inline.latencies_ms), 2)
+            if inline.latencies_ms
+            else None,
+        },
+    )

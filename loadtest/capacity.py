@@ -1,0 +1,610 @@
+"""The sizing model: from an electorate to server cores, batcher, PostgreSQL and connections.
+
+Everything here is arithmetic on three inputs, each a frozen dataclass:
+
+* :class:`Demand`: who votes and when (eligible voters, turnout, voting window, the share of
+  ballots cast in the busiest hour and how bursty that hour is);
+* :class:`Rates`: what one core (or one process) was measured to do, read from
+  ``bench/results/*.json`` when those files exist (:func:`measured_rates`), else the figures
+  of ``/work/shared/DESIGN.md`` with the source said so;
+* :class:`Deployment`: planning choices (target CPU utilisation at peak, cores per pod,
+  connection pool sizes, ballot row sizes).
+
+:func:`plan` turns them into a :class:`Plan`; :func:`plan_rows` lays it out as a table whose
+every line says how it was derived. The derivations (also in ``docs/capacity.md``)::
+
+    ballots          = voters × turnout × (1 + revote_ratio)
+    average rate     = ballots / (window_hours × 3600)
+    peak rate        = ballots × peak_hour_share × peak_factor / 3600
+    write cores      = peak / (verified ballots/s per core × utilisation)
+    read cores       = peak × reads_per_ballot / (reads/s per core × utilisation)
+    server cores     = ceil(write cores + read cores);  pods = ceil(cores / cores_per_pod) + spare
+    merge delay      ≈ block interval + block / batcher rate
+    database bytes   = ballots × (row + indexes + log nodes) + voters × voter row
+    WAL bytes/s      = peak × wal_factor × (2 × (row + indexes) + log nodes)   (insert + sequencing)
+    connections      = processes × pool_max + batchers × batcher_pool + admin
+
+>>> p = plan(Demand(voters=10_000_000))
+>>> round(p.peak_ballots_per_s)
+1111
+>>> p.server_cores, p.pods
+(2, 2)
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+__all__ = [
+    "DEFAULT_RATES",
+    "Demand",
+    "Deployment",
+    "Plan",
+    "PlanRow",
+    "Rates",
+    "format_table",
+    "measured_rates",
+    "plan",
+    "plan_rows",
+    "province_scenarios",
+]
+
+SECONDS_PER_HOUR = 3600.0
+
+
+@dataclass(frozen=True)
+class Demand:
+    """Who votes and when.
+
+    ``peak_hour_share`` is the fraction of all ballots cast in the busiest hour (at least the
+    mean hour's share, ``1 / window_hours``); ``peak_factor`` is how much faster the busiest
+    minute runs than that hour's mean (1 = smooth). Their product times ``window_hours`` is
+    the peak-to-average ratio.
+    """
+
+    voters: int
+    turnout: float = 0.80
+    window_hours: float = 12.0
+    peak_hour_share: float = 0.25
+    peak_factor: float = 2.0
+    revote_ratio: float = 0.0
+    """Extra ballots from voters who vote again, as a fraction of first ballots."""
+    reads_per_ballot: float = 3.0
+    """Read requests a voter app makes per ballot (status poll, inclusion proof, checkpoint)."""
+
+    def __post_init__(self) -> None:
+        if self.voters < 0:
+            raise ValueError("voters must be >= 0")
+        if not 0.0 <= self.turnout <= 1.0:
+            raise ValueError("turnout must be within [0, 1]")
+        if self.window_hours <= 0:
+            raise ValueError("window_hours must be > 0")
+        if not 0.0 < self.peak_hour_share <= 1.0:
+            raise ValueError("peak_hour_share must be within (0, 1]")
+        # the busiest hour carries at least the mean hour's share (a 1e-9 slack for rounding)
+        if self.peak_hour_share + 1e-9 < min(1.0, 1.0 / self.window_hours):
+            raise ValueError(
+                f"peak_hour_share {self.peak_hour_share} is below the mean hour's share "
+                f"{min(1.0, 1.0 / self.window_hours):.4f} for a {self.window_hours} h window"
+            )
+        if self.peak_factor < 1.0:
+            raise ValueError("peak_factor must be >= 1")
+        if self.revote_ratio < 0 or self.reads_per_ballot < 0:
+            raise ValueError("revote_ratio and reads_per_ballot must be >= 0")
+
+
+@dataclass(frozen=True)
+class Rates:
+    """Measured capacity of one core or one process, and where each figure came from."""
+
+    verified_ballots_per_core_s: float = 3400.0
+    """The whole write path on one core: signature, proofs, group-committed insert."""
+    reads_per_core_s: float = 5000.0
+    """Public read requests (status, proof, checkpoint) one server core answers."""
+    batcher_ballots_s: float = 50000.0
+    """Ballots the single batcher leader sequences per second (tree, block, checkpoint)."""
+    db_rows_per_core_s: float = 115000.0
+    """Batched rows one PostgreSQL core writes per second."""
+    locust_requests_per_process_s: float = 12000.0
+    """Requests one Locust FastHttpUser process generates per second."""
+    sources: dict[str, str] = field(default_factory=dict)
+    """Field name -> where the figure came from (a bench file and metric, or a default)."""
+
+    def source(self, name: str) -> str:
+        return self.sources.get(name, "default (DESIGN.md)")
+
+
+DEFAULT_RATES = Rates()
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Planning choices: headroom, packaging, connection pools and storage sizes."""
+
+    utilisation: float = 0.5
+    """Target CPU utilisation at peak (0.5 = twice the peak capacity provisioned)."""
+    cores_per_pod: int = 2
+    """Server processes per pod (REFERENDUM_WORKERS), one per core."""
+    spare_pods: int = 1
+    """Pods beyond the computed need, so losing one pod at peak stays within budget."""
+    db_pool_max: int = 10
+    """Connections per server process (REFERENDUM_DB_POOL_MAX)."""
+    commit_slots: int = 4
+    """Concurrent group-commit writes per process (REFERENDUM_COMMIT_SLOTS)."""
+    batcher_instances: int = 2
+    """One active leader plus standbys (they hold a connection each while waiting)."""
+    batcher_pool: int = 4
+    admin_connections: int = 10
+    """Reserved for the operator, migrations, monitoring and superuser access."""
+    max_connections: int = 200
+    """PostgreSQL ``max_connections`` planned for the primary."""
+    block_max_ms: int = 500
+    block_max_ballots: int = 10000
+    body_bytes: int = 350
+    """Canonical ballot bytes per row: 350 B for a yes/no question (one explicit ciphertext
+    of 130 B, its 128 B proof, a 64 B signature and the ids); measured by the ballot pool."""
+    receipt_bytes: int = 280
+    """The signed JSON receipt stored with the ballot."""
+    row_overhead_bytes: int = 160
+    """Tuple header, id, referendum and voter ids, hash, timestamps, log index, alignment."""
+    index_bytes: int = 220
+    """Per ballot across the ballots indexes (pk, hash, revote key, voter, log index)."""
+    log_bytes_per_ballot: int = 160
+    """Merkle nodes (about two stored per leaf) and the ballot's share of block rows."""
+    voter_row_bytes: int = 150
+    """One roll row with its primary-key entry."""
+    wal_factor: float = 1.3
+    """WAL bytes per heap+index byte written (record headers, full-page images)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.utilisation <= 1.0:
+            raise ValueError("utilisation must be within (0, 1]")
+        if self.cores_per_pod < 1:
+            raise ValueError("cores_per_pod must be >= 1")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The sized deployment for one :class:`Demand`."""
+
+    demand: Demand
+    rates: Rates
+    deployment: Deployment
+    ballots: float
+    average_ballots_per_s: float
+    peak_ballots_per_s: float
+    peak_to_average: float
+    write_cores: float
+    read_requests_per_s: float
+    read_cores: float
+    server_cores: int
+    pods: int
+    server_processes: int
+    batcher_utilisation: float
+    block_interval_s: float
+    block_ballots: float
+    merge_delay_s: float
+    db_rows_per_s: float
+    db_cores: int
+    ballot_row_bytes: int
+    db_ballot_bytes: float
+    db_roll_bytes: float
+    db_total_bytes: float
+    wal_bytes_per_ballot: float
+    wal_bytes_per_s: float
+    wal_bytes_total: float
+    direct_connections: int
+    pgbouncer_needed: bool
+    backend_pool: int
+    load_requests_per_s: float
+    locust_workers: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def plan(
+    demand: Demand,
+    rates: Rates = DEFAULT_RATES,
+    deployment: Deployment | None = None,
+) -> Plan:
+    """Size a deployment for ``demand`` from ``rates`` under ``deployment``'s choices."""
+    d = deployment if deployment is not None else Deployment()
+    u = d.utilisation
+    ballots = demand.voters * demand.turnout * (1.0 + demand.revote_ratio)
+    average = ballots / (demand.window_hours * SECONDS_PER_HOUR)
+    peak = ballots * demand.peak_hour_share * demand.peak_factor / SECONDS_PER_HOUR
+    write_cores = peak / (rates.verified_ballots_per_core_s * u)
+    read_rps = peak * demand.reads_per_ballot
+    read_cores = read_rps / (rates.reads_per_core_s * u)
+    # round away float noise before ceil so 2.0000000001 cores stays 2
+    server_cores = max(1, math.ceil(round(write_cores + read_cores, 9)))
+    pods = math.ceil(server_cores / d.cores_per_pod) + d.spare_pods
+    processes = pods * d.cores_per_pod
+
+    batcher_utilisation = peak / rates.batcher_ballots_s
+    # a block closes at block_max_ballots or block_max_ms, whichever comes first
+    if peak > 0:
+        block_interval = min(d.block_max_ms / 1000.0, d.block_max_ballots / peak)
+    else:
+        block_interval = d.block_max_ms / 1000.0
+    block_ballots = peak * block_interval
+    merge_delay = block_interval + block_ballots / rates.batcher_ballots_s
+
+    db_rows = peak * 2.0  # the ingest insert, then the batcher's sequencing update
+    db_cores = max(1, math.ceil(round(db_rows / (rates.db_rows_per_core_s * u), 9)))
+    row_bytes = d.body_bytes + d.receipt_bytes + d.row_overhead_bytes
+    per_ballot_stored = row_bytes + d.index_bytes + d.log_bytes_per_ballot
+    db_ballot_bytes = ballots * per_ballot_stored
+    db_roll_bytes = demand.voters * d.voter_row_bytes
+    # the sequencing update changes an indexed column, so it is not HOT: a new tuple and new
+    # index entries, i.e. the row and its indexes are written twice
+    wal_per_ballot = d.wal_factor * (2 * (row_bytes + d.index_bytes) + d.log_bytes_per_ballot)
+
+    direct = processes * d.db_pool_max + d.batcher_instances * d.batcher_pool + d.admin_connections
+    backend_pool = processes * d.commit_slots + d.batcher_pool + d.admin_connections
+    load_rps = peak * (1.0 + demand.reads_per_ballot)
+    locust_rate = rates.locust_requests_per_process_s * u
+    locust_workers = max(1, math.ceil(round(load_rps / locust_rate, 9)))
+    return Plan(
+        demand=demand,
+        rates=rates,
+        deployment=d,
+        ballots=ballots,
+        average_ballots_per_s=average,
+        peak_ballots_per_s=peak,
+        peak_to_average=(peak / average) if average else 0.0,
+        write_cores=write_cores,
+        read_requests_per_s=read_rps,
+        read_cores=read_cores,
+        server_cores=server_cores,
+        pods=pods,
+        server_processes=processes,
+        batcher_utilisation=batcher_utilisation,
+        block_interval_s=block_interval,
+        block_ballots=block_ballots,
+        merge_delay_s=merge_delay,
+        db_rows_per_s=db_rows,
+        db_cores=db_cores,
+        ballot_row_bytes=row_bytes,
+        db_ballot_bytes=db_ballot_bytes,
+        db_roll_bytes=db_roll_bytes,
+        db_total_bytes=db_ballot_bytes + db_roll_bytes,
+        wal_bytes_per_ballot=wal_per_ballot,
+        wal_bytes_per_s=peak * wal_per_ballot,
+        wal_bytes_total=ballots * wal_per_ballot,
+        direct_connections=direct,
+        pgbouncer_needed=direct > d.max_connections,
+        backend_pool=backend_pool,
+        load_requests_per_s=load_rps,
+        locust_workers=locust_workers,
+    )
+
+
+def province_scenarios(voters: int = 10_000_000, **overrides: Any) -> dict[str, Demand]:
+    """The worked example's scenarios for an electorate of ``voters``.
+
+    * ``day``: 80% turnout over 12 h, a quarter of the ballots in the busiest hour, whose
+      busiest minute runs at twice that hour's mean (6× the day's average);
+    * ``rush``: the same day with a sharper closing rush (35% in one hour, 3× bursts: 12.6×);
+    * ``flash``: the whole roll inside one hour (turnout 100%, smooth).
+
+    ``overrides`` (e.g. ``revote_ratio``) apply to every scenario.
+    """
+    base = {"voters": voters, **overrides}
+    return {
+        "day": Demand(**{**base}),
+        "rush": Demand(**{**base, "peak_hour_share": 0.35, "peak_factor": 3.0}),
+        "flash": Demand(
+            **{
+                **base,
+                "turnout": 1.0,
+                "window_hours": 1.0,
+                "peak_hour_share": 1.0,
+                "peak_factor": 1.0,
+            }
+        ),
+    }
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    """One line of the sizing table."""
+
+    group: str
+    quantity: str
+    value: str
+    derivation: str
+
+
+def _num(value: float, unit: str = "") -> str:
+    if abs(value) >= 100 or value == int(value):
+        text = f"{value:,.0f}"
+    elif abs(value) >= 1:
+        text = f"{value:,.2f}"
+    else:
+        text = f"{value:.3g}"
+    return f"{text} {unit}".rstrip()
+
+
+def _bytes(value: float) -> str:
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:,.2f} {unit}"
+    return f"{value:,.0f} B"
+
+
+def plan_rows(p: Plan) -> list[PlanRow]:
+    """The plan as a table: every row with the formula that produced it."""
+    dm, r, d = p.demand, p.rates, p.deployment
+    u = d.utilisation
+    rows = [
+        PlanRow("demand", "eligible voters", _num(dm.voters), "input"),
+        PlanRow(
+            "demand",
+            "ballots",
+            _num(p.ballots),
+            f"voters × turnout {dm.turnout:g} × (1 + revotes {dm.revote_ratio:g})",
+        ),
+        PlanRow(
+            "demand",
+            "average rate",
+            _num(p.average_ballots_per_s, "ballots/s"),
+            f"ballots / ({dm.window_hours:g} h × 3600)",
+        ),
+        PlanRow(
+            "demand",
+            "peak rate",
+            _num(p.peak_ballots_per_s, "ballots/s"),
+            f"ballots × peak-hour share {dm.peak_hour_share:g} × peak factor "
+            f"{dm.peak_factor:g} / 3600 ({p.peak_to_average:.1f}× average)",
+        ),
+        PlanRow(
+            "servers",
+            "write cores",
+            _num(p.write_cores),
+            f"peak / ({_num(r.verified_ballots_per_core_s)} ballots/s/core × utilisation {u:g})"
+            f" [{r.source('verified_ballots_per_core_s')}]",
+        ),
+        PlanRow(
+            "servers",
+            "read cores",
+            _num(p.read_cores),
+            f"peak × {dm.reads_per_ballot:g} reads / ({_num(r.reads_per_core_s)} reads/s/core"
+            f" × {u:g}) [{r.source('reads_per_core_s')}]",
+        ),
+        PlanRow("servers", "server cores", _num(p.server_cores), "ceil(write + read cores)"),
+        PlanRow(
+            "servers",
+            "pods",
+            _num(p.pods),
+            f"ceil(cores / {d.cores_per_pod} per pod) + {d.spare_pods} spare",
+        ),
+        PlanRow(
+            "servers",
+            "server processes",
+            _num(p.server_processes),
+            f"pods × {d.cores_per_pod} (REFERENDUM_WORKERS)",
+        ),
+        PlanRow(
+            "batcher",
+            "leader utilisation",
+            f"{p.batcher_utilisation:.1%}",
+            f"peak / {_num(r.batcher_ballots_s)} ballots/s [{r.source('batcher_ballots_s')}]; "
+            f"{d.batcher_instances} instances (1 leader + standby)",
+        ),
+        PlanRow(
+            "batcher",
+            "block",
+            f"{_num(p.block_ballots)} ballots / {p.block_interval_s:.3g} s",
+            f"closes at {d.block_max_ballots} ballots or {d.block_max_ms} ms",
+        ),
+        PlanRow(
+            "batcher",
+            "merge delay (model)",
+            f"{p.merge_delay_s:.3g} s",
+            "block interval + block / batcher rate (target <= 2 s)",
+        ),
+        PlanRow(
+            "postgresql",
+            "rows written",
+            _num(p.db_rows_per_s, "rows/s"),
+            "peak × 2 (insert + sequencing update)",
+        ),
+        PlanRow(
+            "postgresql",
+            "cores for writes",
+            _num(p.db_cores),
+            f"ceil(rows/s / ({_num(r.db_rows_per_core_s)} rows/s/core × {u:g}))"
+            f" [{r.source('db_rows_per_core_s')}]",
+        ),
+        PlanRow(
+            "postgresql",
+            "ballot row",
+            _bytes(p.ballot_row_bytes),
+            f"body {d.body_bytes} + receipt {d.receipt_bytes} + overhead {d.row_overhead_bytes}",
+        ),
+        PlanRow(
+            "postgresql",
+            "ballots + log",
+            _bytes(p.db_ballot_bytes),
+            f"ballots × (row + indexes {d.index_bytes} + log {d.log_bytes_per_ballot})",
+        ),
+        PlanRow(
+            "postgresql",
+            "roll",
+            _bytes(p.db_roll_bytes),
+            f"voters × {d.voter_row_bytes} B",
+        ),
+        PlanRow("postgresql", "database size", _bytes(p.db_total_bytes), "ballots + log + roll"),
+        PlanRow(
+            "postgresql",
+            "WAL at peak",
+            _bytes(p.wal_bytes_per_s) + "/s",
+            f"peak × {d.wal_factor:g} × (2 × (row + indexes) + log) = "
+            f"{_bytes(p.wal_bytes_per_ballot)}/ballot",
+        ),
+        PlanRow("postgresql", "WAL whole vote", _bytes(p.wal_bytes_total), "ballots × WAL/ballot"),
+        PlanRow(
+            "connections",
+            "direct",
+            _num(p.direct_connections),
+            f"processes × pool {d.db_pool_max} + {d.batcher_instances} batchers × "
+            f"{d.batcher_pool} + {d.admin_connections} admin",
+        ),
+        PlanRow(
+            "connections",
+            "PgBouncer",
+            ("needed" if p.pgbouncer_needed else "not needed")
+            + f" (max_connections {d.max_connections})",
+            "direct > max_connections",
+        ),
+        PlanRow(
+            "connections",
+            "backend pool",
+            _num(p.backend_pool),
+            f"processes × {d.commit_slots} commit slots + batcher + admin "
+            "(most transactions active at once)",
+        ),
+        PlanRow(
+            "load test",
+            "requests at peak",
+            _num(p.load_requests_per_s, "req/s"),
+            f"peak × (1 submit + {dm.reads_per_ballot:g} reads)",
+        ),
+        PlanRow(
+            "load test",
+            "Locust workers",
+            _num(p.locust_workers),
+            f"ceil(req/s / ({_num(r.locust_requests_per_process_s)} req/s/process × {u:g}))"
+            f" [{r.source('locust_requests_per_process_s')}]",
+        ),
+    ]
+    return rows
+
+
+def format_table(plans: dict[str, Plan], *, markdown: bool = False) -> str:
+    """Several plans side by side: one column per scenario, then the derivation."""
+    names = list(plans)
+    per_plan = [plan_rows(plans[n]) for n in names]
+    header = ["group", "quantity", *names, "derivation (first scenario)"]
+    body = []
+    for i, row in enumerate(per_plan[0]):
+        body.append(
+            [row.group, row.quantity, *(rows[i].value for rows in per_plan), row.derivation]
+        )
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(cells) + " |" for cells in body]
+        return "\n".join(lines)
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
+    widths[-1] = len(header[-1])  # the derivation column is left ragged
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += [
+        "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip() for cells in body
+    ]
+    return "\n".join(lines)
+
+
+# Lenient matching of bench rows: (field, file name patterns, metric pattern, unit pattern).
+_BENCH_PATTERNS: list[tuple[str, str, str, str]] = [
+    (
+        "verified_ballots_per_core_s",
+        r"ingest|pipeline",
+        r"(per.?core|one core|1 core|ingest|pipeline|verified|accepted)",
+        r"ballots?/s",
+    ),
+    (
+        "verified_ballots_per_core_s",
+        r"crypto",
+        r"(ballot).*(verif|check)|verif.*ballot",
+        r"ballots?/s|/s",
+    ),
+    ("reads_per_core_s", r".*", r"(read|status|proof|get)", r"req(uest)?s?/s"),
+    (
+        "batcher_ballots_s",
+        r"log|batcher",
+        r"(seal|sequenc|batcher|block|ballots)",
+        r"(ballots?|leaves|rows)/s",
+    ),
+    ("db_rows_per_core_s", r"roll|ingest|db", r"(insert|copy|unnest|rows|import)", r"rows/s"),
+]
+
+
+def _bench_rows(payload: Any) -> list[dict[str, Any]]:
+    if isinstance(payload, dict):
+        rows = payload.get("rows")
+        if isinstance(rows, list):
+            return [r for r in rows if isinstance(r, dict)]
+    if isinstance(payload, list):
+        return [r for r in payload if isinstance(r, dict)]
+    return []
+
+
+def _row_value(row: dict[str, Any]) -> float | None:
+    for key in ("value", "rate", "median", "throughput"):
+        value = row.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+            return float(value)
+    return None
+
+
+def _row_text(row: dict[str, Any], *keys: str) -> str:
+    return " ".join(str(row.get(k, "")) for k in keys).lower()
+
+
+def measured_rates(results_dir: Path, base: Rates = DEFAULT_RATES) -> tuple[Rates, list[str]]:
+    """``base`` with every figure found in ``results_dir/*.json`` replaced by the measured one.
+
+    Bench files are ``{"benchmark", "machine", "meta", "rows": [{"metric", "value",
+    "unit", ...}]}`` (see :func:`bench.common.write_results`); rows are matched by file name,
+    metric name and unit, leniently. Returns the rates and notes saying what was used and
+    what fell back to defaults.
+    """
+    found: dict[str, float] = {}
+    sources: dict[str, str] = {}
+    notes: list[str] = []
+    files = sorted(results_dir.glob("*.json")) if results_dir.is_dir() else []
+    for name, file_pat, metric_pat, unit_pat in _BENCH_PATTERNS:
+        if name in found:
+            continue
+        for path in files:
+            if not re.search(file_pat, path.stem, re.IGNORECASE):
+                continue
+            try:
+                payload = orjson.loads(path.read_bytes())
+            except (OSError, orjson.JSONDecodeError):
+                notes.append(f"{path}: unreadable, ignored")
+                continue
+            for row in _bench_rows(payload):
+                value = _row_value(row)
+                metric = _row_text(row, "metric", "name", "case", "operation")
+                unit = _row_text(row, "unit", "units")
+                if value is None or not metric.strip():
+                    continue
+                if re.search(metric_pat, metric) and re.search(unit_pat, unit or metric):
+                    found[name] = value
+                    sources[name] = f"{path.name}: {row.get('metric') or row.get('name')}"
+                    break
+            if name in found:
+                break
+    for name in (
+        "verified_ballots_per_core_s",
+        "reads_per_core_s",
+        "batcher_ballots_s",
+        "db_rows_per_core_s",
+        "locust_requests_per_process_s",
+    ):
+        if name in found:
+            notes.append(f"{name} = {found[name]:,.0f} from {sources[name]}")
+        else:
+            notes.append(f"{name} = {getattr(base, name):,.0f}: default (DESIGN.md), not measured")
+    merged_sources = {**base.sources, **sources}
+    return replace(base, **found, sources=merged_sources), notes

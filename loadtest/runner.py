@@ -1,0 +1,705 @@
+"""The load runner: PostgreSQL, N server processes, the batcher and distributed Locust.
+
+:func:`run_load` (``referendum loadtest run``) does, in order and with every phase timed:
+
+1. open the ballot pool (or make one: ``referendum loadtest pool``);
+2. reuse PostgreSQL at ``DATABASE_URL`` or start the embedded one, create a fresh database
+   (the pool's referendum id must be new), migrate it and create an operator API key;
+3. start ``referendum serve`` with P workers and ``referendum batcher`` as child processes on
+   127.0.0.1, each in its own process group, and wait for ``/readyz``;
+4. create the pool's referendum, upload its roll and open it, over the operator API;
+5. run Locust: one ``--master --headless`` and M ``--worker`` processes, bounded by
+   ``--run-time`` (or a load shape), writing ``--csv``, ``--json-file`` and ``--html``; while
+   it runs, sample the database each second (ballots, sequenced, oldest unsequenced ballot);
+6. wait (bounded) for the batcher to sequence every ballot, measure each ballot's merge delay
+   (block ``sealed_at`` minus ``accepted_at``), scrape the servers' ``/metrics``;
+7. write the capacity report and return its summary, whose ``ok`` says whether the stated
+   objectives (rate, p99, error ratio, merge delay) were met.
+
+Every child is stopped in a ``finally`` block: SIGTERM to its process group, then SIGKILL
+after a grace period; no run outlives its bounds. Nothing is sent anywhere but 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import asyncpg
+import orjson
+
+from loadtest.pool import BallotPool, generate_pool
+from loadtest.report import Objectives, Summary, build_report, load_samples
+
+__all__ = [
+    "ChildProcesses",
+    "LoadConfig",
+    "LocustOutcome",
+    "PhaseTimer",
+    "free_port",
+    "run_load",
+    "run_locust",
+    "run_small_load",
+    "setup_referendum",
+]
+
+LOADTEST_DIR = Path(__file__).resolve().parent
+LOCUSTFILE = LOADTEST_DIR / "locustfile.py"
+SHAPESFILE = LOADTEST_DIR / "shapes.py"
+DEFAULT_USER_CLASSES = ("Voter", "ReVoter", "Auditor", "Operator")
+READY_TIMEOUT_S = 60.0
+GRACE_S = 10.0
+"""How long a child gets between SIGTERM and SIGKILL."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class PhaseTimer:
+    """Wall-clock time of each named phase, printed as it ends."""
+
+    def __init__(self, echo: Callable[[str], None] | None = print) -> None:
+        self.phases: dict[str, float] = {}
+        self.echo = echo
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Any:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - start
+            self.phases[name] = elapsed
+            if self.echo is not None:
+                self.echo(f"[phase] {name}: {elapsed:,.2f} s")
+
+    def table(self) -> str:
+        width = max((len(n) for n in self.phases), default=5)
+        lines = [f"{'phase'.ljust(width)}  seconds", f"{'-' * width}  -------"]
+        lines += [f"{n.ljust(width)}  {s:>9,.2f}" for n, s in self.phases.items()]
+        return "\n".join(lines)
+
+
+class ChildProcesses:
+    """Child processes, each in its own session (process group), all stopped on exit."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.children: list[tuple[str, subprocess.Popen[bytes], IO[bytes]]] = []
+
+    def start(self, name: str, argv: Sequence[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = (self.log_dir / f"{name}.log").open("ab")
+        process = subprocess.Popen(
+            list(argv),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.children.append((name, process, log))
+        return process
+
+    def stop(self, process: subprocess.Popen[bytes], grace_s: float = GRACE_S) -> int | None:
+        """SIGTERM the process group, SIGKILL it after ``grace_s``; the exit code."""
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(grace_s)
+        # children of the group that outlived their parent
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        return process.returncode
+
+    def stop_all(self) -> None:
+        """Stop every child, newest first."""
+        for _name, process, log in reversed(self.children):
+            self.stop(process)
+            log.close()
+        self.children.clear()
+
+    def __enter__(self) -> ChildProcesses:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_all()
+
+
+def _referendum_argv(*args: str) -> list[str]:
+    """Run a ``referendum`` subcommand with this interpreter."""
+    return [sys.executable, "-c", "from server.cli import main; main()", *args]
+
+
+def _serve_argv() -> list[str]:
+    if importlib.util.find_spec("server.commands") is not None:
+        return _referendum_argv("serve")
+    # until ``referendum serve`` exists: the same supervisor it wraps
+    return [
+        sys.executable,
+        "-c",
+        "from server.serving import run_servers; from server.settings import Settings; "
+        "run_servers(Settings.from_env())",
+    ]
+
+
+def _dsn_with_database(dsn: str, database: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+@contextlib.asynccontextmanager
+async def fresh_database(admin_dsn: str, keep: bool = False) -> AsyncIterator[str]:
+    """A new, migrated database on the server of ``admin_dsn``, dropped afterwards."""
+    from server.migrate import apply_migrations
+
+    name = f"referendum_load_{secrets.token_hex(6)}"
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    dsn = _dsn_with_database(admin_dsn, name)
+    try:
+        await apply_migrations(dsn)
+        yield dsn
+    finally:
+        if not keep:
+            conn = await asyncpg.connect(admin_dsn)
+            try:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            finally:
+                await conn.close()
+
+
+async def create_operator_key(dsn: str) -> str:
+    from server.auth import create_api_key
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await create_api_key(conn, f"loadtest-{secrets.token_hex(4)}")
+    finally:
+        await conn.close()
+
+
+async def wait_ready(base_url: str, processes: Sequence[subprocess.Popen[bytes]]) -> None:
+    """Poll ``/readyz`` until it answers 200; raise if a child died or after a minute."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    async with aiohttp.ClientSession() as session:
+        while True:
+            for process in processes:
+                if process.poll() is not None:
+                    raise RuntimeError(f"a server process exited with {process.returncode}")
+            with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+                async with session.get(
+                    base_url + "/readyz", timeout=aiohttp.ClientTimeout(total=2)
+                ) as response:
+                    if response.status == 200:
+                        return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{base_url} not ready within {READY_TIMEOUT_S:.0f} s")
+            await asyncio.sleep(0.2)
+
+
+async def _check(response: aiohttp.ClientResponse, what: str) -> Any:
+    body = await response.read()
+    if response.status >= 300:
+        raise RuntimeError(f"{what}: HTTP {response.status}: {body[:500]!r}")
+    return orjson.loads(body) if body else None
+
+
+async def setup_referendum(
+    base_url: str,
+    api_key: str,
+    pool: BallotPool,
+    *,
+    timer: PhaseTimer | None = None,
+    open_voting: bool = True,
+) -> dict[str, Any]:
+    """Create the pool's referendum, upload its roll and open it, over the operator API."""
+    timer = timer or PhaseTimer(echo=None)
+    headers = {"Authorization": f"Bearer {api_key}"}
+    now = datetime.now(UTC)
+    definition = pool.meta.definition(
+        (now - timedelta(minutes=1)).isoformat(), (now + timedelta(days=1)).isoformat()
+    )
+    rid = pool.meta.referendum_id
+    timeout = aiohttp.ClientTimeout(total=3600)
+    async with aiohttp.ClientSession(base_url, headers=headers, timeout=timeout) as session:
+        with timer.phase("create referendum"):
+            async with session.post("/v1/referendums", json=definition) as response:
+                await _check(response, "create referendum")
+        with timer.phase("roll import"), pool.roll_path.open("rb") as roll:
+            async with session.put(
+                f"/v1/referendums/{rid}/roll",
+                data=roll,
+                headers={"Content-Type": "text/csv"},
+            ) as response:
+                imported = await _check(response, "roll import")
+        opened = None
+        if open_voting:
+            with timer.phase("open (roll commitment)"):
+                async with session.post(f"/v1/referendums/{rid}/open") as response:
+                    opened = await _check(response, "open")
+    return {"roll": imported, "referendum": opened}
+
+
+@dataclass(frozen=True)
+class LocustOutcome:
+    csv_prefix: Path
+    returncode: int | None
+    timed_out: bool
+    seconds: float
+
+
+async def run_locust(
+    base_url: str,
+    pool_dir: Path,
+    out_dir: Path,
+    children: ChildProcesses,
+    *,
+    duration_s: float,
+    users: int,
+    spawn_rate: float,
+    workers: int = 1,
+    shape: str | None = None,
+    user_classes: Sequence[str] = DEFAULT_USER_CLASSES,
+    api_key: str = "",
+    extra_env: dict[str, str] | None = None,
+    stop_when: Callable[[], Any] | None = None,
+) -> LocustOutcome:
+    """One headless Locust master and ``workers`` workers against ``base_url``, bounded.
+
+    The master runs ``duration_s`` (``--run-time``, or the shape's length); it is stopped
+    (SIGTERM, so it still writes its files) 60 s after that at the latest, or earlier when the
+    awaitable ``stop_when()`` returns true (checked every second).
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    master_port = free_port()
+    env = {
+        **os.environ,
+        "REFERENDUM_LOADTEST_POOL": str(pool_dir),
+        "REFERENDUM_LOADTEST_SHARDS": str(max(1, workers)),
+        "REFERENDUM_LOADTEST_API_KEY": api_key,
+        "REFERENDUM_LOADTEST_PEAK_USERS": str(users),
+        "REFERENDUM_LOADTEST_DURATION_S": str(duration_s),
+        "REFERENDUM_LOADTEST_SPAWN_RATE": str(spawn_rate),
+        **(extra_env or {}),
+    }
+    files = str(LOCUSTFILE)
+    if shape:
+        env["REFERENDUM_LOADTEST_SHAPE"] = shape
+        files += "," + str(SHAPESFILE)
+    prefix = out_dir / "locust"
+    common = [sys.executable, "-m", "locust", "-f", files, "--loglevel", "WARNING"]
+    master_argv = [
+        *common,
+        "--master",
+        "--headless",
+        "--master-bind-host",
+        "127.0.0.1",
+        "--master-bind-port",
+        str(master_port),
+        "--expect-workers",
+        str(workers),
+        "--expect-workers-max-wait",
+        "60",
+        "-H",
+        base_url,
+        "-u",
+        str(users),
+        "-r",
+        str(spawn_rate),
+        "--run-time",
+        f"{max(1, round(duration_s))}s",
+        "--stop-timeout",
+        "5",
+        "--csv",
+        str(prefix),
+        "--csv-full-history",
+        "--json-file",
+        str(out_dir / "locust"),
+        "--html",
+        str(out_dir / "locust.html"),
+        "--only-summary",
+        "--exit-code-on-error",
+        "0",  # failures are judged by the report's objectives, not by Locust
+        *user_classes,
+    ]
+    worker_argv = [
+        *common,
+        "--worker",
+        "--master-host",
+        "127.0.0.1",
+        "--master-port",
+        str(master_port),
+        *user_classes,
+    ]
+    started = time.monotonic()
+    master = children.start("locust-master", master_argv, env)
+    worker_processes = [
+        children.start(f"locust-worker-{i}", worker_argv, env) for i in range(max(1, workers))
+    ]
+    deadline = started + duration_s + 60.0
+    timed_out = False
+    while master.poll() is None:
+        if time.monotonic() > deadline:
+            timed_out = True
+            break
+        if stop_when is not None and await stop_when():
+            break
+        await asyncio.sleep(1.0)
+    returncode = master.poll()
+    if returncode is None:
+        returncode = children.stop(master, grace_s=30.0)
+    for worker in worker_processes:
+        children.stop(worker)
+    return LocustOutcome(prefix, returncode, timed_out, time.monotonic() - started)
+
+
+class DatabaseSampler:
+    """Samples the ballots table each ``interval_s`` into ``samples.jsonl``."""
+
+    def __init__(self, dsn: str, referendum_id: str, path: Path, interval_s: float = 1.0):
+        self.dsn, self.rid, self.path, self.interval_s = dsn, referendum_id, path, interval_s
+        self._task: asyncio.Task[None] | None = None
+        self._conn: asyncpg.Connection | None = None
+
+    async def sample(self) -> dict[str, Any]:
+        if self._conn is None:
+            self._conn = await asyncpg.connect(self.dsn)
+        conn = self._conn
+        ballots = await conn.fetchval(
+            "SELECT count(*) FROM ballots WHERE referendum_id = $1", self.rid
+        )
+        sequenced = await conn.fetchval(
+            "SELECT tree_size FROM log_heads WHERE referendum_id = $1", self.rid
+        )
+        oldest = await conn.fetchval(
+            """SELECT extract(epoch FROM clock_timestamp() - accepted_at)::float8
+               FROM ballots WHERE referendum_id = $1 AND log_index IS NULL
+               ORDER BY id LIMIT 1""",
+            self.rid,
+        )
+        return {
+            "t": time.time(),
+            "ballots": int(ballots),
+            "sequenced": int(sequenced or 0),
+            "oldest_unsequenced_s": float(oldest) if oldest is not None else 0.0,
+        }
+
+    async def _loop(self) -> None:
+        with self.path.open("ab") as out:
+            while True:
+                row = await self.sample()
+                out.write(orjson.dumps(row) + b"\n")
+                out.flush()
+                await asyncio.sleep(self.interval_s)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    async def merge_delays(self) -> dict[str, Any]:
+        """Per sequenced ballot, block ``sealed_at`` minus ``accepted_at``: p50, p99, max."""
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            row = await conn.fetchrow(
+                """SELECT count(*) AS n,
+                          percentile_cont(0.5) WITHIN GROUP (ORDER BY d) AS p50,
+                          percentile_cont(0.99) WITHIN GROUP (ORDER BY d) AS p99,
+                          max(d) AS max
+                   FROM (SELECT k.sealed_at / 1000.0 - extract(epoch FROM b.accepted_at) AS d
+                         FROM ballots b JOIN blocks k
+                           ON k.referendum_id = b.referendum_id AND k.height = b.block_height
+                         WHERE b.referendum_id = $1) AS delays""",
+                self.rid,
+            )
+        finally:
+            await conn.close()
+        assert row is not None  # an aggregate always returns one row
+        return {
+            "t": time.time(),
+            "sequenced_ballots": int(row["n"]),
+            "merge_delay_p50_s": float(row["p50"]) if row["p50"] is not None else None,
+            "merge_delay_p99_s": float(row["p99"]) if row["p99"] is not None else None,
+            "merge_delay_max_s": float(row["max"]) if row["max"] is not None else None,
+        }
+
+
+async def wait_sequenced(
+    sampler: DatabaseSampler, timeout_s: float, batcher: subprocess.Popen[bytes] | None
+) -> bool:
+    """Wait until every stored ballot is in the log; False after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        row = await sampler.sample()
+        if row["ballots"] == row["sequenced"]:
+            return True
+        if batcher is not None and batcher.poll() is not None:
+            return False
+        await asyncio.sleep(0.5)
+    return False
+
+
+async def scrape_metrics(base_url: str, out_dir: Path, times: int) -> None:
+    """Save ``/metrics`` a few times (each answer comes from whichever worker got it)."""
+    async with aiohttp.ClientSession() as session:
+        for i in range(times):
+            with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+                async with session.get(
+                    base_url + "/metrics", timeout=aiohttp.ClientTimeout(total=5)
+                ) as response:
+                    (out_dir / f"metrics-{i}.txt").write_bytes(await response.read())
+
+
+@dataclass
+class LoadConfig:
+    """Everything ``referendum loadtest run`` takes."""
+
+    report_dir: Path
+    voters: int = 10_000
+    pool_dir: Path | None = None
+    duration_s: float = 30.0
+    servers: int = 1
+    locust_workers: int = 1
+    users: int = 50
+    spawn_rate: float = 50.0
+    shape: str | None = None
+    user_classes: tuple[str, ...] = DEFAULT_USER_CLASSES
+    objectives: Objectives = field(default_factory=Objectives)
+    database_url: str | None = None
+    keep_database: bool = False
+    verify_share: float = 0.1
+    retry_share: float = 0.0
+    drain_timeout_s: float = 60.0
+    scaling: list[dict[str, Any]] = field(default_factory=list)
+    server_env: dict[str, str] = field(default_factory=dict)
+    title: str = "Load test"
+    stop_when_pool_used: bool = False
+    """End the Locust run as soon as every pooled ballot is stored (the rehearsal)."""
+    close_after: bool = False
+    """Close the referendum after the run (the rehearsal), timing the final block."""
+    after_close: Callable[[str, str, PhaseTimer], Any] | None = None
+    """Called with (base URL, API key, timer) after closing: tally and audit phases."""
+
+
+def ensure_pool(config: LoadConfig, timer: PhaseTimer) -> BallotPool:
+    """The configured pool, or a pool of ``config.voters`` cached under data/loadtest."""
+    folder = config.pool_dir or Path("data/loadtest") / f"pool-{config.voters}"
+    if not (folder / "meta.json").exists():
+        with timer.phase(f"ballot pool ({config.voters:,} voters)"):
+            meta = generate_pool(folder, config.voters, revote_ratio=0.02)
+        print(
+            f"pool: {meta.voters:,} ballots + {meta.revotes:,} re-votes in {meta.seconds:,.1f} s"
+            f" ({meta.ballots_per_s:,.0f} ballots/s on {meta.processes} processes)"
+        )
+    return BallotPool(folder)
+
+
+def _admin_dsn(config: LoadConfig) -> str:
+    from server.db import resolve_database_url
+    from server.settings import Settings
+
+    settings = Settings.from_env()
+    if config.database_url:
+        return config.database_url
+    return resolve_database_url(settings)
+
+
+async def run_load(config: LoadConfig) -> Summary:
+    """Run one bounded load test end to end; the summary says whether objectives were met."""
+    timer = PhaseTimer()
+    report_dir = config.report_dir
+    report_dir.mkdir(parents=True, exist_ok=True)
+    pool = ensure_pool(config, timer)
+    rid = pool.meta.referendum_id
+    with timer.phase("database"):
+        admin_dsn = _admin_dsn(config)
+    samples_path = report_dir / "samples.jsonl"
+    samples_path.unlink(missing_ok=True)
+    async with fresh_database(admin_dsn, keep=config.keep_database) as dsn:
+        api_key = await create_operator_key(dsn)
+        port = free_port()
+        base_url = f"http://127.0.0.1:{port}"
+        env = {
+            **os.environ,
+            "DATABASE_URL": dsn,
+            "REFERENDUM_HOST": "127.0.0.1",
+            "REFERENDUM_PORT": str(port),
+            "REFERENDUM_WORKERS": str(config.servers),
+            "REFERENDUM_DATA_DIR": str(report_dir / "data"),
+            "REFERENDUM_LOG_LEVEL": "warning",
+            **config.server_env,
+        }
+        with ChildProcesses(report_dir / "logs") as children:
+            with timer.phase(f"start {config.servers} server process(es)"):
+                server = children.start("servers", _serve_argv(), env)
+                await wait_ready(base_url, [server])
+            await setup_referendum(base_url, api_key, pool, timer=timer)
+            batcher = children.start("batcher", _referendum_argv("batcher"), env)
+            sampler = DatabaseSampler(dsn, rid, samples_path)
+            expected = pool.meta.voters + pool.meta.revotes
+
+            async def pool_used() -> bool:
+                row = await sampler.sample()
+                return bool(row["ballots"] >= expected)
+
+            sampler.start()
+            try:
+                with timer.phase("ballots under load"):
+                    outcome = await run_locust(
+                        base_url,
+                        pool.folder,
+                        report_dir,
+                        children,
+                        duration_s=config.duration_s,
+                        users=config.users,
+                        spawn_rate=config.spawn_rate,
+                        workers=config.locust_workers,
+                        shape=config.shape,
+                        user_classes=config.user_classes,
+                        api_key=api_key,
+                        extra_env={
+                            "REFERENDUM_LOADTEST_VERIFY_SHARE": str(config.verify_share),
+                            "REFERENDUM_LOADTEST_RETRY_SHARE": str(config.retry_share),
+                        },
+                        stop_when=pool_used if config.stop_when_pool_used else None,
+                    )
+                with timer.phase("sealing (drain the batcher)"):
+                    drained = await wait_sequenced(sampler, config.drain_timeout_s, batcher)
+            finally:
+                await sampler.stop()
+            delays = await sampler.merge_delays()
+            with samples_path.open("ab") as out:
+                out.write(orjson.dumps(delays) + b"\n")
+            await scrape_metrics(base_url, report_dir, times=max(2, config.servers * 2))
+            if config.close_after:
+                await _close_and_after(config, base_url, api_key, rid, sampler, timer, batcher)
+        samples = load_samples(samples_path)
+        stored = await sampler.sample()
+        await sampler.stop()
+    extra = (
+        "## Phases\n\n```\n" + timer.table() + "\n```\n\n"
+        f"Pool: {pool.meta.voters:,} voters, {pool.meta.revotes:,} re-votes; "
+        f"ballots stored: {stored['ballots']:,}; all sequenced after the run: "
+        f"{'yes' if drained else 'NO'}; merge delay p50 / p99 / max: "
+        f"{_s(delays['merge_delay_p50_s'])} / {_s(delays['merge_delay_p99_s'])} / "
+        f"{_s(delays['merge_delay_max_s'])}; Locust exit code {outcome.returncode}"
+        + (" (stopped at its time limit)" if outcome.timed_out else "")
+    )
+    result = build_report(
+        outcome.csv_prefix,
+        report_dir,
+        samples=samples,
+        scaling=config.scaling,
+        title=config.title,
+        servers=config.servers,
+        objectives=config.objectives,
+        extra_markdown=extra,
+    )
+    summary = result.summary
+    summary.checks.append(
+        {"objective": "every ballot sequenced", "limit": "yes", "measured": drained,
+         "ok": drained}
+    )  # fmt: skip
+    summary.ok = summary.ok and drained
+    payload = {**summary.as_dict(), "phases": timer.phases, "merge_delays": delays,
+               "ballots_stored": stored["ballots"]}  # fmt: skip
+    result.summary_path.write_bytes(orjson.dumps(payload, option=orjson.OPT_INDENT_2))
+    print(timer.table())
+    print(f"report: {result.html_path} and {result.markdown_path}")
+    return summary
+
+
+def _s(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f} s"
+
+
+async def _close_and_after(
+    config: LoadConfig,
+    base_url: str,
+    api_key: str,
+    rid: str,
+    sampler: DatabaseSampler,
+    timer: PhaseTimer,
+    batcher: subprocess.Popen[bytes],
+) -> None:
+    headers = {"Authorization": f"Bearer {api_key}"}
+    async with aiohttp.ClientSession(base_url, headers=headers) as session:
+        with timer.phase("close + final block"):
+            async with session.post(f"/v1/referendums/{rid}/close") as response:
+                await _check(response, "close")
+            # the batcher seals the final block and exits on its own once the log is final
+            deadline = time.monotonic() + config.drain_timeout_s
+            while batcher.poll() is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+    if config.after_close is not None:
+        await config.after_close(base_url, api_key, timer)
+
+
+async def run_small_load(
+    base_url: str,
+    pool: Path | BallotPool,
+    duration_s: float,
+    users: int,
+    *,
+    api_key: str = "",
+    out_dir: Path = Path("reports/demo-load"),
+    workers: int = 1,
+    user_classes: Sequence[str] = ("Voter",),
+    objectives: Objectives | None = None,
+) -> Summary:
+    """A short distributed Locust run against running servers; the report's summary.
+
+    For ``referendum demo``: the pool's referendum must already be open on ``base_url``
+    (see :func:`setup_referendum`). Writes the report into ``out_dir``.
+    """
+    pool_dir = pool.folder if isinstance(pool, BallotPool) else Path(pool)
+    with ChildProcesses(out_dir / "logs") as children:
+        outcome = await run_locust(
+            base_url,
+            pool_dir,
+            out_dir,
+            children,
+            duration_s=duration_s,
+            users=users,
+            spawn_rate=float(users),
+            workers=workers,
+            user_classes=user_classes,
+            api_key=api_key,
+        )
+    result = build_report(outcome.csv_prefix, out_dir, title="Demo load", objectives=objectives)
+    return result.summary

@@ -1,0 +1,431 @@
+"""Encrypted, signed ballots: the one canonical encoding and its verification.
+
+A ballot for a referendum with ``k`` options carries one exponential-ElGamal ciphertext per
+*explicit* option, a 0/1 proof for each, an optional proof that the number of selections is
+within ``[min, max]``, and the voter's Ed25519 signature. For an exactly-one question
+(``min = max = 1``) the last option is implied (``k − 1`` explicit options); the verifier
+reconstructs its ciphertext as ``(−ΣA_i, G − ΣB_i)``, so :attr:`VerifiedBallot.ciphertexts`
+always has one ciphertext per option.
+
+Canonical bytes (``docs/crypto.md`` §5), what the public log's leaf hash covers::
+
+    body      = "RBAL" ‖ u8 version=1
+              ‖ u8 len(referendum) ‖ referendum (UTF-8) ‖ u8 len(voter) ‖ voter (UTF-8)
+              ‖ u8 count ‖ count × ciphertext (130) ‖ count × 0/1 proof (128)
+              ‖ u8 L ‖ sum proof (64·L bytes; L = 0: none)
+    canonical = body ‖ signature (64)
+    signature = Ed25519(voter key, "referendum/v1/ballot-signature" ‖ 0x00 ‖ body)
+    ballot_hash = SHA-256(canonical)
+
+The JSON body the server accepts holds the same fields as lowercase hex strings::
+
+    {"referendum": str, "voter": str, "ciphertexts": [hex130, …], "proofs": [hex128, …],
+     "sum_proof": hex or null, "signature": hex64}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from nacl.bindings import crypto_sign_open
+from nacl.exceptions import CryptoError
+
+from referendum_core.elgamal import CIPHERTEXT_BYTES, Ciphertext
+from referendum_core.errors import BallotError, EncodingError, InvalidPoint, SignatureError
+from referendum_core.group import GENERATOR, Point, decode_key, transcript
+from referendum_core.proofs import DisjunctiveProof, verify_disjunctive
+
+__all__ = [
+    "MAGIC",
+    "MAX_ID_BYTES",
+    "MAX_OPTIONS",
+    "PROOF01_BYTES",
+    "SIGNING_PREFIX",
+    "TAG_CONTEXT",
+    "TAG_PROOF01",
+    "TAG_SUM",
+    "BallotPlan",
+    "BallotRecord",
+    "BallotSpec",
+    "VerifiedBallot",
+    "ballot_context",
+    "ballot_from_json",
+    "ballot_to_json",
+    "decode_canonical",
+    "encode_body",
+    "plan",
+    "verify_ballot",
+    "verify_canonical",
+    "verify_record",
+]
+
+MAGIC = b"RBAL\x01"
+MAX_ID_BYTES = 255
+MAX_OPTIONS = 64
+PROOF01_BYTES = 128
+SIGNATURE_BYTES = 64
+SIGNING_PREFIX = b"referendum/v1/ballot-signature\x00"
+TAG_CONTEXT = b"referendum/v1/ballot-context"
+TAG_PROOF01 = b"referendum/v1/proof01"
+TAG_SUM = b"referendum/v1/proof-sum"
+_FIELDS = frozenset({"referendum", "voter", "ciphertexts", "proofs", "sum_proof", "signature"})
+
+
+@dataclass(frozen=True)
+class BallotSpec:
+    """What a ballot must fit: the referendum's id, options, selection bounds and key.
+
+    Requires ``1 <= len(options) <= 64`` and ``0 <= min_selections <= max_selections <=
+    len(options)`` with ``max_selections >= 1``; ``election_public_key`` is a 33-byte
+    compressed point. ``imply_last=False`` makes an exactly-one question carry all ``k``
+    ciphertexts (kept to measure the trade-off; the protocol default is ``True``).
+    """
+
+    referendum_id: str
+    options: tuple[str, ...]
+    min_selections: int
+    max_selections: int
+    election_public_key: bytes
+    imply_last: bool = True
+
+
+@dataclass(frozen=True)
+class BallotPlan:
+    """The shape a spec implies: explicit ciphertext count and the sum proof's range."""
+
+    public_key: Point
+    explicit: int
+    implied: bool
+    sum_range: tuple[int, int] | None
+
+
+@dataclass(frozen=True)
+class BallotRecord:
+    """A ballot's fields, decoded from canonical bytes or JSON; nothing checked beyond shape."""
+
+    referendum_id: str
+    voter_id: str
+    ciphertexts: tuple[bytes, ...]
+    proofs: tuple[bytes, ...]
+    sum_proof: bytes | None
+    signature: bytes
+
+
+@dataclass(frozen=True)
+class VerifiedBallot:
+    """A ballot that passed every check.
+
+    ``ciphertexts`` has one entry per option; for an exactly-one question the last one is
+    reconstructed from the others as ``(−ΣA_i, G − ΣB_i)``.
+    """
+
+    referendum_id: str
+    voter_id: str
+    canonical: bytes
+    hash: bytes
+    ciphertexts: tuple[Ciphertext, ...]
+
+
+@lru_cache(maxsize=256)
+def plan(spec: BallotSpec) -> BallotPlan:
+    """Validate ``spec`` and derive the ballot shape it implies (cached).
+
+    Raises:
+        BallotError: the spec itself is inconsistent (check ``"spec"``).
+        InvalidPoint: the election key is not a canonical compressed point.
+    """
+    k = len(spec.options)
+    if not 1 <= k <= MAX_OPTIONS:
+        raise BallotError(f"a referendum needs 1..{MAX_OPTIONS} options", check="spec")
+    lo, hi = spec.min_selections, spec.max_selections
+    if not (0 <= lo <= hi <= k and hi >= 1):
+        raise BallotError("selection bounds must satisfy 0 <= min <= max <= k, max >= 1",
+                          check="spec")
+    rid = spec.referendum_id.encode()
+    if not 1 <= len(rid) <= MAX_ID_BYTES:
+        raise BallotError("referendum id must be 1..255 UTF-8 bytes", check="spec")
+    pk = decode_key(spec.election_public_key)
+    implied = spec.imply_last and lo == hi == 1 and k >= 2
+    explicit = k - 1 if implied else k
+    if implied:
+        lo, hi = 0, 1  # the explicit options sum to 0 or 1; the last option makes it 1
+    lo, hi = max(lo, 0), min(hi, explicit)
+    # Each option is proven 0 or 1, so [0, explicit] needs no further proof.
+    sum_range = None if (lo == 0 and hi == explicit) else (lo, hi)
+    return BallotPlan(pk, explicit, implied, sum_range)
+
+
+# --- canonical bytes ---------------------------------------------------------------------
+
+
+def _id_bytes(value: str, field: str) -> bytes:
+    try:
+        raw = value.encode("utf-8", "strict") if value.isprintable() else b""
+    except UnicodeEncodeError:  # lone surrogates
+        raw = b""
+    if not 1 <= len(raw) <= MAX_ID_BYTES:
+        raise EncodingError(f"{field} must be 1..255 printable UTF-8 bytes", check=field)
+    return raw
+
+
+def encode_body(record: BallotRecord) -> bytes:
+    """The signed part of the canonical bytes (everything but the signature).
+
+    Requires a record whose fields have the right lengths (as from :func:`ballot_from_json`).
+    """
+    rid = _id_bytes(record.referendum_id, "referendum")
+    voter = _id_bytes(record.voter_id, "voter")
+    sum_proof = record.sum_proof or b""
+    return b"".join(
+        (
+            MAGIC,
+            struct.pack(">B", len(rid)),
+            rid,
+            struct.pack(">B", len(voter)),
+            voter,
+            struct.pack(">B", len(record.ciphertexts)),
+            *record.ciphertexts,
+            *record.proofs,
+            struct.pack(">B", len(sum_proof) // 64),
+            sum_proof,
+        )
+    )
+
+
+def decode_canonical(canonical: bytes) -> BallotRecord:
+    """Parse canonical signed-ballot bytes into their fields (no cryptographic checks).
+
+    Raises:
+        EncodingError: anything but exactly one well-formed canonical ballot.
+    """
+    data = bytes(canonical)
+    try:
+        if data[:5] != MAGIC:
+            raise EncodingError("not a version-1 ballot", check="magic")
+        pos = 5
+        fields: list[str] = []
+        for name in ("referendum", "voter"):
+            n = data[pos]
+            raw = data[pos + 1 : pos + 1 + n]
+            pos += 1 + n
+            if len(raw) != n:
+                raise EncodingError("truncated", check=name)
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise EncodingError(f"{name} is not UTF-8", check=name) from exc
+            _id_bytes(text, name)
+            fields.append(text)
+        count = data[pos]
+        pos += 1
+        if count == 0:
+            raise EncodingError("a ballot has at least one ciphertext", check="ciphertexts")
+        cts = tuple(
+            data[pos + i * CIPHERTEXT_BYTES : pos + (i + 1) * CIPHERTEXT_BYTES]
+            for i in range(count)
+        )
+        pos += count * CIPHERTEXT_BYTES
+        proofs = tuple(
+            data[pos + i * PROOF01_BYTES : pos + (i + 1) * PROOF01_BYTES] for i in range(count)
+        )
+        pos += count * PROOF01_BYTES
+        branches = data[pos]
+        pos += 1
+        sum_proof = data[pos : pos + 64 * branches] if branches else None
+        pos += 64 * branches
+        signature = data[pos : pos + SIGNATURE_BYTES]
+        pos += SIGNATURE_BYTES
+    except IndexError as exc:
+        raise EncodingError("truncated ballot", check="length") from exc
+    if pos != len(data):
+        raise EncodingError("ballot length does not match its contents", check="length")
+    return BallotRecord(fields[0], fields[1], cts, proofs, sum_proof, signature)
+
+
+def _hex_field(value: Any, field: str, size: int | None) -> bytes:
+    if not isinstance(value, str):
+        raise EncodingError(f"{field} must be a hex string", check=field)
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError as exc:
+        raise EncodingError(f"{field} is not hex", check=field) from exc
+    if raw.hex() != value:
+        raise EncodingError(f"{field} must be lowercase hex without spaces", check=field)
+    if size is not None and len(raw) != size:
+        raise EncodingError(f"{field} must be {size} bytes", check=field)
+    return raw
+
+
+def _hex_list(value: Any, field: str, size: int) -> tuple[bytes, ...]:
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_OPTIONS:
+        raise EncodingError(f"{field} must be a list of 1..{MAX_OPTIONS} items", check=field)
+    return tuple(_hex_field(item, f"{field}[{i}]", size) for i, item in enumerate(value))
+
+
+def ballot_from_json(body: Mapping[str, Any]) -> BallotRecord:
+    """Parse the JSON ballot body (already decoded) into a record, strictly.
+
+    Raises:
+        EncodingError: not an object, unknown or missing fields, wrong types or lengths.
+    """
+    if not isinstance(body, Mapping):
+        raise EncodingError("ballot must be a JSON object", check="body")
+    keys = set(body.keys())
+    if keys != _FIELDS:
+        missing, unknown = sorted(_FIELDS - keys), sorted(map(str, keys - _FIELDS))
+        raise EncodingError(f"missing fields {missing}, unknown fields {unknown}",
+                            check="body.fields")
+    for name in ("referendum", "voter"):
+        if not isinstance(body[name], str):
+            raise EncodingError(f"{name} must be a string", check=name)
+        _id_bytes(body[name], name)
+    cts = _hex_list(body["ciphertexts"], "ciphertexts", CIPHERTEXT_BYTES)
+    proofs = _hex_list(body["proofs"], "proofs", PROOF01_BYTES)
+    raw_sum = body["sum_proof"]
+    sum_proof = None if raw_sum is None else _hex_field(raw_sum, "sum_proof", None)
+    if sum_proof is not None and not (sum_proof and len(sum_proof) % 64 == 0
+                                      and len(sum_proof) <= 64 * 255):
+        raise EncodingError("sum_proof must be 64·L bytes, 1 <= L <= 255", check="sum_proof")
+    if len(proofs) != len(cts):
+        raise BallotError("one proof per ciphertext", check="proofs.count")
+    signature = _hex_field(body["signature"], "signature", SIGNATURE_BYTES)
+    return BallotRecord(body["referendum"], body["voter"], cts, proofs, sum_proof, signature)
+
+
+def ballot_to_json(canonical: bytes) -> dict[str, Any]:
+    """The JSON form of stored canonical bytes (inverse of the server's parsing).
+
+    Raises:
+        EncodingError: ``canonical`` is not a well-formed ballot.
+    """
+    return record_to_json(decode_canonical(canonical))
+
+
+def record_to_json(record: BallotRecord) -> dict[str, Any]:
+    """The JSON body for a record."""
+    return {
+        "referendum": record.referendum_id,
+        "voter": record.voter_id,
+        "ciphertexts": [c.hex() for c in record.ciphertexts],
+        "proofs": [p.hex() for p in record.proofs],
+        "sum_proof": None if record.sum_proof is None else record.sum_proof.hex(),
+        "signature": record.signature.hex(),
+    }
+
+
+# --- verification ------------------------------------------------------------------------
+
+
+def ballot_context(spec: BallotSpec, voter_id: str, voter_public_key: bytes,
+                   ciphertexts: tuple[bytes, ...]) -> bytes:
+    """The 32-byte digest every challenge of a ballot hashes (strong Fiat–Shamir binding).
+
+    ``SHA-256(transcript(TAG_CONTEXT, referendum, election key, voter id, voter key,
+    ciphertext_1 ‖ … ‖ ciphertext_count))``.
+    """
+    return hashlib.sha256(
+        transcript(
+            TAG_CONTEXT,
+            spec.referendum_id.encode(),
+            spec.election_public_key,
+            voter_id.encode(),
+            voter_public_key,
+            b"".join(ciphertexts),
+        )
+    ).digest()
+
+
+def verify_ballot(
+    spec: BallotSpec, body: Mapping[str, Any], voter_public_key: bytes
+) -> VerifiedBallot:
+    """Verify the JSON ballot body the server received against ``spec`` and the voter's key.
+
+    Raises (only these, whatever ``body`` holds):
+        EncodingError: shape, types, lengths, hex.
+        BallotError: wrong referendum, wrong number of ciphertexts, proofs or sum branches.
+        SignatureError: the Ed25519 signature or the voter key is bad.
+        InvalidPoint / InvalidScalar: an element that is not canonical or not acceptable.
+        ProofError: a 0/1 proof or the sum proof does not verify (check names which).
+    """
+    record = ballot_from_json(body)
+    body_bytes = encode_body(record)
+    return verify_record(spec, record, body_bytes, voter_public_key)
+
+
+def verify_canonical(spec: BallotSpec, canonical: bytes, voter_public_key: bytes) -> VerifiedBallot:
+    """Verify canonical ballot bytes, as read from the public log (auditors).
+
+    Raises the same errors as :func:`verify_ballot`.
+    """
+    record = decode_canonical(canonical)
+    return verify_record(spec, record, bytes(canonical[: len(canonical) - SIGNATURE_BYTES]),
+                         voter_public_key)
+
+
+def verify_record(
+    spec: BallotSpec, record: BallotRecord, body_bytes: bytes, voter_public_key: bytes
+) -> VerifiedBallot:
+    """Every check of a ballot whose canonical body bytes are ``body_bytes``."""
+    shape = plan(spec)
+    if record.referendum_id != spec.referendum_id:
+        raise BallotError("ballot is for another referendum", check="referendum")
+    if len(record.ciphertexts) != shape.explicit:
+        raise BallotError(
+            f"expected {shape.explicit} ciphertexts, got {len(record.ciphertexts)}",
+            check="ciphertexts.count",
+        )
+    if len(record.proofs) != shape.explicit:
+        raise BallotError("one proof per ciphertext", check="proofs.count")
+    if shape.sum_range is None:
+        if record.sum_proof is not None:
+            raise BallotError("this referendum's ballots carry no sum proof", check="sum_proof")
+    else:
+        branches = shape.sum_range[1] - shape.sum_range[0] + 1
+        if record.sum_proof is None or len(record.sum_proof) != 64 * branches:
+            raise BallotError(f"sum proof must have {branches} branches", check="sum_proof")
+    if not isinstance(voter_public_key, bytes) or len(voter_public_key) != 32:
+        raise SignatureError("voter public key must be 32 bytes", check="voter_key")
+    canonical = body_bytes + record.signature
+    try:
+        crypto_sign_open(record.signature + SIGNING_PREFIX + body_bytes, voter_public_key)
+    except (CryptoError, ValueError, TypeError) as exc:
+        raise SignatureError("voter signature does not verify", check="signature") from exc
+
+    pk = shape.public_key
+    cts: list[Ciphertext] = []
+    for i, raw in enumerate(record.ciphertexts):
+        ct = Ciphertext(
+            Point.decode_uncompressed(raw[:65], check=f"option[{i}].a"),
+            Point.decode_uncompressed(raw[65:], check=f"option[{i}].b"),
+        )
+        cts.append(ct)
+    context = ballot_context(spec, record.voter_id, voter_public_key, record.ciphertexts)
+    for i, ct in enumerate(cts):
+        proof = DisjunctiveProof.from_bytes(record.proofs[i], 2, check=f"option[{i}].proof")
+        verify_disjunctive(TAG_PROOF01, context, struct.pack(">I", i), pk, ct, 0, 1, proof,
+                           check=f"option[{i}].proof")
+    total: Ciphertext | None = None
+    if shape.sum_range is not None or shape.implied:
+        total = Ciphertext(Point.sum(c.a for c in cts), Point.sum(c.b for c in cts))
+        if total.a.is_identity:
+            # Honest randomness never cancels; a crafted one would publish the sum in clear.
+            raise InvalidPoint("sum of the ballot's ciphertexts has a = identity",
+                               check="sum.a")
+    if shape.sum_range is not None and total is not None and record.sum_proof is not None:
+        lo, hi = shape.sum_range
+        proof = DisjunctiveProof.from_bytes(record.sum_proof, hi - lo + 1, check="sum_proof")
+        verify_disjunctive(TAG_SUM, context, b"", pk, total, lo, hi, proof, check="sum_proof")
+    if shape.implied and total is not None:
+        cts.append(Ciphertext(-total.a, Point.sum((GENERATOR, -total.b))))
+    return VerifiedBallot(
+        referendum_id=record.referendum_id,
+        voter_id=record.voter_id,
+        canonical=canonical,
+        hash=hashlib.sha256(canonical).digest(),
+        ciphertexts=tuple(cts),
+    )

@@ -1,0 +1,129 @@
+"""Logs, metrics and health: structlog JSON logging, Prometheus metrics, /livez, /readyz.
+
+Logs are one JSON object a line. They never carry a voter id next to ballot contents: log
+events about ballots name the ballot hash, events about the roll name counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+from prometheus_client import REGISTRY, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from server.db import ping
+from server.settings import Settings
+
+__all__ = [
+    "HTTP_REQUESTS",
+    "HTTP_REQUEST_SECONDS",
+    "ROLL_ROWS_IMPORTED",
+    "configure_logging",
+    "metrics_middleware",
+    "setup",
+]
+
+HTTP_REQUESTS = Counter(
+    "referendum_http_requests_total",
+    "HTTP requests answered, by route and status.",
+    ["method", "route", "status"],
+)
+HTTP_REQUEST_SECONDS = Histogram(
+    "referendum_http_request_seconds",
+    "Time to answer an HTTP request, by route.",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60),
+)
+ROLL_ROWS_IMPORTED = Counter(
+    "referendum_roll_rows_imported_total", "Voter-roll rows imported into a referendum."
+)
+
+READY_TIMEOUT_S = 1.0
+
+
+def configure_logging(settings: Settings) -> None:
+    """Send structlog and stdlib logging to stderr as one JSON object a line."""
+    level = logging.getLevelNamesMapping().get(settings.log_level.upper(), logging.INFO)
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    structlog.configure(
+        processors=[
+            *shared,
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.JSONRenderer(),
+            ],
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # aiohttp's access log is replaced by the metrics; keep its warnings
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count and time every request by its route template (never by raw path)."""
+    start = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        info = request.match_info.route.resource
+        route = info.canonical if info is not None else "unmatched"
+        HTTP_REQUESTS.labels(request.method, route, str(status)).inc()
+        HTTP_REQUEST_SECONDS.labels(request.method, route).observe(time.perf_counter() - start)
+
+
+async def livez(request: web.Request) -> web.Response:
+    """The process answers."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """The database answers ``SELECT 1`` within a second; 503 problem otherwise."""
+    from server.app import POOL_KEY
+
+    await ping(request.app[POOL_KEY], READY_TIMEOUT_S)
+    return web.json_response({"status": "ready"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition of this process's metrics."""
+    body = generate_latest(REGISTRY)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def setup(app: web.Application) -> None:
+    """Add /livez, /readyz and /metrics."""
+    app.router.add_get("/livez", livez)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)

@@ -1,0 +1,164 @@
+"""Operator API: referendums, the voter roll, the lifecycle, status; and the public roll reads.
+
+Handlers parse, call the domain (:mod:`server.referendums`, :mod:`server.roll`) and serialise.
+State-changing routes need a bearer API key (:mod:`server.auth`) and are audited by the
+domain. ``GET /v1/referendums/{rid}`` and the roll commitment and proof are public.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from aiohttp import web
+
+from server import referendums, roll
+from server.app import POOL_KEY, SETTINGS_KEY, json_response, read_json_object
+from server.audit import record_action
+from server.auth import authenticate
+from server.db import acquire
+from server.errors import NotFound, PayloadTooLarge, UnsupportedMediaType
+from server.observability import ROLL_ROWS_IMPORTED
+
+__all__ = ["ROLL_EXECUTOR_KEY", "setup"]
+
+ROLL_EXECUTOR_KEY = web.AppKey("roll_executor", ThreadPoolExecutor)
+_READ_CHUNK = 1 << 20
+_ROLL_TYPES: dict[str, roll.RollFormat] = {
+    "text/csv": "csv",
+    "application/x-ndjson": "ndjson",
+    "application/jsonl": "ndjson",
+}
+_ACTIONS = {"open": "open", "close": "closed", "tally": "tallied", "publish": "published"}
+
+
+def _threads(request: web.Request) -> int:
+    configured = request.app[SETTINGS_KEY].roll_check_threads
+    return configured if configured > 0 else os.cpu_count() or 1
+
+
+async def create_referendum(request: web.Request) -> web.Response:
+    """POST /v1/referendums: create a draft."""
+    actor = await authenticate(request)
+    definition = referendums.parse_definition(await read_json_object(request))
+    async with acquire(request.app[POOL_KEY]) as conn:
+        ref = await referendums.create_referendum(conn, definition, actor)
+    location = f"/v1/referendums/{ref.id}"
+    return json_response(ref.to_json(), status=201, headers={"Location": location})
+
+
+async def get_referendum(request: web.Request) -> web.Response:
+    """GET /v1/referendums/{rid}: the public definition."""
+    async with acquire(request.app[POOL_KEY]) as conn:
+        ref = await referendums.load_referendum(conn, request.match_info["rid"])
+    return json_response(ref.to_json())
+
+
+async def put_election_key(request: web.Request) -> web.Response:
+    """PUT /v1/referendums/{rid}/election-key: set the key of a draft."""
+    actor = await authenticate(request)
+    body = await read_json_object(request)
+    referendums.check_fields(body, {"election_public_key": str}, set())
+    key = referendums.parse_election_key(body["election_public_key"])
+    async with acquire(request.app[POOL_KEY]) as conn:
+        ref = await referendums.set_election_key(conn, request.match_info["rid"], key, actor)
+    return json_response(ref.to_json())
+
+
+async def _body_chunks(request: web.Request, limit: int) -> AsyncIterator[bytes]:
+    """The request body in chunks; PayloadTooLarge as soon as it passes ``limit`` bytes."""
+    received = 0
+    async for chunk in request.content.iter_chunked(_READ_CHUNK):
+        received += len(chunk)
+        if received > limit:
+            raise PayloadTooLarge(f"roll part over the limit of {limit} bytes", limit=limit)
+        yield chunk
+
+
+async def put_roll(request: web.Request) -> web.Response:
+    """PUT /v1/referendums/{rid}/roll: import one part of the roll, all or nothing."""
+    actor = await authenticate(request)
+    rid = request.match_info["rid"]
+    fmt = _ROLL_TYPES.get(request.content_type)
+    if fmt is None:
+        raise UnsupportedMediaType("send text/csv or application/x-ndjson")
+    limit = request.app[SETTINGS_KEY].max_roll_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"roll part over the limit of {limit} bytes", limit=limit)
+    body = _body_chunks(request, limit)
+    async with acquire(request.app[POOL_KEY]) as conn, conn.transaction():
+        result = await roll.import_roll(
+            conn, rid, body, fmt,
+            executor=request.app[ROLL_EXECUTOR_KEY], threads=_threads(request),
+        )  # fmt: skip
+        await record_action(conn, actor, "roll.import", rid, {"format": fmt, **result})
+    ROLL_ROWS_IMPORTED.inc(result["imported"])
+    return json_response(result)
+
+
+def _transition_handler(action: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    to_state = _ACTIONS[action]
+
+    async def handler(request: web.Request) -> web.Response:
+        actor = await authenticate(request)
+        async with acquire(request.app[POOL_KEY]) as conn:
+            ref = await referendums.transition(conn, request.match_info["rid"], to_state, actor)
+        return json_response(ref.to_json())
+
+    handler.__name__ = f"{action}_referendum"
+    handler.__doc__ = f"POST /v1/referendums/{{rid}}/{action}: move the referendum to {to_state}."
+    return handler
+
+
+async def get_status(request: web.Request) -> web.Response:
+    """GET /v1/referendums/{rid}/status: counts for the operator."""
+    await authenticate(request)
+    async with acquire(request.app[POOL_KEY]) as conn:
+        status = await referendums.referendum_status(conn, request.match_info["rid"])
+    return json_response(status)
+
+
+async def get_roll_commitment(request: web.Request) -> web.Response:
+    """GET /v1/referendums/{rid}/roll/commitment: root and size, once open."""
+    async with acquire(request.app[POOL_KEY]) as conn:
+        ref = await referendums.load_referendum(conn, request.match_info["rid"])
+    if ref.roll_root is None:
+        raise NotFound(
+            "the roll is committed when the referendum opens", slug="no-commitment"
+        )
+    return json_response({"root": ref.roll_root.hex(), "size": ref.roll_size})
+
+
+async def get_roll_proof(request: web.Request) -> web.Response:
+    """GET /v1/referendums/{rid}/roll/proof/{voter_id}: a voter's inclusion proof."""
+    rid, voter_id = request.match_info["rid"], request.match_info["voter_id"]
+    async with acquire(request.app[POOL_KEY]) as conn:
+        proof = await roll.roll_inclusion_proof(conn, rid, voter_id)
+    return json_response(proof.to_json())
+
+
+async def _executor_context(app: web.Application) -> AsyncIterator[None]:
+    """Worker threads checking credential keys during roll imports."""
+    threads = app[SETTINGS_KEY].roll_check_threads or os.cpu_count() or 1
+    executor = ThreadPoolExecutor(threads, thread_name_prefix="roll-check")
+    app[ROLL_EXECUTOR_KEY] = executor
+    try:
+        yield
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+def setup(app: web.Application) -> None:
+    """Add the operator routes and the public roll reads."""
+    app.cleanup_ctx.append(_executor_context)
+    base = "/v1/referendums/{rid}"
+    app.router.add_post("/v1/referendums", create_referendum)
+    app.router.add_get(base, get_referendum)
+    app.router.add_put(base + "/election-key", put_election_key)
+    app.router.add_put(base + "/roll", put_roll)
+    for action in _ACTIONS:
+        app.router.add_post(f"{base}/{action}", _transition_handler(action))
+    app.router.add_get(base + "/status", get_status)
+    app.router.add_get(base + "/roll/commitment", get_roll_commitment)
+    app.router.add_get(base + "/roll/proof/{voter_id}", get_roll_proof)

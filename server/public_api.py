@@ -1,0 +1,398 @@
+"""The public read API of the log (``docs/log.md`` §5): checkpoints, blocks, ballots, proofs.
+
+Routes (all ``GET``)::
+
+    /v1/referendums/{rid}/log/checkpoint                      latest checkpoint (no-cache)
+    /v1/referendums/{rid}/log/blocks/{height}                  a sealed block (immutable)
+    /v1/referendums/{rid}/log/blocks/{height}/ballots          its ballots, cursor pages
+    /v1/referendums/{rid}/log/proof/inclusion/{ballot_hash}    inclusion proof bundle
+    /v1/referendums/{rid}/log/proof/consistency?from=&to=      consistency proof (immutable)
+    /v1/keys/log                                               the checkpoint verifier key
+
+Proofs are assembled from stored nodes, never by recomputing the tree: Merkle nodes of level
+≥ :data:`STORED_NODE_MIN_LEVEL` come from ``log_nodes`` (written by the batcher); those below
+are recomputed from the ≤ 16 ballot bodies of their aligned chunk. One proof costs two
+queries: the ballot and checkpoint lookup, then O(log n) node rows and ≤ 2 chunks of bodies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from referendum_core.block import Block
+from referendum_core.checkpoint import verifier_key_string
+from referendum_core.merkle import (
+    EMPTY_ROOT,
+    NodeId,
+    consistency_proof_nodes,
+    inclusion_proof_nodes,
+    proof_from_node_hashes,
+)
+from server.app import POOL_KEY, SETTINGS_KEY
+from server.db import acquire
+from server.errors import BadRequest, NotFound
+from server.keys import load_or_create_key
+
+__all__ = ["LOG_VERIFIER_KEY", "STORED_NODE_MIN_LEVEL", "proof_reads", "setup"]
+
+STORED_NODE_MIN_LEVEL = 4
+"""Lowest level stored in ``log_nodes`` (migration 020; the batcher writes from this level)."""
+
+LOG_VERIFIER_KEY = web.AppKey("log_verifier_key", str)
+
+_CHUNK = 1 << STORED_NODE_MIN_LEVEL
+_MAX_INT = 2**63 - 1
+_DECIMAL = re.compile(r"-?[0-9]{1,19}")
+_HASH_HEX = re.compile(r"[0-9a-fA-F]{64}")
+_IMMUTABLE = "public, max-age=31536000, immutable"
+_LATEST = "no-cache"
+_DEFAULT_LIMIT = 1000
+_MAX_LIMIT = 10000
+
+_LATEST_BLOCK = """
+SELECT r.id AS known, k.tree_size, k.root, k.checkpoint, k.height
+FROM referendums AS r
+LEFT JOIN LATERAL (SELECT tree_size, root, checkpoint, height FROM blocks
+                   WHERE referendum_id = r.id ORDER BY height DESC LIMIT 1) AS k ON true
+WHERE r.id = $1
+"""
+
+_BLOCK = """
+SELECT r.id AS known, b.height, b.first_index, b.end_index, b.tree_size, b.root, b.prev_hash,
+       b.block_hash, b.sealed_at, b.checkpoint
+FROM referendums AS r
+LEFT JOIN blocks AS b ON b.referendum_id = r.id AND b.height = $2
+WHERE r.id = $1
+"""
+
+_BLOCK_BALLOTS = """
+SELECT log_index, ballot_hash, body, voter_id FROM ballots
+WHERE referendum_id = $1 AND log_index > $2 AND log_index < $3
+ORDER BY log_index LIMIT $4
+"""
+
+# The ballot and the checkpoint to prove against: the latest block, or the first block of a
+# given tree size (an empty final block may repeat its predecessor's size).
+_INCLUSION_LATEST = """
+SELECT r.id AS known, b.log_index, b.body, k.tree_size, k.checkpoint
+FROM referendums AS r
+LEFT JOIN ballots AS b ON b.referendum_id = r.id AND b.ballot_hash = $2
+LEFT JOIN LATERAL (SELECT tree_size, checkpoint FROM blocks
+                   WHERE referendum_id = r.id ORDER BY height DESC LIMIT 1) AS k ON true
+WHERE r.id = $1
+"""
+
+_INCLUSION_AT = """
+SELECT r.id AS known, b.log_index, b.body, k.tree_size, k.checkpoint
+FROM referendums AS r
+LEFT JOIN ballots AS b ON b.referendum_id = r.id AND b.ballot_hash = $2
+LEFT JOIN LATERAL (SELECT tree_size, checkpoint FROM blocks
+                   WHERE referendum_id = r.id AND tree_size = $3
+                   ORDER BY height LIMIT 1) AS k ON true
+WHERE r.id = $1
+"""
+
+# Stored nodes (level >= 4) and the ballot bodies of the chunks below them, in one round trip.
+_PROOF_ROWS = """
+SELECT level::integer AS level, position, hash FROM log_nodes
+WHERE referendum_id = $1
+  AND (level, position) IN (SELECT * FROM unnest($2::smallint[], $3::bigint[]))
+UNION ALL
+SELECT -1, log_index, body FROM ballots
+WHERE referendum_id = $1 AND log_index = ANY($4::bigint[])
+"""
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameters
+
+
+def _integer(text: str | None, name: str, *, minimum: int, default: int | None = None) -> int:
+    """A decimal parameter in ``[minimum, 2^63)``; BadRequest naming ``name`` otherwise."""
+    if text is None:
+        if default is None:
+            raise BadRequest(f"parameter {name} is required", slug="bad-parameter", field=name)
+        return default
+    if not _DECIMAL.fullmatch(text):
+        raise BadRequest(f"{name} must be a decimal integer", slug="bad-parameter", field=name)
+    value = int(text)
+    if not minimum <= value <= _MAX_INT:
+        raise BadRequest(
+            f"{name} must be between {minimum} and {_MAX_INT}", slug="bad-parameter", field=name
+        )
+    return value
+
+
+def _ballot_hash(text: str) -> bytes:
+    if not _HASH_HEX.fullmatch(text):
+        raise BadRequest(
+            "the ballot hash is 64 hexadecimal digits", slug="bad-parameter", field="ballot_hash"
+        )
+    return bytes.fromhex(text)
+
+
+def _unknown(rid: str) -> NotFound:
+    return NotFound(f"no referendum {rid!r}", slug="unknown-referendum")
+
+
+# ---------------------------------------------------------------------------------------------
+# Responses
+
+
+def _cached(request: web.Request, body: Any, cache_control: str) -> web.Response:
+    """JSON with an ETag (hash of the bytes); 304 when ``If-None-Match`` names it."""
+    raw = orjson.dumps(body)
+    etag = '"' + hashlib.sha256(raw).hexdigest()[:32] + '"'
+    headers = {"ETag": etag, "Cache-Control": cache_control}
+    wanted = request.headers.get("If-None-Match")
+    if wanted is not None and (
+        wanted.strip() == "*" or etag in (t.strip().removeprefix("W/") for t in wanted.split(","))
+    ):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=raw, content_type="application/json", headers=headers)
+
+
+# ---------------------------------------------------------------------------------------------
+# Proofs from stored nodes
+
+
+def proof_reads(plan: Sequence[Sequence[NodeId]], size: int) -> tuple[list[NodeId], list[int]]:
+    """What a proof plan needs read: stored node ids (level ≥ 4) and leaf indexes.
+
+    A node below the stored levels is recomputed from its aligned chunk of 16 leaves, clipped
+    to the tree ``size``. Requires a plan of :func:`inclusion_proof_nodes` or
+    :func:`consistency_proof_nodes` for that size.
+
+    >>> proof_reads(inclusion_proof_nodes(3, 40), 40)
+    ([NodeId(level=4, position=1), NodeId(level=5, position=0)], [0, 1, 2, 3, 4, 5, 6, 7, 8, \
+9, 10, 11, 12, 13, 14, 15, 32, 33, 34, 35, 36, 37, 38, 39])
+    """
+    stored: set[NodeId] = set()
+    chunks: set[int] = set()
+    for element in plan:
+        for node in element:
+            if node.level >= STORED_NODE_MIN_LEVEL:
+                stored.add(node)
+            else:
+                chunks.add(node.position >> (STORED_NODE_MIN_LEVEL - node.level))
+    leaves = [i for c in sorted(chunks) for i in range(c * _CHUNK, min((c + 1) * _CHUNK, size))]
+    return sorted(stored), leaves
+
+
+def _chunk_nodes(leaves: dict[int, bytes], hashes: dict[tuple[int, int], bytes]) -> None:
+    """Add every complete node of levels 0..3 over the given leaf hashes to ``hashes``."""
+    level_nodes = dict(leaves)
+    level = 0
+    while level < STORED_NODE_MIN_LEVEL and level_nodes:
+        for position, h in level_nodes.items():
+            hashes[(level, position)] = h
+        parents: dict[int, bytes] = {}
+        for position, h in level_nodes.items():
+            if position & 1 == 0 and position + 1 in level_nodes:
+                parents[position >> 1] = hashlib.sha256(
+                    b"\x01" + h + level_nodes[position + 1]
+                ).digest()
+        level_nodes = parents
+        level += 1
+
+
+async def _proof(
+    request: web.Request, rid: str, plan: Sequence[Sequence[NodeId]], size: int
+) -> list[str]:
+    """The proof of ``plan`` over the tree of ``size`` leaves, as hex strings."""
+    stored, leaf_indexes = proof_reads(plan, size)
+    async with acquire(request.app[POOL_KEY]) as conn:
+        rows = await conn.fetch(
+            _PROOF_ROWS,
+            rid,
+            [n.level for n in stored],
+            [n.position for n in stored],
+            leaf_indexes,
+        )
+    hashes: dict[tuple[int, int], bytes] = {}
+    leaves: dict[int, bytes] = {}
+    sha = hashlib.sha256
+    for level, position, value in rows:
+        if level < 0:
+            leaves[position] = sha(b"\x00" + value).digest()
+        else:
+            hashes[(level, position)] = value
+    _chunk_nodes(leaves, hashes)
+    # a node missing here is a bug or a damaged database: proof_from_node_hashes raises
+    return [h.hex() for h in proof_from_node_hashes(plan, hashes)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Handlers
+
+
+async def latest_checkpoint(request: web.Request) -> web.Response:
+    """The checkpoint of the latest sealed block (size 0 and no note before the first)."""
+    rid = request.match_info["rid"]
+    async with acquire(request.app[POOL_KEY]) as conn:
+        row = await conn.fetchrow(_LATEST_BLOCK, rid)
+    if row is None:
+        raise _unknown(rid)
+    if row["height"] is None:
+        body = {"tree_size": 0, "root": EMPTY_ROOT.hex(), "note": None, "height": 0}
+    else:
+        body = {
+            "tree_size": row["tree_size"],
+            "root": bytes(row["root"]).hex(),
+            "note": row["checkpoint"],
+            "height": row["height"],
+        }
+    return _cached(request, body, _LATEST)
+
+
+async def _block_row(request: web.Request) -> tuple[str, Any]:
+    rid = request.match_info["rid"]
+    height = _integer(request.match_info["height"], "height", minimum=1)
+    async with acquire(request.app[POOL_KEY]) as conn:
+        row = await conn.fetchrow(_BLOCK, rid, height)
+    if row is None:
+        raise _unknown(rid)
+    if row["height"] is None:
+        raise NotFound(f"no block {height} (yet)", slug="unknown-block")
+    return rid, row
+
+
+async def block(request: web.Request) -> web.Response:
+    """A sealed block, as ``Block.to_json()``."""
+    rid, row = await _block_row(request)
+    body = Block(
+        rid,
+        row["height"],
+        row["first_index"],
+        row["end_index"],
+        row["tree_size"],
+        bytes(row["root"]),
+        bytes(row["prev_hash"]),
+        row["sealed_at"],
+        row["checkpoint"],
+    ).to_json()
+    return _cached(request, body, _IMMUTABLE)
+
+
+async def block_ballots(request: web.Request) -> web.Response:
+    """One page of a block's ballots in log order; the cursor is the last index returned."""
+    query = request.query
+    limit = _integer(query.get("limit"), "limit", minimum=1, default=_DEFAULT_LIMIT)
+    if limit > _MAX_LIMIT:
+        raise BadRequest(f"limit is at most {_MAX_LIMIT}", slug="bad-parameter", field="limit")
+    cursor_text = query.get("cursor")
+    rid, row = await _block_row(request)
+    first, end = row["first_index"], row["end_index"]
+    after = first - 1
+    if cursor_text is not None and cursor_text != "":
+        after = _integer(cursor_text, "cursor", minimum=-1)
+        if not first - 1 <= after < end:
+            raise BadRequest(
+                f"cursor {after} is outside block {row['height']}",
+                slug="bad-parameter",
+                field="cursor",
+            )
+    async with acquire(request.app[POOL_KEY]) as conn:
+        rows = await conn.fetch(_BLOCK_BALLOTS, rid, after, end, limit)
+    ballots = [
+        {
+            "index": r["log_index"],
+            "ballot_hash": bytes(r["ballot_hash"]).hex(),
+            "body": bytes(r["body"]).hex(),
+            "voter_id": r["voter_id"],
+        }
+        for r in rows
+    ]
+    last = rows[-1]["log_index"] if rows else end - 1
+    next_cursor = str(last) if last < end - 1 else None
+    return _cached(request, {"ballots": ballots, "next_cursor": next_cursor}, _IMMUTABLE)
+
+
+async def inclusion(request: web.Request) -> web.Response:
+    """The inclusion proof bundle of a ballot against the latest or a given checkpoint."""
+    rid = request.match_info["rid"]
+    ballot_hash = _ballot_hash(request.match_info["ballot_hash"])
+    size_text = request.query.get("tree_size")
+    async with acquire(request.app[POOL_KEY]) as conn:
+        if size_text is None:
+            row = await conn.fetchrow(_INCLUSION_LATEST, rid, ballot_hash)
+        else:
+            size = _integer(size_text, "tree_size", minimum=1)
+            row = await conn.fetchrow(_INCLUSION_AT, rid, ballot_hash, size)
+    if row is None:
+        raise _unknown(rid)
+    if row["tree_size"] is None:
+        if size_text is not None:
+            raise BadRequest(
+                f"no checkpoint of tree size {size_text}", slug="bad-parameter", field="tree_size"
+            )
+        raise NotFound("the log is empty", slug="not-sequenced")
+    size = row["tree_size"]
+    index = row["log_index"]
+    if index is None or index >= size:
+        raise NotFound(
+            f"ballot {ballot_hash.hex()} is not in the log at tree size {size}",
+            slug="not-sequenced",
+        )
+    proof = await _proof(request, rid, inclusion_proof_nodes(index, size), size)
+    body = {
+        "leaf_index": index,
+        "tree_size": size,
+        "proof": proof,
+        "checkpoint": row["checkpoint"],
+        "body": bytes(row["body"]).hex(),
+    }
+    return _cached(request, body, _LATEST if size_text is None else _IMMUTABLE)
+
+
+async def consistency(request: web.Request) -> web.Response:
+    """The consistency proof between two tree sizes up to the latest checkpoint."""
+    rid = request.match_info["rid"]
+    first = _integer(request.query.get("from"), "from", minimum=1)
+    second = _integer(request.query.get("to"), "to", minimum=1)
+    if first > second:
+        raise BadRequest("from must not exceed to", slug="bad-parameter", field="from")
+    async with acquire(request.app[POOL_KEY]) as conn:
+        row = await conn.fetchrow(_LATEST_BLOCK, rid)
+    if row is None:
+        raise _unknown(rid)
+    latest = row["tree_size"] or 0
+    if second > latest:
+        raise BadRequest(
+            f"to {second} is beyond the latest tree size {latest}",
+            slug="bad-parameter",
+            field="to",
+        )
+    proof = await _proof(request, rid, consistency_proof_nodes(first, second), second)
+    return _cached(request, {"from": first, "to": second, "proof": proof}, _IMMUTABLE)
+
+
+async def log_key(request: web.Request) -> web.Response:
+    """The C2SP verifier key of the log's checkpoints."""
+    key = request.app[LOG_VERIFIER_KEY]
+    return _cached(request, {"verifier_key": key, "algorithm": "Ed25519"}, "public, max-age=300")
+
+
+async def _verifier_key_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS_KEY]
+    key = load_or_create_key(settings.log_key_file, settings.data_dir, "log")
+    app[LOG_VERIFIER_KEY] = verifier_key_string(settings.log_origin, key.public_key)
+    yield
+
+
+def setup(app: web.Application) -> None:
+    """Add the public log routes to ``app``."""
+    app.cleanup_ctx.append(_verifier_key_ctx)
+    base = "/v1/referendums/{rid}/log"
+    app.router.add_get(f"{base}/checkpoint", latest_checkpoint)
+    app.router.add_get(f"{base}/blocks/{{height}}", block)
+    app.router.add_get(f"{base}/blocks/{{height}}/ballots", block_ballots)
+    app.router.add_get(f"{base}/proof/inclusion/{{ballot_hash}}", inclusion)
+    app.router.add_get(f"{base}/proof/consistency", consistency)
+    app.router.add_get("/v1/keys/log", log_key)

@@ -1,0 +1,163 @@
+"""The election record: static files from which anyone re-verifies the whole election.
+
+:func:`export_record` writes, into one folder, everything ``referendum audit verify-election``
+needs and nothing it must trust (format and meaning of each file: ``docs/record.md``)::
+
+    manifest.json        format, referendum id, SHA-256 and size of every other file
+    referendum.json      the public definition, roll commitment included
+    roll.csv             voter_id,public_key (hex) sorted by voter id bytes
+    ballots.bin          every logged ballot in log order: u32be length ‖ canonical bytes
+    blocks.jsonl         every block (read-API JSON plus "final"), in height order
+    log_key.txt          the log's C2SP verifier key
+    supersessions.jsonl  superseded ballot → superseding ballot (indexes and hashes)
+    tally.json           the encrypted tally at the final block
+    trustees.json        the trustees' public commitments
+    shares.json          every accepted decryption share with its proofs
+    result.json          the published result
+
+Large tables are streamed with server-side cursors, so memory stays flat for 10 million
+ballots.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from batcher.tally import load_tally
+from referendum_core.block import Block
+from server.errors import Conflict
+from server.referendums import load_referendum
+
+__all__ = ["RECORD_FILES", "RECORD_FORMAT", "export_record", "write_manifest"]
+
+RECORD_FORMAT = "referendum-election-record/1"
+RECORD_FILES = (
+    "referendum.json",
+    "roll.csv",
+    "ballots.bin",
+    "blocks.jsonl",
+    "log_key.txt",
+    "supersessions.jsonl",
+    "tally.json",
+    "trustees.json",
+    "shares.json",
+    "result.json",
+)
+_FETCH = 10_000
+
+
+def _sha256_file(path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def write_manifest(folder: Path, referendum_id: str) -> str:
+    """(Re)write ``manifest.json`` over the record files in ``folder``; return its SHA-256."""
+    files: dict[str, Any] = {}
+    for name in RECORD_FILES:
+        digest, size = _sha256_file(folder / name)
+        files[name] = {"sha256": digest, "bytes": size}
+    manifest = {"format": RECORD_FORMAT, "referendum_id": referendum_id, "files": files}
+    data = orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n"
+    (folder / "manifest.json").write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.write_bytes(orjson.dumps(value, option=orjson.OPT_INDENT_2) + b"\n")
+
+
+async def _stream(conn: Any, query: str, *args: Any) -> Any:
+    async with conn.transaction(readonly=True, isolation="repeatable_read"):
+        cursor = await conn.cursor(query, *args, prefetch=_FETCH)
+        async for row in cursor:
+            yield row
+
+
+async def export_record(conn: Any, referendum_id: str, out: Path, log_key: str) -> str:
+    """Write the election record of ``referendum_id`` into folder ``out``; return the manifest's
+    SHA-256 (publish it: auditors pin it with ``--manifest-sha256``).
+
+    ``log_key`` is the log's verifier key string. Requires a referendum whose tally is
+    complete (the final block folded); Conflict otherwise. Shares and result are written as
+    they stand (empty before publication, which ``verify-election`` then reports).
+    """
+    from server.tally_api import load_result, load_shares, load_trustees
+
+    ref = await load_referendum(conn, referendum_id)
+    tally = await load_tally(conn, referendum_id)
+    if tally is None or not tally.final:
+        raise Conflict("the encrypted tally is not complete yet", slug="tally-not-ready")
+    out.mkdir(parents=True, exist_ok=True)
+    foreign = set(os.listdir(out)) - {*RECORD_FILES, "manifest.json"}
+    if foreign:
+        raise Conflict(f"{out} holds other files ({sorted(foreign)[:3]}); export into an "
+                       "empty folder", slug="record-folder-not-empty")
+    _write_json(out / "referendum.json", ref.to_json())
+
+    with (out / "roll.csv").open("w", encoding="utf-8") as handle:
+        handle.write("voter_id,public_key\n")
+        async for row in _stream(
+            conn,
+            "SELECT voter_id, public_key FROM voters WHERE referendum_id = $1 ORDER BY voter_id",
+            referendum_id,
+        ):
+            handle.write(f"{row['voter_id']},{bytes(row['public_key']).hex()}\n")
+
+    with (out / "ballots.bin").open("wb") as handle:
+        expected = 0
+        async for row in _stream(
+            conn,
+            "SELECT log_index, body FROM ballots WHERE referendum_id = $1"
+            " AND log_index IS NOT NULL AND log_index < $2 ORDER BY log_index",
+            referendum_id,
+            tally.folded_size,
+        ):
+            if row["log_index"] != expected:
+                raise RuntimeError(f"log index {expected} of {referendum_id} is missing")
+            body = bytes(row["body"])
+            handle.write(len(body).to_bytes(4, "big") + body)
+            expected += 1
+
+    with (out / "blocks.jsonl").open("wb") as handle:
+        async for row in _stream(
+            conn,
+            "SELECT * FROM blocks WHERE referendum_id = $1 AND height <= $2 ORDER BY height",
+            referendum_id,
+            tally.folded_height,
+        ):
+            block = Block(referendum_id, row["height"], row["first_index"], row["end_index"],
+                          row["tree_size"], bytes(row["root"]), bytes(row["prev_hash"]),
+                          row["sealed_at"], row["checkpoint"])  # fmt: skip
+            handle.write(orjson.dumps({**block.to_json(), "final": row["final"]}) + b"\n")
+
+    (out / "log_key.txt").write_text(log_key + "\n", encoding="utf-8")
+
+    with (out / "supersessions.jsonl").open("wb") as handle:
+        async for row in _stream(
+            conn,
+            "SELECT * FROM supersessions WHERE referendum_id = $1 ORDER BY superseded_index",
+            referendum_id,
+        ):
+            handle.write(orjson.dumps({
+                "superseded_index": row["superseded_index"],
+                "superseded_hash": bytes(row["superseded_hash"]).hex(),
+                "superseding_index": row["superseding_index"],
+                "superseding_hash": bytes(row["superseding_hash"]).hex(),
+            }) + b"\n")  # fmt: skip
+
+    _write_json(out / "tally.json", tally.to_json(ref.options))
+    _write_json(out / "trustees.json", await load_trustees(conn, referendum_id))
+    _write_json(out / "shares.json", await load_shares(conn, referendum_id))
+    _write_json(out / "result.json", await load_result(conn, referendum_id))
+    return write_manifest(out, referendum_id)

@@ -1,0 +1,114 @@
+"""follow with the default RollBallotVerifier: real encrypted ballots, voter keys proven in
+the committed roll, against a canned log served over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import nacl.signing
+import pytest
+
+from auditor.ballots import RollBallotVerifier, roll_entry_leaf_hash
+from auditor.client import PublicLogClient
+from auditor.follow import AuditFailure, FollowResult, follow
+from referendum_core import merkle
+from referendum_core.ballot import BallotSpec, ballot_from_json, encode_body
+from referendum_core.client import make_ballot
+from referendum_core.group import Point
+
+from .test_follow import LOG_KEY, ORIGIN, RID, CannedLog, serving
+
+SPEC = BallotSpec(RID, ("yes", "no"), 1, 1, Point.base_mul(12345).to_compressed())
+SECRETS = {f"voter-{i}": bytes([i + 7]) * 32 for i in range(4)}
+
+
+def public_key(voter_id: str) -> bytes:
+    return bytes(nacl.signing.SigningKey(SECRETS[voter_id]).verify_key)
+
+
+def canonical(voter_id: str, choice: int, signer: str | None = None) -> bytes:
+    """Canonical bytes of a real ballot (signed by ``signer``'s key, default the voter)."""
+    body = make_ballot(SPEC, voter_id, SECRETS[signer or voter_id], [choice, 1 - choice])
+    record = ballot_from_json(body)
+    return encode_body(record) + record.signature
+
+
+def roll_log(entries: list[tuple[str, bytes]], roll_voters: list[str]) -> CannedLog:
+    """A log of ``entries`` whose referendum commits to a roll of ``roll_voters``."""
+    log = CannedLog(entries, [len(entries) // 2, len(entries) - len(entries) // 2])
+    ordered = sorted(roll_voters)
+    leaves = [roll_entry_leaf_hash(v, public_key(v)) for v in ordered]
+    root = merkle.root_from_leaf_hashes(leaves)
+    log.definition = {
+        "options": list(SPEC.options),
+        "min_selections": 1,
+        "max_selections": 1,
+        "election_public_key": SPEC.election_public_key.hex(),
+        "roll_root": root.hex(),
+        "roll_size": len(ordered),
+    }
+    log.roll = {
+        v: {
+            "voter_id": v,
+            "public_key": public_key(v).hex(),
+            "index": i,
+            "size": len(ordered),
+            "proof": [p.hex() for p in merkle.inclusion_proof(leaves, i)],
+            "root": root.hex(),
+        }
+        for i, v in enumerate(ordered)
+    }
+    return log
+
+
+def run(url: str, state_dir: Path) -> FollowResult:
+    async def go() -> FollowResult:
+        async with PublicLogClient(url, RID) as client:
+            verifier = await RollBallotVerifier.create(client)
+            return await follow(
+                client,
+                log_key=LOG_KEY,
+                state_dir=state_dir,
+                verifier=verifier,
+                origin=ORIGIN,
+                once=True,
+                echo=lambda _: None,
+            )
+
+    return asyncio.run(go())
+
+
+def test_real_ballots_verify(tmp_path: Path) -> None:
+    """Valid ballots of voters on the roll pass signature, proof and roll checks."""
+    entries = [(v, canonical(v, i % 2)) for i, v in enumerate(sorted(SECRETS))]
+    with serving(roll_log(entries, list(SECRETS))) as url:
+        assert run(url, tmp_path).tree_size == 4
+
+
+def test_ballot_signed_by_another_voter_fails(tmp_path: Path) -> None:
+    """A ballot carrying voter-1's id but signed with voter-2's key fails its signature."""
+    entries = [(v, canonical(v, 0)) for v in sorted(SECRETS)]
+    entries[1] = ("voter-1", canonical("voter-1", 0, signer="voter-2"))
+    with serving(roll_log(entries, list(SECRETS))) as url, pytest.raises(AuditFailure) as err:
+        run(url, tmp_path)
+    assert err.value.check == "ballot.signature" and "ballot 1" in str(err.value)
+
+
+def test_voter_missing_from_roll_fails(tmp_path: Path) -> None:
+    """A ballot by a voter who is not on the committed roll is named."""
+    entries = [(v, canonical(v, 1)) for v in sorted(SECRETS)]
+    roll = [v for v in SECRETS if v != "voter-3"]
+    with serving(roll_log(entries, roll)) as url, pytest.raises(AuditFailure) as err:
+        run(url, tmp_path)
+    assert err.value.check == "roll.voter"
+
+
+def test_roll_proof_for_a_substituted_key_fails(tmp_path: Path) -> None:
+    """A roll proof that hands out another key than the committed one is refused."""
+    entries = [(v, canonical(v, 1)) for v in sorted(SECRETS)]
+    log = roll_log(entries, list(SECRETS))
+    log.roll["voter-2"]["public_key"] = public_key("voter-0").hex()
+    with serving(log) as url, pytest.raises(AuditFailure) as err:
+        run(url, tmp_path)
+    assert err.value.check == "roll.proof" and "voter-2" in str(err.value)

@@ -1,0 +1,138 @@
+"""Helpers of the tally tests: a referendum stored directly, ballots, sealing, decryption."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from batcher.service import LogSigner, seal_block
+from referendum_core.ballot import BallotSpec, verify_ballot
+from referendum_core.client import make_ballot, new_voter_key
+from referendum_core.group import Point, random_scalar
+from server.keys import load_or_create_key
+from server.roll import roll_digest
+
+__all__ = ["Election", "decrypt_counts", "insert_ballots", "make_election", "seal_all"]
+
+
+@dataclass
+class Election:
+    """A referendum with a single-secret election key (test oracle) and its voters."""
+
+    spec: BallotSpec
+    secret: int
+    policy: str
+    voters: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)
+
+    @property
+    def rid(self) -> str:
+        return self.spec.referendum_id
+
+    def ballot(self, voter_id: str, selections: list[int]) -> tuple[dict[str, Any], bytes]:
+        """A fresh ballot of ``voter_id``: its JSON body and canonical bytes."""
+        secret, public = self.voters[voter_id]
+        body = make_ballot(self.spec, voter_id, secret, selections)
+        return body, verify_ballot(self.spec, body, public).canonical
+
+
+def make_election(
+    rid: str,
+    options: tuple[str, ...],
+    voters: int,
+    *,
+    policy: str = "last_counts",
+    min_sel: int = 1,
+    max_sel: int = 1,
+) -> Election:
+    """An election key and ``voters`` fresh voter keys (nothing stored yet)."""
+    secret = random_scalar()
+    spec = BallotSpec(rid, options, min_sel, max_sel, Point.base_mul(secret).to_compressed())
+    election = Election(spec, secret, policy)
+    for i in range(voters):
+        election.voters[f"voter-{i:05d}"] = new_voter_key()
+    return election
+
+
+async def store_referendum(conn: Any, election: Election, state: str = "open") -> None:
+    """Insert the referendum and its roll straight into the tables, in ``state``."""
+    now = datetime.now(UTC)
+    spec = election.spec
+    entries = [(v, keys[1]) for v, keys in election.voters.items()]
+    await conn.execute(
+        """INSERT INTO referendums (id, question, options, min_selections, max_selections,
+               opens_at, closes_at, revote_policy, threshold_k, trustees_n, state,
+               election_public_key, roll_root, roll_size)
+           VALUES ($1, 'Test?', $2::jsonb, $3, $4, $5, $6, $7, 1, 1, $8, $9, $10, $11)""",
+        spec.referendum_id,
+        orjson.dumps(list(spec.options)).decode(),
+        spec.min_selections,
+        spec.max_selections,
+        now - timedelta(hours=1),
+        now + timedelta(hours=1),
+        election.policy,
+        state,
+        spec.election_public_key,
+        roll_digest(entries),
+        len(entries),
+    )
+    await conn.copy_records_to_table(
+        "voters",
+        records=[(spec.referendum_id, v, k) for v, k in entries],
+        columns=["referendum_id", "voter_id", "public_key"],
+    )
+
+
+async def insert_ballots(conn: Any, election: Election, ballots: list[tuple[str, bytes]]) -> None:
+    """Store accepted ballots (voter id, canonical bytes) as ingestion would, unsequenced."""
+    revote = election.policy == "forbid"
+    await conn.executemany(
+        "INSERT INTO ballots (referendum_id, voter_id, ballot_hash, body, receipt, revote_key)"
+        " VALUES ($1, $2, $3, $4, '\\x7b7d', $5)",
+        [
+            (election.rid, v, hashlib.sha256(c).digest(), c, v if revote else None)
+            for v, c in ballots
+        ],
+    )
+
+
+def signer() -> LogSigner:
+    """A fixed log signing key (tests only)."""
+    import tempfile
+    from pathlib import Path
+
+    key = load_or_create_key(None, Path(tempfile.mkdtemp()), "log")
+    return LogSigner(key, "test.example/log")
+
+
+async def seal_all(conn: Any, rid: str, log_signer: LogSigner, *, close: bool = False,
+                   max_ballots: int = 10_000) -> int:  # fmt: skip
+    """Seal blocks until nothing waits (and, with ``close``, the final block); return count."""
+    sealed = 0
+    while True:
+        block = await seal_block(conn, rid, log_signer, max_ballots=max_ballots, close=close)
+        if block is None:
+            return sealed
+        sealed += 1
+        if block.final:
+            return sealed
+
+
+def decrypt_counts(election: Election, ciphertexts: list[bytes], bound: int) -> list[int]:
+    """Decrypt each 130-byte ciphertext with the single election secret (test oracle)."""
+    from referendum_core.elgamal import Ciphertext
+
+    counts = []
+    for raw in ciphertexts:
+        ct = Ciphertext.from_bytes(raw)
+        m_point = ct.b - ct.a * election.secret
+        for m in range(bound + 1):
+            if Point.base_mul(m) == m_point:
+                counts.append(m)
+                break
+        else:
+            raise AssertionError("tally does not decrypt to a count within the bound")
+    return counts

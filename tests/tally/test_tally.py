@@ -1,0 +1,172 @@
+"""The running encrypted tally: block-by-block folding, re-votes, atomicity, the follower."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+import asyncpg
+import pytest
+
+import batcher.tally as tally_module
+from batcher.tally import fold_new_blocks, load_tally, run_tally_follower
+from tests.tally.common import (
+    decrypt_counts,
+    insert_ballots,
+    make_election,
+    seal_all,
+    signer,
+    store_referendum,
+)
+
+
+def _expected(options: int, last: dict[str, list[int]]) -> list[int]:
+    return [sum(sel[i] for sel in last.values()) for i in range(options)]
+
+
+@pytest.mark.parametrize(
+    ("options", "min_sel", "max_sel"),
+    [(("yes", "no"), 1, 1), (("a", "b", "c"), 0, 2)],
+    ids=["yes-no-implied-last", "three-options-multi"],
+)
+async def test_fold_counts_the_last_ballot_of_each_voter(
+    database_url: str, options: tuple[str, ...], min_sel: int, max_sel: int
+) -> None:
+    """Re-votes within a block and across blocks: the tally decrypts to the last choices."""
+    rng = random.Random(6)
+    election = make_election("fold", options, 12, min_sel=min_sel, max_sel=max_sel)
+    voters = list(election.voters)
+    conn = await asyncpg.connect(database_url)
+    try:
+        await store_referendum(conn, election)
+        log_signer = signer()
+        last: dict[str, list[int]] = {}
+        hashes: dict[str, list[bytes]] = {v: [] for v in voters}
+        plan = [voters[:8], voters[:3] + voters[:2] + voters[8:], voters[5:7]]
+        for round_voters in plan:
+            batch = []
+            for v in round_voters:
+                while True:
+                    sel = [rng.randint(0, 1) for _ in options]
+                    if min_sel <= sum(sel) <= max_sel:
+                        break
+                body, canonical = election.ballot(v, sel)
+                batch.append((v, canonical))
+                last[v] = sel
+            await insert_ballots(conn, election, batch)
+            await seal_all(conn, election.rid, log_signer)
+            assert await fold_new_blocks(conn, election.rid) == 1
+        state = await load_tally(conn, election.rid)
+        assert state is not None and state.folded_height == 3
+        assert state.ballots_counted == len(last)
+        assert decrypt_counts(election, list(state.ciphertexts), 40) == _expected(
+            len(options), last
+        )
+        rows = await conn.fetch(
+            "SELECT s.superseded_index, s.superseding_index, a.voter_id AS old_voter,"
+            " b.voter_id AS new_voter FROM supersessions AS s"
+            " JOIN ballots AS a ON a.referendum_id = s.referendum_id"
+            " AND a.log_index = s.superseded_index"
+            " JOIN ballots AS b ON b.referendum_id = s.referendum_id"
+            " AND b.log_index = s.superseding_index ORDER BY s.superseded_index"
+        )
+        ballots = await conn.fetch(
+            "SELECT voter_id, log_index FROM ballots ORDER BY log_index"
+        )
+        by_voter: dict[str, list[int]] = {}
+        for b in ballots:
+            by_voter.setdefault(b["voter_id"], []).append(b["log_index"])
+        expected = sorted(
+            (idx[i], idx[i + 1]) for idx in by_voter.values() for i in range(len(idx) - 1)
+        )
+        assert [(r["superseded_index"], r["superseding_index"]) for r in rows] == expected
+        assert all(r["old_voter"] == r["new_voter"] for r in rows)
+    finally:
+        await conn.close()
+
+
+async def test_forbid_policy_adds_every_ballot(database_url: str) -> None:
+    """Under 'forbid' each ballot counts once and nothing is listed as superseded."""
+    election = make_election("forbid", ("yes", "no"), 6, policy="forbid")
+    conn = await asyncpg.connect(database_url)
+    try:
+        await store_referendum(conn, election)
+        choices = {v: [i % 2, 1 - i % 2] for i, v in enumerate(election.voters)}
+        await insert_ballots(conn, election, [(v, election.ballot(v, s)[1])
+                                              for v, s in choices.items()])  # fmt: skip
+        await seal_all(conn, election.rid, signer(), max_ballots=4)
+        assert await fold_new_blocks(conn, election.rid) == 2
+        state = await load_tally(conn, election.rid)
+        assert state is not None
+        assert decrypt_counts(election, list(state.ciphertexts), 10) == [3, 3]
+        assert await conn.fetchval("SELECT count(*) FROM supersessions") == 0
+    finally:
+        await conn.close()
+
+
+async def test_failed_fold_changes_nothing_and_resumes(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash inside a fold rolls it back whole; the next run folds the block exactly once."""
+    election = make_election("crash", ("yes", "no"), 4)
+    voters = list(election.voters)
+    conn = await asyncpg.connect(database_url)
+    try:
+        await store_referendum(conn, election)
+        log_signer = signer()
+        await insert_ballots(conn, election, [(v, election.ballot(v, [1, 0])[1]) for v in voters])
+        await seal_all(conn, election.rid, log_signer)
+        assert await fold_new_blocks(conn, election.rid) == 1
+        # voter 0 and 1 change their minds; the fold of that block crashes midway
+        await insert_ballots(conn, election, [(v, election.ballot(v, [0, 1])[1])
+                                              for v in voters[:2]])  # fmt: skip
+        await seal_all(conn, election.rid, log_signer)
+        real = tally_module.full_tally
+
+        def crash(*args: object, **kwargs: object) -> object:
+            raise RuntimeError("crash in the middle of a fold")
+
+        monkeypatch.setattr(tally_module, "full_tally", crash)
+        with pytest.raises(RuntimeError):
+            await fold_new_blocks(conn, election.rid)
+        state = await load_tally(conn, election.rid)
+        assert state is not None and state.folded_height == 1
+        assert await conn.fetchval("SELECT count(*) FROM supersessions") == 0
+        monkeypatch.setattr(tally_module, "full_tally", real)
+        assert await fold_new_blocks(conn, election.rid) == 1
+        assert await fold_new_blocks(conn, election.rid) == 0
+        state = await load_tally(conn, election.rid)
+        assert state is not None and state.folded_height == 2
+        assert decrypt_counts(election, list(state.ciphertexts), 10) == [2, 2]
+        assert await conn.fetchval("SELECT count(*) FROM supersessions") == 2
+    finally:
+        await conn.close()
+
+
+async def test_follower_reaches_the_final_block(database_url: str) -> None:
+    """The follower folds blocks as they are sealed and marks the tally final after close."""
+    election = make_election("follow", ("yes", "no"), 5)
+    conn = await asyncpg.connect(database_url)
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    stop = asyncio.Event()
+    assert pool is not None
+    task = asyncio.create_task(run_tally_follower(pool, stop, poll_s=0.02))
+    try:
+        await store_referendum(conn, election)
+        await insert_ballots(conn, election, [(v, election.ballot(v, [0, 1])[1])
+                                              for v in election.voters])  # fmt: skip
+        await conn.execute("UPDATE referendums SET state = 'closed'")
+        await seal_all(conn, election.rid, signer(), close=True, max_ballots=2)
+        deadline = time.monotonic() + 30
+        state = await load_tally(conn, election.rid)
+        while (state is None or not state.final) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+            state = await load_tally(conn, election.rid)
+        assert state is not None and state.final
+        assert decrypt_counts(election, list(state.ciphertexts), 10) == [0, 5]
+    finally:
+        stop.set()
+        await task
+        await pool.close()
+        await conn.close()
