@@ -7,7 +7,7 @@
 # The base image is pinned by tag; pin it by digest too in your registry mirror
 # (python:3.11.11-slim-bookworm@sha256:...) once you have pulled and scanned it.
 
-# ---- builder: resolve nothing, build wheels for exactly the pinned versions ----
+# ---- builder: wheels for exactly the pinned versions, installed offline into /opt/venv ----
 FROM python:3.11.11-slim-bookworm AS builder
 
 ENV PIP_NO_CACHE_DIR=1 \
@@ -16,9 +16,11 @@ ENV PIP_NO_CACHE_DIR=1 \
 
 WORKDIR /src
 
-# Dependencies first, so a source change does not rebuild them.
+# Dependencies first, so a source change does not rebuild them. --no-deps: only what the lock
+# names is fetched, so an incomplete lock fails the offline install below instead of pulling
+# an unpinned version.
 COPY requirements.lock ./
-RUN pip wheel --wheel-dir /wheels --requirement requirements.lock
+RUN pip wheel --no-deps --wheel-dir /wheels --requirement requirements.lock
 
 COPY pyproject.toml README.md ./
 COPY referendum_core/ referendum_core/
@@ -35,6 +37,7 @@ RUN pip wheel --no-deps --wheel-dir /wheels .
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-index --find-links /wheels --requirement requirements.lock \
     && /opt/venv/bin/pip install --no-index --find-links /wheels --no-deps referendum \
+    && /opt/venv/bin/pip check \
     && /opt/venv/bin/python -m compileall -q /opt/venv/lib
 
 # ---- runtime: slim, non-root, read-only root filesystem friendly ----

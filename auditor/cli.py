@@ -223,3 +223,8 @@ def follow_command(
         )
 
     _run(go)
+
+
+from auditor.verify_election import verify_election_command  # noqa: E402 - registered last
+
+main.add_command(verify_election_command)

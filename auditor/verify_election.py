@@ -36,6 +36,7 @@ holds, 1 otherwise, 2 for bad usage.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import mmap
 import multiprocessing
@@ -64,8 +65,8 @@ from referendum_core.errors import CoreError
 from referendum_core.group import Point
 
 __all__ = [
-    "RECORD_FORMAT",
     "RECORD_FILES",
+    "RECORD_FORMAT",
     "ElectionReport",
     "Failure",
     "verify_election",
@@ -332,7 +333,8 @@ def _scan_ballots(report: ElectionReport, path: Path) -> tuple[array[int], list[
     voters: list[str | None] = []
     unpack = struct.unpack_from
     with path.open("rb") as handle:
-        data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if path.stat().st_size else b""
+        empty = path.stat().st_size == 0
+        data = b"" if empty else mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
         try:
             size = len(data)
             pos = 0
@@ -456,11 +458,10 @@ def _run_ballots(
     results: list[_ChunkResult] = []
     if total == 0:
         return results
-    try:
-        context = multiprocessing.get_context("fork")
-    except ValueError:  # platforms without fork: the workers read the roll themselves
-        context = multiprocessing.get_context()
-    forked = context.get_start_method() == "fork"
+    methods = multiprocessing.get_all_start_methods()
+    # fork shares the parsed roll with the workers; elsewhere they read it themselves
+    forked = "fork" in methods
+    context = multiprocessing.get_context("fork" if forked else None)
     # Small chunks keep the bar moving and the cores even; big ones cost less to schedule.
     size = max(50, min(CHUNK_BALLOTS, total // (jobs * 4) or 1))
     with ProcessPoolExecutor(
@@ -649,10 +650,8 @@ def verify_election(
     if not root.is_dir():
         report.fail("manifest", f"{root} is not a folder")
         return report
-    try:
+    with contextlib.suppress(_Stop):
         _check_manifest(report, root, manifest_sha256)
-    except _Stop:
-        pass
     try:
         ref, spec = _load_definition(report, root)
     except _Stop:

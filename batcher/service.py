@@ -67,19 +67,21 @@ CLOSED_STATES = frozenset({"closed", "tallied", "published"})
 _DISCOVERY_POLL_S = 2.0
 _ERROR_BACKOFF_S = 1.0
 
+# No FOR UPDATE on the ballots: the log_heads row lock already serialises sealing rounds, and
+# locking 10,000 rows first would write each of them twice. Two planner guards keep a round's
+# cost independent of the log's length:
+# * ``referendum_id = ANY(ARRAY[$1])`` with ``ORDER BY referendum_id, id``: only the partial
+#   index ballots_unsequenced yields that order, so the planner cannot walk the primary key
+#   from the first ballot, filtering out every sequenced one (it did, with stale statistics);
+# * hash and merge joins are off for the round (SET LOCAL): a hash join scans the whole table.
 _TAKE_BALLOTS = """
-WITH picked AS (
-    SELECT id FROM ballots
-    WHERE referendum_id = $1 AND log_index IS NULL
-    ORDER BY id
-    LIMIT $2
-    FOR UPDATE
-), numbered AS (
-    SELECT id, $3::bigint + row_number() OVER (ORDER BY id) - 1 AS log_index FROM picked
-)
 UPDATE ballots AS b SET log_index = n.log_index, block_height = $4
-FROM numbered AS n
-WHERE b.id = n.id
+FROM (SELECT id, $3::bigint + row_number() OVER (ORDER BY id) - 1 AS log_index
+      FROM (SELECT id FROM ballots
+            WHERE referendum_id = ANY(ARRAY[$1::text]) AND log_index IS NULL
+            ORDER BY referendum_id, id
+            LIMIT $2) AS picked) AS n
+WHERE b.id = n.id AND b.log_index IS NULL
 RETURNING b.log_index, b.body
 """
 
@@ -87,11 +89,11 @@ _WAITING = """
 SELECT r.state,
        coalesce(h.final, false) AS final,
        (SELECT count(*) FROM (SELECT 1 FROM ballots
-                              WHERE referendum_id = $1 AND log_index IS NULL
+                              WHERE referendum_id = ANY(ARRAY[$1::text]) AND log_index IS NULL
                               LIMIT $2) AS w) AS waiting,
        (SELECT (extract(epoch FROM clock_timestamp() - accepted_at) * 1000)::bigint
-          FROM ballots WHERE referendum_id = $1 AND log_index IS NULL
-          ORDER BY id LIMIT 1) AS waited_ms
+          FROM ballots WHERE referendum_id = ANY(ARRAY[$1::text]) AND log_index IS NULL
+          ORDER BY referendum_id, id LIMIT 1) AS waited_ms
 FROM referendums AS r LEFT JOIN log_heads AS h ON h.referendum_id = r.id
 WHERE r.id = $1
 """
@@ -157,6 +159,7 @@ async def seal_block(
     ``max_ballots >= 1`` and no transaction open on ``conn``.
     """
     async with conn.transaction():
+        await conn.execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
         await conn.execute(
             "INSERT INTO log_heads (referendum_id, compact_range) VALUES ($1, $2) "
             "ON CONFLICT (referendum_id) DO NOTHING",

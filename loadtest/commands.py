@@ -178,7 +178,14 @@ def report(
 @click.option("--revote-ratio", type=float, default=0.02, show_default=True)
 @click.option("--processes", type=int, default=None, help="Worker processes (default: cores).")
 @click.option("--seed", type=int, default=1, show_default=True)
+@click.option(
+    "--ballots",
+    type=int,
+    default=None,
+    help="Only the first BALLOTS voters get ballots (default: every voter).",
+)
 def pool(
+    ballots: int | None,
     voters: int,
     out: Path,
     referendum_id: str,
@@ -202,9 +209,11 @@ def pool(
         revote_ratio=revote_ratio,
         processes=processes,
         seed=seed,
+        ballots=ballots,
     )
     click.echo(
-        f"{meta.voters:,} ballots + {meta.revotes:,} re-votes in {meta.seconds:,.1f} s: "
+        f"{meta.voters:,} voters, {meta.ballots:,} ballots + {meta.revotes:,} re-votes in "
+        f"{meta.seconds:,.1f} s: "
         f"{meta.ballots_per_s:,.0f} ballots/s on {meta.processes} processes; "
         f"{meta.canonical_bytes_mean:,.0f} B canonical, {meta.json_bytes_mean:,.0f} B JSON "
         f"per ballot; expected tally {meta.expected_tally}"
@@ -341,4 +350,81 @@ def _verdict(summary: Any) -> None:
     )
     if not summary.ok:
         click.echo("objective missed", err=True)
+        sys.exit(1)
+
+
+@loadtest.command()
+@click.option(
+    "--voters",
+    type=int,
+    default=1_000_000,
+    show_default=True,
+    help="Voters on the roll (10000000 works the same way).",
+)
+@click.option(
+    "--ballots",
+    type=int,
+    default=None,
+    help="Voters who cast a ballot (default: all; fewer fits a small machine, and "
+    "the ballot phases are then extrapolated).",
+)
+@click.option("--pool", "pool_dir", type=click.Path(path_type=Path), default=None)
+@click.option("--servers", type=int, default=2, show_default=True)
+@click.option("--locust-workers", type=int, default=1, show_default=True)
+@click.option("--users", type=int, default=50, show_default=True)
+@click.option(
+    "--max-duration",
+    "max_duration_s",
+    type=float,
+    default=3600.0,
+    show_default=True,
+    help="Longest the ballot phase may run.",
+)
+@click.option(
+    "--report-dir",
+    type=click.Path(path_type=Path),
+    default=Path("reports/rehearsal"),
+    show_default=True,
+)
+def rehearsal(
+    voters: int,
+    ballots: int | None,
+    pool_dir: Path | None,
+    servers: int,
+    locust_workers: int,
+    users: int,
+    max_duration_s: float,
+    report_dir: Path,
+) -> None:
+    """A whole referendum end to end at scale, printing every phase's time."""
+    import asyncio
+
+    from loadtest.rehearsal import rehearse
+
+    result = asyncio.run(
+        rehearse(
+            voters,
+            report_dir,
+            ballots=ballots,
+            pool_dir=pool_dir,
+            servers=servers,
+            locust_workers=locust_workers,
+            users=users,
+            max_duration_s=max_duration_s,
+        )
+    )
+    click.echo("")
+    click.echo(result.table())
+    click.echo("")
+    click.echo(f"voters {result.voters:,}; ballots stored {result.ballots_stored:,}")
+    click.echo(f"expected tally  {result.expected_tally}")
+    click.echo(f"decrypted tally {result.decrypted_tally}")
+    for note in result.skipped:
+        click.echo(f"skipped: {note}")
+    (report_dir / "rehearsal.txt").write_text(
+        result.table() + f"\n\nexpected tally {result.expected_tally}\ndecrypted tally "
+        f"{result.decrypted_tally}\n" + "".join(f"skipped: {n}\n" for n in result.skipped)
+    )
+    if result.tally_matches is False or not result.summary.get("ok", False):
+        click.echo("rehearsal FAILED", err=True)
         sys.exit(1)

@@ -287,7 +287,7 @@ class ReVoter(_BallotSender):
 class Auditor(FastHttpUser):
     """An observer following the log: each new checkpoint, then the blocks up to it."""
 
-    weight = 1
+    fixed_count = 1  # one per run whatever the user count: observers are few
     wait_time = between(0.5, 1.5)
 
     def on_start(self) -> None:
@@ -343,7 +343,7 @@ class Auditor(FastHttpUser):
 class Operator(FastHttpUser):
     """The election office's dashboard polling the referendum's status."""
 
-    weight = 1
+    fixed_count = 1
     wait_time = between(1.0, 2.0)
 
     def on_start(self) -> None:

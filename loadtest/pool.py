@@ -52,7 +52,7 @@ __all__ = [
     "voter_id",
 ]
 
-POOL_FORMAT = 1
+POOL_FORMAT = 2
 _LEN = struct.Struct(">H")
 _REVOTE = struct.Struct(">IH")
 CHUNK_VOTERS = 250
@@ -83,6 +83,8 @@ class PoolMeta:
     election_secret_key: str
     """Hex scalar of the test election key (load tests only)."""
     voters: int
+    ballots: int
+    """Voters ``0 .. ballots-1`` have a pooled ballot; the rest of the roll only a key."""
     revotes: int
     expected_tally: list[int]
     """Per option, the selections of each voter's last ballot."""
@@ -145,6 +147,8 @@ def json_body(canonical: bytes) -> bytes:
 class _Chunk:
     first: int
     count: int
+    with_ballots: int
+    """How many of this chunk's voters (from the first) get a ballot."""
     revoters: tuple[int, ...]
     spec: BallotSpec
     seed: int
@@ -172,6 +176,10 @@ def _make_chunk(chunk: _Chunk) -> _ChunkResult:
     revoters = set(chunk.revoters)
     for index in range(chunk.first, chunk.first + chunk.count):
         secret, public = new_voter_key()
+        if index >= chunk.first + chunk.with_ballots:
+            publics.append(public)
+            secrets_.append(secret)
+            continue
         vid = voter_id(index)
         choice = counted = _selections(chunk.seed, index, False, spec)
         body = make_ballot(spec, vid, secret, choice)
@@ -203,12 +211,16 @@ def generate_pool(
     processes: int | None = None,
     seed: int = 1,
     progress: bool = True,
+    ballots: int | None = None,
 ) -> PoolMeta:
     """Make ``voters`` keys and one ballot each (plus re-votes) into ``out_dir``.
 
-    Uses ``processes`` worker processes (default: every core). ``revote_ratio`` of the voters,
-    chosen by ``seed``, also get a second ballot; the policy defaults to ``last_counts`` when
-    there are re-votes, else ``forbid``. Returns the metadata also written to ``meta.json``.
+    Uses ``processes`` worker processes (default: every core). ``revote_ratio`` of the voters
+    with a ballot, chosen by ``seed``, also get a second ballot; the policy defaults to
+    ``last_counts`` when there are re-votes, else ``forbid``. With ``ballots`` below
+    ``voters`` only the first ``ballots`` voters get ballots (a full-size roll with a partial
+    turnout, for rehearsals that cannot afford every ballot). Returns the metadata also
+    written to ``meta.json``.
     """
     from tqdm import tqdm
 
@@ -216,6 +228,9 @@ def generate_pool(
         raise ValueError("a pool needs at least one voter")
     if not 0.0 <= revote_ratio <= 1.0:
         raise ValueError("revote_ratio must be within [0, 1]")
+    with_ballots = voters if ballots is None else ballots
+    if not 0 <= with_ballots <= voters:
+        raise ValueError("ballots must be within [0, voters]")
     out_dir.mkdir(parents=True, exist_ok=True)
     workers = processes or os.cpu_count() or 1
     election_secret = random_scalar()
@@ -225,7 +240,7 @@ def generate_pool(
     )
     policy = revote_policy or ("last_counts" if revote_ratio > 0 else "forbid")
     picker = random.Random(seed)
-    revoters = sorted(picker.sample(range(voters), round(voters * revote_ratio)))
+    revoters = sorted(picker.sample(range(with_ballots), round(with_ballots * revote_ratio)))
     chunks = []
     r = 0
     for first in range(0, voters, CHUNK_VOTERS):
@@ -234,7 +249,17 @@ def generate_pool(
         while r < len(revoters) and revoters[r] < first + count:
             mine.append(revoters[r])
             r += 1
-        chunks.append(_Chunk(first, count, tuple(mine), spec, seed, policy == "last_counts"))
+        chunks.append(
+            _Chunk(
+                first,
+                count,
+                max(0, min(count, with_ballots - first)),
+                tuple(mine),
+                spec,
+                seed,
+                policy == "last_counts",
+            )
+        )
 
     tally = [0] * len(options)
     canonical_total = 0
@@ -246,17 +271,18 @@ def generate_pool(
         tmp["secrets"].open("wb") as secrets_file,
         tmp["ballots"].open("wb") as ballots_file,
         tmp["revotes"].open("wb") as revotes_file,
-        tqdm(total=voters, unit="ballot", disable=not progress, smoothing=0.1) as bar,
+        tqdm(total=voters, unit="voter", disable=not progress, smoothing=0.1) as bar,
     ):
         roll.write("voter_id,public_key_hex\n")
 
         def write(result: _ChunkResult) -> None:
             nonlocal canonical_total, json_total
-            for offset, (public, secret, ballot) in enumerate(
-                zip(result.publics, result.secrets, result.ballots, strict=True)
+            for offset, (public, secret) in enumerate(
+                zip(result.publics, result.secrets, strict=True)
             ):
                 roll.write(f"{voter_id(result.first + offset)},{public.hex()}\n")
                 secrets_file.write(secret)
+            for ballot in result.ballots:
                 ballots_file.write(_LEN.pack(len(ballot)) + ballot)
                 canonical_total += len(ballot)
             for index, ballot in result.revotes:
@@ -264,7 +290,7 @@ def generate_pool(
             for i, n in enumerate(result.tally):
                 tally[i] += n
             json_total += result.json_bytes
-            bar.update(len(result.ballots))
+            bar.update(len(result.publics))
 
         if workers == 1:
             for chunk in chunks:
@@ -287,12 +313,13 @@ def generate_pool(
         election_public_key=election_public.hex(),
         election_secret_key=scalar_to_bytes(election_secret).hex(),
         voters=voters,
+        ballots=with_ballots,
         revotes=len(revoters),
         expected_tally=tally,
-        canonical_bytes_mean=canonical_total / voters,
-        json_bytes_mean=json_total / voters,
+        canonical_bytes_mean=canonical_total / max(1, with_ballots),
+        json_bytes_mean=json_total / max(1, with_ballots),
         seconds=seconds,
-        ballots_per_s=(voters + len(revoters)) / seconds if seconds > 0 else 0.0,
+        ballots_per_s=(with_ballots + len(revoters)) / seconds if seconds > 0 else 0.0,
         processes=workers,
         seed=seed,
     )

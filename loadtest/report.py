@@ -182,13 +182,27 @@ def load_samples(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _change_points(history: Sequence[HistoryRow]) -> list[HistoryRow]:
+    """The first row and every row whose cumulative count moved.
+
+    Distributed Locust workers report every few seconds, so the master's once-a-second history
+    repeats counts; rates between change points are the true rates, not spikes and zeros.
+    """
+    points: list[HistoryRow] = []
+    for row in history:
+        if not points or row.total_requests != points[-1].total_requests:
+            points.append(row)
+    return points
+
+
 def throughput_series(history: Sequence[HistoryRow]) -> list[tuple[float, float]]:
-    """(seconds since start, requests/s) from differences of the cumulative count."""
-    if len(history) < 2:
+    """(seconds since start, requests/s) between successive changes of the cumulative count."""
+    points = _change_points(history)
+    if len(points) < 2:
         return []
     t0 = history[0].t
     series = []
-    for prev, cur in itertools.pairwise(history):
+    for prev, cur in itertools.pairwise(points):
         dt = cur.t - prev.t
         if dt > 0:
             series.append((cur.t - t0, (cur.total_requests - prev.total_requests) / dt))
@@ -206,7 +220,17 @@ class Step:
 
 
 def offered_load_steps(history: Sequence[HistoryRow]) -> list[Step]:
-    """Group history rows by user count; measure each step on its settled second half."""
+    """Group history rows by user count; measure each step on its settled second half.
+
+    A step's rate is the time-weighted mean of the rates between count changes that end
+    inside its second half (or anywhere in it, when the reports were too sparse).
+    """
+    points = _change_points(history)
+    intervals = [
+        (prev.t, cur.t, (cur.total_requests - prev.total_requests) / (cur.t - prev.t))
+        for prev, cur in itertools.pairwise(points)
+        if cur.t > prev.t
+    ]
     groups: list[list[HistoryRow]] = []
     for row in history:
         if row.users <= 0:
@@ -220,12 +244,13 @@ def offered_load_steps(history: Sequence[HistoryRow]) -> list[Step]:
         if len(group) < 3:
             continue
         settled = group[len(group) // 2 :]
-        if len(settled) < 2:
-            settled = group[-2:]
-        dt = settled[-1].t - settled[0].t
-        if dt <= 0:
+        inside = [i for i in intervals if settled[0].t < i[1] <= group[-1].t]
+        if not inside:
+            inside = [i for i in intervals if group[0].t < i[1] <= group[-1].t]
+        if not inside:
             continue
-        rps = (settled[-1].total_requests - settled[0].total_requests) / dt
+        weight = sum(end - start for start, end, _ in inside)
+        rps = sum((end - start) * rate for start, end, rate in inside) / weight
         p99s = [r.p99_ms for r in settled if r.p99_ms]
         steps.append(
             Step(
@@ -255,14 +280,15 @@ def find_knee(steps: Sequence[Step], knee_factor: float = 3.0) -> Knee | None:
 
     Steps are ordered by user count; the baseline is the lowest load's p99 (at least 1 ms, so
     a sub-millisecond baseline does not make noise look like a knee). Returns None with fewer
-    than two measured steps.
+    than two measured steps, or when the load never grew by half (a steady run whose user
+    count merely wobbled has no knee to find).
 
     >>> s = [Step(1, 10, 100, 10), Step(2, 10, 200, 12), Step(4, 10, 300, 80)]
     >>> find_knee(s).users
     2
     """
     measured = sorted((s for s in steps if s.p99_ms is not None), key=lambda s: s.users)
-    if len(measured) < 2:
+    if len(measured) < 2 or max(s.users for s in measured) < 1.5 * measured[0].users:
         return None
     first_p99 = measured[0].p99_ms
     assert first_p99 is not None
@@ -310,6 +336,10 @@ class Summary:
     db_rows_per_s_mean: float | None
     db_rows_per_s_peak: float | None
     servers: int | None = None
+    ballots_stored: int | None = None
+    """Ballots in the database after the run (set by the runner)."""
+    phases: dict[str, float] = field(default_factory=dict)
+    """Seconds per phase (set by the runner)."""
     endpoints: list[dict[str, Any]] = field(default_factory=list)
     checks: list[dict[str, Any]] = field(default_factory=list)
     ok: bool = True

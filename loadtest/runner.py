@@ -155,8 +155,16 @@ def _referendum_argv(*args: str) -> list[str]:
     return [sys.executable, "-c", "from server.cli import main; main()", *args]
 
 
+def _has_command(name: str) -> bool:
+    """Whether ``referendum NAME`` is registered and its module exists."""
+    from server.cli import COMMANDS
+
+    target = COMMANDS.get(name)
+    return target is not None and importlib.util.find_spec(target.split(":")[0]) is not None
+
+
 def _serve_argv() -> list[str]:
-    if importlib.util.find_spec("server.commands") is not None:
+    if _has_command("serve"):
         return _referendum_argv("serve")
     # until ``referendum serve`` exists: the same supervisor it wraps
     return [
@@ -388,8 +396,13 @@ class DatabaseSampler:
         self.dsn, self.rid, self.path, self.interval_s = dsn, referendum_id, path, interval_s
         self._task: asyncio.Task[None] | None = None
         self._conn: asyncpg.Connection | None = None
+        self._lock = asyncio.Lock()  # one query at a time on the shared connection
 
     async def sample(self) -> dict[str, Any]:
+        async with self._lock:
+            return await self._sample()
+
+    async def _sample(self) -> dict[str, Any]:
         if self._conn is None:
             self._conn = await asyncpg.connect(self.dsn)
         conn = self._conn
@@ -513,7 +526,10 @@ class LoadConfig:
     close_after: bool = False
     """Close the referendum after the run (the rehearsal), timing the final block."""
     after_close: Callable[[str, str, PhaseTimer], Any] | None = None
-    """Called with (base URL, API key, timer) after closing: tally and audit phases."""
+    """Awaited with (base URL, API key, timer) after closing: tally and audit phases."""
+    tally_follow: bool = False
+    """Also run ``referendum tally-follow`` (folds sealed blocks into the encrypted tally)."""
+    timer: PhaseTimer | None = None
 
 
 def ensure_pool(config: LoadConfig, timer: PhaseTimer) -> BallotPool:
@@ -523,7 +539,8 @@ def ensure_pool(config: LoadConfig, timer: PhaseTimer) -> BallotPool:
         with timer.phase(f"ballot pool ({config.voters:,} voters)"):
             meta = generate_pool(folder, config.voters, revote_ratio=0.02)
         print(
-            f"pool: {meta.voters:,} ballots + {meta.revotes:,} re-votes in {meta.seconds:,.1f} s"
+            f"pool: {meta.voters:,} voters, {meta.ballots:,} ballots + {meta.revotes:,} re-votes"
+            f" in {meta.seconds:,.1f} s"
             f" ({meta.ballots_per_s:,.0f} ballots/s on {meta.processes} processes)"
         )
     return BallotPool(folder)
@@ -541,7 +558,7 @@ def _admin_dsn(config: LoadConfig) -> str:
 
 async def run_load(config: LoadConfig) -> Summary:
     """Run one bounded load test end to end; the summary says whether objectives were met."""
-    timer = PhaseTimer()
+    timer = config.timer or PhaseTimer()
     report_dir = config.report_dir
     report_dir.mkdir(parents=True, exist_ok=True)
     pool = ensure_pool(config, timer)
@@ -569,9 +586,13 @@ async def run_load(config: LoadConfig) -> Summary:
                 server = children.start("servers", _serve_argv(), env)
                 await wait_ready(base_url, [server])
             await setup_referendum(base_url, api_key, pool, timer=timer)
-            batcher = children.start("batcher", _referendum_argv("batcher"), env)
+            batcher = children.start(
+                "batcher", _referendum_argv("batcher", "--referendum", rid), env
+            )
+            if config.tally_follow and _has_command("tally-follow"):
+                children.start("tally-follow", _referendum_argv("tally-follow"), env)
             sampler = DatabaseSampler(dsn, rid, samples_path)
-            expected = pool.meta.voters + pool.meta.revotes
+            expected = pool.meta.ballots + pool.meta.revotes
 
             async def pool_used() -> bool:
                 row = await sampler.sample()
@@ -613,7 +634,8 @@ async def run_load(config: LoadConfig) -> Summary:
         await sampler.stop()
     extra = (
         "## Phases\n\n```\n" + timer.table() + "\n```\n\n"
-        f"Pool: {pool.meta.voters:,} voters, {pool.meta.revotes:,} re-votes; "
+        f"Pool: {pool.meta.voters:,} voters, {pool.meta.ballots:,} ballots, "
+        f"{pool.meta.revotes:,} re-votes; "
         f"ballots stored: {stored['ballots']:,}; all sequenced after the run: "
         f"{'yes' if drained else 'NO'}; merge delay p50 / p99 / max: "
         f"{_s(delays['merge_delay_p50_s'])} / {_s(delays['merge_delay_p99_s'])} / "
@@ -636,8 +658,9 @@ async def run_load(config: LoadConfig) -> Summary:
          "ok": drained}
     )  # fmt: skip
     summary.ok = summary.ok and drained
-    payload = {**summary.as_dict(), "phases": timer.phases, "merge_delays": delays,
-               "ballots_stored": stored["ballots"]}  # fmt: skip
+    summary.ballots_stored = int(stored["ballots"])
+    summary.phases = dict(timer.phases)
+    payload = {**summary.as_dict(), "merge_delays": delays}
     result.summary_path.write_bytes(orjson.dumps(payload, option=orjson.OPT_INDENT_2))
     print(timer.table())
     print(f"report: {result.html_path} and {result.markdown_path}")
@@ -662,10 +685,17 @@ async def _close_and_after(
         with timer.phase("close + final block"):
             async with session.post(f"/v1/referendums/{rid}/close") as response:
                 await _check(response, "close")
-            # the batcher seals the final block and exits on its own once the log is final
             deadline = time.monotonic() + config.drain_timeout_s
-            while batcher.poll() is None and time.monotonic() < deadline:
-                await asyncio.sleep(0.5)
+            conn = await asyncpg.connect(sampler.dsn)
+            try:
+                while not await conn.fetchval(
+                    "SELECT final FROM log_heads WHERE referendum_id = $1", rid
+                ):
+                    if time.monotonic() > deadline or batcher.poll() not in (None, 0):
+                        raise RuntimeError("the batcher did not seal the final block in time")
+                    await asyncio.sleep(0.2)
+            finally:
+                await conn.close()
     if config.after_close is not None:
         await config.after_close(base_url, api_key, timer)
 

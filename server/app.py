@@ -50,7 +50,12 @@ DSN_KEY = web.AppKey("dsn", str)
 
 # Modules adding routes. The operator API is always present; the other two are optional
 # until they are written.
-API_MODULES = ("server.operator_api", "server.voter_api", "server.public_api")
+API_MODULES = (
+    "server.operator_api",
+    "server.voter_api",
+    "server.public_api",
+    "server.tally_api",
+)
 _OPTIONAL_MODULES = frozenset({"server.voter_api", "server.public_api"})
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"

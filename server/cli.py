@@ -24,6 +24,8 @@ COMMANDS: dict[str, str] = {
     "trustee": "trustee.cli:trustee",
     "audit": "auditor.cli:main",
     "loadtest": "loadtest.commands:loadtest",
+    "record": "server.record_commands:record",
+    "tally-follow": "server.record_commands:tally_follow",
 }
 
 

@@ -124,9 +124,7 @@ async def get_roll_commitment(request: web.Request) -> web.Response:
     async with acquire(request.app[POOL_KEY]) as conn:
         ref = await referendums.load_referendum(conn, request.match_info["rid"])
     if ref.roll_root is None:
-        raise NotFound(
-            "the roll is committed when the referendum opens", slug="no-commitment"
-        )
+        raise NotFound("the roll is committed when the referendum opens", slug="no-commitment")
     return json_response({"root": ref.roll_root.hex(), "size": ref.roll_size})
 
 

@@ -78,10 +78,9 @@ def _write_json(path: Path, value: Any) -> None:
 
 
 async def _stream(conn: Any, query: str, *args: Any) -> Any:
-    async with conn.transaction(readonly=True, isolation="repeatable_read"):
-        cursor = await conn.cursor(query, *args, prefetch=_FETCH)
-        async for row in cursor:
-            yield row
+    """Rows of ``query`` through a server-side cursor (requires an open transaction)."""
+    async for row in conn.cursor(query, *args, prefetch=_FETCH):
+        yield row
 
 
 async def export_record(conn: Any, referendum_id: str, out: Path, log_key: str) -> str:
@@ -92,6 +91,12 @@ async def export_record(conn: Any, referendum_id: str, out: Path, log_key: str) 
     complete (the final block folded); Conflict otherwise. Shares and result are written as
     they stand (empty before publication, which ``verify-election`` then reports).
     """
+    # one snapshot: every file describes the same state of the database
+    async with conn.transaction(readonly=True, isolation="repeatable_read"):
+        return await _export(conn, referendum_id, out, log_key)
+
+
+async def _export(conn: Any, referendum_id: str, out: Path, log_key: str) -> str:
     from server.tally_api import load_result, load_shares, load_trustees
 
     ref = await load_referendum(conn, referendum_id)

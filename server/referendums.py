@@ -341,9 +341,7 @@ async def referendum_status(conn: Any, rid: str) -> dict[str, Any]:
     """Eligible voters, ballots accepted and the latest block (zeros before the log exists)."""
     ref = await load_referendum(conn, rid)
     with translated():
-        accepted = await conn.fetchval(
-            "SELECT count(*) FROM ballots WHERE referendum_id = $1", rid
-        )
+        accepted = await conn.fetchval("SELECT count(*) FROM ballots WHERE referendum_id = $1", rid)
         head = None
         # the log's tables come with a later migration; until then the block is zeros
         if await conn.fetchval("SELECT to_regclass('log_heads') IS NOT NULL"):

@@ -26,9 +26,15 @@ CREATE TABLE referendums (
 
 -- The roll. voter_id uses the "C" collation so the primary-key index orders voters by their
 -- bytes: the order of the roll commitment, walked without a sort.
+-- Costs measured for 10-million-row imports decide two details: no foreign key to referendums
+-- (its per-row check doubles the insert time; imports lock the referendum row and referendums
+-- are never deleted), and the character check is a negated class (an anchored, counted regex
+-- costs ~17 µs a row).
 CREATE TABLE voters (
-    referendum_id text  NOT NULL REFERENCES referendums (id),
-    voter_id      text  COLLATE "C" NOT NULL CHECK (voter_id ~ '^[A-Za-z0-9._:@-]{1,128}$'),
+    referendum_id text  NOT NULL,
+    voter_id      text  COLLATE "C" NOT NULL
+                  CHECK (octet_length(voter_id) BETWEEN 1 AND 128
+                         AND voter_id !~ '[^A-Za-z0-9._:@-]'),
     public_key    bytea NOT NULL CHECK (octet_length(public_key) = 32),   -- Ed25519
     PRIMARY KEY (referendum_id, voter_id)
 );

@@ -44,3 +44,11 @@ CREATE TABLE results (
     document      bytea       NOT NULL,
     created_at    timestamptz NOT NULL DEFAULT now()
 );
+
+-- The trustees' public commitments (the document the trustee tools publish), stored by the
+-- operator before the referendum opens; decryption shares are checked against it.
+CREATE TABLE trustee_commitments (
+    referendum_id text        PRIMARY KEY REFERENCES referendums (id),
+    document      jsonb       NOT NULL,
+    created_at    timestamptz NOT NULL DEFAULT now()
+);

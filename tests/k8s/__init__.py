@@ -1,0 +1,1 @@
+"""Tests of the container image and the Kubernetes manifests, offline: no cluster, no Docker."""

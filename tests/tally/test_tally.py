@@ -42,7 +42,6 @@ async def test_fold_counts_the_last_ballot_of_each_voter(
         await store_referendum(conn, election)
         log_signer = signer()
         last: dict[str, list[int]] = {}
-        hashes: dict[str, list[bytes]] = {v: [] for v in voters}
         plan = [voters[:8], voters[:3] + voters[:2] + voters[8:], voters[5:7]]
         for round_voters in plan:
             batch = []
@@ -51,7 +50,7 @@ async def test_fold_counts_the_last_ballot_of_each_voter(
                     sel = [rng.randint(0, 1) for _ in options]
                     if min_sel <= sum(sel) <= max_sel:
                         break
-                body, canonical = election.ballot(v, sel)
+                _body, canonical = election.ballot(v, sel)
                 batch.append((v, canonical))
                 last[v] = sel
             await insert_ballots(conn, election, batch)

@@ -1,0 +1,478 @@
+"""``referendum bench log``: sealing rate, merge delay, proofs served, sealing as the log grows.
+
+Method (against a fresh database on the configured PostgreSQL, dropped afterwards):
+
+* **Sealing with a backlog**: ``--backlog`` ballots (300 random bytes each) are COPYed in
+  first, then sealed by :func:`batcher.service.seal_block` rounds of ``block_max_ballots``
+  (what the leader does when ballots wait); rate = ballots / seconds. A fresh referendum per
+  run, median of ``--runs``.
+* **Merge delay**: ``referendum batcher`` runs as a subprocess with the configured
+  ``block_max_ms``/``block_max_ballots`` while an inserter adds ``--rate`` ballots/s (every
+  10 ms, paced by the clock) for ``--merge-seconds``; merge delay = block ``sealed_at`` −
+  ballot ``accepted_at`` (both the database clock), p50/p99 over every ballot.
+* **Proofs/s**: one server process (``referendum serve``, 1 worker) over 127.0.0.1 answers
+  ``GET …/log/proof/inclusion/{hash}`` for random sealed ballots of the backlog log, from
+  ``--clients`` client processes with ``--concurrency`` connections each, for
+  ``--proof-seconds`` after a 1 s warm-up; every answer must be 200. Median of ``--runs``.
+  The server's CPU use is reported: on a 2-core machine clients and PostgreSQL share it.
+* **Growth**: one log grows a million at a time to ``--max-entries``; each million is COPYed
+  then sealed, and its sealing rate reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import multiprocessing
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import click
+
+from bench.common import median, write_results
+
+MILLION = 1_000_000
+_BODY_BYTES = 300
+_COPY_CHUNK = 50_000
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _with_database(dsn: str, name: str) -> str:
+    return urlunsplit(urlsplit(dsn)._replace(path="/" + name))
+
+
+async def _create_database(admin_dsn: str) -> str:
+    from server.migrate import apply_migrations
+
+    name = f"referendum_bench_log_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    dsn = _with_database(admin_dsn, name)
+    await apply_migrations(dsn)
+    return dsn
+
+
+async def _drop_database(admin_dsn: str, dsn: str) -> None:
+    name = urlsplit(dsn).path.lstrip("/")
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def _create_referendum(conn: asyncpg.Connection, rid: str) -> None:
+    await conn.execute(
+        "INSERT INTO referendums (id, question, options, min_selections, max_selections,"
+        " opens_at, closes_at, revote_policy, threshold_k, trustees_n, state)"
+        " VALUES ($1, 'Bench?', '[\"yes\", \"no\"]', 1, 1, now(), now() + interval '1 day',"
+        " 'last_counts', 1, 1, 'open')",
+        rid,
+    )
+
+
+def _records(rid: str, start: int, count: int) -> list[tuple[str, str, bytes, bytes, bytes]]:
+    records = []
+    for i in range(start, start + count):
+        body = os.urandom(_BODY_BYTES)
+        records.append((rid, f"v{i}", hashlib.sha256(body).digest(), body, b"{}"))
+    return records
+
+
+async def _copy_ballots(conn: asyncpg.Connection, rid: str, start: int, count: int) -> None:
+    """COPY ``count`` ballots with random 300-byte bodies (voter ids from ``start``)."""
+    for offset in range(0, count, _COPY_CHUNK):
+        records = _records(rid, start + offset, min(_COPY_CHUNK, count - offset))
+        await conn.copy_records_to_table(
+            "ballots",
+            records=records,
+            columns=["referendum_id", "voter_id", "ballot_hash", "body", "receipt"],
+        )
+
+
+async def _seal_all(conn: asyncpg.Connection, rid: str, signer: Any, block: int) -> int:
+    from batcher.service import seal_block
+
+    total = 0
+    while (sealed := await seal_block(conn, rid, signer, max_ballots=block)) is not None:
+        total += sealed.ballots
+    return total
+
+
+# --- sealing -----------------------------------------------------------------------------
+
+
+async def sealing_rate(dsn: str, rid: str, signer: Any, backlog: int, block: int) -> float:
+    """Seal a backlog of ``backlog`` waiting ballots; return ballots/s."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await _create_referendum(conn, rid)
+        await _copy_ballots(conn, rid, 0, backlog)
+        await conn.execute("ANALYZE ballots")
+        started = time.perf_counter()
+        sealed = await _seal_all(conn, rid, signer, block)
+        elapsed = time.perf_counter() - started
+    finally:
+        await conn.close()
+    assert sealed == backlog
+    return backlog / elapsed
+
+
+async def growth(
+    dsn: str, rid: str, signer: Any, max_entries: int, block: int
+) -> list[tuple[int, float]]:
+    """Grow one log a million at a time; return (entries after, sealing rate) per step."""
+    conn = await asyncpg.connect(dsn)
+    rates = []
+    try:
+        await _create_referendum(conn, rid)
+        size = 0
+        while size < max_entries:
+            step = min(MILLION, max_entries - size)
+            await _copy_ballots(conn, rid, size, step)
+            started = time.perf_counter()
+            sealed = await _seal_all(conn, rid, signer, block)
+            elapsed = time.perf_counter() - started
+            assert sealed == step
+            size += step
+            rates.append((size, step / elapsed))
+            print(f"  growth: {size:,} entries, {step / elapsed:,.0f} ballots/s", flush=True)
+    finally:
+        await conn.close()
+    return rates
+
+
+# --- merge delay ---------------------------------------------------------------------------
+
+
+def _batcher_env(dsn: str, key_file: Path, data_dir: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DATABASE_URL": dsn,
+        "REFERENDUM_LOG_KEY_FILE": str(key_file),
+        "REFERENDUM_DATA_DIR": str(data_dir),
+        "REFERENDUM_LOG_LEVEL": "warning",
+    }
+
+
+async def merge_delay(
+    dsn: str, rid: str, env: dict[str, str], rate: int, seconds: float
+) -> dict[str, float]:
+    """Insert ``rate`` ballots/s for ``seconds`` with a batcher running; merge delay in ms."""
+    conn = await asyncpg.connect(dsn)
+    cli = str(Path(sys.executable).parent / "referendum")
+    batcher = subprocess.Popen(
+        [cli, "batcher", "--referendum", rid],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        await _create_referendum(conn, rid)
+        inserted = 0
+        started = time.perf_counter()
+        tick = 0.01
+        while (now := time.perf_counter() - started) < seconds:
+            owed = int(now * rate) - inserted
+            if owed > 0:
+                await _copy_ballots(conn, rid, inserted, owed)
+                inserted += owed
+            await asyncio.sleep(max(0.0, tick - (time.perf_counter() - started - now)))
+        deadline = time.perf_counter() + 60
+        while await conn.fetchval(
+            "SELECT count(*) FROM ballots WHERE referendum_id = $1 AND log_index IS NULL", rid
+        ):
+            if time.perf_counter() > deadline:
+                raise click.ClickException("the batcher did not seal every ballot within 60 s")
+            await asyncio.sleep(0.1)
+        row = await conn.fetchrow(
+            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY d) AS p50,"
+            " percentile_cont(0.99) WITHIN GROUP (ORDER BY d) AS p99, max(d) AS worst,"
+            " count(*) AS n"
+            " FROM (SELECT k.sealed_at - extract(epoch FROM b.accepted_at) * 1000 AS d"
+            "       FROM ballots AS b JOIN blocks AS k"
+            "         ON k.referendum_id = b.referendum_id AND k.height = b.block_height"
+            "       WHERE b.referendum_id = $1) AS delays",
+            rid,
+        )
+        blocks = await conn.fetchval("SELECT count(*) FROM blocks WHERE referendum_id = $1", rid)
+    finally:
+        batcher.terminate()
+        batcher.wait(timeout=30)
+        await conn.close()
+    assert row is not None
+    return {
+        "p50": float(row["p50"]),
+        "p99": float(row["p99"]),
+        "max": float(row["worst"]),
+        "ballots": float(row["n"]),
+        "blocks": float(blocks),
+        "rate": inserted / seconds,
+    }
+
+
+# --- proofs served -------------------------------------------------------------------------
+
+
+def _proof_client(url: str, paths: list[str], concurrency: int, seconds: float) -> list[int]:
+    """One client process: GET random proof paths for ``seconds``; return [ok, failed]."""
+    import aiohttp
+    import uvloop
+
+    async def run() -> list[int]:
+        counts = [0, 0]
+        connector = aiohttp.TCPConnector(limit=concurrency)
+        async with aiohttp.ClientSession(url, connector=connector) as session:
+            rng = random.Random()
+            warm_until = time.perf_counter() + 1.0
+            stop_at = warm_until + seconds
+
+            async def worker() -> None:
+                while (now := time.perf_counter()) < stop_at:
+                    async with session.get(rng.choice(paths)) as resp:
+                        await resp.read()
+                        if now >= warm_until:
+                            counts[0 if resp.status == 200 else 1] += 1
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return counts
+
+    return uvloop.run(run())
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    with contextlib.suppress(OSError):
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    return []
+
+
+@contextlib.contextmanager
+def _server(dsn: str, port: int, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """``referendum serve`` with one worker on 127.0.0.1:``port`` (stderr to server.log)."""
+    errors = (Path(env["REFERENDUM_DATA_DIR"]) / "server.log").open("wb")
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "referendum"), "serve"],
+        env={
+            **env,
+            "DATABASE_URL": dsn,
+            "REFERENDUM_PORT": str(port),
+            "REFERENDUM_WORKERS": "1",
+            "REFERENDUM_HOST": "127.0.0.1",
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=errors,
+    )
+    try:
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+        errors.close()
+
+
+async def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    import aiohttp
+
+    deadline = time.perf_counter() + timeout
+    async with aiohttp.ClientSession() as session:
+        while True:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(url + "/livez") as resp:
+                    if resp.status == 200:
+                        return
+            if process.poll() is not None:
+                raise click.ClickException("the server exited during start-up (see server.log)")
+            if time.perf_counter() > deadline:
+                raise click.ClickException("the server did not start within 60 s")
+            await asyncio.sleep(0.2)
+
+
+async def _proof_paths(dsn: str, rid: str, count: int) -> list[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        size = await conn.fetchval(
+            "SELECT max(tree_size) FROM blocks WHERE referendum_id = $1", rid
+        )
+        indexes = random.Random(7).sample(range(size), min(count, size))
+        rows = await conn.fetch(
+            "SELECT ballot_hash FROM ballots WHERE referendum_id = $1 AND log_index = ANY($2)",
+            rid,
+            indexes,
+        )
+    finally:
+        await conn.close()
+    return [f"/v1/referendums/{rid}/log/proof/inclusion/{bytes(r[0]).hex()}" for r in rows]
+
+
+def proofs_per_second(
+    dsn: str,
+    rid: str,
+    env: dict[str, str],
+    port: int,
+    clients: int,
+    concurrency: int,
+    seconds: float,
+    runs: int,
+) -> tuple[float, float, int]:
+    """Median proofs/s of one server process, its CPU use (cores), and failed requests."""
+    url = f"http://127.0.0.1:{port}"
+    paths = asyncio.run(_proof_paths(dsn, rid, 20_000))
+    rates, cpus, failed = [], [], 0
+    with _server(dsn, port, env) as server:
+        asyncio.run(_wait_ready(url, server))
+        context = multiprocessing.get_context("spawn")
+        for _ in range(runs):
+            pids = [server.pid, *_children(server.pid)]
+            with context.Pool(clients) as pool:
+                pending = pool.starmap_async(
+                    _proof_client, [(url, paths, concurrency, seconds)] * clients
+                )
+                time.sleep(1.0)  # the clients' warm-up
+                cpu_before, wall_before = _cpu_seconds(pids), time.perf_counter()
+                results = pending.get(timeout=seconds + 120)
+                cpu = (_cpu_seconds(pids) - cpu_before) / (time.perf_counter() - wall_before)
+            ok = sum(r[0] for r in results)
+            failed += sum(r[1] for r in results)
+            rates.append(ok / seconds)
+            cpus.append(cpu)
+            print(f"  proofs: {ok / seconds:,.0f}/s, server cpu {cpu:.2f}", flush=True)
+    return median(rates), median(cpus), failed
+
+
+# --- the command ---------------------------------------------------------------------------
+
+
+@click.command()
+@click.option("--backlog", default=MILLION, show_default=True, help="Ballots waiting to seal.")
+@click.option("--runs", default=3, show_default=True, help="Runs per figure (median).")
+@click.option("--rate", default=3000, show_default=True, help="Ballots/s for the merge delay.")
+@click.option("--merge-seconds", default=20.0, show_default=True)
+@click.option("--proof-seconds", default=5.0, show_default=True)
+@click.option("--clients", default=2, show_default=True, help="Proof client processes.")
+@click.option("--concurrency", default=32, show_default=True, help="Connections per client.")
+@click.option("--port", default=18081, show_default=True)
+@click.option(
+    "--max-entries",
+    default=10 * MILLION,
+    show_default=True,
+    help="Grow one log to this many entries (0 skips the growth series).",
+)
+@click.option("--keep", is_flag=True, help="Keep the benchmark database.")
+def log(
+    backlog: int,
+    runs: int,
+    rate: int,
+    merge_seconds: float,
+    proof_seconds: float,
+    clients: int,
+    concurrency: int,
+    port: int,
+    max_entries: int,
+    keep: bool,
+) -> None:
+    """Sealing rate, merge delay p50/p99, proofs/s per process, sealing rate as the log grows."""
+    from nacl.signing import SigningKey
+
+    from batcher.service import LogSigner
+    from server.db import resolve_database_url
+    from server.keys import load_or_create_key
+    from server.settings import Settings
+
+    settings = Settings.from_env()
+    admin_dsn = resolve_database_url(settings)
+    block = settings.block_max_ballots
+    data_dir = Path(tempfile.mkdtemp(prefix="bench-log-"))
+    key_file = data_dir / "log.key"
+    key_file.write_text(bytes(SigningKey.generate()).hex())
+    signer = LogSigner(load_or_create_key(key_file, data_dir, "log"), settings.log_origin)
+    env = _batcher_env("", key_file, data_dir)
+    dsn = asyncio.run(_create_database(admin_dsn))
+    env["DATABASE_URL"] = dsn
+    rows: list[dict[str, Any]] = []
+    meta: dict[str, Any] = {
+        "backlog": backlog,
+        "runs": runs,
+        "block_max_ballots": block,
+        "block_max_ms": settings.block_max_ms,
+        "body_bytes": _BODY_BYTES,
+    }
+    try:
+        seal_rates = []
+        for run in range(runs):
+            r = asyncio.run(sealing_rate(dsn, f"bench-seal-{run}", signer, backlog, block))
+            print(f"  sealing {backlog:,} waiting: {r:,.0f} ballots/s", flush=True)
+            seal_rates.append(r)
+        seal = median(seal_rates)
+        rows.append(
+            _row(f"sealing, {backlog:,} waiting", seal, "ballots/s", ">= 50,000", seal >= 50_000)
+        )
+
+        delay = asyncio.run(merge_delay(dsn, "bench-merge", env, rate, merge_seconds))
+        meta["merge"] = delay
+        label = f"merge delay at {delay['rate']:,.0f}/s"
+        rows.append(_row(f"{label} p50", delay["p50"], "ms", "", True))
+        rows.append(_row(f"{label} p99", delay["p99"], "ms", "<= 2,000", delay["p99"] <= 2000))
+
+        proofs, cpu, failed = proofs_per_second(
+            dsn, "bench-seal-0", env, port, clients, concurrency, proof_seconds, runs
+        )
+        meta["proof_server_cpu"] = cpu
+        meta["proof_failures"] = failed
+        rows.append(
+            _row(
+                "inclusion proofs, 1 process",
+                proofs,
+                "proofs/s",
+                ">= 5,000",
+                proofs >= 5000 and failed == 0,
+            )
+        )
+        rows.append(_row("  server CPU during proofs", cpu, "cores", "", True))
+
+        if max_entries > 0:
+            series = asyncio.run(growth(dsn, "bench-growth", signer, max_entries, block))
+            meta["growth"] = series
+            for size, r in series:
+                rows.append(_row(f"sealing at {size:,} entries", r, "ballots/s", "", True))
+            first, last = series[0][1], series[-1][1]
+            ratio = last / first
+            rows.append(
+                _row(
+                    f"rate at {series[-1][0]:,} / rate at {series[0][0]:,}",
+                    ratio,
+                    "ratio",
+                    ">= 0.8",
+                    ratio >= 0.8,
+                )
+            )
+    finally:
+        if not keep:
+            asyncio.run(_drop_database(admin_dsn, dsn))
+    write_results("log", rows, meta=meta)
+
+
+def _row(metric: str, value: float, unit: str, target: str, ok: bool) -> dict[str, Any]:
+    return {"metric": metric, "value": value, "unit": unit, "target": target, "ok": ok}

@@ -1,0 +1,229 @@
+"""The scale rehearsal: one whole referendum end to end, every phase timed.
+
+``referendum loadtest rehearsal --voters 1000000`` runs, against real servers, batcher and
+tally follower on this machine:
+
+1. the ballot pool (keys for every voter; ballots for ``--ballots`` of them, default all);
+2. database, migrations, ``--servers`` server processes;
+3. referendum creation, the roll import over the operator API, opening (roll commitment);
+4. every pooled ballot under load from distributed Locust (voters, re-voters, an auditor,
+   an operator), then sealing until every ballot is in the log;
+5. close and the final block; the encrypted tally folded by ``referendum tally-follow``;
+6. the tally decrypted with the pool's test election key (a bounded baby-step giant-step
+   search) and compared with the counts the pool predicted;
+7. the trustee decryption, ``referendum record export`` and ``referendum audit
+   verify-election`` once a published result exists (they need the trustee tools; until then
+   the rehearsal says they were skipped).
+
+The phases that scale with the number of voters or ballots are extrapolated linearly to
+1,000,000 and 10,000,000 from their measured rates, and the report says which figures were
+measured and which extrapolated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from loadtest.pool import BallotPool, generate_pool
+from loadtest.report import Objectives
+from loadtest.runner import LoadConfig, PhaseTimer, run_load
+from referendum_core.elgamal import Ciphertext
+from referendum_core.group import Point, scalar_from_bytes
+
+__all__ = ["RehearsalResult", "decode_count", "extrapolate", "rehearse"]
+
+TALLY_TIMEOUT_S = 600.0
+
+
+def decode_count(point: Point, bound: int) -> int:
+    """The ``m`` in ``[0, bound]`` with ``m·G == point`` (baby-step giant-step).
+
+    Raises ValueError when there is none.
+
+    >>> decode_count(Point.base_mul(12345), 100_000)
+    12345
+    """
+    if point.is_identity:
+        return 0
+    step = max(1, math.isqrt(bound) + 1)
+    baby: dict[bytes, int] = {}
+    current = Point.base_mul(1)
+    generator = current
+    for j in range(1, step + 1):
+        baby.setdefault(current.to_compressed(), j)
+        current = current + generator
+    giant = Point.base_mul(step)
+    target = point
+    for i in range(step + 1):
+        if target.is_identity:
+            return i * step
+        found = baby.get(target.to_compressed())
+        if found is not None and i * step + found <= bound:
+            return i * step + found
+        target = target - giant
+    raise ValueError(f"no count within [0, {bound}] decrypts to this point")
+
+
+@dataclass(frozen=True)
+class Extrapolation:
+    phase: str
+    measured_items: int
+    seconds: float
+    per_second: float
+    at_1m_s: float
+    at_10m_s: float
+
+
+def extrapolate(phase: str, items: int, seconds: float) -> Extrapolation:
+    """Linear extrapolation of a phase that handled ``items`` in ``seconds``.
+
+    >>> extrapolate("roll import", 100_000, 10.0).at_10m_s
+    1000.0
+    """
+    rate = items / seconds if seconds > 0 else 0.0
+    scale = (lambda n: n / rate) if rate > 0 else (lambda n: math.inf)
+    return Extrapolation(phase, items, seconds, rate, scale(1_000_000), scale(10_000_000))
+
+
+@dataclass
+class RehearsalResult:
+    phases: dict[str, float]
+    voters: int
+    ballots_stored: int
+    expected_tally: list[int]
+    decrypted_tally: list[int] | None
+    tally_matches: bool | None
+    skipped: list[str] = field(default_factory=list)
+    extrapolations: list[Extrapolation] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def table(self) -> str:
+        lines = [
+            "phase                                    measured (s)",
+            "---------------------------------------  ------------",
+        ]
+        lines += [f"{name:<39}  {seconds:>12,.2f}" for name, seconds in self.phases.items()]
+        if self.extrapolations:
+            lines += [
+                "",
+                "phase (linear extrapolation)      items measured    rate/s     1M (s)    10M (s)",
+                "--------------------------------  --------------  --------  ---------  ---------",
+            ]
+            lines += [
+                f"{e.phase:<32}  {e.measured_items:>14,}  {e.per_second:>8,.0f}  "
+                f"{e.at_1m_s:>9,.0f}  {e.at_10m_s:>9,.0f}"
+                for e in self.extrapolations
+            ]
+        return "\n".join(lines)
+
+
+async def _tally_phase(
+    base_url: str, pool: BallotPool, timer: PhaseTimer, result: RehearsalResult
+) -> None:
+    rid = pool.meta.referendum_id
+    async with aiohttp.ClientSession(base_url) as session:
+        with timer.phase("encrypted tally (tally-follow)"):
+            deadline = time.monotonic() + TALLY_TIMEOUT_S
+            while True:
+                async with session.get(f"/v1/referendums/{rid}/tally") as response:
+                    if response.status == 200:
+                        tally = await response.json()
+                        break
+                    if response.status == 404:
+                        result.skipped.append("tally: the server has no tally endpoint")
+                        return
+                if time.monotonic() > deadline:
+                    result.skipped.append("tally: not ready within the time limit")
+                    return
+                await asyncio.sleep(0.5)
+        with timer.phase("decrypt tally (test key)"):
+            secret = scalar_from_bytes(bytes.fromhex(pool.meta.election_secret_key))
+            bound = max(1, int(tally.get("ballots_counted") or pool.meta.voters))
+            counts = []
+            for raw in tally["ciphertexts"]:
+                ct = Ciphertext.from_bytes(bytes.fromhex(raw))
+                counts.append(decode_count(ct.b - ct.a * secret, bound))
+        result.decrypted_tally = counts
+        async with session.get(f"/v1/referendums/{rid}/result") as response:
+            if response.status != 200:
+                result.skipped.append(
+                    "trustee decryption, record export and verify-election: no published "
+                    "result (they need the trustee tools; the pool's referendum has a single "
+                    "test key)"
+                )
+
+
+async def rehearse(
+    voters: int,
+    report_dir: Path,
+    *,
+    ballots: int | None = None,
+    pool_dir: Path | None = None,
+    servers: int = 1,
+    locust_workers: int = 1,
+    users: int = 50,
+    max_duration_s: float = 3600.0,
+    database_url: str | None = None,
+) -> RehearsalResult:
+    """Run the whole referendum; see the module docstring. Bounded by ``max_duration_s``."""
+    timer = PhaseTimer()
+    folder = pool_dir or Path("data/loadtest") / f"rehearsal-{voters}-{ballots or voters}"
+    if not (folder / "meta.json").exists():
+        with timer.phase(f"ballot pool ({voters:,} voters, {ballots or voters:,} ballots)"):
+            generate_pool(folder, voters, ballots=ballots, revote_ratio=0.01)
+    pool = BallotPool(folder)
+    result = RehearsalResult(
+        phases=timer.phases,
+        voters=pool.meta.voters,
+        ballots_stored=0,
+        expected_tally=pool.meta.expected_tally,
+        decrypted_tally=None,
+        tally_matches=None,
+    )
+
+    async def after_close(base_url: str, api_key: str, t: PhaseTimer) -> None:
+        await _tally_phase(base_url, pool, t, result)
+
+    config = LoadConfig(
+        report_dir=report_dir,
+        pool_dir=folder,
+        duration_s=max_duration_s,
+        servers=servers,
+        locust_workers=locust_workers,
+        users=users,
+        spawn_rate=float(users),
+        database_url=database_url,
+        verify_share=0.02,
+        objectives=Objectives(max_error_ratio=0.0),
+        drain_timeout_s=600.0,
+        title=f"Scale rehearsal: {pool.meta.voters:,} voters",
+        stop_when_pool_used=True,
+        close_after=True,
+        after_close=after_close,
+        tally_follow=True,
+        timer=timer,
+    )
+    summary = await run_load(config)
+    result.summary = summary.as_dict()
+    result.ballots_stored = int(summary.ballots_stored or 0)
+    everything = pool.meta.ballots + pool.meta.revotes
+    if result.decrypted_tally is not None:
+        all_cast = result.ballots_stored >= everything
+        result.tally_matches = (result.decrypted_tally == pool.meta.expected_tally) if all_cast \
+            else None  # fmt: skip
+    phases = timer.phases
+    for name, seconds in phases.items():
+        if name == "roll import" or name.startswith("open"):
+            result.extrapolations.append(extrapolate(name, pool.meta.voters, seconds))
+        elif name.startswith("ballot pool"):
+            result.extrapolations.append(extrapolate(name, everything, seconds))
+        elif name == "ballots under load":
+            result.extrapolations.append(extrapolate(name, result.ballots_stored, seconds))
+    return result

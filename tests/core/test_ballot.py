@@ -1,0 +1,507 @@
+"""Ballots: honest ballots verify; every kind of tampering is rejected with a typed error."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import struct
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from nacl.signing import SigningKey
+
+from referendum_core.ballot import (
+    SIGNING_PREFIX,
+    TAG_PROOF01,
+    TAG_SUM,
+    BallotRecord,
+    BallotSpec,
+    ballot_context,
+    ballot_from_json,
+    ballot_to_json,
+    decode_canonical,
+    encode_body,
+    record_to_json,
+    verify_ballot,
+    verify_canonical,
+)
+from referendum_core.client import (
+    check_spoiled,
+    make_ballot,
+    make_spoilable_ballot,
+    new_voter_key,
+    voter_public_key,
+)
+from referendum_core.elgamal import Ciphertext, encrypt
+from referendum_core.errors import (
+    BallotError,
+    CoreError,
+    EncodingError,
+    InvalidPoint,
+    InvalidScalar,
+    ProofError,
+    SignatureError,
+)
+from referendum_core.group import ORDER, Point, seeded_scalars
+from referendum_core.proofs import prove_disjunctive
+
+ELECTION_SK = 0x1234567890ABCDEF1234567890ABCDEF
+ELECTION_PK = Point.base_mul(ELECTION_SK)
+ALICE_SECRET = bytes(range(32))
+ALICE = voter_public_key(ALICE_SECRET)
+BOB_SECRET = bytes(range(1, 33))
+BOB = voter_public_key(BOB_SECRET)
+SETTINGS = settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
+
+def spec_of(options: int, lo: int, hi: int, rid: str = "ref-2026") -> BallotSpec:
+    """A spec with ``options`` options named o0.. and the test election key."""
+    return BallotSpec(rid, tuple(f"o{i}" for i in range(options)), lo, hi,
+                      ELECTION_PK.to_compressed())
+
+
+YES_NO = spec_of(2, 1, 1)
+APPROVAL = spec_of(4, 1, 2)
+
+
+def decrypt(ct: Ciphertext) -> int:
+    """Small plaintext of a ciphertext under the test key (brute force 0..8)."""
+    m = ct.b - ct.a * ELECTION_SK
+    for v in range(9):
+        if m == Point.base_mul(v):
+            return v
+    raise AssertionError("plaintext out of test range")
+
+
+def resign(record: BallotRecord, secret: bytes = ALICE_SECRET) -> bytes:
+    """Canonical bytes of ``record`` with a fresh valid signature by ``secret``."""
+    body = encode_body(record)
+    return body + SigningKey(secret).sign(SIGNING_PREFIX + body).signature
+
+
+@st.composite
+def referendums_and_choices(draw: st.DrawFn) -> tuple[BallotSpec, list[int]]:
+    """A random referendum shape and a choice that fits it."""
+    k = draw(st.integers(1, 5))
+    hi = draw(st.integers(1, k))
+    lo = draw(st.integers(0, hi))
+    rid = draw(st.text(st.characters(min_codepoint=33, max_codepoint=0x2FF), min_size=1,
+                       max_size=20))
+    count = draw(st.integers(lo, hi))
+    chosen = set(draw(st.permutations(range(k)))[:count])
+    return spec_of(k, lo, hi, rid), [1 if i in chosen else 0 for i in range(k)]
+
+
+@SETTINGS
+@given(referendums_and_choices(), st.text(min_size=1, max_size=30).filter(str.isprintable))
+def test_honest_ballots_verify_and_decrypt(case: tuple[BallotSpec, list[int]], voter: str) -> None:
+    """An honest ballot verifies from JSON and from canonical bytes, and decrypts to the choice."""
+    spec, choice = case
+    secret, public = new_voter_key()
+    body = make_ballot(spec, voter, secret, choice)
+    verified = verify_ballot(spec, body, public)
+    assert verified.voter_id == voter and verified.referendum_id == spec.referendum_id
+    assert [decrypt(ct) for ct in verified.ciphertexts] == choice
+    again = verify_canonical(spec, verified.canonical, public)
+    assert again.hash == verified.hash and len(verified.hash) == 32
+    assert ballot_to_json(verified.canonical) == body
+
+
+def test_yes_no_ballot_is_one_ciphertext_with_implied_last() -> None:
+    """A yes/no ballot carries one ciphertext, one proof and no sum proof; 'no' is implied."""
+    for choice in ([1, 0], [0, 1]):
+        body = make_ballot(YES_NO, "alice", ALICE_SECRET, choice)
+        assert len(body["ciphertexts"]) == 1 and body["sum_proof"] is None
+        verified = verify_ballot(YES_NO, body, ALICE)
+        assert [decrypt(ct) for ct in verified.ciphertexts] == choice
+
+
+def test_exactly_one_of_many_has_sum_proof_over_zero_one() -> None:
+    """Exactly-one with 4 options: 3 ciphertexts and a 2-branch sum proof; explicit form too."""
+    spec = spec_of(4, 1, 1)
+    for i in range(4):
+        choice = [int(j == i) for j in range(4)]
+        body = make_ballot(spec, "alice", ALICE_SECRET, choice)
+        assert len(body["ciphertexts"]) == 3 and len(body["sum_proof"]) == 2 * 128
+        assert [decrypt(ct) for ct in verify_ballot(spec, body, ALICE).ciphertexts] == choice
+    explicit = dataclasses.replace(spec, imply_last=False)
+    body = make_ballot(explicit, "alice", ALICE_SECRET, [0, 0, 1, 0])
+    assert len(body["ciphertexts"]) == 4
+    assert [decrypt(ct) for ct in verify_ballot(explicit, body, ALICE).ciphertexts] == [0, 0, 1, 0]
+    with pytest.raises(BallotError):  # the implied-form verifier refuses the explicit form
+        verify_ballot(spec, body, ALICE)
+
+
+@SETTINGS
+@given(st.data())
+def test_any_flipped_bit_in_canonical_bytes_is_rejected(data: st.DataObject) -> None:
+    """Flipping any single bit of a signed ballot's canonical bytes gives a CoreError."""
+    spec = data.draw(st.sampled_from([YES_NO, APPROVAL, spec_of(3, 0, 3)]))
+    choice = {2: [1, 0], 4: [1, 1, 0, 0], 3: [0, 1, 1]}[len(spec.options)]
+    canonical = verify_ballot(spec, make_ballot(spec, "alice", ALICE_SECRET, choice),
+                              ALICE).canonical
+    bit = data.draw(st.integers(0, len(canonical) * 8 - 1))
+    tampered = bytearray(canonical)
+    tampered[bit // 8] ^= 1 << (bit % 8)
+    with pytest.raises(CoreError):
+        verify_canonical(spec, bytes(tampered), ALICE)
+
+
+@SETTINGS
+@given(st.data())
+def test_any_flipped_bit_in_json_field_is_rejected(data: st.DataObject) -> None:
+    """Flipping a bit inside any hex field of the JSON body, even re-signed, is rejected."""
+    body = make_ballot(APPROVAL, "alice", ALICE_SECRET, [0, 1, 1, 0])
+    record = ballot_from_json(body)
+    field = data.draw(st.sampled_from(["ciphertexts", "proofs", "sum_proof", "signature"]))
+    resigned = data.draw(st.booleans()) and field != "signature"
+    values = {
+        "ciphertexts": list(record.ciphertexts),
+        "proofs": list(record.proofs),
+        "sum_proof": [record.sum_proof or b""],
+        "signature": [record.signature],
+    }[field]
+    index = data.draw(st.integers(0, len(values) - 1))
+    bit = data.draw(st.integers(0, len(values[index]) * 8 - 1))
+    flipped = bytearray(values[index])
+    flipped[bit // 8] ^= 1 << (bit % 8)
+    values[index] = bytes(flipped)
+    changed = {
+        "ciphertexts": {"ciphertexts": tuple(values)},
+        "proofs": {"proofs": tuple(values)},
+        "sum_proof": {"sum_proof": values[0]},
+        "signature": {"signature": values[0]},
+    }[field]
+    tampered = dataclasses.replace(record, **changed)
+    if resigned:
+        tampered_json = ballot_to_json(resign(tampered))
+        expected: type[CoreError] = CoreError
+    else:
+        tampered_json = record_to_json(tampered)
+        expected = SignatureError  # the signature check comes before any group check
+    with pytest.raises(expected):
+        verify_ballot(APPROVAL, tampered_json, ALICE)
+
+
+def test_swapped_ciphertexts_between_options_rejected() -> None:
+    """Swapping two options' ciphertexts (with their proofs), re-signed, fails the proofs."""
+    spec = spec_of(3, 0, 3)
+    record = ballot_from_json(make_ballot(spec, "alice", ALICE_SECRET, [1, 0, 0]))
+    cts, proofs = list(record.ciphertexts), list(record.proofs)
+    cts[0], cts[1] = cts[1], cts[0]
+    swapped_both = dataclasses.replace(
+        record, ciphertexts=tuple(cts), proofs=(proofs[1], proofs[0], proofs[2])
+    )
+    swapped_cts = dataclasses.replace(record, ciphertexts=tuple(cts))
+    for tampered in (swapped_both, swapped_cts):
+        with pytest.raises(ProofError):
+            verify_canonical(spec, resign(tampered), ALICE)
+
+
+@pytest.mark.parametrize("spec", [YES_NO, APPROVAL], ids=["yes-no", "approval"])
+def test_proof_copied_under_another_voter_rejected(spec: BallotSpec) -> None:
+    """Alice's ciphertexts and proofs, signed by Bob under his own credential, fail."""
+    choice = [1, 0] if spec is YES_NO else [1, 0, 1, 0]
+    record = ballot_from_json(make_ballot(spec, "alice", ALICE_SECRET, choice))
+    as_bob = dataclasses.replace(record, voter_id="bob")
+    with pytest.raises(ProofError):
+        verify_canonical(spec, resign(as_bob, BOB_SECRET), BOB)
+    # same voter id, Bob's key: the credential includes the public key
+    with pytest.raises(ProofError):
+        verify_canonical(spec, resign(record, BOB_SECRET), BOB)
+
+
+def test_proof_copied_into_another_referendum_rejected() -> None:
+    """A ballot's proofs moved to another referendum under the same key and voter fail."""
+    record = ballot_from_json(make_ballot(YES_NO, "alice", ALICE_SECRET, [0, 1]))
+    other = spec_of(2, 1, 1, rid="other-referendum")
+    moved = dataclasses.replace(record, referendum_id=other.referendum_id)
+    with pytest.raises(ProofError):
+        verify_canonical(other, resign(moved), ALICE)
+    with pytest.raises(BallotError):  # and unmodified it names the wrong referendum
+        verify_ballot(other, record_to_json(record), ALICE)
+
+
+@pytest.mark.parametrize("offset", [0, 32, 64, 96])
+@pytest.mark.parametrize("value", [ORDER, ORDER + 5, 2**256 - 1])
+def test_proof_scalar_at_or_above_order_rejected(offset: int, value: int) -> None:
+    """Any proof scalar at or above the group order (re-signed) raises InvalidScalar."""
+    record = ballot_from_json(make_ballot(YES_NO, "alice", ALICE_SECRET, [1, 0]))
+    proof = bytearray(record.proofs[0])
+    proof[offset : offset + 32] = value.to_bytes(32, "big")
+    tampered = dataclasses.replace(record, proofs=(bytes(proof),))
+    with pytest.raises(InvalidScalar):
+        verify_canonical(YES_NO, resign(tampered), ALICE)
+
+
+def test_proof_scalar_plus_order_rejected_even_if_equal_mod_order() -> None:
+    """A response replaced by itself + n (same value mod n, not canonical) is rejected."""
+    record = ballot_from_json(make_ballot(YES_NO, "alice", ALICE_SECRET, [1, 0]))
+    proof = bytearray(record.proofs[0])
+    s0 = int.from_bytes(proof[64:96], "big")
+    if s0 + ORDER >= 2**256:
+        pytest.skip("this response has no 256-bit alias")
+    proof[64:96] = (s0 + ORDER).to_bytes(32, "big")
+    with pytest.raises(InvalidScalar):
+        verify_canonical(YES_NO, resign(dataclasses.replace(record, proofs=(bytes(proof),))),
+                         ALICE)
+
+
+def _with_point(record: BallotRecord, part: int, encoded: bytes) -> BallotRecord:
+    ct = bytearray(record.ciphertexts[0])
+    ct[65 * part : 65 * part + 65] = encoded
+    return dataclasses.replace(record, ciphertexts=(bytes(ct), *record.ciphertexts[1:]))
+
+
+@pytest.mark.parametrize("part", [0, 1], ids=["a", "b"])
+@pytest.mark.parametrize(
+    "kind", ["off-curve", "hybrid-prefix", "identity", "x-above-p", "compressed-padded"]
+)
+def test_bad_points_in_ballot_rejected(part: int, kind: str) -> None:
+    """Off-curve, non-canonical and identity ciphertext points (re-signed) raise InvalidPoint."""
+    record = ballot_from_json(make_ballot(YES_NO, "alice", ALICE_SECRET, [1, 0]))
+    good = record.ciphertexts[0][65 * part : 65 * part + 65]
+    p = 2**256 - 2**32 - 977
+    encoded = {
+        "off-curve": good[:64] + bytes([good[64] ^ 1]),
+        "hybrid-prefix": bytes([6 + (good[64] & 1)]) + good[1:],
+        "identity": bytes(65),
+        "x-above-p": b"\x04" + (p + 1).to_bytes(32, "big") + good[33:],
+        "compressed-padded": Point.decode_uncompressed(good).to_compressed() + bytes(32),
+    }[kind]
+    with pytest.raises(InvalidPoint):
+        verify_canonical(YES_NO, resign(_with_point(record, part, encoded)), ALICE)
+
+
+def _forged_ballot(spec: BallotSpec, values: list[int], claim: int,
+                   sum_claim: int | None = None) -> bytes:
+    """A ballot whose options encrypt ``values`` with proofs built as if each were ``claim``."""
+    rng = seeded_scalars(b"forgery")
+    pk = ELECTION_PK
+    rs = [rng() for _ in values]
+    cts = [encrypt(pk, v, r) for v, r in zip(values, rs, strict=True)]
+    encoded = tuple(ct.to_bytes() for ct in cts)
+    context = ballot_context(spec, "alice", ALICE, encoded)
+    proofs = tuple(
+        prove_disjunctive(TAG_PROOF01, context, struct.pack(">I", i), pk, ct, 0, 1, claim, r,
+                          rng).to_bytes()
+        for i, (ct, r) in enumerate(zip(cts, rs, strict=True))
+    )
+    sum_proof = None
+    if sum_claim is not None:
+        lo, hi = spec.min_selections, spec.max_selections
+        total = Ciphertext(Point.sum(c.a for c in cts), Point.sum(c.b for c in cts))
+        sum_proof = prove_disjunctive(TAG_SUM, context, b"", pk, total, lo, hi, sum_claim,
+                                      sum(rs) % ORDER, rng).to_bytes()
+    return resign(BallotRecord(spec.referendum_id, "alice", encoded, proofs, sum_proof, b""))
+
+
+@pytest.mark.parametrize("claim", [0, 1, 2])
+@pytest.mark.parametrize("value", [2, 3, ORDER - 1], ids=["two", "three", "minus-one"])
+def test_option_encrypting_out_of_range_value_rejected(claim: int, value: int) -> None:
+    """An option encrypting 2, 3 or −1, with a 0/1 proof built any way, fails its proof."""
+    with pytest.raises(ProofError) as info:
+        verify_canonical(YES_NO, _forged_ballot(YES_NO, [value], claim), ALICE)
+    assert info.value.check == "option[0].proof"
+
+
+def test_forgery_oracle_is_sound() -> None:
+    """The forgery builder makes valid ballots when the values are honest (so it can fail)."""
+    spec = spec_of(3, 1, 2)
+    verified = verify_canonical(spec, _forged_ballot(spec, [1, 1, 0], 1, sum_claim=2), ALICE)
+    assert [decrypt(ct) for ct in verified.ciphertexts] == [1, 1, 0]
+
+
+@pytest.mark.parametrize("values", [[1, 1, 1], [0, 0, 0]], ids=["too-many", "too-few"])
+def test_too_many_or_too_few_selections_rejected(values: list[int]) -> None:
+    """Selections outside [min, max] fail the sum proof however it is built."""
+    spec = spec_of(3, 1, 2)
+    honest = [[1, 0, 0], [1, 1, 0]]
+    for claim in (1, 2, sum(values)):
+        # each option's proof is honest (0/1); only the sum is out of range
+        forged = _forged_ballot(spec, values, 0, sum_claim=claim)
+        record = decode_canonical(forged)
+        fixed = dataclasses.replace(record, proofs=tuple(
+            decode_canonical(_forged_ballot(spec, values, v, sum_claim=claim)).proofs[i]
+            for i, v in enumerate(values)))
+        with pytest.raises(ProofError) as info:
+            verify_canonical(spec, resign(fixed), ALICE)
+        assert info.value.check == "sum_proof"
+    for choice in honest:
+        verify_ballot(spec, make_ballot(spec, "alice", ALICE_SECRET, choice), ALICE)
+    with pytest.raises(BallotError):
+        make_ballot(spec, "alice", ALICE_SECRET, values)
+
+
+def test_exactly_one_with_two_selected_rejected() -> None:
+    """Exactly-one of 3 with two explicit options set (implied last = −1) fails the sum proof."""
+    spec = spec_of(3, 1, 1)
+    rng = seeded_scalars(b"two-of-exactly-one")
+    rs = [rng(), rng()]
+    cts = [encrypt(ELECTION_PK, 1, r) for r in rs]
+    encoded = tuple(ct.to_bytes() for ct in cts)
+    context = ballot_context(spec, "alice", ALICE, encoded)
+    proofs = tuple(
+        prove_disjunctive(TAG_PROOF01, context, struct.pack(">I", i), ELECTION_PK, ct, 0, 1, 1,
+                          r, rng).to_bytes()
+        for i, (ct, r) in enumerate(zip(cts, rs, strict=True))
+    )
+    total = Ciphertext(cts[0].a + cts[1].a, cts[0].b + cts[1].b)
+    for claim in (0, 1, 2):
+        sum_proof = prove_disjunctive(TAG_SUM, context, b"", ELECTION_PK, total, 0, 1, claim,
+                                      sum(rs) % ORDER, rng).to_bytes()
+        forged = resign(BallotRecord(spec.referendum_id, "alice", encoded, proofs, sum_proof,
+                                     b""))
+        with pytest.raises(ProofError):
+            verify_canonical(spec, forged, ALICE)
+
+
+def test_structure_mismatches_rejected() -> None:
+    """Wrong ciphertext count, missing or extra sum proof, wrong branch count: BallotError."""
+    approval = ballot_from_json(make_ballot(APPROVAL, "alice", ALICE_SECRET, [1, 0, 0, 0]))
+    yes_no = ballot_from_json(make_ballot(YES_NO, "alice", ALICE_SECRET, [1, 0]))
+    cases = [
+        dataclasses.replace(approval, ciphertexts=approval.ciphertexts[:3],
+                            proofs=approval.proofs[:3]),
+        dataclasses.replace(approval, sum_proof=None),
+        dataclasses.replace(approval, sum_proof=(approval.sum_proof or b"") + bytes(64)),
+        dataclasses.replace(yes_no, sum_proof=bytes(64)),
+    ]
+    specs = [APPROVAL, APPROVAL, APPROVAL, YES_NO]
+    for spec, record in zip(specs, cases, strict=True):
+        with pytest.raises(BallotError):
+            verify_canonical(spec, resign(record), ALICE)
+
+
+def test_wrong_voter_key_rejected() -> None:
+    """A valid ballot checked against another voter's key, or a malformed key, fails."""
+    body = make_ballot(YES_NO, "alice", ALICE_SECRET, [1, 0])
+    with pytest.raises(SignatureError):
+        verify_ballot(YES_NO, body, BOB)
+    for key in (b"", bytes(31), bytes(33)):
+        with pytest.raises(SignatureError):
+            verify_ballot(YES_NO, body, key)
+
+
+def _json_mutations(body: dict[str, Any]) -> list[Any]:
+    cases: list[Any] = [None, [], "x", 5, {}]
+    for field in body:
+        without = dict(body)
+        del without[field]
+        cases.append(without)
+        for bad in (None, 1, 1.5, True, [], {}, "", "zz", "00", ["00"], [1], [None]):
+            cases.append({**body, field: bad})
+    cases.append({**body, "extra": 1})
+    cases.append({**body, "signature": body["signature"].upper()})
+    cases.append({**body, "signature": " " + body["signature"][1:]})
+    cases.append({**body, "ciphertexts": [c.upper() for c in body["ciphertexts"]]})
+    cases.append({**body, "ciphertexts": body["ciphertexts"] * 70})
+    cases.append({**body, "voter": "a" * 256})
+    cases.append({**body, "voter": "a\nb"})
+    cases.append({**body, "referendum": "\ud800"})
+    return cases
+
+
+def test_malformed_json_bodies_give_typed_errors() -> None:
+    """Missing, unknown, mistyped, mis-sized or non-canonical fields raise only CoreError."""
+    body = make_ballot(APPROVAL, "alice", ALICE_SECRET, [1, 0, 0, 0])
+    for case in _json_mutations(body):
+        with pytest.raises((EncodingError, BallotError)):
+            verify_ballot(APPROVAL, case, ALICE)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=300),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=10,
+)
+
+
+@SETTINGS
+@given(st.dictionaries(
+    st.sampled_from(["referendum", "voter", "ciphertexts", "proofs", "sum_proof", "signature",
+                     "x"]),
+    json_values,
+))
+def test_arbitrary_json_gives_only_core_errors(body: dict[str, Any]) -> None:
+    """Whatever JSON object arrives, verification raises only CoreError subclasses."""
+    with pytest.raises(CoreError):
+        verify_ballot(APPROVAL, body, ALICE)
+
+
+@SETTINGS
+@given(st.binary(max_size=2000))
+def test_arbitrary_bytes_give_only_encoding_errors(data: bytes) -> None:
+    """Random bytes fed to the canonical decoder raise EncodingError, nothing else."""
+    with pytest.raises(CoreError):
+        verify_canonical(YES_NO, data, ALICE)
+    with pytest.raises(EncodingError):
+        decode_canonical(data)
+
+
+def test_truncated_or_extended_canonical_rejected() -> None:
+    """Every proper prefix, and the bytes with anything appended, fail to decode."""
+    canonical = verify_ballot(YES_NO, make_ballot(YES_NO, "alice", ALICE_SECRET, [1, 0]),
+                              ALICE).canonical
+    for cut in range(len(canonical)):
+        with pytest.raises(EncodingError):
+            decode_canonical(canonical[:cut])
+    with pytest.raises(EncodingError):
+        decode_canonical(canonical + b"\x00")
+
+
+def test_cast_or_spoil() -> None:
+    """A spoiled ballot opens to its stated choice; a lie about the choice is caught."""
+    spec = spec_of(3, 0, 3)
+    for choice in itertools.islice(itertools.product((0, 1), repeat=3), 8):
+        spoiled = make_spoilable_ballot(spec, "alice", ALICE_SECRET, list(choice))
+        revealed = spoiled.reveal()
+        assert [decrypt(ct) for ct in check_spoiled(spec, revealed, ALICE).ciphertexts] == list(
+            choice)
+    lie = {**revealed, "selections": [0, 0, 0] if list(choice) != [0, 0, 0] else [1, 0, 0]}
+    with pytest.raises(BallotError):
+        check_spoiled(spec, lie, ALICE)
+    wrong_r = {**revealed, "randomness": [revealed["randomness"][1], *revealed["randomness"][1:]]}
+    with pytest.raises(BallotError):
+        check_spoiled(spec, wrong_r, ALICE)
+    for bad in ({}, {**revealed, "randomness": ["zz"] * 3}, {**revealed, "selections": "1"}):
+        with pytest.raises(CoreError):
+            check_spoiled(spec, bad, ALICE)
+
+
+def test_cast_or_spoil_yes_no_implied() -> None:
+    """Spoiling a yes/no ballot reveals one randomness and opens both options."""
+    spoiled = make_spoilable_ballot(YES_NO, "alice", ALICE_SECRET, [0, 1])
+    assert len(spoiled.randomness) == 1
+    verified = check_spoiled(YES_NO, spoiled.reveal(), ALICE)
+    assert [decrypt(ct) for ct in verified.ciphertexts] == [0, 1]
+    with pytest.raises(BallotError):
+        check_spoiled(YES_NO, {**spoiled.reveal(), "selections": [1, 0]}, ALICE)
+
+
+def test_make_ballot_rejects_bad_selections() -> None:
+    """The client refuses selections that are not 0/1 per option or break [min, max]."""
+    for bad in ([1], [1, 1], [0, 0], [2, 0], [1, 0, 0]):
+        with pytest.raises(BallotError):
+            make_ballot(YES_NO, "alice", ALICE_SECRET, bad)
+
+
+def test_bad_specs_rejected() -> None:
+    """A spec with impossible bounds, no options or a bad election key is refused."""
+    key = ELECTION_PK.to_compressed()
+    for spec in (
+        BallotSpec("r", (), 0, 1, key),
+        BallotSpec("r", ("a", "b"), 2, 1, key),
+        BallotSpec("r", ("a", "b"), 0, 3, key),
+        BallotSpec("r", ("a", "b"), 0, 0, key),
+        BallotSpec("", ("a", "b"), 1, 1, key),
+    ):
+        with pytest.raises(BallotError):
+            make_ballot(spec, "alice", ALICE_SECRET, [1, 0])
+    with pytest.raises(InvalidPoint):
+        make_ballot(BallotSpec("r", ("a", "b"), 1, 1, bytes(33)), "alice", ALICE_SECRET, [1, 0])

@@ -1,0 +1,422 @@
+"""End to end: 1,000 voters through the HTTP API, sealed, tallied, decrypted, verified, tampered.
+
+One referendum per module (ballots cost CPU): 1,000 voters cast random yes/no ballots through
+``POST /v1/referendums/{rid}/ballots`` of the real app, then 150 of them change their minds
+(``last_counts``), 20 of those twice. The real batcher seals the log while the tally follower
+folds it; the operator closes; 2 of 3 trustees decrypt with the trustee core; the operator
+publishes; the record is exported and ``verify-election`` must pass on it and fail, naming the
+check, on each tampered copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import shutil
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from auditor.verify_election import verify_election, verify_election_command
+from batcher.service import LogSigner, run_batcher
+from batcher.tally import run_tally_follower
+from referendum_core.ballot import BallotSpec
+from referendum_core.client import make_ballot, new_voter_key
+from server.keys import load_or_create_key
+from server.record import export_record, write_manifest
+from server.settings import Settings
+from tests.conftest import _create_database, _drop_database
+from tests.helpers import operator_headers, running_app
+from tests.tally.trustees import TrusteeBoard
+
+VOTERS = 1000
+REVOTERS = 150
+TWICE = 20
+RID = "e2e-tally"
+
+
+@dataclass
+class Published:
+    """What the pipeline produced and what the test kept in plaintext."""
+
+    record: Path
+    expected: list[int]
+    result: dict[str, Any]
+    bad_share_problem: dict[str, Any]
+    duplicate_status: int
+    early_status: int
+    supersessions: int
+
+
+async def _poll(fetch: Callable[[], Any], deadline_s: float, what: str) -> Any:
+    """Call ``fetch()`` every 50 ms until it returns something other than None."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        value = await fetch()
+        if value is not None:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+def _ballots(spec: BallotSpec, rng: random.Random) -> tuple[
+        dict[str, bytes], list[list[tuple[str, dict[str, Any]]]], list[int]]:  # fmt: skip
+    """Voter keys, three rounds of ballots (firsts, changes, second changes), expected counts."""
+    keys = {f"voter-{i:04d}": new_voter_key() for i in range(VOTERS)}
+    last: dict[str, int] = {}
+    rounds: list[list[tuple[str, dict[str, Any]]]] = []
+    changers = rng.sample(sorted(keys), REVOTERS)
+    for voters in (sorted(keys), changers, changers[:TWICE]):
+        batch = []
+        for voter in voters:
+            yes = rng.randint(0, 1)
+            batch.append((voter, make_ballot(spec, voter, keys[voter][0], [yes, 1 - yes])))
+            last[voter] = yes
+        rounds.append(batch)
+    yes_total = sum(last.values())
+    return {v: k[1] for v, k in keys.items()}, rounds, [yes_total, VOTERS - yes_total]
+
+
+@pytest.fixture(scope="module")
+async def published(pg_admin_dsn: str, tmp_path_factory: pytest.TempPathFactory
+                    ) -> AsyncIterator[Published]:  # fmt: skip
+    """Run the whole election once for the module."""
+    dsn = await _create_database(pg_admin_dsn, migrate=True)
+    folder = tmp_path_factory.mktemp("e2e")
+    settings = Settings(database_url=dsn, data_dir=folder, voter_rate_per_minute=10_000,
+                        block_max_ballots=200, block_max_ms=100)  # fmt: skip
+    board = TrusteeBoard.create(k=2, n=3)
+    rng = random.Random(2026)
+    now = datetime.now(UTC)
+    definition = {
+        "id": RID, "question": "Adopt the proposal?", "options": ["yes", "no"],
+        "min_selections": 1, "max_selections": 1,
+        "opens_at": (now - timedelta(hours=1)).isoformat(),
+        "closes_at": (now + timedelta(hours=1)).isoformat(),
+        "revote_policy": "last_counts", "threshold_k": 2, "trustees_n": 3,
+        "election_public_key": board.election_public_key.hex(),
+    }  # fmt: skip
+    spec = BallotSpec(RID, ("yes", "no"), 1, 1, board.election_public_key)
+    public_keys, rounds, expected = _ballots(spec, rng)
+    signer = LogSigner(load_or_create_key(None, folder, "log"), settings.log_origin)
+    stop = asyncio.Event()
+    auth = await operator_headers(dsn)
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    assert pool is not None
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        async with running_app(settings, dsn) as client:
+            r = await client.post("/v1/referendums", json=definition, headers=auth)
+            assert r.status == 201, await r.text()
+            roll = "voter_id,public_key\n" + "".join(
+                f"{v},{k.hex()}\n" for v, k in public_keys.items()
+            )
+            r = await client.put(f"/v1/referendums/{RID}/roll", data=roll.encode(),
+                                 headers={**auth, "Content-Type": "text/csv"})  # fmt: skip
+            assert r.status == 200, await r.text()
+            r = await client.put(f"/v1/referendums/{RID}/trustees", json=board.commitments(),
+                                 headers=auth)  # fmt: skip
+            assert r.status == 200, await r.text()
+            r = await client.post(f"/v1/referendums/{RID}/open", headers=auth)
+            assert r.status == 200, await r.text()
+            tasks.append(asyncio.create_task(run_batcher(dsn, settings, signer, stop, RID)))
+            tasks.append(asyncio.create_task(run_tally_follower(pool, stop, poll_s=0.05)))
+
+            limit = asyncio.Semaphore(32)
+
+            async def cast(body: dict[str, Any]) -> None:
+                async with limit:
+                    response = await client.post(f"/v1/referendums/{RID}/ballots", json=body)
+                    assert response.status == 201, await response.text()
+
+            for batch in rounds:  # each round is acknowledged before the next starts
+                await asyncio.gather(*(cast(body) for _, body in batch))
+
+            r = await client.get(f"/v1/referendums/{RID}/tally")
+            early_status = r.status
+            r = await client.post(f"/v1/referendums/{RID}/close", headers=auth)
+            assert r.status == 200, await r.text()
+            r = await client.post(f"/v1/referendums/{RID}/ballots", json=rounds[0][0][1])
+            assert r.status == 409, await r.text()
+
+            async def tally() -> Any:
+                response = await client.get(f"/v1/referendums/{RID}/tally")
+                return await response.json() if response.status == 200 else None
+
+            encrypted = await _poll(tally, 60, "the encrypted tally")
+            shares = [board.decrypt(i, encrypted) for i in (1, 3)]
+            bad = board.forge(2, encrypted)
+            r = await client.post(f"/v1/referendums/{RID}/shares", json=bad)
+            bad_problem = await r.json(content_type=None)
+            assert r.status == 422, bad_problem
+            for share in shares:
+                r = await client.post(f"/v1/referendums/{RID}/shares", json=share)
+                assert r.status == 201, await r.text()
+            r = await client.post(f"/v1/referendums/{RID}/shares", json=shares[0])
+            duplicate_status = r.status
+            r = await client.post(f"/v1/referendums/{RID}/result", headers=auth)
+            assert r.status == 200, await r.text()
+            r = await client.get(f"/v1/referendums/{RID}/result")
+            assert r.status == 200, await r.text()
+            result = await r.json()
+            r = await client.get(f"/v1/referendums/{RID}")
+            assert (await r.json())["state"] == "published"
+            r = await client.get(f"/v1/referendums/{RID}/supersessions?limit=100")
+            page = await r.json()
+            supersessions = len(page["supersessions"])
+            while page["next_cursor"] is not None:
+                r = await client.get(f"/v1/referendums/{RID}/supersessions"
+                                     f"?limit=100&cursor={page['next_cursor']}")  # fmt: skip
+                page = await r.json()
+                supersessions += len(page["supersessions"])
+        conn = await asyncpg.connect(dsn)
+        try:
+            record = folder / "record"
+            await export_record(conn, RID, record, signer.verifier_key())
+        finally:
+            await conn.close()
+        yield Published(record, expected, result, bad_problem, duplicate_status, early_status,
+                        supersessions)  # fmt: skip
+    finally:
+        stop.set()
+        for task in tasks:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 30)
+        await pool.close()
+        await _drop_database(pg_admin_dsn, dsn)
+
+
+def test_published_result_equals_the_plaintext_count(published: Published) -> None:
+    """The published counts are the test's own count of every voter's last choice."""
+    assert published.result["counts"] == published.expected
+    assert published.result["counts_by_option"] == dict(zip(("yes", "no"), published.expected,
+                                                             strict=True))  # fmt: skip
+    assert published.result["ballots_counted"] == VOTERS
+    assert published.supersessions == REVOTERS + TWICE
+
+
+def test_share_endpoint_refuses_bad_duplicate_and_early(published: Published) -> None:
+    """A forged share is 422 naming trustee and check; a repeated one 409; the tally 409 early."""
+    assert published.bad_share_problem["trustee_index"] == 2
+    assert published.bad_share_problem["check"]
+    assert published.duplicate_status == 409
+    assert published.early_status == 409
+
+
+def test_verify_election_passes_on_the_record(published: Published) -> None:
+    """verify-election, with 2 processes, finds every check holding and the same result."""
+    report = verify_election(published.record, jobs=2)
+    assert report.ok, report.failures
+    assert report.ballots == VOTERS + REVOTERS + TWICE
+    assert report.ballots_counted == VOTERS
+    assert report.result == published.expected
+
+
+def test_verify_election_command_exit_codes(published: Published, tmp_path: Path) -> None:
+    """The command exits 0 on the record and 1, naming the check, on a tampered copy."""
+    runner = CliRunner()
+    ok = runner.invoke(verify_election_command, [str(published.record), "--no-progress"])
+    assert ok.exit_code == 0, ok.output
+    copy = tmp_path / "record"
+    shutil.copytree(published.record, copy)
+    result = orjson.loads((copy / "result.json").read_bytes())
+    result["counts"][0] += 1
+    (copy / "result.json").write_bytes(orjson.dumps(result))
+    bad = runner.invoke(verify_election_command, [str(copy), "--no-progress"])
+    assert bad.exit_code == 1
+    assert "FAILED manifest" in bad.output
+
+
+# --- tamperings ---------------------------------------------------------------------------
+
+
+def _read_ballots(root: Path) -> list[bytes]:
+    data = (root / "ballots.bin").read_bytes()
+    out, pos = [], 0
+    while pos < len(data):
+        n = int.from_bytes(data[pos : pos + 4], "big")
+        out.append(data[pos + 4 : pos + 4 + n])
+        pos += 4 + n
+    return out
+
+
+def _write_ballots(root: Path, ballots: list[bytes]) -> None:
+    (root / "ballots.bin").write_bytes(b"".join(len(b).to_bytes(4, "big") + b for b in ballots))
+
+
+def _json(root: Path, name: str) -> Any:
+    return orjson.loads((root / name).read_bytes())
+
+
+def _put_json(root: Path, name: str, value: Any) -> None:
+    (root / name).write_bytes(orjson.dumps(value))
+
+
+def _lines(root: Path, name: str) -> list[Any]:
+    return [orjson.loads(x) for x in (root / name).read_bytes().splitlines() if x.strip()]
+
+
+def _put_lines(root: Path, name: str, rows: list[Any]) -> None:
+    (root / name).write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+
+
+def ballot_changed(root: Path) -> None:
+    ballots = _read_ballots(root)
+    b = bytearray(ballots[10])
+    b[-70] ^= 1  # inside the last proof
+    ballots[10] = bytes(b)
+    _write_ballots(root, ballots)
+
+
+def ballot_dropped(root: Path) -> None:
+    ballots = _read_ballots(root)
+    del ballots[500]
+    _write_ballots(root, ballots)
+
+
+def ballot_added(root: Path) -> None:
+    ballots = _read_ballots(root)
+    _write_ballots(root, [*ballots, ballots[3]])
+
+
+def blocks_reordered(root: Path) -> None:
+    rows = _lines(root, "blocks.jsonl")
+    rows[1], rows[2] = rows[2], rows[1]
+    _put_lines(root, "blocks.jsonl", rows)
+
+
+def checkpoint_signature_altered(root: Path) -> None:
+    from referendum_core.block import Block
+
+    rows = _lines(root, "blocks.jsonl")
+    last = rows[-1]
+    note: str = last["checkpoint"]
+    sig_line = note.rstrip("\n").rsplit("\n", 1)[1]
+    name, sig = sig_line.rsplit(" ", 1)
+    flipped = sig[:10] + ("A" if sig[10] != "A" else "B") + sig[11:]
+    last["checkpoint"] = note.replace(sig_line, f"{name} {flipped}")
+    block = Block.from_json({k: v for k, v in last.items() if k != "block_hash"}, RID)
+    last["block_hash"] = block.block_hash().hex()
+    _put_lines(root, "blocks.jsonl", rows)
+
+
+def share_altered(root: Path) -> None:
+    shares = _json(root, "shares.json")
+    TrusteeBoard.alter_share_value(shares[0])
+    _put_json(root, "shares.json", shares)
+
+
+def share_proof_altered(root: Path) -> None:
+    shares = _json(root, "shares.json")
+    TrusteeBoard.alter_share_proof(shares[1])
+    _put_json(root, "shares.json", shares)
+
+
+def result_altered(root: Path) -> None:
+    result = _json(root, "result.json")
+    result["counts"][1] += 1
+    result["counts_by_option"]["no"] += 1
+    _put_json(root, "result.json", result)
+
+
+def options_swapped(root: Path) -> None:
+    result = _json(root, "result.json")
+    result["counts"].reverse()
+    result["counts_by_option"] = dict(zip(result["options"], result["counts"], strict=True))
+    _put_json(root, "result.json", result)
+
+
+def superseded_ballot_counted(root: Path) -> None:
+    """Drop a supersession and add the superseded ballot's ciphertexts to the tally."""
+    from batcher.tally import tally_hash
+    from referendum_core.ballot import verify_canonical
+    from referendum_core.elgamal import Ciphertext
+
+    rows = _lines(root, "supersessions.jsonl")
+    victim = rows.pop(0)
+    _put_lines(root, "supersessions.jsonl", rows)
+    ref = _json(root, "referendum.json")
+    spec = BallotSpec(ref["id"], tuple(ref["options"]), 1, 1,
+                      bytes.fromhex(ref["election_public_key"]))  # fmt: skip
+    roll = dict(line.split(",") for line in (root / "roll.csv").read_text().splitlines()[1:])
+    canonical = _read_ballots(root)[victim["superseded_index"]]
+    voter = canonical[7 + canonical[5] : 7 + canonical[5] + canonical[6 + canonical[5]]].decode()
+    ballot = verify_canonical(spec, canonical, bytes.fromhex(roll[voter]))
+    tally = _json(root, "tally.json")
+    new = [
+        (Ciphertext.from_bytes(bytes.fromhex(c)) + extra).to_bytes()
+        for c, extra in zip(tally["ciphertexts"], ballot.ciphertexts, strict=True)
+    ]
+    tally["ciphertexts"] = [c.hex() for c in new]
+    tally["tally_hash"] = tally_hash(ref["id"], new).hex()
+    _put_json(root, "tally.json", tally)
+
+
+def roll_key_replaced(root: Path) -> None:
+    lines = (root / "roll.csv").read_text().splitlines()
+    voter = lines[5].split(",")[0]
+    lines[5] = f"{voter},{new_voter_key()[1].hex()}"
+    (root / "roll.csv").write_text("\n".join(lines) + "\n")
+
+
+TAMPERINGS: list[tuple[Callable[[Path], None], set[str]]] = [
+    (ballot_changed, {"log.tree"}),
+    (ballot_dropped, {"log.tree", "log.coverage"}),
+    (ballot_added, {"log.coverage"}),
+    (blocks_reordered, {"log.blocks"}),
+    (checkpoint_signature_altered, {"log.checkpoint"}),
+    (share_altered, {"shares"}),
+    (share_proof_altered, {"shares"}),
+    (result_altered, {"result"}),
+    (options_swapped, {"result"}),
+    (superseded_ballot_counted, {"revote", "tally"}),
+    (roll_key_replaced, {"roll"}),
+]
+
+
+@pytest.mark.parametrize(("tamper", "checks"), TAMPERINGS, ids=[t.__name__ for t, _ in TAMPERINGS])
+def test_tampered_record_fails_naming_the_check(
+    published: Published, tmp_path: Path, tamper: Callable[[Path], None], checks: set[str]
+) -> None:
+    """Each tampering (manifest rewritten to match) makes verification fail at its check."""
+    copy = tmp_path / "record"
+    shutil.copytree(published.record, copy)
+    tamper(copy)
+    write_manifest(copy, RID)
+    report = verify_election(copy, jobs=2)
+    assert not report.ok
+    assert checks <= set(report.failed_checks), report.failures
+    assert "manifest" not in report.failed_checks
+
+
+def test_ballot_change_names_the_failed_ballot_check(published: Published, tmp_path: Path) -> None:
+    """A changed ballot is reported as a ballot check naming what failed in it."""
+    copy = tmp_path / "record"
+    shutil.copytree(published.record, copy)
+    ballot_changed(copy)
+    write_manifest(copy, RID)
+    report = verify_election(copy, jobs=1)
+    assert any(c.startswith("ballot.") for c in report.failed_checks), report.failures
+    assert any("ballot 10" in f.detail for f in report.failures)
+
+
+def test_wrong_manifest_hash_is_caught(published: Published, tmp_path: Path) -> None:
+    """A manifest entry that does not match its file fails the manifest check (and only it)."""
+    copy = tmp_path / "record"
+    shutil.copytree(published.record, copy)
+    manifest = _json(copy, "manifest.json")
+    manifest["files"]["tally.json"]["sha256"] = "00" * 32
+    _put_json(copy, "manifest.json", manifest)
+    report = verify_election(copy, jobs=1)
+    assert report.failed_checks == ["manifest"], report.failures
+    pinned = verify_election(published.record, jobs=1, manifest_sha256="11" * 32)
+    assert pinned.failed_checks == ["manifest"]
