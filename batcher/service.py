@@ -313,6 +313,13 @@ class ReferendumBatcher:
             self.final = True
             return 0.0
         if row["final"]:
+            if row["waiting"]:
+                # ingest committed after the referendum left 'open': a defect to report
+                log.error(
+                    "ballots_after_final",
+                    referendum_id=self.referendum_id,
+                    unsequenced=row["waiting"],
+                )
             self.final = True
             return 0.0
         closing = row["state"] in CLOSED_STATES

@@ -132,6 +132,7 @@ class TallyState:
         """The public encrypted tally document (what trustees decrypt)."""
         return {
             "referendum_id": self.referendum_id,
+            "referendum": self.referendum_id,  # the key `referendum trustee decrypt` reads
             "options": list(options),
             "block_height": self.folded_height,
             "tree_size": self.folded_size,

@@ -5,8 +5,8 @@ Method:
 * Ballots are generated before any timing, in a process pool (one fresh voter and one valid
   yes/no ballot each), stored as ready-to-send JSON bytes; the load client does no
   cryptography. The roll holds every generated voter; each ballot is sent once.
-* Servers run as a subprocess (``server.serving.run_servers``, what ``referendum serve``
-  runs) on 127.0.0.1 against a fresh database on the configured PostgreSQL.
+* Servers run as a subprocess (``referendum serve``) on 127.0.0.1 against a fresh database
+  on the configured PostgreSQL (``DATABASE_URL``, else the embedded one).
 * The load client is one aiohttp process on uvloop: closed-loop with ``--concurrency``
   connections for saturation, open-loop paced (latency counted from each request's scheduled
   start, so a stall is not hidden) for the 80% run.
@@ -170,6 +170,17 @@ def _cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+def _descendants(root: int) -> list[int]:
+    """The processes below ``root`` (server workers and their proof-checking processes)."""
+    found = []
+    frontier = [root]
+    while frontier:
+        children = _children(frontier.pop())
+        found.extend(children)
+        frontier.extend(children)
+    return found
+
+
 def _children(parent: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -183,10 +194,8 @@ def _children(parent: int) -> list[int]:
 
 
 @contextlib.contextmanager
-def server(
-    dsn: str, port: int, workers: int, verify_workers: int, data_dir: Path
-) -> Iterator[list[int]]:
-    """``workers`` server processes on ``port``; yields the pids doing the work."""
+def server(dsn: str, port: int, workers: int, verify_workers: int, data_dir: Path) -> Iterator[int]:
+    """``workers`` server processes on ``port``; yields the supervisor's pid."""
     env = {
         **os.environ,
         "DATABASE_URL": dsn,
@@ -199,18 +208,11 @@ def server(
         "REFERENDUM_VOTER_RATE_PER_MINUTE": "100",
         "REFERENDUM_QUEUE_LIMIT": "20000",
     }
-    code = (
-        "from server.serving import run_servers; from server.settings import Settings; "
-        "run_servers(Settings.from_env())"
-    )
-    process = subprocess.Popen([sys.executable, "-c", code], env=env)
+    referendum = str(Path(sys.executable).with_name("referendum"))
+    process = subprocess.Popen([referendum, "serve", "--no-migrate"], env=env)
     try:
         asyncio.run(_wait_ready(f"http://127.0.0.1:{port}/livez", workers, process))
-        pids: list[int] = []
-        for child in _children(process.pid):
-            pids.append(child)
-            pids.extend(_children(child))  # verify workers of each server process
-        yield pids
+        yield process.pid
     finally:
         process.terminate()
         try:
@@ -330,11 +332,12 @@ async def _open_loop(
 
 
 def measure(
-    url: str, bodies: list[bytes], pids: list[int], *, concurrency: int, rate: float | None
+    url: str, bodies: list[bytes], root: int, *, concurrency: int, rate: float | None
 ) -> Run:
     """One run: closed loop (``rate`` None) or paced at ``rate`` requests/s."""
     import uvloop
 
+    pids = _descendants(root)  # after warm-up: proof-checking processes start on demand
     server_before = _cpu_seconds(pids)
     client_before = resource.getrusage(resource.RUSAGE_SELF)
     if rate is None:
@@ -354,6 +357,32 @@ def measure(
         (_cpu_seconds(pids) - server_before) / seconds,
         client / seconds,
     )
+
+
+def _commit_stats(port: int) -> dict[str, float]:
+    """Mean group-commit size and transaction time, from the server's own metrics."""
+    import urllib.request
+
+    url = f"http://127.0.0.1:{port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in (
+            "referendum_ingest_batch_size_sum",
+            "referendum_ingest_batch_size_count",
+            "referendum_ingest_commit_seconds_sum",
+        ):
+            values[name] = float(value)
+    batches = max(values.get("referendum_ingest_batch_size_count", 0.0), 1.0)
+    return {
+        "batches": batches,
+        "mean_batch_ballots": round(values.get("referendum_ingest_batch_size_sum", 0) / batches, 1),
+        "mean_commit_ms": round(
+            1000 * values.get("referendum_ingest_commit_seconds_sum", 0) / batches, 2
+        ),
+    }
 
 
 class BallotSupply:
@@ -388,6 +417,7 @@ def _row(
         "p99_ms": round(run.percentile(0.99), 2) if run else "",
         "server_cpu": round(run.server_cpu, 2) if run else "",
         "client_cpu": round(run.client_cpu, 2) if run else "",
+        "per_server_core": round(run.rate / max(run.server_cpu, 1e-9)) if run else "",
         "target": target,
         "ok": "" if ok is None else ok,
     }
@@ -402,7 +432,7 @@ def _series(
     label: str,
     url: str,
     supply: BallotSupply,
-    pids: list[int],
+    root: int,
     *,
     runs: int,
     per_run: int,
@@ -411,7 +441,7 @@ def _series(
 ) -> Run:
     measured = []
     for _ in range(runs):
-        run = measure(url, supply.take(per_run), pids, concurrency=concurrency, rate=rate)
+        run = measure(url, supply.take(per_run), root, concurrency=concurrency, rate=rate)
         if run.other_statuses:
             click.echo(f"  {label}: non-201 answers {run.other_statuses}", err=True)
         click.echo(
@@ -427,7 +457,7 @@ def _series(
 @click.command("ingest")
 @click.option("--runs", default=3, show_default=True, help="Runs per figure (medians).")
 @click.option("--per-run", default=3000, show_default=True, help="Ballots sent per run.")
-@click.option("--concurrency", default=64, show_default=True, help="Closed-loop connections.")
+@click.option("--concurrency", default=256, show_default=True, help="Closed-loop connections.")
 @click.option("--port", default=18642, show_default=True)
 @click.option("--gen-processes", default=os.cpu_count() or 1, show_default=True)
 @click.option(
@@ -445,6 +475,7 @@ def ingest(
 
     settings = Settings.from_env()
     admin_dsn = resolve_database_url(settings)
+    load_at_start = list(os.getloadavg())
     # saturation: inline, pool, two processes; paced: one process (80% of inline)
     total = per_run * runs * 4 + 4 * 300 + 2000
     click.echo(f"generating {total:,} ballots in {gen_processes} processes …", err=True)
@@ -458,13 +489,13 @@ def ingest(
     data_dir = Path(settings.data_dir)
     warm_supply = BallotSupply(warm)
     try:
-        with server(dsn, port, 1, 0, data_dir) as pids:
-            measure(url, warm_supply.take(300), pids, concurrency=concurrency, rate=None)
+        with server(dsn, port, 1, 0, data_dir) as root:
+            measure(url, warm_supply.take(300), root, concurrency=concurrency, rate=None)
             inline = _series(
                 "1 process, inline",
                 url,
                 supply,
-                pids,
+                root,
                 runs=runs,
                 per_run=per_run,
                 concurrency=concurrency,
@@ -474,30 +505,31 @@ def ingest(
                 "1 process, 80% paced",
                 url,
                 supply,
-                pids,
+                root,
                 runs=runs,
                 per_run=per_run,
                 concurrency=concurrency,
                 rate=paced_rate,
             )
-        with server(dsn, port, 1, pool_workers, data_dir) as pids:
-            measure(url, warm_supply.take(300), pids, concurrency=concurrency, rate=None)
+            commit_stats = _commit_stats(port)
+        with server(dsn, port, 1, pool_workers, data_dir) as root:
+            measure(url, warm_supply.take(300), root, concurrency=concurrency, rate=None)
             pooled = _series(
                 f"1 process, {pool_workers} verify workers",
                 url,
                 supply,
-                pids,
+                root,
                 runs=runs,
                 per_run=per_run,
                 concurrency=concurrency,
             )
-        with server(dsn, port, 2, 0, data_dir) as pids:
-            measure(url, warm_supply.take(300), pids, concurrency=concurrency, rate=None)
+        with server(dsn, port, 2, 0, data_dir) as root:
+            measure(url, warm_supply.take(300), root, concurrency=concurrency, rate=None)
             two = _series(
                 "2 processes, inline",
                 url,
                 supply,
-                pids,
+                root,
                 runs=runs,
                 per_run=per_run,
                 concurrency=concurrency,
@@ -553,6 +585,11 @@ def ingest(
             target=">= 1.8",
             ok=two.rate / inline.rate >= 1.8,
         ),
+        _row(
+            "2 processes / 1 process, per server core",
+            (two.rate / max(two.server_cpu, 1e-9)) / per_core,
+            "ratio",
+        ),
     ]
     write_results(
         "ingest",
@@ -564,6 +601,9 @@ def ingest(
             "paced_rate": round(paced_rate, 1),
             "ballots_stored": stored,
             "cpus": os.cpu_count(),
+            "one_process_commits": commit_stats,
+            "load_average_at_start": load_at_start,
+            "load_average_at_end": list(os.getloadavg()),
             "note": (
                 "client, server(s) and PostgreSQL share this machine's cores; server_cpu and "
                 "client_cpu are fractions of one core used during the run"

@@ -77,30 +77,44 @@ async def _drop_database(admin_dsn: str, dsn: str) -> None:
 # --- real ballots, made in parallel ------------------------------------------------------
 
 
-def _make_ballots(args: tuple[str, bytes, int, int, int]) -> list[tuple[str, bytes, bytes, int]]:
-    """``count`` real yes/no ballots of voters ``start ..``: (voter, public key, canonical, yes)."""
+def _make_ballots(args: tuple[str, bytes, int, int, int, int]) -> tuple[
+        list[tuple[str, bytes, bytes, int]], list[tuple[str, bytes, bytes, int]]]:  # fmt: skip
+    """Real yes/no ballots of voters ``start .. start+count``: (voter, key, canonical, yes);
+    every ``revote_every``-th voter also casts a second ballot (second list)."""
     from referendum_core.ballot import BallotSpec, verify_ballot
     from referendum_core.client import make_ballot, new_voter_key
 
-    rid, key, start, count, seed = args
+    rid, key, start, count, seed, revote_every = args
     spec = BallotSpec(rid, ("yes", "no"), 1, 1, key)
     rng = random.Random(seed)
-    out = []
+    firsts: list[tuple[str, bytes, bytes, int]] = []
+    seconds: list[tuple[str, bytes, bytes, int]] = []
     for i in range(start, start + count):
         secret, public = new_voter_key()
-        yes = rng.randint(0, 1)
-        body = make_ballot(spec, f"v{i:08d}", secret, [yes, 1 - yes])
-        out.append((f"v{i:08d}", public, verify_ballot(spec, body, public).canonical, yes))
-    return out
+        voter = f"v{i:08d}"
+        rounds = 2 if revote_every and i % revote_every == 0 else 1
+        for r in range(rounds):
+            yes = rng.randint(0, 1)
+            body = make_ballot(spec, voter, secret, [yes, 1 - yes])
+            item = (voter, public, verify_ballot(spec, body, public).canonical, yes)
+            (firsts if r == 0 else seconds).append(item)
+    return firsts, seconds
 
 
-def real_ballots(rid: str, election_key: bytes, count: int, jobs: int = 2,
-                 seed: int = 6) -> list[tuple[str, bytes, bytes, int]]:  # fmt: skip
-    """``count`` real ballots of distinct voters, made by ``jobs`` processes."""
+def real_ballots(rid: str, election_key: bytes, count: int, jobs: int = 2, seed: int = 6,
+                 revote_every: int = 0) -> tuple[list[tuple[str, bytes, bytes, int]],
+                                                 list[tuple[str, bytes, bytes, int]]]:  # fmt: skip
+    """``count`` real ballots of distinct voters (and re-votes), made by ``jobs`` processes."""
     step = 500
-    tasks = [(rid, election_key, s, min(step, count - s), seed + s) for s in range(0, count, step)]
+    tasks = [(rid, election_key, s, min(step, count - s), seed + s, revote_every)
+             for s in range(0, count, step)]  # fmt: skip
+    firsts: list[tuple[str, bytes, bytes, int]] = []
+    seconds: list[tuple[str, bytes, bytes, int]] = []
     with ProcessPoolExecutor(jobs) as pool:
-        return [b for chunk in pool.map(_make_ballots, tasks) for b in chunk]
+        for a, b in pool.map(_make_ballots, tasks):
+            firsts.extend(a)
+            seconds.extend(b)
+    return firsts, seconds
 
 
 async def _store_referendum(conn: Any, rid: str, key: bytes, policy: str,
@@ -132,26 +146,10 @@ async def _copy_ballots(conn: Any, rid: str, rows: list[tuple[str, bytes, bytes]
 
 def _decrypt(ct_hex: str, secret: int, bound: int) -> int:
     from referendum_core.elgamal import Ciphertext
-    from referendum_core.group import Point
+    from referendum_core.trustee import decode
 
     ct = Ciphertext.from_bytes(bytes.fromhex(ct_hex))
-    target = ct.b - ct.a * secret
-    # baby-step giant-step over [0, bound]
-    m = int(bound**0.5) + 1
-    table = {}
-    p = Point.base_mul(0)
-    g = Point.base_mul(1)
-    for j in range(m):
-        table[p.to_uncompressed()] = j
-        p = p + g
-    step = -(Point.base_mul(m))
-    y = target
-    for i in range(m + 1):
-        j = table.get(y.to_uncompressed())
-        if j is not None:
-            return i * m + j
-        y = y + step
-    raise ValueError("count outside the bound")
+    return decode(ct.b - ct.a * secret, bound)
 
 
 # --- close → tally ready -----------------------------------------------------------------
@@ -245,10 +243,74 @@ async def _tally_run(admin_dsn: str, size: int, pool: list[tuple[str, bytes, byt
 
 
 async def _verify_record(admin_dsn: str, count: int, out: Path) -> dict[str, Any]:
-    """Real ballots through the real pipeline into an exported record in ``out``."""
-    from bench.tally_record import build_record
+    """Real ballots through the real pipeline into an exported record in ``out``.
 
-    return await build_record(admin_dsn, count, out)
+    2-of-3 trustees (Joint-Feldman with the core), ``count`` voters, every 10th re-votes;
+    stored as ingestion stores them, sealed and folded block by block, closed, decrypted by
+    trustees 1 and 2, published and exported.
+    """
+    from batcher.service import LogSigner, seal_block
+    from batcher.tally import fold_new_blocks, load_tally
+    from referendum_core.trustee import (
+        TrusteeParams,
+        dealer_commitment,
+        decrypt_share,
+        election_public_key,
+        new_dealer,
+        share_for,
+        trustee_share,
+    )
+    from server.keys import load_or_create_key
+    from server.record import export_record
+    from server.roll import roll_digest
+    from server.tally_api import accept_share, publish_result, store_trustees
+
+    rid = "bench-record"
+    params = TrusteeParams(rid, 2, 3)
+    dealers = [new_dealer(params, i) for i in (1, 2, 3)]
+    published = [dealer_commitment(params, d) for d in dealers]
+    key = election_public_key(params, published).to_compressed()
+    secrets = {
+        i: trustee_share(params, published, i, {d.index: share_for(d, i) for d in dealers})
+        for i in (1, 2)
+    }
+    t = time.perf_counter()
+    firsts, seconds = real_ballots(rid, key, count, revote_every=10)
+    made_s = time.perf_counter() - t
+    dsn = await _create_database(admin_dsn)
+    conn = await asyncpg.connect(dsn)
+    try:
+        voters = [(v, k) for v, k, _, _ in firsts]
+        await _store_referendum(conn, rid, key, "last_counts", voters, roll_digest(voters))
+        await conn.execute("UPDATE referendums SET state = 'draft'")
+        await store_trustees(conn, rid, {"commitments": [c.to_json() for c in published]}, "b")
+        await conn.execute("UPDATE referendums SET state = 'open'")
+        rows = [(v, hashlib.sha256(c).digest(), c) for v, _, c, _ in [*firsts, *seconds]]
+        await _copy_ballots(conn, rid, rows)
+        signer = LogSigner(load_or_create_key(None, Path(tempfile.mkdtemp()), "log"),
+                           "bench.example/log")  # fmt: skip
+        while await seal_block(conn, rid, signer, max_ballots=10_000) is not None:
+            await fold_new_blocks(conn, rid)
+        await conn.execute("UPDATE referendums SET state = 'closed'")
+        await seal_block(conn, rid, signer, max_ballots=10_000, close=True)
+        await fold_new_blocks(conn, rid)
+        state = await load_tally(conn, rid)
+        assert state is not None and state.final
+        from referendum_core.elgamal import Ciphertext
+
+        tally = [Ciphertext.from_bytes(c) for c in state.ciphertexts]
+        for i in (1, 2):
+            share = decrypt_share(params, i, secrets[i], tally).to_json()
+            await accept_share(conn, rid, {"referendum": rid, **share})
+        result = await publish_result(conn, rid, "bench")
+        await export_record(conn, rid, out, signer.verifier_key())
+    finally:
+        await conn.close()
+        await _drop_database(admin_dsn, dsn)
+    last = {v: yes for v, _, _, yes in [*firsts, *seconds]}
+    yes_total = sum(last.values())
+    return {"ballots": len(rows), "voters": len(firsts), "generation_s": made_s,
+            "result_correct": result["counts"] == [yes_total, len(last) - yes_total]}
 
 
 def _verify(out: Path, jobs: int) -> tuple[float, float, bool, list[str]]:
@@ -283,7 +345,7 @@ def tally(sizes: str, pool_size: int, revote: float, block: int, verify_ballots:
     secret = random_scalar()
     key = Point.base_mul(secret).to_compressed()
     t = time.perf_counter()
-    pool = real_ballots("bench-tally", key, pool_size)
+    pool, _ = real_ballots("bench-tally", key, pool_size)
     pool_s = time.perf_counter() - t
     rows: list[dict[str, Any]] = []
     details: dict[str, Any] = {}

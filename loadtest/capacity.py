@@ -113,6 +113,8 @@ class Rates:
     """Batched rows one PostgreSQL core writes per second."""
     locust_requests_per_process_s: float = 12000.0
     """Requests one Locust FastHttpUser process generates per second."""
+    roll_import_rows_s: float = 10000.0
+    """Voters imported per second through ``PUT .../roll`` (parse, key checks, COPY)."""
     sources: dict[str, str] = field(default_factory=dict)
     """Field name -> where the figure came from (a bench file and metric, or a default)."""
 
@@ -204,6 +206,7 @@ class Plan:
     backend_pool: int
     load_requests_per_s: float
     locust_workers: int
+    roll_import_s: float
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -284,6 +287,7 @@ def plan(
         backend_pool=backend_pool,
         load_requests_per_s=load_rps,
         locust_workers=locust_workers,
+        roll_import_s=demand.voters / rates.roll_import_rows_s,
     )
 
 
@@ -346,6 +350,12 @@ def plan_rows(p: Plan) -> list[PlanRow]:
     u = d.utilisation
     rows = [
         PlanRow("demand", "eligible voters", _num(dm.voters), "input"),
+        PlanRow(
+            "demand",
+            "roll import",
+            f"{p.roll_import_s / 60:,.1f} min",
+            f"voters / {_num(r.roll_import_rows_s)} rows/s [{r.source('roll_import_rows_s')}]",
+        ),
         PlanRow(
             "demand",
             "ballots",
@@ -513,28 +523,28 @@ def format_table(plans: dict[str, Plan], *, markdown: bool = False) -> str:
     return "\n".join(lines)
 
 
-# Lenient matching of bench rows: (field, file name patterns, metric pattern, unit pattern).
+# Lenient matching of bench rows, most specific first; the first match of a field wins:
+# (field, file name pattern, metric pattern, unit pattern).
 _BENCH_PATTERNS: list[tuple[str, str, str, str]] = [
+    # the whole write path per server core (signature, proofs, group commit, HTTP)
+    ("verified_ballots_per_core_s", r"ingest|pipeline", r".", r"ballots?/s/core"),
     (
         "verified_ballots_per_core_s",
         r"ingest|pipeline",
-        r"(per.?core|one core|1 core|ingest|pipeline|verified|accepted)",
+        r"per.?(server.)?core|one core",
         r"ballots?/s",
     ),
-    (
-        "verified_ballots_per_core_s",
-        r"crypto",
-        r"(ballot).*(verif|check)|verif.*ballot",
-        r"ballots?/s|/s",
-    ),
-    ("reads_per_core_s", r".*", r"(read|status|proof|get)", r"req(uest)?s?/s"),
+    # else the bare verification of the protocol's default yes/no ballot
+    ("verified_ballots_per_core_s", r"crypto", r"verif.*yes/no|verif.*ballot", r"ballots?/s"),
+    ("reads_per_core_s", r".", r"(read|status|proof|checkpoint)", r"req(uest)?s?/s"),
     (
         "batcher_ballots_s",
-        r"log|batcher",
-        r"(seal|sequenc|batcher|block|ballots)",
+        r"log|batcher|seal",
+        r"(seal|sequenc|batcher|block)",
         r"(ballots?|leaves|rows)/s",
     ),
-    ("db_rows_per_core_s", r"roll|ingest|db", r"(insert|copy|unnest|rows|import)", r"rows/s"),
+    ("db_rows_per_core_s", r".", r"(insert|copy|unnest|group.?commit)", r"rows/s"),
+    ("roll_import_rows_s", r"roll", r"import", r"rows/s"),
 ]
 
 
@@ -601,6 +611,7 @@ def measured_rates(results_dir: Path, base: Rates = DEFAULT_RATES) -> tuple[Rate
         "batcher_ballots_s",
         "db_rows_per_core_s",
         "locust_requests_per_process_s",
+        "roll_import_rows_s",
     ):
         if name in found:
             notes.append(f"{name} = {found[name]:,.0f} from {sources[name]}")

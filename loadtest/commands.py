@@ -53,6 +53,7 @@ def loadtest() -> None:
     show_default=True,
     help="Where measured per-core figures are read from.",
 )
+@click.option("--defaults", is_flag=True, help="Ignore bench results: DESIGN.md figures only.")
 @click.option("--markdown", is_flag=True, help="Print a Markdown table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plans as JSON.")
 def size(
@@ -69,6 +70,7 @@ def size(
     cores_per_pod: int,
     body_bytes: int | None,
     bench_dir: Path,
+    defaults: bool,
     markdown: bool,
     as_json: bool,
 ) -> None:
@@ -76,6 +78,7 @@ def size(
     from dataclasses import replace
 
     from loadtest.capacity import (
+        DEFAULT_RATES,
         Demand,
         Deployment,
         format_table,
@@ -84,7 +87,10 @@ def size(
         province_scenarios,
     )
 
-    rates, notes = measured_rates(bench_dir)
+    if defaults:
+        rates, notes = DEFAULT_RATES, ["every rate: default (DESIGN.md), bench results ignored"]
+    else:
+        rates, notes = measured_rates(bench_dir)
     if per_core_rate is not None:
         rates = replace(
             rates,
@@ -419,6 +425,8 @@ def rehearsal(
     click.echo(f"voters {result.voters:,}; ballots stored {result.ballots_stored:,}")
     click.echo(f"expected tally  {result.expected_tally}")
     click.echo(f"decrypted tally {result.decrypted_tally}")
+    verdict = {True: "yes", False: "NO", None: "not checked (not every pooled ballot was cast)"}
+    click.echo(f"tally matches the pool's prediction: {verdict[result.tally_matches]}")
     for note in result.skipped:
         click.echo(f"skipped: {note}")
     (report_dir / "rehearsal.txt").write_text(

@@ -32,7 +32,7 @@ from typing import Any
 import aiohttp
 
 from loadtest.pool import BallotPool, generate_pool
-from loadtest.report import Objectives
+from loadtest.report import Objectives, load_samples
 from loadtest.runner import LoadConfig, PhaseTimer, run_load
 from referendum_core.elgamal import Ciphertext
 from referendum_core.group import Point, scalar_from_bytes
@@ -224,6 +224,24 @@ async def rehearse(
             result.extrapolations.append(extrapolate(name, pool.meta.voters, seconds))
         elif name.startswith("ballot pool"):
             result.extrapolations.append(extrapolate(name, everything, seconds))
-        elif name == "ballots under load":
-            result.extrapolations.append(extrapolate(name, result.ballots_stored, seconds))
+    window = _active_window(load_samples(report_dir / "samples.jsonl"))
+    if window is not None:
+        stored, seconds = window
+        result.extrapolations.append(extrapolate("ballots (sustained, database)", stored, seconds))
     return result
+
+
+def _active_window(samples: list[dict[str, Any]]) -> tuple[int, float] | None:
+    """(ballots, seconds) from the first sample with ballots to the first with them all.
+
+    Leaves out Locust's start-up and the idle tail, so the rate is what the servers sustained.
+    """
+    rows = [s for s in samples if isinstance(s.get("ballots"), int)]
+    if not rows:
+        return None
+    final = rows[-1]["ballots"]
+    started = next((s for s in rows if s["ballots"] > 0), None)
+    done = next((s for s in rows if s["ballots"] >= final), None)
+    if started is None or done is None or done["t"] <= started["t"]:
+        return None
+    return final - started["ballots"], float(done["t"] - started["t"])

@@ -51,6 +51,7 @@ __all__ = [
     "LoadConfig",
     "LocustOutcome",
     "PhaseTimer",
+    "demo_load",
     "free_port",
     "run_load",
     "run_locust",
@@ -535,6 +536,11 @@ class LoadConfig:
 def ensure_pool(config: LoadConfig, timer: PhaseTimer) -> BallotPool:
     """The configured pool, or a pool of ``config.voters`` cached under data/loadtest."""
     folder = config.pool_dir or Path("data/loadtest") / f"pool-{config.voters}"
+    if (folder / "meta.json").exists() and config.pool_dir is None:
+        try:
+            BallotPool(folder)
+        except (ValueError, TypeError):  # a cached pool of an older format: make it again
+            (folder / "meta.json").unlink()
     if not (folder / "meta.json").exists():
         with timer.phase(f"ballot pool ({config.voters:,} voters)"):
             meta = generate_pool(folder, config.voters, revote_ratio=0.02)
@@ -733,3 +739,39 @@ async def run_small_load(
         )
     result = build_report(outcome.csv_prefix, out_dir, title="Demo load", objectives=objectives)
     return result.summary
+
+
+async def demo_load(
+    base_url: str,
+    api_key: str,
+    *,
+    voters: int = 10_000,
+    duration_s: float = 30.0,
+    users: int = 20,
+    out_dir: Path = Path("reports/demo-load"),
+) -> Summary:
+    """For ``referendum demo``: a fresh pool under a new referendum id, set up, loaded, reported.
+
+    Needs servers (and a batcher) already running on ``base_url`` and an operator key. The
+    pool's referendum id is new each time, so the demo can run again on the same database.
+    """
+    rid = f"load-{secrets.token_hex(4)}"
+    timer = PhaseTimer()
+    with timer.phase(f"ballot pool ({voters:,} voters)"):
+        meta = generate_pool(out_dir / "pool", voters, referendum_id=rid, revote_ratio=0.0)
+    print(f"pool: {meta.ballots_per_s:,.0f} ballots/s on {meta.processes} processes")
+    pool = BallotPool(out_dir / "pool")
+    await setup_referendum(base_url, api_key, pool, timer=timer)
+    with timer.phase("ballots under load"):
+        summary = await run_small_load(
+            base_url,
+            pool,
+            duration_s,
+            users,
+            api_key=api_key,
+            out_dir=out_dir,
+            user_classes=("Voter", "Auditor", "Operator"),
+        )
+    print(timer.table())
+    print(f"report: {out_dir / 'report.html'}")
+    return summary

@@ -25,9 +25,10 @@ The JSON body the server accepts holds the same fields as lowercase hex strings:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -35,10 +36,10 @@ from typing import Any
 from nacl.bindings import crypto_sign_open
 from nacl.exceptions import CryptoError
 
-from referendum_core.elgamal import CIPHERTEXT_BYTES, Ciphertext
+from referendum_core.elgamal import CIPHERTEXT_BYTES, Ciphertext, aggregate_encoded
 from referendum_core.errors import BallotError, EncodingError, InvalidPoint, SignatureError
-from referendum_core.group import GENERATOR, Point, decode_key, transcript
-from referendum_core.proofs import DisjunctiveProof, verify_disjunctive
+from referendum_core.group import GENERATOR, IDENTITY, Point, decode_key, transcript
+from referendum_core.proofs import DisjunctiveProof, verify_disjunctive, verify_zero_one
 
 __all__ = [
     "MAGIC",
@@ -59,6 +60,7 @@ __all__ = [
     "decode_canonical",
     "encode_body",
     "plan",
+    "tally",
     "verify_ballot",
     "verify_canonical",
     "verify_record",
@@ -131,14 +133,31 @@ class VerifiedBallot:
     ciphertexts: tuple[Ciphertext, ...]
 
 
-@lru_cache(maxsize=256)
 def plan(spec: BallotSpec) -> BallotPlan:
-    """Validate ``spec`` and derive the ballot shape it implies (cached).
+    """Validate ``spec`` and derive the ballot shape it implies (cached per spec).
+
+    A spec built with a list of options is accepted as if it held a tuple.
 
     Raises:
         BallotError: the spec itself is inconsistent (check ``"spec"``).
         InvalidPoint: the election key is not a canonical compressed point.
     """
+    if not isinstance(spec.options, tuple):
+        if not isinstance(spec.options, list | tuple):
+            raise BallotError("options must be a sequence of names", check="spec")
+        spec = dataclasses.replace(spec, options=tuple(spec.options))
+    if not (
+        isinstance(spec.referendum_id, str)
+        and isinstance(spec.election_public_key, bytes)
+        and type(spec.min_selections) is int
+        and type(spec.max_selections) is int
+    ):
+        raise BallotError("spec fields have the wrong types", check="spec")
+    return _plan(spec)
+
+
+@lru_cache(maxsize=256)
+def _plan(spec: BallotSpec) -> BallotPlan:
     k = len(spec.options)
     if not 1 <= k <= MAX_OPTIONS:
         raise BallotError(f"a referendum needs 1..{MAX_OPTIONS} options", check="spec")
@@ -146,9 +165,11 @@ def plan(spec: BallotSpec) -> BallotPlan:
     if not (0 <= lo <= hi <= k and hi >= 1):
         raise BallotError("selection bounds must satisfy 0 <= min <= max <= k, max >= 1",
                           check="spec")
-    rid = spec.referendum_id.encode()
-    if not 1 <= len(rid) <= MAX_ID_BYTES:
-        raise BallotError("referendum id must be 1..255 UTF-8 bytes", check="spec")
+    try:
+        _id_bytes(spec.referendum_id, "referendum")
+    except EncodingError as exc:
+        raise BallotError("referendum id must be 1..255 printable UTF-8 bytes",
+                          check="spec") from exc
     pk = decode_key(spec.election_public_key)
     implied = spec.imply_last and lo == hi == 1 and k >= 2
     explicit = k - 1 if implied else k
@@ -203,6 +224,8 @@ def decode_canonical(canonical: bytes) -> BallotRecord:
     Raises:
         EncodingError: anything but exactly one well-formed canonical ballot.
     """
+    if not isinstance(canonical, bytes | bytearray | memoryview):
+        raise EncodingError("canonical ballot must be bytes", check="body")
     data = bytes(canonical)
     try:
         if data[:5] != MAGIC:
@@ -407,8 +430,8 @@ def verify_record(
     context = ballot_context(spec, record.voter_id, voter_public_key, record.ciphertexts)
     for i, ct in enumerate(cts):
         proof = DisjunctiveProof.from_bytes(record.proofs[i], 2, check=f"option[{i}].proof")
-        verify_disjunctive(TAG_PROOF01, context, struct.pack(">I", i), pk, ct, 0, 1, proof,
-                           check=f"option[{i}].proof")
+        verify_zero_one(TAG_PROOF01, context, struct.pack(">I", i), pk, ct, proof,
+                        check=f"option[{i}].proof")
     total: Ciphertext | None = None
     if shape.sum_range is not None or shape.implied:
         total = Ciphertext(Point.sum(c.a for c in cts), Point.sum(c.b for c in cts))
@@ -429,3 +452,46 @@ def verify_record(
         hash=hashlib.sha256(canonical).digest(),
         ciphertexts=tuple(cts),
     )
+
+
+def tally(spec: BallotSpec, canonical_ballots: Iterable[bytes], *, chunk: int = 100_000
+          ) -> tuple[Ciphertext, ...]:
+    """The encrypted per-option tally of counted ballots, one ciphertext per option.
+
+    Requires ballots already verified (one per counted voter, e.g. the last valid ballot of
+    each); this only parses their ciphertexts and sums them, ``chunk`` ballots at a time. An
+    implied last option's tally is ``(−ΣA, N·G − ΣB)`` over the other options' sums of ``N``
+    ballots. No ballots: every option's tally is the identity.
+
+    Raises:
+        EncodingError / InvalidPoint: a ballot that does not parse.
+        BallotError: a ballot of another referendum or shape.
+    """
+    shape = plan(spec)
+    sums = [Ciphertext(IDENTITY, IDENTITY) for _ in range(shape.explicit)]
+    columns: list[list[bytes]] = [[] for _ in range(shape.explicit)]
+    count = 0
+
+    def flush() -> None:
+        for i, column in enumerate(columns):
+            part = aggregate_encoded(column)
+            sums[i] = Ciphertext(Point.sum((sums[i].a, part.a)), Point.sum((sums[i].b, part.b)))
+            column.clear()
+
+    for data in canonical_ballots:
+        record = decode_canonical(data)
+        if record.referendum_id != spec.referendum_id or len(record.ciphertexts) != (
+            shape.explicit
+        ):
+            raise BallotError("ballot does not belong to this tally", check="tally")
+        for i, ct in enumerate(record.ciphertexts):
+            columns[i].append(ct)
+        count += 1
+        if len(columns[0]) >= chunk:
+            flush()
+    flush()
+    if shape.implied:
+        total_a = Point.sum(c.a for c in sums)
+        total_b = Point.sum(c.b for c in sums)
+        sums.append(Ciphertext(-total_a, Point.sum((Point.base_mul(count), -total_b))))
+    return tuple(sums)

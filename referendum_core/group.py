@@ -45,6 +45,7 @@ __all__ = [
     "IDENTITY",
     "ORDER",
     "Point",
+    "chaum_pedersen_commitments",
     "decode_key",
     "hash_to_scalar",
     "random_scalar",
@@ -52,6 +53,7 @@ __all__ = [
     "scalar_to_bytes",
     "seeded_scalars",
     "transcript",
+    "zero_one_commitments",
 ]
 
 #: Order n of the secp256k1 group (prime).
@@ -310,8 +312,104 @@ class Point:
         return f"Point({self.to_compressed().hex()})"
 
 
+def _ser33(raw: Any) -> bytes:
+    out = _new("unsigned char[33]")
+    size = _new("size_t *", 33)
+    _serialize(_CTX, out, size, raw, _COMPRESSED)
+    return bytes(ffi.buffer(out, 33))
+
+
+def chaum_pedersen_commitments(
+    a: Point, b: Point, base: Point, c: int, s: int
+) -> tuple[bytes, bytes]:
+    """Compressed encodings of ``s·G − c·a`` and ``s·base − c·b``.
+
+    The verifier's recomputation of a Chaum–Pedersen commitment pair, in four library calls
+    (one recovery-based double multiplication, two ``tweak_mul``, one ``combine``) when every
+    input is a non-identity point and ``c, s`` are non-zero; otherwise by the general path.
+    Requires ``0 <= c, s < ORDER``. Identity results encode as 33 zero bytes.
+    """
+    if a._raw is not None and b._raw is not None and base._raw is not None and c and s:
+        enc = a.to_uncompressed()
+        r = int.from_bytes(enc[1:33], "big")
+        if r < ORDER:
+            neg_c = ORDER - c
+            sig = _new(_SIG)
+            _sig_parse(_CTX, sig, enc[1:33] + (neg_c * r % ORDER).to_bytes(32, "big"),
+                       enc[64] & 1)
+            first = _new(_PUBKEY)
+            first_ok = _recover(_CTX, first, sig, (ORDER - s * r % ORDER).to_bytes(32, "big"))
+            left = _new(_PUBKEY, base._raw[0])
+            _tweak_mul(_CTX, left, s.to_bytes(32, "big"))
+            right = _new(_PUBKEY, b._raw[0])
+            _tweak_mul(_CTX, right, neg_c.to_bytes(32, "big"))
+            second = _new(_PUBKEY)
+            second_ok = _combine(_CTX, second, [left, right], 2)
+            return (
+                _ser33(first) if first_ok else _ZERO33,
+                _ser33(second) if second_ok else _ZERO33,
+            )
+    return (
+        a.lincomb_base(ORDER - c, s).to_compressed(),
+        Point.sum((base * s, b * (ORDER - c))).to_compressed(),
+    )
+
+
+def zero_one_commitments(
+    a: Point, b: Point, base: Point, c0: int, c1: int, s0: int, s1: int
+) -> list[bytes]:
+    """The four recomputed commitments of a 0/1 proof on ``(a, b)`` under key ``base``.
+
+    ``[s0·G − c0·a, s0·base − c0·b, s1·G − c1·a, s1·base − c1·(b − G)]``, compressed. Same
+    result as four :func:`chaum_pedersen_commitments` halves, fused into one run of library
+    calls because this is the hottest loop of ballot verification. Requires scalars ``< n``.
+    """
+    enc = a.to_uncompressed()
+    r = int.from_bytes(enc[1:33], "big")
+    if (
+        a._raw is None or b._raw is None or base._raw is None
+        or not (c0 and c1 and s0 and s1) or r >= ORDER
+    ):
+        b1 = Point.sum((b, _MINUS_G))
+        return [*chaum_pedersen_commitments(a, b, base, c0, s0),
+                *chaum_pedersen_commitments(a, b1, base, c1, s1)]
+    ctx = _CTX
+    x = enc[1:33]
+    parity = enc[64] & 1
+    pts = _new("secp256k1_pubkey[7]")
+    sig = _new(_SIG)
+    out = _new("unsigned char[132]")
+    size = _new("size_t *")
+    ok = [0, 0, 0, 0]
+    # a_j = s_j·G − c_j·a by ECDSA recovery (see Point.lincomb_base)
+    _sig_parse(ctx, sig, x + ((ORDER - c0) * r % ORDER).to_bytes(32, "big"), parity)
+    ok[0] = _recover(ctx, pts + 0, sig, (ORDER - s0 * r % ORDER).to_bytes(32, "big"))
+    _sig_parse(ctx, sig, x + ((ORDER - c1) * r % ORDER).to_bytes(32, "big"), parity)
+    ok[2] = _recover(ctx, pts + 1, sig, (ORDER - s1 * r % ORDER).to_bytes(32, "big"))
+    # b_0 = s0·PK − c0·b ;  b_1 = s1·PK − c1·(b − G)
+    pts[2] = base._raw[0]
+    _tweak_mul(ctx, pts + 2, s0.to_bytes(32, "big"))
+    pts[3] = b._raw[0]
+    _tweak_mul(ctx, pts + 3, (ORDER - c0).to_bytes(32, "big"))
+    ok[1] = _combine(ctx, pts + 4, [pts + 2, pts + 3], 2)
+    if not _combine(ctx, pts + 5, [b._raw, _MINUS_G._raw], 2):  # b == G
+        return [*chaum_pedersen_commitments(a, b, base, c0, s0),
+                *chaum_pedersen_commitments(a, IDENTITY, base, c1, s1)]
+    pts[2] = base._raw[0]
+    _tweak_mul(ctx, pts + 2, s1.to_bytes(32, "big"))
+    _tweak_mul(ctx, pts + 5, (ORDER - c1).to_bytes(32, "big"))
+    ok[3] = _combine(ctx, pts + 6, [pts + 2, pts + 5], 2)
+    for slot, (index, good) in enumerate(zip((0, 4, 1, 6), ok, strict=True)):
+        if good:
+            size[0] = 33
+            _serialize(ctx, out + 33 * slot, size, pts + index, _COMPRESSED)
+    raw = bytes(ffi.buffer(out, 132))
+    return [raw[0:33], raw[33:66], raw[66:99], raw[99:132]]
+
+
 IDENTITY = Point(None, _ZERO65)
 GENERATOR = Point.base_mul(1)
+_MINUS_G = -GENERATOR
 
 
 @lru_cache(maxsize=64)

@@ -27,10 +27,12 @@ from referendum_core.errors import EncodingError, ProofError
 from referendum_core.group import (
     ORDER,
     Point,
+    chaum_pedersen_commitments,
     hash_to_scalar,
     random_scalar,
     scalar_from_bytes,
     scalar_to_bytes,
+    zero_one_commitments,
 )
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "prove_dleq",
     "verify_disjunctive",
     "verify_dleq",
+    "verify_zero_one",
 ]
 
 #: A source of uniformly random non-zero scalars (tests pass a seeded one).
@@ -178,10 +181,9 @@ def verify_disjunctive(
     """
     commitments: list[bytes] = []
     for i, v in enumerate(range(lo, hi + 1)):
-        c_v, s_v = proof.challenges[i], proof.responses[i]
-        a = ct.a.lincomb_base(ORDER - c_v, s_v)
-        b = Point.sum((public_key * s_v, _shifted(ct.b, v) * (ORDER - c_v)))
-        commitments += (a.to_compressed(), b.to_compressed())
+        commitments += chaum_pedersen_commitments(
+            ct.a, _shifted(ct.b, v), public_key, proof.challenges[i], proof.responses[i]
+        )
     c = hash_to_scalar(
         tag,
         context,
@@ -191,6 +193,35 @@ def verify_disjunctive(
         *commitments,
     )
     if sum(proof.challenges) % ORDER != c:
+        raise ProofError("proof does not verify", check=check)
+
+
+def verify_zero_one(
+    tag: bytes,
+    context: bytes,
+    label: bytes,
+    public_key: Point,
+    ct: Ciphertext,
+    proof: DisjunctiveProof,
+    *,
+    check: str = "proof",
+) -> None:
+    """:func:`verify_disjunctive` for ``[0, 1]``, on the fused fast path.
+
+    Raises:
+        ProofError: the proof does not verify.
+    """
+    (c0, c1), (s0, s1) = proof.challenges, proof.responses
+    commitments = zero_one_commitments(ct.a, ct.b, public_key, c0, c1, s0, s1)
+    c = hash_to_scalar(
+        tag,
+        context,
+        _label_range(label, 0, 1),
+        ct.a.to_uncompressed(),
+        ct.b.to_uncompressed(),
+        *commitments,
+    )
+    if (c0 + c1) % ORDER != c:
         raise ProofError("proof does not verify", check=check)
 
 
@@ -206,7 +237,7 @@ def prove_dleq(
     """Prove ``big_x = x·G`` and ``d = x·base`` without revealing ``x``."""
     u = rng()
     t1, t2 = Point.base_mul(u), base * u
-    c = _dleq_challenge(tag, context, big_x, base, d, t1, t2)
+    c = _dleq_challenge(tag, context, big_x, base, d, t1.to_compressed(), t2.to_compressed())
     return DleqProof(c, (u + c * x) % ORDER)
 
 
@@ -221,21 +252,15 @@ def verify_dleq(
     check: str = "proof",
 ) -> None:
     """Check ``log_G big_x = log_base d``. Raises ProofError if the proof fails."""
-    t1 = big_x.lincomb_base(ORDER - proof.c, proof.s)
-    t2 = Point.sum((base * proof.s, d * (ORDER - proof.c)))
+    t1, t2 = chaum_pedersen_commitments(big_x, d, base, proof.c, proof.s)
     if _dleq_challenge(tag, context, big_x, base, d, t1, t2) != proof.c:
         raise ProofError("equality-of-logarithms proof does not verify", check=check)
 
 
 def _dleq_challenge(
-    tag: bytes, context: Sequence[bytes], big_x: Point, base: Point, d: Point, t1: Point, t2: Point
+    tag: bytes, context: Sequence[bytes], big_x: Point, base: Point, d: Point, t1: bytes,
+    t2: bytes
 ) -> int:
     return hash_to_scalar(
-        tag,
-        *context,
-        big_x.to_compressed(),
-        base.to_compressed(),
-        d.to_compressed(),
-        t1.to_compressed(),
-        t2.to_compressed(),
+        tag, *context, big_x.to_compressed(), base.to_compressed(), d.to_compressed(), t1, t2
     )

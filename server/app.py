@@ -94,7 +94,7 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
     Raises UnsupportedMediaType unless the Content-Type is JSON, PayloadTooLarge over the
     app's body limit, BadRequest for malformed JSON or a non-object.
     """
-    if request.content_type not in ("application/json", "application/merge-patch+json"):
+    if request.content_type != "application/json":
         raise UnsupportedMediaType(
             f"expected Content-Type application/json, got {request.content_type!r}"
         )

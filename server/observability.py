@@ -77,8 +77,10 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # aiohttp's access log is replaced by the metrics; keep its warnings
+    # aiohttp's access log is replaced by the metrics, and the embedded database narrates
+    # every command it runs: keep their warnings only
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("pgserver").setLevel(max(level, logging.WARNING))
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -11,6 +11,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
+import structlog
 from aiohttp import web
 
 from server import referendums, roll
@@ -22,6 +23,8 @@ from server.errors import NotFound, PayloadTooLarge, UnsupportedMediaType
 from server.observability import ROLL_ROWS_IMPORTED
 
 __all__ = ["ROLL_EXECUTOR_KEY", "setup"]
+
+log = structlog.get_logger("server.operator_api")
 
 ROLL_EXECUTOR_KEY = web.AppKey("roll_executor", ThreadPoolExecutor)
 _READ_CHUNK = 1 << 20
@@ -94,6 +97,7 @@ async def put_roll(request: web.Request) -> web.Response:
         )  # fmt: skip
         await record_action(conn, actor, "roll.import", rid, {"format": fmt, **result})
     ROLL_ROWS_IMPORTED.inc(result["imported"])
+    log.info("roll_imported", referendum=rid, actor=actor, format=fmt, **result)
     return json_response(result)
 
 
@@ -104,6 +108,7 @@ def _transition_handler(action: str) -> Callable[[web.Request], Awaitable[web.Re
         actor = await authenticate(request)
         async with acquire(request.app[POOL_KEY]) as conn:
             ref = await referendums.transition(conn, request.match_info["rid"], to_state, actor)
+        log.info("referendum_state", referendum=ref.id, actor=actor, state=ref.state)
         return json_response(ref.to_json())
 
     handler.__name__ = f"{action}_referendum"

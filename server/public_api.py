@@ -11,8 +11,9 @@ Routes (all ``GET``)::
 
 Proofs are assembled from stored nodes, never by recomputing the tree: Merkle nodes of level
 ≥ :data:`STORED_NODE_MIN_LEVEL` come from ``log_nodes`` (written by the batcher); those below
-are recomputed from the ≤ 16 ballot bodies of their aligned chunk. One proof costs two
-queries: the ballot and checkpoint lookup, then O(log n) node rows and ≤ 2 chunks of bodies.
+are recomputed from the ≤ 16 ballot bodies of their aligned chunk. An inclusion proof is one
+round trip (the SQL function ``log_inclusion_rows``): O(log n) node rows and ≤ 2 chunks of
+bodies. See ``docs/log.md`` §7.
 """
 
 from __future__ import annotations
@@ -75,27 +76,6 @@ _BLOCK_BALLOTS = """
 SELECT log_index, ballot_hash, body, voter_id FROM ballots
 WHERE referendum_id = $1 AND log_index > $2 AND log_index < $3
 ORDER BY log_index LIMIT $4
-"""
-
-# The ballot and the checkpoint to prove against: the latest block, or the first block of a
-# given tree size (an empty final block may repeat its predecessor's size).
-_INCLUSION_LATEST = """
-SELECT r.id AS known, b.log_index, b.body, k.tree_size, k.checkpoint
-FROM referendums AS r
-LEFT JOIN ballots AS b ON b.referendum_id = r.id AND b.ballot_hash = $2
-LEFT JOIN LATERAL (SELECT tree_size, checkpoint FROM blocks
-                   WHERE referendum_id = r.id ORDER BY height DESC LIMIT 1) AS k ON true
-WHERE r.id = $1
-"""
-
-_INCLUSION_AT = """
-SELECT r.id AS known, b.log_index, b.body, k.tree_size, k.checkpoint
-FROM referendums AS r
-LEFT JOIN ballots AS b ON b.referendum_id = r.id AND b.ballot_hash = $2
-LEFT JOIN LATERAL (SELECT tree_size, checkpoint FROM blocks
-                   WHERE referendum_id = r.id AND tree_size = $3
-                   ORDER BY height LIMIT 1) AS k ON true
-WHERE r.id = $1
 """
 
 # Stored nodes (level >= 4) and the ballot bodies of the chunks below them, in one round trip.
@@ -315,40 +295,52 @@ async def block_ballots(request: web.Request) -> web.Response:
 
 
 async def inclusion(request: web.Request) -> web.Response:
-    """The inclusion proof bundle of a ballot against the latest or a given checkpoint."""
+    """The inclusion proof bundle of a ballot against the latest or a given checkpoint.
+
+    One round trip: ``log_inclusion_rows`` (migration 021) finds the ballot and the
+    checkpoint and returns the rows the proof needs.
+    """
     rid = request.match_info["rid"]
     ballot_hash = _ballot_hash(request.match_info["ballot_hash"])
     size_text = request.query.get("tree_size")
+    wanted = None if size_text is None else _integer(size_text, "tree_size", minimum=1)
     async with acquire(request.app[POOL_KEY]) as conn:
-        if size_text is None:
-            row = await conn.fetchrow(_INCLUSION_LATEST, rid, ballot_hash)
-        else:
-            size = _integer(size_text, "tree_size", minimum=1)
-            row = await conn.fetchrow(_INCLUSION_AT, rid, ballot_hash, size)
-    if row is None:
+        rows = await conn.fetch(
+            "SELECT * FROM log_inclusion_rows($1, $2, $3)", rid, ballot_hash, wanted
+        )
+    if not rows:
         raise _unknown(rid)
-    if row["tree_size"] is None:
-        if size_text is not None:
+    _, index, size, body, note = rows[0]
+    if size is None:
+        if wanted is not None:
             raise BadRequest(
-                f"no checkpoint of tree size {size_text}", slug="bad-parameter", field="tree_size"
+                f"no checkpoint of tree size {wanted}", slug="bad-parameter", field="tree_size"
             )
         raise NotFound("the log is empty", slug="not-sequenced")
-    size = row["tree_size"]
-    index = row["log_index"]
     if index is None or index >= size:
         raise NotFound(
             f"ballot {ballot_hash.hex()} is not in the log at tree size {size}",
             slug="not-sequenced",
         )
-    proof = await _proof(request, rid, inclusion_proof_nodes(index, size), size)
-    body = {
+    plan = inclusion_proof_nodes(index, size)
+    hashes: dict[tuple[int, int], bytes] = {}
+    leaves: dict[int, bytes] = {}
+    sha = hashlib.sha256
+    for kind, a, b, data, _ in rows[1:]:
+        if kind == 1:
+            hashes[(a, b)] = data
+        else:
+            leaves[a] = sha(b"\x00" + data).digest()
+    _chunk_nodes(leaves, hashes)
+    proof = [h.hex() for h in proof_from_node_hashes(plan, hashes)]
+    result = {
         "leaf_index": index,
         "tree_size": size,
         "proof": proof,
-        "checkpoint": row["checkpoint"],
-        "body": bytes(row["body"]).hex(),
+        "checkpoint": note,
+        "body": bytes(body).hex(),
     }
-    return _cached(request, body, _LATEST if size_text is None else _IMMUTABLE)
+    return _cached(request, result, _LATEST if wanted is None else _IMMUTABLE)
 
 
 async def consistency(request: web.Request) -> web.Response:

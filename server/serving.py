@@ -81,6 +81,9 @@ def run_servers(settings: Settings) -> None:
                     time.sleep(_RESTART_BACKOFF_S)
                     workers[index] = start(index)
         log.info("servers_stopping", workers=count)
+        for worker in workers:  # again: one may have been restarted while the signal came
+            if worker.pid is not None and worker.exitcode is None:
+                os.kill(worker.pid, signal.SIGTERM)
         deadline = time.monotonic() + _KILL_AFTER_S
         for worker in workers:
             worker.join(max(0.0, deadline - time.monotonic()))
@@ -88,10 +91,13 @@ def run_servers(settings: Settings) -> None:
                 log.error("server_killed", pid=worker.pid)
                 worker.kill()
                 worker.join()
-        log.info("servers_stopped", exitcodes=[w.exitcode for w in workers])
+        exitcodes = [w.exitcode for w in workers]
+        log.info("servers_stopped", exitcodes=exitcodes)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if any(code != 0 for code in exitcodes):
+        raise SystemExit(1)  # a worker did not stop cleanly: say so to the process manager
 
 
 def serve_worker(settings: Settings, database_url: str, index: int) -> None:

@@ -7,6 +7,7 @@ database alone with the pure core, the way an auditor would.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import sys
@@ -23,12 +24,14 @@ from server.keys import load_or_create_key
 
 __all__ = [
     "LOG_ORIGIN",
+    "batcher_env",
     "create_referendum",
     "insert_ballots",
     "make_signer",
     "random_body",
     "referendum_cli",
     "set_state",
+    "start_batcher",
     "verify_log",
 ]
 
@@ -45,6 +48,33 @@ def make_signer(folder: Path) -> tuple[LogSigner, Path]:
 def referendum_cli() -> str:
     """The ``referendum`` entry point of this virtualenv."""
     return str(Path(sys.executable).parent / "referendum")
+
+
+def batcher_env(database_url: str, key_file: Path, folder: Path) -> dict[str, str]:
+    """Environment of a batcher subprocess: small, frequent blocks so kills land mid-round."""
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REFERENDUM_LOG_KEY_FILE": str(key_file),
+        "REFERENDUM_LOG_ORIGIN": "test.example/log",
+        "REFERENDUM_DATA_DIR": str(folder),
+        "REFERENDUM_BLOCK_MAX_BALLOTS": "300",
+        "REFERENDUM_BLOCK_MAX_MS": "20",
+        "REFERENDUM_LOG_LEVEL": "warning",
+    }
+
+
+async def start_batcher(env: dict[str, str], rid: str) -> asyncio.subprocess.Process:
+    """``referendum batcher --referendum RID`` as a subprocess."""
+    return await asyncio.create_subprocess_exec(
+        referendum_cli(),
+        "batcher",
+        "--referendum",
+        rid,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
 
 
 def random_body(size: int = 300) -> bytes:

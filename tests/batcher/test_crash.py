@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
 from pathlib import Path
@@ -12,44 +11,18 @@ import asyncpg
 import pytest
 
 from tests.batcher import (
+    batcher_env,
     create_referendum,
     insert_ballots,
     make_signer,
-    referendum_cli,
     set_state,
+    start_batcher,
     verify_log,
 )
 
 RID = "r-crash"
 KILLS = 50
 SEED = 20261120
-
-
-def batcher_env(database_url: str, key_file: Path, folder: Path) -> dict[str, str]:
-    """Environment of a batcher subprocess: small, frequent blocks so kills land mid-round."""
-    return {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "REFERENDUM_LOG_KEY_FILE": str(key_file),
-        "REFERENDUM_LOG_ORIGIN": "test.example/log",
-        "REFERENDUM_DATA_DIR": str(folder),
-        "REFERENDUM_BLOCK_MAX_BALLOTS": "300",
-        "REFERENDUM_BLOCK_MAX_MS": "20",
-        "REFERENDUM_LOG_LEVEL": "warning",
-    }
-
-
-async def start_batcher(env: dict[str, str]) -> asyncio.subprocess.Process:
-    """``referendum batcher --referendum RID`` as a subprocess."""
-    return await asyncio.create_subprocess_exec(
-        referendum_cli(),
-        "batcher",
-        "--referendum",
-        RID,
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
 
 
 async def ingest(database_url: str, stop: asyncio.Event, rng: random.Random) -> int:
@@ -81,7 +54,7 @@ async def test_sigkill_at_random_points_loses_nothing(database_url: str, tmp_pat
         inserter = asyncio.create_task(ingest(database_url, stop, random.Random(SEED + 1)))
         heights: list[int] = []
         for _ in range(KILLS):
-            process = await start_batcher(env)
+            process = await start_batcher(env, RID)
             # start-up takes ~0.5 s; kill anywhere from before the first round to many rounds in
             await asyncio.sleep(rng.uniform(0.4, 1.6))
             assert process.returncode is None, "the batcher exited on its own"
@@ -94,7 +67,7 @@ async def test_sigkill_at_random_points_loses_nothing(database_url: str, tmp_pat
 
         # closing the referendum makes one last batcher seal everything and exit by itself
         await set_state(conn, RID, "closed")
-        process = await start_batcher(env)
+        process = await start_batcher(env, RID)
         assert await asyncio.wait_for(process.wait(), timeout=60) == 0
         summary = await verify_log(conn, RID, signer.verifier_key(), expect_final=True)
         assert summary["ballots"] == inserted

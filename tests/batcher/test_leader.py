@@ -10,10 +10,16 @@ import asyncpg
 
 from batcher.service import ReferendumBatcher, seal_block
 from server.settings import Settings
-from tests.batcher import create_referendum, insert_ballots, make_signer, verify_log
-from tests.batcher.test_crash import batcher_env, start_batcher
+from tests.batcher import (
+    batcher_env,
+    create_referendum,
+    insert_ballots,
+    make_signer,
+    start_batcher,
+    verify_log,
+)
 
-RID = "r-crash"  # the id the crash test's subprocess helpers use
+RID = "r-leader"
 
 
 async def _wait_for(conn: asyncpg.Connection, query: str, timeout: float = 30.0) -> None:
@@ -102,9 +108,9 @@ async def test_standby_takes_over_after_sigkill(database_url: str, tmp_path: Pat
     try:
         await create_referendum(conn, RID)
         await insert_ballots(conn, RID, 10)
-        processes.append(await start_batcher(env))
+        processes.append(await start_batcher(env, RID))
         await _wait_for(conn, "SELECT count(*) = 10 FROM ballots WHERE log_index IS NOT NULL")
-        processes.append(await start_batcher(env))
+        processes.append(await start_batcher(env, RID))
         # the standby is up once it has a session polling for the lock
         await _wait_for(
             conn,

@@ -14,10 +14,12 @@ from referendum_core.group import (
     IDENTITY,
     ORDER,
     Point,
+    chaum_pedersen_commitments,
     hash_to_scalar,
     scalar_from_bytes,
     scalar_to_bytes,
     transcript,
+    zero_one_commitments,
 )
 
 scalars = st.integers(min_value=1, max_value=ORDER - 1)
@@ -110,7 +112,7 @@ def test_identity_encoding_only_where_allowed() -> None:
         b"\x06" + point_with_x(1)[1:],  # hybrid even prefix: valid in SEC1, not canonical here
         b"\x07" + point_with_x(1)[1:],
         b"\x04" + (1).to_bytes(32, "big") + (5).to_bytes(32, "big"),  # off the curve
-        point_with_x(1)[:33] + (int.from_bytes(point_with_x(1)[33:], "big") ^ 1).to_bytes(32, "big"),
+        point_with_x(1)[:64] + bytes([point_with_x(1)[64] ^ 1]),  # y flipped: off the curve
         b"\x04" + (FIELD_PRIME + 1).to_bytes(32, "big") + point_with_x(1)[33:],  # x >= p
     ],
 )
@@ -192,3 +194,43 @@ def test_aggregate_cancelling_to_identity() -> None:
     assert total.is_identity
     assert aggregate_encoded([ct.to_bytes(), neg.to_bytes()]).is_identity
     assert Ciphertext.from_bytes(bytes(130)).is_identity
+
+
+def _naive_zero_one(a: Point, b: Point, pk: Point, c0: int, c1: int, s0: int, s1: int
+                    ) -> list[bytes]:
+    b1 = b - GENERATOR
+    return [
+        (Point.base_mul(s0) - a * c0).to_compressed(),
+        (pk * s0 - b * c0).to_compressed(),
+        (Point.base_mul(s1) - a * c1).to_compressed(),
+        (pk * s1 - b1 * c1).to_compressed(),
+    ]
+
+
+@SETTINGS
+@given(scalars, scalars, scalars, st.lists(any_scalars, min_size=4, max_size=4))
+def test_fused_zero_one_commitments_match_separate_arithmetic(
+    ka: int, kb: int, kp: int, cs: list[int]
+) -> None:
+    """The fused 0/1 commitment computation equals plain multiplications and additions."""
+    a, b, pk = Point.base_mul(ka), Point.base_mul(kb), Point.base_mul(kp)
+    assert zero_one_commitments(a, b, pk, *cs) == _naive_zero_one(a, b, pk, *cs)
+    single = chaum_pedersen_commitments(a, b, pk, cs[0], cs[2])
+    assert list(single) == _naive_zero_one(a, b, pk, *cs)[:2]
+
+
+def test_fused_zero_one_commitments_edge_cases() -> None:
+    """Zero scalars, b = G, x(a) >= n and identity inputs all take a correct path."""
+    high = Point.decode_uncompressed(point_with_x(ORDER))
+    g, pk = GENERATOR, Point.base_mul(99)
+    cases = [
+        (g * 5, g * 7, pk, 0, 3, 4, 0),
+        (g * 5, GENERATOR, pk, 1, 2, 3, 4),
+        (high, g * 7, pk, 1, 2, 3, 4),
+        (g * 5, g * 5 * 99 + g, pk, 2, 3, 4, 5),
+    ]
+    for a, b, key, c0, c1, s0, s1 in cases:
+        assert zero_one_commitments(a, b, key, c0, c1, s0, s1) == _naive_zero_one(
+            a, b, key, c0, c1, s0, s1)
+    assert chaum_pedersen_commitments(IDENTITY, IDENTITY, pk, 3, 4) == (
+        Point.base_mul(4).to_compressed(), (pk * 4).to_compressed())

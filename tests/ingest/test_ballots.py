@@ -6,6 +6,7 @@ import base64
 import hashlib
 import io
 import logging
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -177,6 +178,11 @@ BAD_BALLOTS: dict[str, tuple[Callable[[Electorate], Any], int, str | None]] = {
         ),
         400,
         "ciphertexts.count",
+    ),
+    "proof too short": (
+        lambda e: {**e.ballot("v0"), "proofs": [e.ballot("v0")["proofs"][0][:-2]]},
+        400,
+        "proofs[0]",
     ),
     "unexpected sum proof": (
         lambda e: resign({**e.ballot("v0"), "sum_proof": "00" * 64}, e.secrets["v0"]),
@@ -368,3 +374,31 @@ async def test_no_log_line_or_metric_pairs_voter_with_ballot(
     for voter in ("v0", "v1", "v2"):
         assert f'"{voter}"' not in metrics
     assert orjson.dumps(ballots[0]).decode() not in text
+
+
+@pytest.mark.parametrize(
+    ("member", "value"),
+    [
+        ("ballot_hash", "00" * 32),
+        ("referendum", "ref-other"),
+        ("accepted_at", "2030-01-01T00:00:00.000000Z"),
+        ("merge_delay_ms", 999999),
+        ("type", "referendum-receipt/v2"),
+        ("key_id", "0000000000000000"),
+        ("signature", base64.b64encode(bytes(64)).decode()),
+    ],
+)
+def test_tampered_receipt_does_not_verify(member: str, value: Any) -> None:
+    """Changing any member of a receipt breaks its verification."""
+    from datetime import UTC, datetime
+
+    from server.keys import load_or_create_key
+    from server.receipts import InvalidReceipt, issue_receipt
+
+    key = load_or_create_key(None, Path(tempfile.mkdtemp()), "receipt")
+    raw = issue_receipt(key, "ref-r", bytes(range(32)), datetime.now(UTC), 2000)
+    assert verify_receipt(raw, key.public_key).ballot_hash == bytes(range(32))
+    fields = orjson.loads(raw)
+    fields[member] = value
+    with pytest.raises(InvalidReceipt):
+        verify_receipt(orjson.dumps(fields), key.public_key)

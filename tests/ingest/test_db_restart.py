@@ -34,7 +34,7 @@ def _pg_bin() -> Path | None:
         if (candidate / "pg_ctl").exists():
             return candidate
     try:
-        import pgserver._commands as commands  # type: ignore[import-untyped]
+        import pgserver._commands as commands
 
         return Path(commands.POSTGRES_BIN_PATH)
     except ImportError:

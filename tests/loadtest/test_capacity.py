@@ -167,23 +167,38 @@ def test_cores_cover_peak_at_target_utilisation(d: Demand) -> None:
 
 
 def test_measured_rates_read_bench_results(tmp_path: Path) -> None:
-    """A bench file with a per-core ingest row replaces the default, and the source is named."""
+    """Bench rows replace defaults, the per-core pipeline row beats the bare verifier's."""
     (tmp_path / "ingest.json").write_bytes(
         orjson.dumps(
             {
                 "benchmark": "ingest",
                 "rows": [
-                    {"metric": "ingest, one core", "value": 2900.0, "unit": "ballots/s"},
+                    {"metric": "bare verifier, one core", "value": 2200.0, "unit": "ballots/s"},
+                    {
+                        "metric": "1 process, per server core",
+                        "value": 1800.0,
+                        "unit": "ballots/s/core",
+                    },
                 ],
             }
         )
     )
+    (tmp_path / "roll_import.json").write_bytes(
+        orjson.dumps(
+            {"rows": [{"metric": "import 50,000 voters", "value": 9700.0, "unit": "rows/s"}]}
+        )
+    )
     (tmp_path / "broken.json").write_text("{not json")
     rates, notes = measured_rates(tmp_path)
-    assert rates.verified_ballots_per_core_s == 2900.0
+    assert rates.verified_ballots_per_core_s == 1800.0
     assert "ingest.json" in rates.source("verified_ballots_per_core_s")
+    # the roll import's rows/s is not the database's batched insert rate
+    assert rates.roll_import_rows_s == 9700.0
+    assert rates.db_rows_per_core_s == Rates().db_rows_per_core_s
     assert rates.batcher_ballots_s == Rates().batcher_ballots_s
     assert any("batcher_ballots_s" in n and "default" in n for n in notes)
+    # 10M voters at 9,700 rows/s: 1,030.9 s of roll import
+    assert plan(Demand(voters=10_000_000), rates).roll_import_s == pytest.approx(1e7 / 9700)
 
 
 def test_measured_rates_fall_back_without_results(tmp_path: Path) -> None:

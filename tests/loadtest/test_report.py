@@ -154,3 +154,18 @@ def test_report_command(tmp_path: Path) -> None:
 def test_steady_run_has_no_knee() -> None:
     """A user count that only wobbles (10 then 9 users) is not a stepped load: no knee."""
     assert find_knee([Step(10, 4, 100.0, 50.0), Step(9, 4, 90.0, 300.0)]) is None
+
+
+def test_missed_objective_exits_non_zero(tmp_path: Path) -> None:
+    """The run command's verdict exits 1 when an objective is missed and returns when met."""
+    from loadtest.commands import _verdict
+
+    agg = _aggregated_row()
+    missed = build_report(CANNED, tmp_path / "a", objectives=Objectives(max_p99_ms=1.0))
+    with pytest.raises(SystemExit) as exited:
+        _verdict(missed.summary)
+    assert exited.value.code == 1
+    met = build_report(
+        CANNED, tmp_path / "b", objectives=Objectives(max_p99_ms=float(agg["99%"]) + 1)
+    )
+    _verdict(met.summary)  # returns normally

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -102,7 +104,6 @@ async def insert_ballots(conn: Any, election: Election, ballots: list[tuple[str,
 def signer() -> LogSigner:
     """A fixed log signing key (tests only)."""
     import tempfile
-    from pathlib import Path
 
     key = load_or_create_key(None, Path(tempfile.mkdtemp()), "log")
     return LogSigner(key, "test.example/log")
@@ -136,3 +137,55 @@ def decrypt_counts(election: Election, ciphertexts: list[bytes], bound: int) -> 
         else:
             raise AssertionError("tally does not decrypt to a count within the bound")
     return counts
+
+
+async def publish_small_election(
+    dsn: str, out: Path, *, voters: int = 30, policy: str = "last_counts", revoters: int = 5,
+    block: int = 8,
+) -> tuple[Election, list[int]]:
+    """A small election through the domain code (no HTTP): sealed, folded, decrypted by 2 of 3
+    trustees (trustee CLI), published and exported to ``out``; returns it and its counts."""
+    import asyncpg
+
+    from batcher.tally import fold_new_blocks, load_tally
+    from server.record import export_record
+    from server.tally_api import accept_share, publish_result, store_trustees
+    from tests.tally.trustees import TrusteeBoard
+
+    rng = random.Random(voters * 7 + revoters)
+    rid = f"small-{policy.replace('_', '-')}"
+    board = TrusteeBoard.create(rid, k=2, n=3)
+    election = make_election(rid, ("yes", "no"), voters, policy=policy)
+    election.spec = BallotSpec(rid, ("yes", "no"), 1, 1, board.election_public_key)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await store_referendum(conn, election, state="draft")
+        await conn.execute("UPDATE referendums SET threshold_k = 2, trustees_n = 3")
+        await store_trustees(conn, rid, board.commitments(), "test")
+        await conn.execute("UPDATE referendums SET state = 'open'")
+        log_signer = signer()
+        last: dict[str, int] = {}
+        rounds = [list(election.voters), rng.sample(list(election.voters), revoters)]
+        for round_voters in rounds if policy == "last_counts" else rounds[:1]:
+            batch = []
+            for v in round_voters:
+                yes = rng.randint(0, 1)
+                batch.append((v, election.ballot(v, [yes, 1 - yes])[1]))
+                last[v] = yes
+            await insert_ballots(conn, election, batch)
+            await seal_all(conn, rid, log_signer, max_ballots=block)
+            await fold_new_blocks(conn, rid)
+        await conn.execute("UPDATE referendums SET state = 'closed'")
+        await seal_all(conn, rid, log_signer, close=True, max_ballots=block)
+        await fold_new_blocks(conn, rid)
+        state = await load_tally(conn, rid)
+        assert state is not None and state.final
+        for index in (1, 2):
+            await accept_share(conn, rid, board.decrypt(index, state.to_json(("yes", "no"))))
+        result = await publish_result(conn, rid, "test")
+        await export_record(conn, rid, out, log_signer.verifier_key())
+    finally:
+        await conn.close()
+    yes_total = sum(last.values())
+    assert result["counts"] == [yes_total, len(last) - yes_total]
+    return election, result["counts"]

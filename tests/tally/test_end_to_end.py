@@ -68,8 +68,12 @@ async def _poll(fetch: Callable[[], Any], deadline_s: float, what: str) -> Any:
         await asyncio.sleep(0.05)
 
 
-def _ballots(spec: BallotSpec, rng: random.Random) -> tuple[
-        dict[str, bytes], list[list[tuple[str, dict[str, Any]]]], list[int]]:  # fmt: skip
+Rounds = list[list[tuple[str, dict[str, Any]]]]
+
+
+def _ballots(
+    spec: BallotSpec, rng: random.Random
+) -> tuple[dict[str, tuple[bytes, bytes]], Rounds, list[int]]:
     """Voter keys, three rounds of ballots (firsts, changes, second changes), expected counts."""
     keys = {f"voter-{i:04d}": new_voter_key() for i in range(VOTERS)}
     last: dict[str, int] = {}
@@ -83,7 +87,7 @@ def _ballots(spec: BallotSpec, rng: random.Random) -> tuple[
             last[voter] = yes
         rounds.append(batch)
     yes_total = sum(last.values())
-    return {v: k[1] for v, k in keys.items()}, rounds, [yes_total, VOTERS - yes_total]
+    return keys, rounds, [yes_total, VOTERS - yes_total]
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +98,7 @@ async def published(pg_admin_dsn: str, tmp_path_factory: pytest.TempPathFactory
     folder = tmp_path_factory.mktemp("e2e")
     settings = Settings(database_url=dsn, data_dir=folder, voter_rate_per_minute=10_000,
                         block_max_ballots=200, block_max_ms=100)  # fmt: skip
-    board = TrusteeBoard.create(k=2, n=3)
+    board = TrusteeBoard.create(RID, k=2, n=3)
     rng = random.Random(2026)
     now = datetime.now(UTC)
     definition = {
@@ -106,7 +110,7 @@ async def published(pg_admin_dsn: str, tmp_path_factory: pytest.TempPathFactory
         "election_public_key": board.election_public_key.hex(),
     }  # fmt: skip
     spec = BallotSpec(RID, ("yes", "no"), 1, 1, board.election_public_key)
-    public_keys, rounds, expected = _ballots(spec, rng)
+    keys, rounds, expected = _ballots(spec, rng)
     signer = LogSigner(load_or_create_key(None, folder, "log"), settings.log_origin)
     stop = asyncio.Event()
     auth = await operator_headers(dsn)
@@ -118,7 +122,7 @@ async def published(pg_admin_dsn: str, tmp_path_factory: pytest.TempPathFactory
             r = await client.post("/v1/referendums", json=definition, headers=auth)
             assert r.status == 201, await r.text()
             roll = "voter_id,public_key\n" + "".join(
-                f"{v},{k.hex()}\n" for v, k in public_keys.items()
+                f"{v},{k[1].hex()}\n" for v, k in keys.items()
             )
             r = await client.put(f"/v1/referendums/{RID}/roll", data=roll.encode(),
                                  headers={**auth, "Content-Type": "text/csv"})  # fmt: skip
@@ -145,7 +149,8 @@ async def published(pg_admin_dsn: str, tmp_path_factory: pytest.TempPathFactory
             early_status = r.status
             r = await client.post(f"/v1/referendums/{RID}/close", headers=auth)
             assert r.status == 200, await r.text()
-            r = await client.post(f"/v1/referendums/{RID}/ballots", json=rounds[0][0][1])
+            late = make_ballot(spec, "voter-0000", keys["voter-0000"][0], [1, 0])
+            r = await client.post(f"/v1/referendums/{RID}/ballots", json=late)
             assert r.status == 409, await r.text()
 
             async def tally() -> Any:

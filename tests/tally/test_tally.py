@@ -5,12 +5,17 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
 
 import batcher.tally as tally_module
 from batcher.tally import fold_new_blocks, load_tally, run_tally_follower
+from referendum_core.ballot import BallotSpec
+from server.settings import Settings
+from tests.helpers import operator_headers, running_app
 from tests.tally.common import (
     decrypt_counts,
     insert_ballots,
@@ -19,6 +24,7 @@ from tests.tally.common import (
     signer,
     store_referendum,
 )
+from tests.tally.trustees import TrusteeBoard
 
 
 def _expected(options: int, last: dict[str, list[int]]) -> list[int]:
@@ -168,4 +174,68 @@ async def test_follower_reaches_the_final_block(database_url: str) -> None:
         stop.set()
         await task
         await pool.close()
+        await conn.close()
+
+
+async def test_tally_api_refuses_bad_requests_with_problems(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Each bad request to the tally API is a 4xx problem+json, and nothing is stored."""
+    board = TrusteeBoard.create("api", k=2, n=3)
+    other = TrusteeBoard.create("api", k=2, n=3)
+    election = make_election("api", ("yes", "no"), 3)
+    election.spec = BallotSpec("api", ("yes", "no"), 1, 1, board.election_public_key)
+    conn = await asyncpg.connect(database_url)
+    auth = await operator_headers(database_url)
+    settings = Settings(database_url=database_url, data_dir=tmp_path)
+    try:
+        await store_referendum(conn, election, state="draft")
+        await conn.execute("UPDATE referendums SET threshold_k = 2, trustees_n = 3")
+        async with running_app(settings, database_url) as client:
+            base = "/v1/referendums/api"
+
+            async def problem(response: Any, status: int) -> dict[str, Any]:
+                assert response.status == status, await response.text()
+                assert response.content_type == "application/problem+json"
+                body: dict[str, Any] = await response.json(content_type=None)
+                return body
+
+            await problem(await client.put(f"{base}/trustees", json=board.commitments()), 401)
+            await problem(await client.put(f"{base}/trustees", json={"x": 1}, headers=auth), 400)
+            mismatch = await problem(
+                await client.put(f"{base}/trustees", json=other.commitments(), headers=auth), 422
+            )
+            assert mismatch["check"] == "election_public_key"
+            await problem(await client.get(f"{base}/trustees"), 404)
+            r = await client.put(f"{base}/trustees", json=board.commitments(), headers=auth)
+            assert r.status == 200, await r.text()
+            await conn.execute("UPDATE referendums SET state = 'open'")
+            await problem(await client.put(f"{base}/trustees", json=board.commitments(),
+                                           headers=auth), 409)  # fmt: skip
+            await problem(await client.get(f"{base}/tally"), 409)
+            await problem(await client.get("/v1/referendums/nope/tally"), 404)
+            await problem(await client.get(f"{base}/supersessions?cursor=x"), 400)
+            await problem(await client.post(f"{base}/result", headers=auth), 409)
+            await problem(await client.get(f"{base}/result"), 409)
+            await conn.execute("UPDATE referendums SET state = 'closed'")
+            await seal_all(conn, "api", signer(), close=True)
+            await fold_new_blocks(conn, "api")
+            r = await client.get(f"{base}/tally")
+            assert r.status == 200
+            tally = await r.json()
+            assert tally["ballots_counted"] == 0 and tally["final"]
+            await problem(await client.post(f"{base}/shares", data=b"{", headers={
+                "Content-Type": "application/json"}), 400)  # fmt: skip
+            await problem(await client.post(f"{base}/shares", json={"trustee": 1}), 400)
+            forged = board.forge(2, tally)
+            refused = await problem(await client.post(f"{base}/shares", json=forged), 422)
+            assert refused["trustee_index"] == 2
+            assert refused["check"] == "trustee[2].decryption[0]"
+            share = board.decrypt(1, tally)
+            assert (await client.post(f"{base}/shares", json=share)).status == 201
+            await problem(await client.post(f"{base}/shares", json=share), 409)
+            await problem(await client.post(f"{base}/result", headers=auth), 409)
+            assert await conn.fetchval("SELECT count(*) FROM decryption_shares") == 1
+            assert await conn.fetchval("SELECT count(*) FROM results") == 0
+    finally:
         await conn.close()

@@ -1,0 +1,137 @@
+"""verify-election on small records: parallel and serial agree, and each check can fail."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import orjson
+import pytest
+
+from auditor.verify_election import (
+    read_roll,
+    recompute_supersessions,
+    roll_leaf_hash,
+    verify_election,
+)
+from referendum_core import merkle
+from server.record import write_manifest
+from tests.tally.common import publish_small_election
+
+
+@pytest.fixture
+async def small_record(database_url: str, tmp_path: Path) -> tuple[Path, list[int]]:
+    """A published 30-voter last_counts election with 5 re-votes, exported."""
+    out = tmp_path / "record"
+    _, counts = await publish_small_election(database_url, out)
+    return out, counts
+
+
+def _copy(record: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "copy"
+    shutil.copytree(record, copy)
+    return copy
+
+
+def test_recompute_supersessions_chains_each_voters_ballots() -> None:
+    """Each ballot of a voter is superseded by that voter's next one, in log order."""
+    assert recompute_supersessions(["a", "b", "a", None, "b", "a"]) == [(0, 2), (1, 4), (2, 5)]
+    assert recompute_supersessions(["a", "b", "c"]) == []
+
+
+def test_roll_leaf_hash_matches_the_server_encoding() -> None:
+    """The auditor's roll leaf equals the server's canonical entry hashed as an RFC 9162 leaf."""
+    from server.roll import roll_leaf_hash as server_leaf
+
+    key = bytes(range(32))
+    assert roll_leaf_hash("voter-1", key) == server_leaf("voter-1", key)
+    assert roll_leaf_hash("voter-1", key) != merkle.leaf_hash(b"voter-1" + key)
+
+
+async def test_serial_and_parallel_reports_agree(small_record: tuple[Path, list[int]]) -> None:
+    """One and two processes both pass the record and recompute the same result."""
+    record, counts = small_record
+    one = verify_election(record, jobs=1)
+    two = verify_election(record, jobs=2)
+    assert one.ok and two.ok, (one.failures, two.failures)
+    assert one.result == two.result == counts
+    assert one.ballots == two.ballots == 35
+    assert one.ballots_counted == 30
+
+
+async def test_unlisted_and_missing_files_fail_the_manifest(
+    small_record: tuple[Path, list[int]], tmp_path: Path
+) -> None:
+    """A file not in the manifest, or one listed but missing, fails the manifest check."""
+    copy = _copy(small_record[0], tmp_path)
+    (copy / "extra.txt").write_text("x")
+    report = verify_election(copy, jobs=1)
+    assert report.failed_checks == ["manifest"]
+    assert "extra.txt" in report.failures[0].detail
+    (copy / "extra.txt").unlink()
+    (copy / "trustees.json").unlink()
+    report = verify_election(copy, jobs=1)
+    assert "manifest" in report.failed_checks and "shares" in report.failed_checks
+
+
+async def test_voter_missing_from_roll_is_named(
+    small_record: tuple[Path, list[int]], tmp_path: Path
+) -> None:
+    """A roll without one voter fails the roll commitment and that voter's ballots."""
+    copy = _copy(small_record[0], tmp_path)
+    lines = (copy / "roll.csv").read_text().splitlines()
+    del lines[1]
+    (copy / "roll.csv").write_text("\n".join(lines) + "\n")
+    write_manifest(copy, orjson.loads((copy / "referendum.json").read_bytes())["id"])
+    report = verify_election(copy, jobs=2)
+    assert "roll" in report.failed_checks
+    assert "ballot.voter" in report.failed_checks
+
+
+async def test_supersession_naming_wrong_hash_fails(
+    small_record: tuple[Path, list[int]], tmp_path: Path
+) -> None:
+    """A supersession whose indexes are right but whose hash is not fails the revote check."""
+    copy = _copy(small_record[0], tmp_path)
+    rows = [orjson.loads(x) for x in (copy / "supersessions.jsonl").read_bytes().splitlines()]
+    rows[0]["superseding_hash"] = "ab" * 32
+    (copy / "supersessions.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    write_manifest(copy, orjson.loads((copy / "referendum.json").read_bytes())["id"])
+    report = verify_election(copy, jobs=1)
+    assert report.failed_checks == ["revote"], report.failures
+
+
+async def test_forbid_record_passes_and_a_repeated_voter_fails(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Under 'forbid' a clean record passes; a second ballot of a voter fails the revote check."""
+    record = tmp_path / "forbid"
+    election, counts = await publish_small_election(database_url, record, voters=12,
+                                                    policy="forbid")  # fmt: skip
+    report = verify_election(record, jobs=1)
+    assert report.ok, report.failures
+    assert report.result == counts
+    copy = _copy(record, tmp_path)
+    data = (copy / "ballots.bin").read_bytes()
+    first_len = int.from_bytes(data[:4], "big")
+    (copy / "ballots.bin").write_bytes(data + data[: 4 + first_len])
+    write_manifest(copy, election.rid)
+    report = verify_election(copy, jobs=1)
+    assert "revote" in report.failed_checks
+    assert "ballot" in report.failed_checks  # the same ballot twice
+    assert "log.coverage" in report.failed_checks
+
+
+def test_read_roll_rejects_repeated_voters(tmp_path: Path) -> None:
+    """A roll listing a voter twice is malformed."""
+    path = tmp_path / "roll.csv"
+    key = "00" * 32
+    path.write_text(f"voter_id,public_key\nv1,{key}\nv1,{key}\n")
+    with pytest.raises(ValueError):
+        read_roll(path)
+
+
+def test_not_a_folder_fails_cleanly(tmp_path: Path) -> None:
+    """A missing record is a failed manifest check, not an exception."""
+    report = verify_election(tmp_path / "absent", jobs=1)
+    assert report.failed_checks == ["manifest"]
