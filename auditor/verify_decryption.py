@@ -13,11 +13,10 @@ From ``trustees.json`` (every trustee's Feldman commitments), ``shares.json`` an
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-
-import orjson
 
 from referendum_core.ballot import BallotSpec
 from referendum_core.elgamal import Ciphertext
@@ -38,7 +37,7 @@ Fail = Callable[[str, str], None]
 
 
 def _load(root: Path, name: str) -> Any:
-    return orjson.loads((root / name).read_bytes())
+    return json.loads((root / name).read_bytes())
 
 
 def _valid_shares(
@@ -77,7 +76,7 @@ def check_decryption(fail: Fail, root: Path, ref: dict[str, Any], spec: BallotSp
                      tally_bytes: Sequence[bytes]) -> list[int] | None:  # fmt: skip
     """Check trustees, shares and result; return the verified counts (``None`` if unproven)."""
     tally = [Ciphertext.from_bytes(c) for c in tally_bytes]
-    tally_hash = orjson.loads((root / "tally.json").read_bytes()).get("tally_hash")
+    tally_hash = json.loads((root / "tally.json").read_bytes()).get("tally_hash")
     params = TrusteeParams(spec.referendum_id, int(ref["threshold_k"]), int(ref["trustees_n"]))
     try:
         trustees = _load(root, "trustees.json")
@@ -86,7 +85,7 @@ def check_decryption(fail: Fail, root: Path, ref: dict[str, Any], spec: BallotSp
         if pk.to_compressed() != spec.election_public_key:
             fail("shares", "the trustees' commitments imply another election key")
             return None
-    except (OSError, orjson.JSONDecodeError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         fail("shares", f"trustees.json: {exc!r}")
         return None
     except CoreError as exc:
@@ -94,7 +93,7 @@ def check_decryption(fail: Fail, root: Path, ref: dict[str, Any], spec: BallotSp
         return None
     try:
         rows = _load(root, "shares.json")
-    except (OSError, orjson.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:
         fail("shares", f"shares.json: {exc}")
         rows = []
     valid = _valid_shares(fail, params, commitments, tally, tally_hash, rows)
@@ -104,7 +103,7 @@ def check_decryption(fail: Fail, root: Path, ref: dict[str, Any], spec: BallotSp
         if (not isinstance(counts, list) or len(counts) != len(spec.options)
                 or not all(type(c) is int and c >= 0 for c in counts)):
             raise TypeError("counts must be one non-negative integer per option")
-    except (OSError, orjson.JSONDecodeError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         fail("result", f"result.json: {exc!r}")
         return None
     if len(valid) < params.threshold:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import mmap
 import multiprocessing
 import os
@@ -53,7 +54,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import orjson
 from tqdm import tqdm
 
 from referendum_core import merkle
@@ -150,8 +150,8 @@ def _sha256_file(path: Path) -> tuple[str, int]:
 
 def _json(report: ElectionReport, root: Path, name: str, check: str) -> Any:
     try:
-        return orjson.loads((root / name).read_bytes())
-    except (OSError, orjson.JSONDecodeError) as exc:
+        return json.loads((root / name).read_bytes())
+    except (OSError, ValueError) as exc:
         report.fail(check, f"{name}: {exc}")
         raise _Stop from exc
 
@@ -159,8 +159,8 @@ def _json(report: ElectionReport, root: Path, name: str, check: str) -> Any:
 def _jsonl(report: ElectionReport, root: Path, name: str, check: str) -> list[Any]:
     try:
         text = (root / name).read_bytes()
-        return [orjson.loads(line) for line in text.splitlines() if line.strip()]
-    except (OSError, orjson.JSONDecodeError) as exc:
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    except (OSError, ValueError) as exc:
         report.fail(check, f"{name}: {exc}")
         raise _Stop from exc
 
@@ -207,7 +207,7 @@ def _check_manifest(report: ElectionReport, root: Path, pinned: str | None) -> N
             report.fail("manifest", f"manifest.json hashes to {actual}, not the pinned {pinned}")
     manifest = _json(report, root, "manifest.json", "manifest")
     files = manifest.get("files") if isinstance(manifest, dict) else None
-    if manifest.get("format") != RECORD_FORMAT or not isinstance(files, dict):
+    if not isinstance(files, dict) or manifest.get("format") != RECORD_FORMAT:
         report.fail("manifest", f"manifest is not {RECORD_FORMAT}")
         return
     for name in RECORD_FILES:
@@ -563,10 +563,10 @@ def _check_supersession_hashes(
     report: ElectionReport, root: Path, hashes: bytes, n: int
 ) -> None:
     try:
-        rows = orjson.loads(b"[" + b",".join(
+        rows = json.loads(b"[" + b",".join(
             line for line in (root / "supersessions.jsonl").read_bytes().splitlines()
             if line.strip()) + b"]")  # fmt: skip
-    except (OSError, orjson.JSONDecodeError):
+    except (OSError, ValueError):
         return  # reported by _check_revotes
     for row in rows:
         try:

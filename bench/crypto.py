@@ -7,6 +7,7 @@ other processes sharing the machine. Each figure is the median of ``--runs`` run
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -143,4 +144,5 @@ def crypto(runs: int, ballots: int, aggregate_count: int, voters: int) -> None:
                  "ok": "yes" if seconds < 1 else "NO"})
     write_results("crypto", rows, meta={"runs": runs, "ballots": ballots,
                                         "aggregate": aggregate_count, "voters": voters,
-                                        "partials": len(partials), "clock": "process CPU time"})
+                                        "partials": len(partials), "clock": "process CPU time",
+                                        "load_average_1m": os.getloadavg()[0]})

@@ -41,6 +41,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import click
+import orjson
 
 from bench.common import median, write_results
 
@@ -313,6 +314,29 @@ async def _verify_record(admin_dsn: str, count: int, out: Path) -> dict[str, Any
             "result_correct": result["counts"] == [yes_total, len(last) - yes_total]}
 
 
+def _bare_rate(out: Path, limit: int = 2000) -> float:
+    """verify_canonical alone on one core (CPU time), over the record's first ballots."""
+    from auditor.verify_election import read_roll
+    from referendum_core.ballot import BallotSpec, decode_canonical, verify_canonical
+
+    ref = orjson.loads((out / "referendum.json").read_bytes())
+    spec = BallotSpec(ref["id"], tuple(ref["options"]), ref["min_selections"],
+                      ref["max_selections"], bytes.fromhex(ref["election_public_key"]))
+    roll = read_roll(out / "roll.csv")
+    data = (out / "ballots.bin").read_bytes()
+    ballots: list[bytes] = []
+    pos = 0
+    while pos < len(data) and len(ballots) < limit:
+        n = int.from_bytes(data[pos : pos + 4], "big")
+        ballots.append(data[pos + 4 : pos + 4 + n])
+        pos += 4 + n
+    keys = [roll[decode_canonical(b).voter_id] for b in ballots]
+    t = time.process_time()
+    for canonical, key in zip(ballots, keys, strict=True):
+        verify_canonical(spec, canonical, key)
+    return len(ballots) / (time.process_time() - t)
+
+
 def _verify(out: Path, jobs: int) -> tuple[float, float, bool, list[str]]:
     from auditor.verify_election import verify_election
 
@@ -387,6 +411,11 @@ def tally(sizes: str, pool_size: int, revote: float, block: int, verify_ballots:
         for size in size_list:
             rows.append({"metric": f"  -> {size:,} ballots at this rate", "unit": "s",
                          "value": size / rates[jobs], "target": "", "ok": ""})  # fmt: skip
+    if verify_ballots > 0:
+        bare = _bare_rate(out)
+        verify_info["bare_verify_canonical_per_cpu_s"] = bare
+        rows.append({"metric": "bare verify_canonical, one core (reference)", "value": bare,
+                     "unit": "ballots/CPU-s", "target": "", "ok": ""})  # fmt: skip
     if 1 in rates and 2 in rates:
         rows.append({"metric": "verify-election scaling 2 vs 1 process", "unit": "x",
                      "value": rates[2] / rates[1], "target": "> 1", "ok": rates[2] > rates[1]})

@@ -232,6 +232,26 @@ class _BallotSender(FastHttpUser):
             except (CoreError, KeyError, TypeError, ValueError) as exc:
                 response.failure(f"inclusion proof does not verify: {exc!r}")
 
+    def cast_twice(self, *, fallback: bool = False) -> None:
+        """A re-voter's two ballots; with ``fallback`` a first-time voter's when none is left."""
+        item = self.feed.next_revoter()
+        if item is None:
+            single = self.feed.next_voter() if fallback else None
+            if single is None:
+                raise StopUser()
+            self.fetch_referendum()
+            if self.vote(single[1]) and random.random() < self.verify_share:
+                self.follow(single[1])
+            return
+        _index, first, second = item
+        self.fetch_referendum()
+        if not self.vote(first):
+            return
+        forbid = self.feed.pool.meta.revote_policy == "forbid"
+        self.vote(second, name="submit revote", expect=(409,) if forbid else (201, 200))
+        if random.random() < self.verify_share and not forbid:
+            self.follow(second)
+
     def vote(
         self, canonical: bytes, *, name: str = "submit ballot", expect: tuple[int, ...] = (201, 200)
     ) -> bool:
@@ -247,7 +267,11 @@ def _voter_wait() -> Any:
 
 
 class Voter(_BallotSender):
-    """A voter: fetch the referendum, submit a pooled ballot, sometimes verify its inclusion."""
+    """A voter: fetch the referendum, submit a pooled ballot, sometimes verify its inclusion.
+
+    Once its share of first-time voters is used up it takes re-voters, so the whole pool is
+    cast whatever the mix of users Locust spawned.
+    """
 
     weight = 20
     wait_time = _voter_wait()
@@ -256,7 +280,8 @@ class Voter(_BallotSender):
     def cast(self) -> None:
         item = self.feed.next_voter()
         if item is None:
-            raise StopUser()
+            self.cast_twice()
+            return
         _index, canonical = item
         self.fetch_referendum()
         if self.vote(canonical) and random.random() < self.verify_share:
@@ -264,24 +289,17 @@ class Voter(_BallotSender):
 
 
 class ReVoter(_BallotSender):
-    """A voter who votes twice: the second ballot counts (``last_counts``) or gets 409."""
+    """A voter who votes twice: the second ballot counts (``last_counts``) or gets 409.
+
+    Once the re-voters are used up it casts first-time voters' ballots.
+    """
 
     weight = 2
     wait_time = _voter_wait()
 
     @task
-    def cast_twice(self) -> None:
-        item = self.feed.next_revoter()
-        if item is None:
-            raise StopUser()
-        _index, first, second = item
-        self.fetch_referendum()
-        if not self.vote(first):
-            return
-        forbid = self.feed.pool.meta.revote_policy == "forbid"
-        self.vote(second, name="submit revote", expect=(409,) if forbid else (201, 200))
-        if random.random() < self.verify_share and not forbid:
-            self.follow(second)
+    def revote(self) -> None:
+        self.cast_twice(fallback=True)
 
 
 class Auditor(FastHttpUser):

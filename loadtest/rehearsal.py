@@ -105,19 +105,21 @@ class RehearsalResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
     def table(self) -> str:
-        lines = [
-            "phase                                    measured (s)",
-            "---------------------------------------  ------------",
+        width = max([len("phase"), *(len(n) for n in self.phases)])
+        lines = [f"{'phase'.ljust(width)}  measured (s)", f"{'-' * width}  ------------"]
+        lines += [
+            f"{name.ljust(width)}  {seconds:>12,.2f}" for name, seconds in self.phases.items()
         ]
-        lines += [f"{name:<39}  {seconds:>12,.2f}" for name, seconds in self.phases.items()]
         if self.extrapolations:
+            w = max(len(e.phase) for e in self.extrapolations)
             lines += [
                 "",
-                "phase (linear extrapolation)      items measured    rate/s     1M (s)    10M (s)",
-                "--------------------------------  --------------  --------  ---------  ---------",
+                f"{'linear extrapolation'.ljust(w)}  items measured    rate/s"
+                "     1M (s)    10M (s)",
+                f"{'-' * w}  --------------  --------  ---------  ---------",
             ]
             lines += [
-                f"{e.phase:<32}  {e.measured_items:>14,}  {e.per_second:>8,.0f}  "
+                f"{e.phase.ljust(w)}  {e.measured_items:>14,}  {e.per_second:>8,.0f}  "
                 f"{e.at_1m_s:>9,.0f}  {e.at_10m_s:>9,.0f}"
                 for e in self.extrapolations
             ]
@@ -179,6 +181,10 @@ async def rehearse(
         with timer.phase(f"ballot pool ({voters:,} voters, {ballots or voters:,} ballots)"):
             generate_pool(folder, voters, ballots=ballots, revote_ratio=0.01)
     pool = BallotPool(folder)
+    print(
+        f"pool: {pool.meta.voters:,} voter keys and {pool.meta.ballots + pool.meta.revotes:,} "
+        f"ballots made in {pool.meta.seconds:,.1f} s on {pool.meta.processes} processes"
+    )
     result = RehearsalResult(
         phases=timer.phases,
         voters=pool.meta.voters,
@@ -222,8 +228,6 @@ async def rehearse(
     for name, seconds in phases.items():
         if name == "roll import" or name.startswith("open"):
             result.extrapolations.append(extrapolate(name, pool.meta.voters, seconds))
-        elif name.startswith("ballot pool"):
-            result.extrapolations.append(extrapolate(name, everything, seconds))
     window = _active_window(load_samples(report_dir / "samples.jsonl"))
     if window is not None:
         stored, seconds = window

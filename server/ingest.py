@@ -29,11 +29,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import math
 import multiprocessing
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -404,7 +405,7 @@ class ReferendumDirectory:
         self._entries: collections.OrderedDict[str, tuple[float, ReferendumInfo | None]] = (
             collections.OrderedDict()
         )
-        self._loading: dict[str, asyncio.Future[ReferendumInfo | None]] = {}
+        self._loading: dict[str, asyncio.Task[ReferendumInfo | None]] = {}
 
     async def get(self, referendum_id: str) -> ReferendumInfo | None:
         """The referendum, or None when there is no such referendum."""
@@ -413,20 +414,18 @@ class ReferendumDirectory:
             return entry[1]
         loading = self._loading.get(referendum_id)
         if loading is None:
-            loading = asyncio.get_running_loop().create_future()
+            # its own task: a caller that goes away does not cancel the others' answer
+            loading = asyncio.get_running_loop().create_task(self._load(referendum_id))
             self._loading[referendum_id] = loading
-            try:
-                info = await self._load(referendum_id)
-            except BaseException as exc:
-                loading.set_exception(exc)
-                loading.exception()  # retrieved: waiters, if any, re-raise it
-                raise
-            finally:
-                del self._loading[referendum_id]
-            loading.set_result(info)
-            self._remember(referendum_id, info)
-            return info
+            loading.add_done_callback(self._loaded)
         return await asyncio.shield(loading)
+
+    def _loaded(self, task: asyncio.Task[ReferendumInfo | None]) -> None:
+        for rid, running in list(self._loading.items()):
+            if running is task:
+                del self._loading[rid]
+        if not task.cancelled():
+            task.exception()  # retrieved here: every waiter re-raises it anyway
 
     def _remember(self, referendum_id: str, info: ReferendumInfo | None) -> None:
         self._entries[referendum_id] = (time.monotonic(), info)
@@ -435,6 +434,11 @@ class ReferendumDirectory:
             self._entries.popitem(last=False)
 
     async def _load(self, referendum_id: str) -> ReferendumInfo | None:
+        info = await self._read(referendum_id)
+        self._remember(referendum_id, info)
+        return info
+
+    async def _read(self, referendum_id: str) -> ReferendumInfo | None:
         with translated():
             async with self._pool.acquire() as conn:
                 row = await conn.fetchrow(
@@ -703,6 +707,29 @@ class BallotBox:
             slots=settings.commit_slots,
             queue_limit=settings.queue_limit,
         )
+        self._limit = max(1, settings.queue_limit)
+        self.in_flight = 0
+
+    @contextlib.contextmanager
+    def admission(self) -> Iterator[None]:
+        """Hold one of ``queue_limit`` places for a submission from its first byte to its answer.
+
+        Raises ServiceUnavailable (``queue-full``, Retry-After) at once when every place is
+        taken: when proofs are the bottleneck, submissions pile up before the write queue,
+        and they must be refused rather than left to time out.
+        """
+        if self.in_flight >= self._limit:
+            BALLOTS_REJECTED.labels("queue-full").inc()
+            raise ServiceUnavailable(
+                "this server has too many ballots in progress",
+                slug="queue-full",
+                retry_after=_RETRY_AFTER_S,
+            )
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
 
     async def cast(self, referendum_id: str, body: dict[str, Any]) -> tuple[bytes, StoredBallot]:
         """Check and store one ballot; returns its hash and the stored outcome.

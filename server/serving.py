@@ -61,13 +61,18 @@ def run_servers(settings: Settings) -> None:
         return process
 
     workers: list[BaseProcess] = []
+    told: set[int] = set()  # workers already sent SIGTERM (a second one would kill at exit)
+
+    def tell_to_stop() -> None:
+        for worker in workers:
+            if worker.pid is not None and worker.pid not in told and worker.exitcode is None:
+                told.add(worker.pid)
+                os.kill(worker.pid, signal.SIGTERM)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
-        for worker in workers:  # at once: the supervising loop may be asleep
-            if worker.pid is not None and worker.exitcode is None:
-                os.kill(worker.pid, signal.SIGTERM)
+        tell_to_stop()  # at once: the supervising loop may be asleep
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     workers.extend(start(i) for i in range(count))
@@ -81,9 +86,7 @@ def run_servers(settings: Settings) -> None:
                     time.sleep(_RESTART_BACKOFF_S)
                     workers[index] = start(index)
         log.info("servers_stopping", workers=count)
-        for worker in workers:  # again: one may have been restarted while the signal came
-            if worker.pid is not None and worker.exitcode is None:
-                os.kill(worker.pid, signal.SIGTERM)
+        tell_to_stop()  # again: a worker may have been restarted while the signal came
         deadline = time.monotonic() + _KILL_AFTER_S
         for worker in workers:
             worker.join(max(0.0, deadline - time.monotonic()))
@@ -108,6 +111,10 @@ def serve_worker(settings: Settings, database_url: str, index: int) -> None:
 
     configure_logging(settings)
     uvloop.run(_serve(settings, database_url, index))
+    # stopped cleanly: a late signal (Ctrl-C reaches the whole group) must not turn that
+    # into a kill
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 async def _serve(settings: Settings, database_url: str, index: int) -> None:

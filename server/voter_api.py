@@ -31,9 +31,11 @@ async def submit_ballot(request: web.Request) -> web.Response:
     """Check, store and acknowledge one ballot."""
     if request.content_type != "application/json":
         raise UnsupportedMediaType(f"a ballot is application/json, got {request.content_type!r}")
-    body = await read_json_object(request)
+    box = request.app[BALLOT_BOX_KEY]
+    with box.admission():
+        body = await read_json_object(request)
+        ballot_hash, stored = await box.cast(request.match_info["rid"], body)
     rid = request.match_info["rid"]
-    ballot_hash, stored = await request.app[BALLOT_BOX_KEY].cast(rid, body)
     return web.Response(
         body=stored.receipt,
         status=201 if stored.created else 200,

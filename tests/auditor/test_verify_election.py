@@ -135,3 +135,39 @@ def test_not_a_folder_fails_cleanly(tmp_path: Path) -> None:
     """A missing record is a failed manifest check, not an exception."""
     report = verify_election(tmp_path / "absent", jobs=1)
     assert report.failed_checks == ["manifest"]
+
+
+GARBAGE = [b"", b"null", b"[]", b"{}", b'"x"', b"[1, 2]", b'{"a": [null]}', b"\xff\xfe\x00",
+           b'{"ciphertexts": 5, "commitments": {}, "counts": "x", "files": []}']  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["manifest.json", "referendum.json", "roll.csv", "ballots.bin",
+                                  "blocks.jsonl", "log_key.txt", "supersessions.jsonl",
+                                  "tally.json", "trustees.json", "shares.json", "result.json"])
+async def test_garbage_in_any_file_is_a_named_failure_never_a_crash(
+    small_record: tuple[Path, list[int]], tmp_path: Path, name: str
+) -> None:
+    """Whatever a file holds, verify-election reports failed checks and raises nothing."""
+    copy = _copy(small_record[0], tmp_path)
+    rid = orjson.loads((copy / "referendum.json").read_bytes())["id"]
+    for garbage in GARBAGE:
+        (copy / name).write_bytes(garbage)
+        if name != "manifest.json":
+            write_manifest(copy, rid)
+        report = verify_election(copy, jobs=1)
+        assert not report.ok, (name, garbage)
+        assert report.failed_checks
+
+
+def test_verifier_imports_only_the_core_stdlib_click_and_tqdm() -> None:
+    """Importing verify-election loads no server, batcher, HTTP or database module."""
+    import subprocess
+    import sys
+
+    code = ("import sys, auditor.verify_election, auditor.verify_decryption; "
+            "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))")  # fmt: skip
+    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                check=True).stdout.split())  # fmt: skip
+    assert loaded.isdisjoint({"server", "batcher", "aiohttp", "asyncpg", "orjson", "locust",
+                              "trustee", "bench"})  # fmt: skip
+    assert {"referendum_core", "click", "tqdm"} <= loaded

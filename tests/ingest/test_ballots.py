@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import io
@@ -301,10 +302,12 @@ async def test_referendum_not_open_or_unknown(
     assert await count_ballots(database_url) == 0
 
 
-async def test_close_is_seen_within_the_cache_bound(database_url: str, tmp_path: Path) -> None:
-    """Once the referendum closes, submissions are refused (cached state expires, insert checks)."""
+async def test_close_refuses_next_ballot_while_cache_says_open(
+    database_url: str, tmp_path: Path
+) -> None:
+    """With the state cached as open for an hour, the insert's own check still refuses it."""
     electorate = await create_referendum(database_url, "ref-closing", voters=3)
-    settings = ingest_settings(tmp_path, spec_cache_ms=50)
+    settings = ingest_settings(tmp_path, spec_cache_ms=3_600_000)
     async with running_app(settings, database_url) as client:
         assert (await client.post(electorate.path, json=electorate.ballot("v0"))).status == 201
         conn = await asyncpg.connect(database_url)
@@ -402,3 +405,81 @@ def test_tampered_receipt_does_not_verify(member: str, value: Any) -> None:
     fields[member] = value
     with pytest.raises(InvalidReceipt):
         verify_receipt(orjson.dumps(fields), key.public_key)
+
+
+async def test_referendum_state_cache_expires(database_url: str) -> None:
+    """A cached state is served until its TTL passes, then the close is read from the database."""
+    from server.db import create_pool
+    from server.ingest import ReferendumDirectory
+    from server.settings import Settings
+
+    await create_referendum(database_url, "ref-ttl")
+    pool = await create_pool(database_url, Settings(db_pool_min=1, db_pool_max=2))
+    try:
+        forever = ReferendumDirectory(pool, ttl_s=3600)
+        short = ReferendumDirectory(pool, ttl_s=0.05)
+        for directory in (forever, short):
+            info = await directory.get("ref-ttl")
+            assert info is not None and info.state == "open"
+        assert await forever.get("no-such") is None
+        async with pool.acquire() as conn:
+            await conn.execute("UPDATE referendums SET state = 'closed'")
+        cached = await forever.get("ref-ttl")
+        assert cached is not None and cached.state == "open"  # within its TTL: the cache
+        deadline = asyncio.get_running_loop().time() + 10
+        while (info := await short.get("ref-ttl")) is not None and info.state == "open":
+            assert asyncio.get_running_loop().time() < deadline, "the close was never seen"
+            await asyncio.sleep(0.01)
+        assert info is not None and info.state == "closed"
+    finally:
+        await pool.close()
+
+
+async def test_process_pool_verification(database_url: str, tmp_path: Path) -> None:
+    """With verify_workers the checks run in other processes, failures still name the check."""
+    electorate = await create_referendum(database_url, "ref-pool")
+    settings = ingest_settings(tmp_path, verify_workers=1)
+    async with running_app(settings, database_url) as client:
+        forged = _forged_proof(electorate)
+        refused = await client.post(electorate.path, json=forged)
+        problem = await refused.json(content_type=None)
+        assert (refused.status, problem["check"]) == (400, "option[0].proof")
+        accepted = await client.post(electorate.path, json=electorate.ballot("v0"))
+        assert accepted.status == 201
+    assert await count_ballots(database_url) == 1
+
+
+async def test_saturated_server_refuses_at_once(database_url: str, tmp_path: Path) -> None:
+    """With queue_limit submissions in progress, the next one gets 503 + Retry-After at once."""
+    from server.voter_api import BALLOT_BOX_KEY
+
+    electorate = await create_referendum(database_url, "ref-busy", voters=3)
+    settings = ingest_settings(tmp_path, queue_limit=2)
+    blocker = await asyncpg.connect(database_url)
+    try:
+        async with running_app(settings, database_url) as client:
+            assert client.app is not None
+            box = client.app[BALLOT_BOX_KEY]
+            tx = blocker.transaction()
+            await tx.start()
+            # voter lookups wait behind this lock, holding their submissions in progress
+            await blocker.execute("LOCK TABLE voters IN ACCESS EXCLUSIVE MODE")
+            held = [
+                asyncio.create_task(client.post(electorate.path, json=electorate.ballot(v)))
+                for v in ("v0", "v1")
+            ]
+            deadline = asyncio.get_running_loop().time() + 20
+            while box.in_flight < 2:
+                assert asyncio.get_running_loop().time() < deadline, "submissions never waited"
+                await asyncio.sleep(0.01)
+            refused = await client.post(electorate.path, json=electorate.ballot("v2"))
+            assert refused.status == 503 and refused.content_type == PROBLEM
+            assert refused.headers["Retry-After"] == "1"
+            assert (await refused.json(content_type=None))["type"].endswith("/queue-full")
+            await tx.commit()
+            answered = await asyncio.gather(*held)
+            assert [r.status for r in answered] == [201, 201]
+            assert box.in_flight == 0
+    finally:
+        await blocker.close()
+    assert await count_ballots(database_url) == 2

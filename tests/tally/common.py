@@ -101,11 +101,11 @@ async def insert_ballots(conn: Any, election: Election, ballots: list[tuple[str,
     )
 
 
-def signer() -> LogSigner:
-    """A fixed log signing key (tests only)."""
+def signer(folder: Path | None = None) -> LogSigner:
+    """A log signing key under ``folder`` (a fresh temporary folder by default)."""
     import tempfile
 
-    key = load_or_create_key(None, Path(tempfile.mkdtemp()), "log")
+    key = load_or_create_key(None, folder or Path(tempfile.mkdtemp()), "log")
     return LogSigner(key, "test.example/log")
 
 
@@ -140,11 +140,12 @@ def decrypt_counts(election: Election, ciphertexts: list[bytes], bound: int) -> 
 
 
 async def publish_small_election(
-    dsn: str, out: Path, *, voters: int = 30, policy: str = "last_counts", revoters: int = 5,
-    block: int = 8,
+    dsn: str, out: Path | None, *, voters: int = 30, policy: str = "last_counts",
+    revoters: int = 5, block: int = 8, key_folder: Path | None = None,
 ) -> tuple[Election, list[int]]:
     """A small election through the domain code (no HTTP): sealed, folded, decrypted by 2 of 3
-    trustees (trustee CLI), published and exported to ``out``; returns it and its counts."""
+    trustees (trustee CLI), published and exported to ``out`` (unless None); returns it and
+    its counts. ``key_folder`` holds the log key (``keys/log.key``), fresh by default."""
     import asyncpg
 
     from batcher.tally import fold_new_blocks, load_tally
@@ -163,7 +164,7 @@ async def publish_small_election(
         await conn.execute("UPDATE referendums SET threshold_k = 2, trustees_n = 3")
         await store_trustees(conn, rid, board.commitments(), "test")
         await conn.execute("UPDATE referendums SET state = 'open'")
-        log_signer = signer()
+        log_signer = signer(key_folder)
         last: dict[str, int] = {}
         rounds = [list(election.voters), rng.sample(list(election.voters), revoters)]
         for round_voters in rounds if policy == "last_counts" else rounds[:1]:
@@ -183,7 +184,8 @@ async def publish_small_election(
         for index in (1, 2):
             await accept_share(conn, rid, board.decrypt(index, state.to_json(("yes", "no"))))
         result = await publish_result(conn, rid, "test")
-        await export_record(conn, rid, out, log_signer.verifier_key())
+        if out is not None:
+            await export_record(conn, rid, out, log_signer.verifier_key())
     finally:
         await conn.close()
     yes_total = sum(last.values())

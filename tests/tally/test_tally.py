@@ -20,6 +20,7 @@ from tests.tally.common import (
     decrypt_counts,
     insert_ballots,
     make_election,
+    publish_small_election,
     seal_all,
     signer,
     store_referendum,
@@ -239,3 +240,34 @@ async def test_tally_api_refuses_bad_requests_with_problems(
             assert await conn.fetchval("SELECT count(*) FROM results") == 0
     finally:
         await conn.close()
+
+
+async def test_record_export_command_writes_a_verifiable_record(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`referendum record export` writes a verifiable record; a non-empty folder is refused."""
+    from click.testing import CliRunner
+
+    from auditor.verify_election import verify_election
+    from server.record_commands import record
+
+    keys = tmp_path / "data"
+    _, counts = await publish_small_election(database_url, None, voters=10, key_folder=keys)
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("REFERENDUM_DATA_DIR", str(keys))
+    monkeypatch.setenv("REFERENDUM_LOG_ORIGIN", "test.example/log")
+    out = tmp_path / "record"
+    result = await asyncio.to_thread(
+        CliRunner().invoke, record, ["export", "--referendum", "small-last-counts",
+                                     "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "manifest.json SHA-256" in result.output
+    report = verify_election(out, jobs=1)
+    assert report.ok, report.failures
+    assert report.result == counts
+    (out / "notes.txt").write_text("mine")
+    again = await asyncio.to_thread(
+        CliRunner().invoke, record, ["export", "--referendum", "small-last-counts",
+                                     "--out", str(out)])  # fmt: skip
+    assert again.exit_code == 1
+    assert "other files" in again.output
