@@ -2,7 +2,7 @@
 
 A roll of real Ed25519 keys (derived from seeds, cached as CSV under ``data_dir/bench``) is
 streamed over HTTP into a server running in a subprocess (this module run with ``--serve``),
-once per run and roll size, each time into a fresh server process, so that process's peak
+once per run and roll size, each time into a fresh database and server process, so its peak
 resident memory (``VmHWM``) belongs to that one import. Two sizes show whether memory grows
 with the roll. Each measurement is the median of ``--runs`` runs. Targets: >= 100,000 rows/s;
 peak memory flat in the roll size (< 200 MB for 10,000,000 lines).
@@ -199,38 +199,38 @@ async def _run(sizes: list[int], runs: int, commit: bool) -> list[dict[str, Any]
     for size in sizes:
         click.echo(f"roll of {size:,} voters: generating (cached in {folder}) ...")
         paths[size] = await asyncio.to_thread(roll_file, folder, size)
-    admin, dsn, token = await _prepare(settings)
     rows: list[dict[str, Any]] = [
         {"metric": "credential key check, one thread", "value": key_check_rate(paths[sizes[0]],
          runs), "unit": "keys/s", "target": "", "ok": True}
     ]  # fmt: skip
-    try:
-        for size in sizes:
-            results = []
-            for run in range(runs):
+    for size in sizes:
+        results = []
+        for run in range(runs):
+            admin, dsn, token = await _prepare(settings)  # a fresh database for each run
+            try:
                 result = await measure(dsn, token, paths[size], size, commit)
-                click.echo(
-                    f"  {size:,} voters, run {run + 1}: {result['rows_per_s']:,.0f} rows/s, "
-                    f"peak {result['peak_mb']:.0f} MB, open {result['open_s']:.1f} s"
-                )
-                results.append(result)
-            rate = median([r["rows_per_s"] for r in results])
-            peak = median([r["peak_mb"] for r in results])
-            rows.append({"metric": f"import {size:,} voters", "value": rate, "unit": "rows/s",
-                         "target": f">= {TARGET_ROWS_PER_S:,}",
-                         "ok": rate >= TARGET_ROWS_PER_S})  # fmt: skip
-            rows.append({"metric": f"server peak RSS, {size:,} voters", "value": peak,
-                         "unit": "MB", "target": f"< {TARGET_PEAK_MB}",
-                         "ok": peak < TARGET_PEAK_MB})  # fmt: skip
-            rows.append({"metric": f"server RSS at start, {size:,} voters",
-                         "value": median([r["baseline_mb"] for r in results]), "unit": "MB",
+            finally:
+                await _drop(admin, dsn)
+            click.echo(
+                f"  {size:,} voters, run {run + 1}: {result['rows_per_s']:,.0f} rows/s, "
+                f"peak {result['peak_mb']:.0f} MB, open {result['open_s']:.1f} s"
+            )
+            results.append(result)
+        rate = median([r["rows_per_s"] for r in results])
+        peak = median([r["peak_mb"] for r in results])
+        rows.append({"metric": f"import {size:,} voters", "value": rate, "unit": "rows/s",
+                     "target": f">= {TARGET_ROWS_PER_S:,}",
+                     "ok": rate >= TARGET_ROWS_PER_S})  # fmt: skip
+        rows.append({"metric": f"server peak RSS, {size:,} voters", "value": peak,
+                     "unit": "MB", "target": f"< {TARGET_PEAK_MB}",
+                     "ok": peak < TARGET_PEAK_MB})  # fmt: skip
+        rows.append({"metric": f"server RSS at start, {size:,} voters",
+                     "value": median([r["baseline_mb"] for r in results]), "unit": "MB",
+                     "target": "", "ok": True})  # fmt: skip
+        if commit:
+            rows.append({"metric": f"open (roll commitment), {size:,} voters",
+                         "value": median([r["open_s"] for r in results]), "unit": "s",
                          "target": "", "ok": True})  # fmt: skip
-            if commit:
-                rows.append({"metric": f"open (roll commitment), {size:,} voters",
-                             "value": median([r["open_s"] for r in results]), "unit": "s",
-                             "target": "", "ok": True})  # fmt: skip
-    finally:
-        await _drop(admin, dsn)
     return rows
 
 

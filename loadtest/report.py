@@ -528,6 +528,7 @@ def _plots(
             ":",
             label="linear from the smallest",
         )
+        ax.set_xticks([p[0] for p in points])
         ax.set_xlabel("server processes")
         ax.set_ylabel("ballots/s")
         ax.legend()

@@ -8,7 +8,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from batcher.service import ReferendumBatcher, leader_lock_key, seal_block
+from batcher.service import ReferendumBatcher, leader_lock_key, run_batcher, seal_block
 from referendum_core.merkle import CompactRange, leaf_hash
 from server.settings import Settings
 from tests.batcher import (
@@ -170,6 +170,32 @@ async def test_service_closes_blocks_by_count_and_time(
     ]
     assert sizes == [5, 5, 2, 0]
     await verify_log(conn, RID, signer.verifier_key(), expect_final=True)
+
+
+async def test_batcher_serves_every_referendum(
+    database_url: str, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    """Without --referendum the batcher finds every open referendum and finalises closed ones."""
+    signer, _ = make_signer(tmp_path)
+    await create_referendum(conn, "r-other")
+    await create_referendum(conn, "r-draft", state="draft")
+    stop = asyncio.Event()
+    settings = Settings(block_max_ballots=100, block_max_ms=50)
+    task = asyncio.create_task(run_batcher(database_url, settings, signer, stop))
+    try:
+        for rid in (RID, "r-other"):
+            await insert_ballots(conn, rid, 7)
+        await _wait_for(conn, "SELECT count(*) = 14 FROM ballots WHERE log_index IS NOT NULL")
+        await set_state(conn, "r-other", "closed")
+        await _wait_for(conn, "SELECT final FROM log_heads WHERE referendum_id = 'r-other'")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
+    await verify_log(conn, RID, signer.verifier_key())
+    await verify_log(conn, "r-other", signer.verifier_key(), expect_final=True)
+    assert (
+        await conn.fetchval("SELECT count(*) FROM log_heads WHERE referendum_id = 'r-draft'") == 0
+    )
 
 
 async def _wait_for(conn: asyncpg.Connection, query: str, timeout: float = 30.0) -> None:
