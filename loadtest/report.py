@@ -708,17 +708,22 @@ def build_report(
     objectives: Objectives | None = None,
     knee_factor: float = 3.0,
     extra_markdown: str = "",
+    extra_checks: Sequence[dict[str, Any]] = (),
 ) -> ReportResult:
     """Write ``report.html``, ``report.md``, ``summary.json`` and PNG plots into ``out_dir``.
 
     ``scaling`` holds other runs' summaries (each with ``servers``); this run's summary joins
-    them in the scaling plot when ``servers`` is given.
+    them in the scaling plot when ``servers`` is given. ``extra_checks`` (``{"objective",
+    "limit", "measured", "ok"}``) join the objectives' verdicts.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     run = read_locust_csv(csv_prefix)
     summary = summarize(run, samples, title=title, servers=servers, knee_factor=knee_factor)
     if objectives is not None:
         check_objectives(summary, objectives)
+    if extra_checks:
+        summary.checks = [*summary.checks, *extra_checks]
+        summary.ok = all(c["ok"] for c in summary.checks)
     knee = Knee(**summary.knee) if summary.knee else None
     scaling_points = list(scaling)
     if servers is not None:

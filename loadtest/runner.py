@@ -648,6 +648,12 @@ async def run_load(config: LoadConfig) -> Summary:
         f"{_s(delays['merge_delay_max_s'])}; Locust exit code {outcome.returncode}"
         + (" (stopped at its time limit)" if outcome.timed_out else "")
     )
+    sequenced_check = {
+        "objective": "every ballot sequenced",
+        "limit": "yes",
+        "measured": drained,
+        "ok": drained,
+    }
     result = build_report(
         outcome.csv_prefix,
         report_dir,
@@ -657,13 +663,9 @@ async def run_load(config: LoadConfig) -> Summary:
         servers=config.servers,
         objectives=config.objectives,
         extra_markdown=extra,
+        extra_checks=[sequenced_check],
     )
     summary = result.summary
-    summary.checks.append(
-        {"objective": "every ballot sequenced", "limit": "yes", "measured": drained,
-         "ok": drained}
-    )  # fmt: skip
-    summary.ok = summary.ok and drained
     summary.ballots_stored = int(stored["ballots"])
     summary.phases = dict(timer.phases)
     payload = {**summary.as_dict(), "merge_delays": delays}
@@ -717,11 +719,13 @@ async def run_small_load(
     workers: int = 1,
     user_classes: Sequence[str] = ("Voter",),
     objectives: Objectives | None = None,
+    verify_share: float = 0.1,
 ) -> Summary:
     """A short distributed Locust run against running servers; the report's summary.
 
     For ``referendum demo``: the pool's referendum must already be open on ``base_url``
-    (see :func:`setup_referendum`). Writes the report into ``out_dir``.
+    (see :func:`setup_referendum`) and a batcher running when ``verify_share`` > 0 (those
+    voters wait for their ballot to be sealed). Writes the report into ``out_dir``.
     """
     pool_dir = pool.folder if isinstance(pool, BallotPool) else Path(pool)
     with ChildProcesses(out_dir / "logs") as children:
@@ -736,6 +740,7 @@ async def run_small_load(
             workers=workers,
             user_classes=user_classes,
             api_key=api_key,
+            extra_env={"REFERENDUM_LOADTEST_VERIFY_SHARE": str(verify_share)},
         )
     result = build_report(outcome.csv_prefix, out_dir, title="Demo load", objectives=objectives)
     return result.summary
@@ -749,6 +754,7 @@ async def demo_load(
     duration_s: float = 30.0,
     users: int = 20,
     out_dir: Path = Path("reports/demo-load"),
+    verify_share: float = 0.1,
 ) -> Summary:
     """For ``referendum demo``: a fresh pool under a new referendum id, set up, loaded, reported.
 
@@ -771,6 +777,7 @@ async def demo_load(
             api_key=api_key,
             out_dir=out_dir,
             user_classes=("Voter", "Auditor", "Operator"),
+            verify_share=verify_share,
         )
     print(timer.table())
     print(f"report: {out_dir / 'report.html'}")

@@ -169,3 +169,16 @@ def test_missed_objective_exits_non_zero(tmp_path: Path) -> None:
         CANNED, tmp_path / "b", objectives=Objectives(max_p99_ms=float(agg["99%"]) + 1)
     )
     _verdict(met.summary)  # returns normally
+
+
+def test_extra_checks_join_the_verdict(tmp_path: Path) -> None:
+    """A runner check (every ballot sequenced) that failed turns a passing run into a FAIL."""
+    check = {"objective": "every ballot sequenced", "limit": "yes", "measured": False,
+             "ok": False}  # fmt: skip
+    result = build_report(
+        CANNED, tmp_path, objectives=Objectives(max_error_ratio=0.0), extra_checks=[check]
+    )
+    assert [c["ok"] for c in result.summary.checks] == [True, False]
+    assert not result.summary.ok
+    text = result.markdown_path.read_text()
+    assert "every ballot sequenced" in text and "Verdict: **FAIL**" in text

@@ -1,0 +1,49 @@
+"""demo_load: the small load `referendum demo` runs against servers it already started."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from loadtest.runner import (
+    ChildProcesses,
+    _referendum_argv,
+    _serve_argv,
+    create_operator_key,
+    demo_load,
+    free_port,
+    fresh_database,
+    wait_ready,
+)
+
+pytestmark = pytest.mark.slow
+
+
+async def test_demo_load_against_running_servers(pg_admin_dsn: str, tmp_path: Path) -> None:
+    """A fresh pool's referendum is set up on running servers and loaded without failures."""
+    async with fresh_database(pg_admin_dsn) as dsn:
+        api_key = await create_operator_key(dsn)
+        port = free_port()
+        base_url = f"http://127.0.0.1:{port}"
+        env = {
+            **os.environ,
+            "DATABASE_URL": dsn,
+            "REFERENDUM_PORT": str(port),
+            "REFERENDUM_DATA_DIR": str(tmp_path / "data"),
+        }
+        with ChildProcesses(tmp_path / "logs") as children:
+            server = children.start("servers", _serve_argv(), env)
+            await wait_ready(base_url, [server])
+            children.start("batcher", _referendum_argv("batcher"), env)
+            summary = await demo_load(
+                base_url, api_key, voters=200, duration_s=4, users=3, out_dir=tmp_path / "demo"
+            )
+    assert summary.requests > 0 and summary.throughput_rps > 0
+    assert summary.failures == 0
+    assert summary.ballots > 0
+    assert {"submit ballot", "checkpoint", "operator status"} <= {
+        e["name"] for e in summary.endpoints
+    }
+    assert (tmp_path / "demo" / "report.html").exists()
