@@ -100,8 +100,11 @@ def check_decryption(fail: Fail, root: Path, ref: dict[str, Any], spec: BallotSp
     try:
         result = _load(root, "result.json")
         counts = result["counts"]
-        if (not isinstance(counts, list) or len(counts) != len(spec.options)
-                or not all(type(c) is int and c >= 0 for c in counts)):
+        if (
+            not isinstance(counts, list)
+            or len(counts) != len(spec.options)
+            or not all(type(c) is int and c >= 0 for c in counts)
+        ):
             raise TypeError("counts must be one non-negative integer per option")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         fail("result", f"result.json: {exc!r}")

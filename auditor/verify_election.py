@@ -188,7 +188,10 @@ def tally_hash(referendum_id: str, ciphertexts: Sequence[bytes]) -> bytes:
     """``SHA-256(domain ‖ u16 len ‖ referendum id ‖ u8 count ‖ ciphertexts)`` (docs/record.md)."""
     rid = referendum_id.encode()
     return hashlib.sha256(
-        TALLY_DOMAIN + len(rid).to_bytes(2, "big") + rid + bytes([len(ciphertexts)])
+        TALLY_DOMAIN
+        + len(rid).to_bytes(2, "big")
+        + rid
+        + bytes([len(ciphertexts)])
         + b"".join(ciphertexts)
     ).digest()
 
@@ -316,8 +319,10 @@ def _check_blocks(
             try:
                 cp = block.verify_checkpoint(log_key)
                 if cp.origin.rsplit("/", 1)[-1] != rid:
-                    report.fail("log.checkpoint",
-                                f"block {block.height}: origin {cp.origin!r} is another log")
+                    report.fail(
+                        "log.checkpoint",
+                        f"block {block.height}: origin {cp.origin!r} is another log",
+                    )
             except CoreError as exc:
                 report.fail("log.checkpoint", f"block {block.height}: {exc.check}: {exc}")
         blocks.append(block)
@@ -428,9 +433,7 @@ def _verify_chunk(first: int, offsets: Sequence[int], skip: frozenset[int]) -> _
         for j, ct in enumerate(verified.ciphertexts):
             a_parts[j].append(ct.a)
             b_parts[j].append(ct.b)
-    sums = [
-        Ciphertext(Point.sum(a_parts[j]), Point.sum(b_parts[j])).to_bytes() for j in range(k)
-    ]
+    sums = [Ciphertext(Point.sum(a_parts[j]), Point.sum(b_parts[j])).to_bytes() for j in range(k)]
     return _ChunkResult(first, len(offsets) - 1, b"".join(leafs), b"".join(hashes), failures,
                         sums, counted)  # fmt: skip
 
@@ -559,9 +562,7 @@ def _check_revotes(
         report.fail("revote", f"listed supersession {pair[0]} -> {pair[1]} is not the log's")
 
 
-def _check_supersession_hashes(
-    report: ElectionReport, root: Path, hashes: bytes, n: int
-) -> None:
+def _check_supersession_hashes(report: ElectionReport, root: Path, hashes: bytes, n: int) -> None:
     try:
         rows = json.loads(b"[" + b",".join(
             line for line in (root / "supersessions.jsonl").read_bytes().splitlines()
@@ -573,8 +574,10 @@ def _check_supersession_hashes(
             old, new = int(row["superseded_index"]), int(row["superseding_index"])
             if not (0 <= old < n and 0 <= new < n):
                 raise ValueError("index out of range")
-            if (row["superseded_hash"] != hashes[old * 32 : old * 32 + 32].hex()
-                    or row["superseding_hash"] != hashes[new * 32 : new * 32 + 32].hex()):
+            if (
+                row["superseded_hash"] != hashes[old * 32 : old * 32 + 32].hex()
+                or row["superseding_hash"] != hashes[new * 32 : new * 32 + 32].hex()
+            ):
                 report.fail("revote", f"supersession {old} -> {new} names other ballot hashes")
         except (KeyError, TypeError, ValueError) as exc:
             report.fail("revote", f"malformed supersession {row!r}: {exc}")
@@ -617,8 +620,10 @@ def _check_tally(
     if tally.get("ballots_counted") != len(counted):
         report.fail("tally", f"tally.json counts {tally.get('ballots_counted')} ballots, "
                              f"the log {len(counted)}")  # fmt: skip
-    if blocks and (tally.get("block_height") != blocks[-1].height
-                   or tally.get("tree_size") != blocks[-1].tree_size):
+    if blocks and (
+        tally.get("block_height") != blocks[-1].height
+        or tally.get("tree_size") != blocks[-1].tree_size
+    ):
         report.fail("tally", "tally.json is not the tally at the final block")
     if tally.get("tally_hash") != tally_hash(spec.referendum_id, recorded).hex():
         report.fail("tally", "tally.json's tally_hash does not match its ciphertexts")
@@ -688,8 +693,12 @@ def verify_election(
 
 @click.command("verify-election")
 @click.argument("record", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.option("--jobs", type=click.IntRange(min=1), default=None,
-              help="Worker processes (default: every core)")
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes (default: every core)",
+)
 @click.option("--log-key", default=None, help="Pin the log's verifier key (else the record's)")
 @click.option("--manifest-sha256", default=None, help="Pin the SHA-256 of manifest.json")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar")
@@ -699,8 +708,10 @@ def verify_election_command(record: Path, jobs: int | None, log_key: str | None,
     report = verify_election(record, jobs=jobs, log_key=log_key,
                              manifest_sha256=manifest_sha256, progress=progress)  # fmt: skip
     rate = report.ballots / report.seconds if report.seconds else 0.0
-    click.echo(f"{report.ballots} ballots ({report.ballots_counted} counted) verified in "
-               f"{report.seconds:.1f} s with {report.jobs} processes ({rate:,.0f} ballots/s)")
+    click.echo(
+        f"{report.ballots} ballots ({report.ballots_counted} counted) verified in "
+        f"{report.seconds:.1f} s with {report.jobs} processes ({rate:,.0f} ballots/s)"
+    )
     if report.ok:
         if report.result is not None:
             click.echo("result: " + ", ".join(str(c) for c in report.result))

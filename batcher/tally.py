@@ -69,7 +69,10 @@ def tally_hash(referendum_id: str, ciphertexts: Sequence[bytes]) -> bytes:
     """
     rid = referendum_id.encode()
     return hashlib.sha256(
-        TALLY_DOMAIN + len(rid).to_bytes(2, "big") + rid + bytes([len(ciphertexts)])
+        TALLY_DOMAIN
+        + len(rid).to_bytes(2, "big")
+        + rid
+        + bytes([len(ciphertexts)])
         + b"".join(ciphertexts)
     ).digest()
 
@@ -210,9 +213,7 @@ def _apply(
             parts.append(_sum_option(added, i))
         if removed:
             parts.append(_negate(_sum_option(removed, i)))
-        out.append(
-            Ciphertext(Point.sum(p.a for p in parts), Point.sum(p.b for p in parts))
-        )
+        out.append(Ciphertext(Point.sum(p.a for p in parts), Point.sum(p.b for p in parts)))
     return out
 
 
@@ -257,8 +258,10 @@ async def fold_block(conn: Any, referendum_id: str) -> FoldedBlock | None:
             return None
         first, end = int(block["first_index"]), int(block["end_index"])
         if first != int(row["folded_size"]):
-            raise RuntimeError(f"block {height} of {referendum_id} starts at {first}, "
-                               f"the tally at {row['folded_size']}")
+            raise RuntimeError(
+                f"block {height} of {referendum_id} starts at {first}, "
+                f"the tally at {row['folded_size']}"
+            )
         rows = await conn.fetch(_BLOCK_BALLOTS, referendum_id, first, end)
         if len(rows) != end - first:
             raise RuntimeError(f"block {height} of {referendum_id} lacks ballots")
@@ -342,8 +345,14 @@ async def fold_new_blocks(conn: Any, referendum_id: str) -> int:
         if result is None:
             return folded
         folded += 1
-        log.info("tally_folded", referendum_id=referendum_id, height=result.height,
-                 ballots=result.ballots, superseded=result.superseded, final=result.final)
+        log.info(
+            "tally_folded",
+            referendum_id=referendum_id,
+            height=result.height,
+            ballots=result.ballots,
+            superseded=result.superseded,
+            final=result.final,
+        )
         if result.final:
             return folded
 

@@ -53,8 +53,9 @@ def _seconds(runs: int, action: Callable[[], None]) -> float:
     return median(times)
 
 
-def _ballots(spec: BallotSpec, count: int, choices: list[list[int]]
-             ) -> list[tuple[dict[str, Any], bytes]]:
+def _ballots(
+    spec: BallotSpec, count: int, choices: list[list[int]]
+) -> list[tuple[dict[str, Any], bytes]]:
     out = []
     for i in range(count):
         secret, public = new_voter_key()
@@ -65,26 +66,39 @@ def _ballots(spec: BallotSpec, count: int, choices: list[list[int]]
 @click.command()
 @click.option("--runs", default=5, show_default=True, help="Runs per figure (median quoted).")
 @click.option("--ballots", default=300, show_default=True, help="Ballots per verify run.")
-@click.option("--aggregate", "aggregate_count", default=1_000_000, show_default=True,
-              help="Ciphertexts summed per aggregation run.")
+@click.option(
+    "--aggregate",
+    "aggregate_count",
+    default=1_000_000,
+    show_default=True,
+    help="Ciphertexts summed per aggregation run.",
+)
 @click.option("--voters", default=10_000_000, show_default=True, help="Decoding bound.")
 def crypto(runs: int, ballots: int, aggregate_count: int, voters: int) -> None:
     """Ballot verify/create rates, aggregation and tally decryption, per core."""
     pk_point = Point.base_mul(random_scalar())
     key = pk_point.to_compressed()
     specs = {
-        "yes/no (implied 'no', 1 ciphertext)": (BallotSpec("bench", ("yes", "no"), 1, 1, key),
-                                               [[1, 0], [0, 1]]),
+        "yes/no (implied 'no', 1 ciphertext)": (
+            BallotSpec("bench", ("yes", "no"), 1, 1, key),
+            [[1, 0], [0, 1]],
+        ),
         "yes/no (explicit, 2 ciphertexts + sum)": (
-            BallotSpec("bench", ("yes", "no"), 1, 1, key, imply_last=False), [[1, 0], [0, 1]]),
+            BallotSpec("bench", ("yes", "no"), 1, 1, key, imply_last=False),
+            [[1, 0], [0, 1]],
+        ),
         "5-option exactly-one (implied, 4 ct)": (
             BallotSpec("bench", tuple("abcde"), 1, 1, key),
-            [[int(i == j) for i in range(5)] for j in range(5)]),
+            [[int(i == j) for i in range(5)] for j in range(5)],
+        ),
         "5-option exactly-one (explicit, 5 ct)": (
             BallotSpec("bench", tuple("abcde"), 1, 1, key, imply_last=False),
-            [[int(i == j) for i in range(5)] for j in range(5)]),
-        "5-option choose 1..3": (BallotSpec("bench", tuple("abcde"), 1, 3, key),
-                                 [[1, 0, 1, 0, 0], [0, 0, 0, 0, 1], [1, 1, 1, 0, 0]]),
+            [[int(i == j) for i in range(5)] for j in range(5)],
+        ),
+        "5-option choose 1..3": (
+            BallotSpec("bench", tuple("abcde"), 1, 3, key),
+            [[1, 0, 1, 0, 0], [0, 0, 0, 0, 1], [1, 1, 1, 0, 0]],
+        ),
     }
     rows: list[dict[str, Any]] = []
     for name, (spec, choices) in specs.items():
@@ -97,17 +111,32 @@ def crypto(runs: int, ballots: int, aggregate_count: int, voters: int) -> None:
 
         rate = _rate(runs, n, verify_all)
         target = ">= 3000" if name.startswith("yes/no (implied") else ""
-        rows.append({"metric": f"verify {name}, signature included", "value": rate,
-                     "unit": "ballots/s", "target": target,
-                     "ok": ("yes" if rate >= 3000 else "NO") if target else ""})
-        def create_all(spec: BallotSpec = spec, n: int = n,
-                       choices: list[list[int]] = choices) -> None:
+        rows.append(
+            {
+                "metric": f"verify {name}, signature included",
+                "value": rate,
+                "unit": "ballots/s",
+                "target": target,
+                "ok": ("yes" if rate >= 3000 else "NO") if target else "",
+            }
+        )
+
+        def create_all(
+            spec: BallotSpec = spec, n: int = n, choices: list[list[int]] = choices
+        ) -> None:
             secret, _ = new_voter_key()
             for i, choice in zip(range(n), itertools.cycle(choices), strict=False):
                 make_ballot(spec, f"voter-{i}", secret, choice)
 
-        rows.append({"metric": f"create {name}", "value": _rate(runs, n, create_all),
-                     "unit": "ballots/s", "target": "", "ok": ""})
+        rows.append(
+            {
+                "metric": f"create {name}",
+                "value": _rate(runs, n, create_all),
+                "unit": "ballots/s",
+                "target": "",
+                "ok": "",
+            }
+        )
 
     distinct = [encrypt(pk_point, i % 2, random_scalar()).to_bytes() for i in range(2000)]
     stream = [distinct[i % len(distinct)] for i in range(aggregate_count)]
@@ -116,19 +145,29 @@ def crypto(runs: int, ballots: int, aggregate_count: int, voters: int) -> None:
         aggregate_encoded(stream)
 
     agg_rate = _rate(max(3, runs // 2), aggregate_count, sum_stream)
-    rows.append({"metric": f"aggregate {aggregate_count:,} ciphertexts (from bytes)",
-                 "value": agg_rate, "unit": "ciphertexts/s", "target": ">= 300000",
-                 "ok": "yes" if agg_rate >= 300_000 else "NO"})
+    rows.append(
+        {
+            "metric": f"aggregate {aggregate_count:,} ciphertexts (from bytes)",
+            "value": agg_rate,
+            "unit": "ciphertexts/s",
+            "target": ">= 300000",
+            "ok": "yes" if agg_rate >= 300_000 else "NO",
+        }
+    )
 
     params = TrusteeParams("bench", 3, 5)
     dealers = [new_dealer(params, i) for i in range(1, 6)]
     commitments = [dealer_commitment(params, d) for d in dealers]
     tally_key = election_public_key(params, commitments)
-    shares = {t: trustee_share(params, commitments, t, {d.index: share_for(d, t)
-                                                        for d in dealers}) for t in (1, 3, 5)}
+    shares = {
+        t: trustee_share(params, commitments, t, {d.index: share_for(d, t) for d in dealers})
+        for t in (1, 3, 5)
+    }
     # Worst case for the search: counts near the bound, one per option of a yes/no question.
-    tally = [encrypt(tally_key, voters - 1, random_scalar()),
-             encrypt(tally_key, voters // 2 + 12345, random_scalar())]
+    tally = [
+        encrypt(tally_key, voters - 1, random_scalar()),
+        encrypt(tally_key, voters // 2 + 12345, random_scalar()),
+    ]
     partials = [decrypt_share(params, t, shares[t], tally) for t in shares]
 
     def decrypt_and_decode() -> None:
@@ -139,10 +178,25 @@ def crypto(runs: int, ballots: int, aggregate_count: int, voters: int) -> None:
             raise click.ClickException("tally decoded wrongly")
 
     seconds = _seconds(runs, decrypt_and_decode)
-    rows.append({"metric": f"decrypt (3 of 5) + verify + decode 2 counts, bound {voters:,}",
-                 "value": seconds, "unit": "s", "target": "< 1",
-                 "ok": "yes" if seconds < 1 else "NO"})
-    write_results("crypto", rows, meta={"runs": runs, "ballots": ballots,
-                                        "aggregate": aggregate_count, "voters": voters,
-                                        "partials": len(partials), "clock": "process CPU time",
-                                        "load_average_1m": os.getloadavg()[0]})
+    rows.append(
+        {
+            "metric": f"decrypt (3 of 5) + verify + decode 2 counts, bound {voters:,}",
+            "value": seconds,
+            "unit": "s",
+            "target": "< 1",
+            "ok": "yes" if seconds < 1 else "NO",
+        }
+    )
+    write_results(
+        "crypto",
+        rows,
+        meta={
+            "runs": runs,
+            "ballots": ballots,
+            "aggregate": aggregate_count,
+            "voters": voters,
+            "partials": len(partials),
+            "clock": "process CPU time",
+            "load_average_1m": os.getloadavg()[0],
+        },
+    )

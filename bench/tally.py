@@ -310,8 +310,12 @@ async def _verify_record(admin_dsn: str, count: int, out: Path) -> dict[str, Any
         await _drop_database(admin_dsn, dsn)
     last = {v: yes for v, _, _, yes in [*firsts, *seconds]}
     yes_total = sum(last.values())
-    return {"ballots": len(rows), "voters": len(firsts), "generation_s": made_s,
-            "result_correct": result["counts"] == [yes_total, len(last) - yes_total]}
+    return {
+        "ballots": len(rows),
+        "voters": len(firsts),
+        "generation_s": made_s,
+        "result_correct": result["counts"] == [yes_total, len(last) - yes_total],
+    }
 
 
 def _bare_rate(out: Path, limit: int = 2000) -> float:
@@ -320,8 +324,13 @@ def _bare_rate(out: Path, limit: int = 2000) -> float:
     from referendum_core.ballot import BallotSpec, decode_canonical, verify_canonical
 
     ref = orjson.loads((out / "referendum.json").read_bytes())
-    spec = BallotSpec(ref["id"], tuple(ref["options"]), ref["min_selections"],
-                      ref["max_selections"], bytes.fromhex(ref["election_public_key"]))
+    spec = BallotSpec(
+        ref["id"],
+        tuple(ref["options"]),
+        ref["min_selections"],
+        ref["max_selections"],
+        bytes.fromhex(ref["election_public_key"]),
+    )
     roll = read_roll(out / "roll.csv")
     data = (out / "ballots.bin").read_bytes()
     ballots: list[bytes] = []
@@ -406,8 +415,15 @@ def tally(sizes: str, pool_size: int, revote: float, block: int, verify_ballots:
         rows.append({"metric": f"verify-election, {jobs} process(es), {n:,} ballots",
                      "value": rates[jobs], "unit": "ballots/s (wall)", "target": "",
                      "ok": ok})  # fmt: skip
-        rows.append({"metric": f"  per core ({jobs} process(es))", "value": per_core,
-                     "unit": "ballots/CPU-s", "target": ">= 2500", "ok": per_core >= 2500})
+        rows.append(
+            {
+                "metric": f"  per core ({jobs} process(es))",
+                "value": per_core,
+                "unit": "ballots/CPU-s",
+                "target": ">= 2500",
+                "ok": per_core >= 2500,
+            }
+        )
         for size in size_list:
             rows.append({"metric": f"  -> {size:,} ballots at this rate", "unit": "s",
                          "value": size / rates[jobs], "target": "", "ok": ""})  # fmt: skip
@@ -417,8 +433,15 @@ def tally(sizes: str, pool_size: int, revote: float, block: int, verify_ballots:
         rows.append({"metric": "bare verify_canonical, one core (reference)", "value": bare,
                      "unit": "ballots/CPU-s", "target": "", "ok": ""})  # fmt: skip
     if 1 in rates and 2 in rates:
-        rows.append({"metric": "verify-election scaling 2 vs 1 process", "unit": "x",
-                     "value": rates[2] / rates[1], "target": "> 1", "ok": rates[2] > rates[1]})
+        rows.append(
+            {
+                "metric": "verify-election scaling 2 vs 1 process",
+                "unit": "x",
+                "value": rates[2] / rates[1],
+                "target": "> 1",
+                "ok": rates[2] > rates[1],
+            }
+        )
     write_results("tally", rows, meta={
         "sizes": size_list,
         "pool_real_ballots": pool_size,

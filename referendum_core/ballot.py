@@ -163,13 +163,15 @@ def _plan(spec: BallotSpec) -> BallotPlan:
         raise BallotError(f"a referendum needs 1..{MAX_OPTIONS} options", check="spec")
     lo, hi = spec.min_selections, spec.max_selections
     if not (0 <= lo <= hi <= k and hi >= 1):
-        raise BallotError("selection bounds must satisfy 0 <= min <= max <= k, max >= 1",
-                          check="spec")
+        raise BallotError(
+            "selection bounds must satisfy 0 <= min <= max <= k, max >= 1", check="spec"
+        )
     try:
         _id_bytes(spec.referendum_id, "referendum")
     except EncodingError as exc:
-        raise BallotError("referendum id must be 1..255 printable UTF-8 bytes",
-                          check="spec") from exc
+        raise BallotError(
+            "referendum id must be 1..255 printable UTF-8 bytes", check="spec"
+        ) from exc
     pk = decode_key(spec.election_public_key)
     implied = spec.imply_last and lo == hi == 1 and k >= 2
     explicit = k - 1 if implied else k
@@ -301,8 +303,9 @@ def ballot_from_json(body: Mapping[str, Any]) -> BallotRecord:
     keys = set(body.keys())
     if keys != _FIELDS:
         missing, unknown = sorted(_FIELDS - keys), sorted(map(str, keys - _FIELDS))
-        raise EncodingError(f"missing fields {missing}, unknown fields {unknown}",
-                            check="body.fields")
+        raise EncodingError(
+            f"missing fields {missing}, unknown fields {unknown}", check="body.fields"
+        )
     for name in ("referendum", "voter"):
         if not isinstance(body[name], str):
             raise EncodingError(f"{name} must be a string", check=name)
@@ -311,8 +314,9 @@ def ballot_from_json(body: Mapping[str, Any]) -> BallotRecord:
     proofs = _hex_list(body["proofs"], "proofs", PROOF01_BYTES)
     raw_sum = body["sum_proof"]
     sum_proof = None if raw_sum is None else _hex_field(raw_sum, "sum_proof", None)
-    if sum_proof is not None and not (sum_proof and len(sum_proof) % 64 == 0
-                                      and len(sum_proof) <= 64 * 255):
+    if sum_proof is not None and not (
+        sum_proof and len(sum_proof) % 64 == 0 and len(sum_proof) <= 64 * 255
+    ):
         raise EncodingError("sum_proof must be 64·L bytes, 1 <= L <= 255", check="sum_proof")
     if len(proofs) != len(cts):
         raise BallotError("one proof per ciphertext", check="proofs.count")
@@ -344,8 +348,9 @@ def record_to_json(record: BallotRecord) -> dict[str, Any]:
 # --- verification ------------------------------------------------------------------------
 
 
-def ballot_context(spec: BallotSpec, voter_id: str, voter_public_key: bytes,
-                   ciphertexts: tuple[bytes, ...]) -> bytes:
+def ballot_context(
+    spec: BallotSpec, voter_id: str, voter_public_key: bytes, ciphertexts: tuple[bytes, ...]
+) -> bytes:
     """The 32-byte digest every challenge of a ballot hashes (strong Fiat–Shamir binding).
 
     ``SHA-256(transcript(TAG_CONTEXT, referendum, election key, voter id, voter key,
@@ -386,8 +391,9 @@ def verify_canonical(spec: BallotSpec, canonical: bytes, voter_public_key: bytes
     Raises the same errors as :func:`verify_ballot`.
     """
     record = decode_canonical(canonical)
-    return verify_record(spec, record, bytes(canonical[: len(canonical) - SIGNATURE_BYTES]),
-                         voter_public_key)
+    return verify_record(
+        spec, record, bytes(canonical[: len(canonical) - SIGNATURE_BYTES]), voter_public_key
+    )
 
 
 def verify_record(
@@ -430,15 +436,15 @@ def verify_record(
     context = ballot_context(spec, record.voter_id, voter_public_key, record.ciphertexts)
     for i, ct in enumerate(cts):
         proof = DisjunctiveProof.from_bytes(record.proofs[i], 2, check=f"option[{i}].proof")
-        verify_zero_one(TAG_PROOF01, context, struct.pack(">I", i), pk, ct, proof,
-                        check=f"option[{i}].proof")
+        verify_zero_one(
+            TAG_PROOF01, context, struct.pack(">I", i), pk, ct, proof, check=f"option[{i}].proof"
+        )
     total: Ciphertext | None = None
     if shape.sum_range is not None or shape.implied:
         total = Ciphertext(Point.sum(c.a for c in cts), Point.sum(c.b for c in cts))
         if total.a.is_identity:
             # Honest randomness never cancels; a crafted one would publish the sum in clear.
-            raise InvalidPoint("sum of the ballot's ciphertexts has a = identity",
-                               check="sum.a")
+            raise InvalidPoint("sum of the ballot's ciphertexts has a = identity", check="sum.a")
     if shape.sum_range is not None and total is not None and record.sum_proof is not None:
         lo, hi = shape.sum_range
         proof = DisjunctiveProof.from_bytes(record.sum_proof, hi - lo + 1, check="sum_proof")
@@ -454,8 +460,9 @@ def verify_record(
     )
 
 
-def tally(spec: BallotSpec, canonical_ballots: Iterable[bytes], *, chunk: int = 100_000
-          ) -> tuple[Ciphertext, ...]:
+def tally(
+    spec: BallotSpec, canonical_ballots: Iterable[bytes], *, chunk: int = 100_000
+) -> tuple[Ciphertext, ...]:
     """The encrypted per-option tally of counted ballots, one ciphertext per option.
 
     Requires ballots already verified (one per counted voter, e.g. the last valid ballot of

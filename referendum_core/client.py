@@ -166,8 +166,7 @@ def check_spoiled(
             ``option[i].spoil``), or the selections do not fit the referendum.
         Any error of :func:`referendum_core.ballot.verify_ballot`.
     """
-    if not isinstance(revealed, Mapping) or set(revealed) != {"ballot", "selections",
-                                                                "randomness"}:
+    if not isinstance(revealed, Mapping) or set(revealed) != {"ballot", "selections", "randomness"}:
         raise EncodingError("reveal must hold ballot, selections, randomness", check="spoil")
     verified = verify_ballot(spec, revealed["ballot"], voter_public_key)
     shape = plan(spec)
@@ -192,7 +191,7 @@ def check_spoiled(
             raise EncodingError("randomness must be hex", check=f"option[{i}].spoil") from exc
         r = scalar_from_bytes(r_raw, check=f"option[{i}].spoil")
         if encrypt(shape.public_key, m, r).to_bytes() != verified.ciphertexts[i].to_bytes():
-            raise BallotError("ciphertext does not encrypt the stated selection",
-                              check=f"option[{i}].spoil")
+            raise BallotError(
+                "ciphertext does not encrypt the stated selection", check=f"option[{i}].spoil"
+            )
     return verified
-

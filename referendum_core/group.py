@@ -184,9 +184,7 @@ class Point:
                 coordinates not below p, not on the curve, or a forbidden identity.
         """
         if len(data) != 65:
-            raise InvalidPoint(
-                f"uncompressed point must be 65 bytes, got {len(data)}", check=check
-            )
+            raise InvalidPoint(f"uncompressed point must be 65 bytes, got {len(data)}", check=check)
         if data[0] != 4:
             if data == _ZERO65 and allow_identity:
                 return IDENTITY
@@ -335,8 +333,7 @@ def chaum_pedersen_commitments(
         if r < ORDER:
             neg_c = ORDER - c
             sig = _new(_SIG)
-            _sig_parse(_CTX, sig, enc[1:33] + (neg_c * r % ORDER).to_bytes(32, "big"),
-                       enc[64] & 1)
+            _sig_parse(_CTX, sig, enc[1:33] + (neg_c * r % ORDER).to_bytes(32, "big"), enc[64] & 1)
             first = _new(_PUBKEY)
             first_ok = _recover(_CTX, first, sig, (ORDER - s * r % ORDER).to_bytes(32, "big"))
             left = _new(_PUBKEY, base._raw[0])
@@ -367,12 +364,17 @@ def zero_one_commitments(
     enc = a.to_uncompressed()
     r = int.from_bytes(enc[1:33], "big")
     if (
-        a._raw is None or b._raw is None or base._raw is None
-        or not (c0 and c1 and s0 and s1) or r >= ORDER
+        a._raw is None
+        or b._raw is None
+        or base._raw is None
+        or not (c0 and c1 and s0 and s1)
+        or r >= ORDER
     ):
         b1 = Point.sum((b, _MINUS_G))
-        return [*chaum_pedersen_commitments(a, b, base, c0, s0),
-                *chaum_pedersen_commitments(a, b1, base, c1, s1)]
+        return [
+            *chaum_pedersen_commitments(a, b, base, c0, s0),
+            *chaum_pedersen_commitments(a, b1, base, c1, s1),
+        ]
     ctx = _CTX
     x = enc[1:33]
     parity = enc[64] & 1
@@ -393,8 +395,10 @@ def zero_one_commitments(
     _tweak_mul(ctx, pts + 3, (ORDER - c0).to_bytes(32, "big"))
     ok[1] = _combine(ctx, pts + 4, [pts + 2, pts + 3], 2)
     if not _combine(ctx, pts + 5, [b._raw, _MINUS_G._raw], 2):  # b == G
-        return [*chaum_pedersen_commitments(a, b, base, c0, s0),
-                *chaum_pedersen_commitments(a, IDENTITY, base, c1, s1)]
+        return [
+            *chaum_pedersen_commitments(a, b, base, c0, s0),
+            *chaum_pedersen_commitments(a, IDENTITY, base, c1, s1),
+        ]
     pts[2] = base._raw[0]
     _tweak_mul(ctx, pts + 2, s1.to_bytes(32, "big"))
     _tweak_mul(ctx, pts + 5, (ORDER - c1).to_bytes(32, "big"))

@@ -71,9 +71,7 @@ class DisjunctiveProof:
         """
         if len(data) != 64 * branches:
             raise EncodingError(f"proof must be {64 * branches} bytes", check=check)
-        ks = [
-            scalar_from_bytes(data[i : i + 32], check=check) for i in range(0, len(data), 32)
-        ]
+        ks = [scalar_from_bytes(data[i : i + 32], check=check) for i in range(0, len(data), 32)]
         return cls(tuple(ks[:branches]), tuple(ks[branches:]))
 
 
@@ -258,8 +256,7 @@ def verify_dleq(
 
 
 def _dleq_challenge(
-    tag: bytes, context: Sequence[bytes], big_x: Point, base: Point, d: Point, t1: bytes,
-    t2: bytes
+    tag: bytes, context: Sequence[bytes], big_x: Point, base: Point, d: Point, t1: bytes, t2: bytes
 ) -> int:
     return hash_to_scalar(
         tag, *context, big_x.to_compressed(), base.to_compressed(), d.to_compressed(), t1, t2

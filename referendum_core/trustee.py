@@ -90,8 +90,9 @@ class TrusteeParams:
     def index(self, i: object) -> int:
         """``i`` checked as a trustee index. Raises TrusteeError."""
         if not isinstance(i, int) or isinstance(i, bool) or not 1 <= i <= self.trustees:
-            raise TrusteeError(f"trustee index {i!r} outside 1..{self.trustees}",
-                               check="trustee.index")
+            raise TrusteeError(
+                f"trustee index {i!r} outside 1..{self.trustees}", check="trustee.index"
+            )
         return i
 
 
@@ -158,19 +159,24 @@ class DecryptionShare:
         """Parse :meth:`to_json` output. Raises EncodingError or GroupError."""
         try:
             trustee, shares, proofs = data["trustee"], data["shares"], data["proofs"]
-            if type(trustee) is not int or not isinstance(shares, list) or not isinstance(
-                proofs, list
+            if (
+                type(trustee) is not int
+                or not isinstance(shares, list)
+                or not isinstance(proofs, list)
             ):
                 raise TypeError
             return cls(
                 trustee,
                 tuple(
-                    Point.decode_compressed(_unhex(d), check=f"trustee[{trustee}].share",
-                                            allow_identity=True)
+                    Point.decode_compressed(
+                        _unhex(d), check=f"trustee[{trustee}].share", allow_identity=True
+                    )
                     for d in shares
                 ),
-                tuple(DleqProof.from_bytes(_unhex(p), check=f"trustee[{trustee}].proof")
-                      for p in proofs),
+                tuple(
+                    DleqProof.from_bytes(_unhex(p), check=f"trustee[{trustee}].proof")
+                    for p in proofs
+                ),
             )
         except (KeyError, TypeError) as exc:
             raise EncodingError("malformed decryption share", check="decryption_share") from exc
@@ -191,8 +197,9 @@ def _unhex(value: object) -> bytes:
 # --- key generation ----------------------------------------------------------------------
 
 
-def new_dealer(params: TrusteeParams, index: int, rng: ScalarSource = random_scalar
-               ) -> DealerSecret:
+def new_dealer(
+    params: TrusteeParams, index: int, rng: ScalarSource = random_scalar
+) -> DealerSecret:
     """Trustee ``index``'s random polynomial of degree ``threshold − 1``."""
     params.check()
     return DealerSecret(params.index(index), tuple(rng() for _ in range(params.threshold)))
@@ -206,16 +213,24 @@ def _pok_context(params: TrusteeParams, index: int, commitments: Sequence[Point]
     ]
 
 
-def dealer_commitment(params: TrusteeParams, secret: DealerSecret,
-                      rng: ScalarSource = random_scalar) -> DealerCommitment:
+def dealer_commitment(
+    params: TrusteeParams, secret: DealerSecret, rng: ScalarSource = random_scalar
+) -> DealerCommitment:
     """Public commitments ``a_j·G`` and a Schnorr proof of knowledge of ``a_0``.
 
     The proof is a DLEQ proof with base ``G`` on both sides, so one verifier serves both.
     """
     commitments = tuple(Point.base_mul(a) for a in secret.coefficients)
     c0 = commitments[0]
-    proof = prove_dleq(TAG_DEALER_POK, _pok_context(params, secret.index, commitments),
-                       secret.coefficients[0], c0, GENERATOR, c0, rng)
+    proof = prove_dleq(
+        TAG_DEALER_POK,
+        _pok_context(params, secret.index, commitments),
+        secret.coefficients[0],
+        c0,
+        GENERATOR,
+        c0,
+        rng,
+    )
     return DealerCommitment(secret.index, commitments, proof)
 
 
@@ -228,15 +243,25 @@ def verify_commitment(params: TrusteeParams, commitment: DealerCommitment) -> No
     params.check()
     i = params.index(commitment.index)
     if len(commitment.commitments) != params.threshold:
-        raise TrusteeError(f"trustee {i} published {len(commitment.commitments)} commitments,"
-                           f" expected {params.threshold}", check=f"trustee[{i}].commitment")
+        raise TrusteeError(
+            f"trustee {i} published {len(commitment.commitments)} commitments,"
+            f" expected {params.threshold}",
+            check=f"trustee[{i}].commitment",
+        )
     c0 = commitment.commitments[0]
     try:
-        verify_dleq(TAG_DEALER_POK, _pok_context(params, i, commitment.commitments), c0,
-                    GENERATOR, c0, commitment.proof)
+        verify_dleq(
+            TAG_DEALER_POK,
+            _pok_context(params, i, commitment.commitments),
+            c0,
+            GENERATOR,
+            c0,
+            commitment.proof,
+        )
     except ProofError as exc:
-        raise TrusteeError(f"trustee {i}'s proof of knowledge fails",
-                           check=f"trustee[{i}].commitment") from exc
+        raise TrusteeError(
+            f"trustee {i}'s proof of knowledge fails", check=f"trustee[{i}].commitment"
+        ) from exc
 
 
 def share_for(secret: DealerSecret, recipient: int) -> int:
@@ -252,8 +277,9 @@ def _commitment_at(commitments: Sequence[Point], x: int) -> Point:
     return Point.sum(c * pow(x, j, ORDER) for j, c in enumerate(commitments))
 
 
-def verify_share(params: TrusteeParams, commitment: DealerCommitment, recipient: int,
-                 share: int) -> None:
+def verify_share(
+    params: TrusteeParams, commitment: DealerCommitment, recipient: int, share: int
+) -> None:
     """Feldman check ``share·G == Σ_j recipient^j·C_{i,j}``.
 
     Raises:
@@ -263,8 +289,10 @@ def verify_share(params: TrusteeParams, commitment: DealerCommitment, recipient:
     if not 0 <= share < ORDER or Point.base_mul(share) != _commitment_at(
         commitment.commitments, params.index(recipient)
     ):
-        raise TrusteeError(f"share from trustee {i} to trustee {recipient} fails its "
-                           "Feldman check", check=f"trustee[{i}].share")
+        raise TrusteeError(
+            f"share from trustee {i} to trustee {recipient} fails its Feldman check",
+            check=f"trustee[{i}].share",
+        )
 
 
 def seal_share(recipient_transport_key: bytes, share: int) -> bytes:
@@ -278,12 +306,17 @@ def open_share(transport_secret: bytes, sealed: bytes, dealer: int) -> int:
         raw = SealedBox(PrivateKey(transport_secret)).decrypt(sealed)
         return scalar_from_bytes(raw, check=f"trustee[{dealer}].share")
     except (CryptoError, ValueError, TypeError) as exc:
-        raise TrusteeError(f"share from trustee {dealer} does not open",
-                           check=f"trustee[{dealer}].share") from exc
+        raise TrusteeError(
+            f"share from trustee {dealer} does not open", check=f"trustee[{dealer}].share"
+        ) from exc
 
 
-def trustee_share(params: TrusteeParams, commitments: Sequence[DealerCommitment],
-                  recipient: int, shares: Mapping[int, int]) -> int:
+def trustee_share(
+    params: TrusteeParams,
+    commitments: Sequence[DealerCommitment],
+    recipient: int,
+    shares: Mapping[int, int],
+) -> int:
     """Check every dealer and its share to ``recipient``; return ``x = Σ_i f_i(recipient)``.
 
     Requires ``shares`` to map each dealer index to the share it sent ``recipient``.
@@ -296,8 +329,9 @@ def trustee_share(params: TrusteeParams, commitments: Sequence[DealerCommitment]
     total = 0
     for c in commitments:
         if c.index not in shares:
-            raise TrusteeError(f"no share from trustee {c.index}", check=f"trustee[{c.index}]"
-                               ".share")
+            raise TrusteeError(
+                f"no share from trustee {c.index}", check=f"trustee[{c.index}].share"
+            )
         verify_share(params, c, recipient, shares[c.index])
         total += shares[c.index]
     return total % ORDER
@@ -307,14 +341,15 @@ def _check_all(params: TrusteeParams, commitments: Sequence[DealerCommitment]) -
     params.check()
     indices = sorted(c.index for c in commitments)
     if indices != list(range(1, params.trustees + 1)):
-        raise TrusteeError(f"need commitments from trustees 1..{params.trustees}, got "
-                           f"{indices}", check="commitments")
+        raise TrusteeError(
+            f"need commitments from trustees 1..{params.trustees}, got {indices}",
+            check="commitments",
+        )
     for c in commitments:
         verify_commitment(params, c)
 
 
-def election_public_key(params: TrusteeParams, commitments: Sequence[DealerCommitment]
-                        ) -> Point:
+def election_public_key(params: TrusteeParams, commitments: Sequence[DealerCommitment]) -> Point:
     """``PK = Σ_i C_{i,0}`` after checking every dealer. Raises TrusteeError."""
     _check_all(params, commitments)
     pk = Point.sum(c.commitments[0] for c in commitments)
@@ -335,9 +370,13 @@ def _share_context(params: TrusteeParams, trustee: int, position: int) -> list[b
     return [params.referendum_id.encode(), struct.pack(">BI", trustee, position)]
 
 
-def decrypt_share(params: TrusteeParams, index: int, secret_share: int,
-                  tally: Sequence[Ciphertext], rng: ScalarSource = random_scalar
-                  ) -> DecryptionShare:
+def decrypt_share(
+    params: TrusteeParams,
+    index: int,
+    secret_share: int,
+    tally: Sequence[Ciphertext],
+    rng: ScalarSource = random_scalar,
+) -> DecryptionShare:
     """Trustee ``index``'s partial decryption ``D = x·A`` of each tally ciphertext, proven."""
     big_x = Point.base_mul(secret_share)
     shares: list[Point] = []
@@ -345,13 +384,26 @@ def decrypt_share(params: TrusteeParams, index: int, secret_share: int,
     for position, ct in enumerate(tally):
         d = ct.a * secret_share
         shares.append(d)
-        proofs.append(prove_dleq(TAG_DECRYPTION, _share_context(params, index, position),
-                                 secret_share, big_x, ct.a, d, rng))
+        proofs.append(
+            prove_dleq(
+                TAG_DECRYPTION,
+                _share_context(params, index, position),
+                secret_share,
+                big_x,
+                ct.a,
+                d,
+                rng,
+            )
+        )
     return DecryptionShare(index, tuple(shares), tuple(proofs))
 
 
-def verify_decryption_share(params: TrusteeParams, commitments: Sequence[DealerCommitment],
-                            tally: Sequence[Ciphertext], share: DecryptionShare) -> None:
+def verify_decryption_share(
+    params: TrusteeParams,
+    commitments: Sequence[DealerCommitment],
+    tally: Sequence[Ciphertext],
+    share: DecryptionShare,
+) -> None:
     """Check a trustee's partial decryption against its verification key.
 
     Requires ``commitments`` already checked (e.g. by :func:`election_public_key`).
@@ -361,17 +413,21 @@ def verify_decryption_share(params: TrusteeParams, commitments: Sequence[DealerC
     """
     index = params.index(share.trustee)
     if len(share.shares) != len(tally) or len(share.proofs) != len(tally):
-        raise TrusteeError(f"trustee {index} sent {len(share.shares)} shares for "
-                           f"{len(tally)} ciphertexts", check=f"trustee[{index}].decryption")
+        raise TrusteeError(
+            f"trustee {index} sent {len(share.shares)} shares for {len(tally)} ciphertexts",
+            check=f"trustee[{index}].decryption",
+        )
     big_x = verification_key(commitments, index)
-    for position, (ct, d, proof) in enumerate(zip(tally, share.shares, share.proofs,
-                                                  strict=True)):
+    for position, (ct, d, proof) in enumerate(zip(tally, share.shares, share.proofs, strict=True)):
         try:
-            verify_dleq(TAG_DECRYPTION, _share_context(params, index, position), big_x, ct.a,
-                        d, proof)
+            verify_dleq(
+                TAG_DECRYPTION, _share_context(params, index, position), big_x, ct.a, d, proof
+            )
         except ProofError as exc:
-            raise TrusteeError(f"trustee {index}'s decryption share {position} is wrong",
-                               check=f"trustee[{index}].decryption[{position}]") from exc
+            raise TrusteeError(
+                f"trustee {index}'s decryption share {position} is wrong",
+                check=f"trustee[{index}].decryption[{position}]",
+            ) from exc
 
 
 def lagrange_coefficient(index: int, indices: Sequence[int]) -> int:
@@ -384,9 +440,13 @@ def lagrange_coefficient(index: int, indices: Sequence[int]) -> int:
     return num * pow(den, -1, ORDER) % ORDER
 
 
-def combine_decryption(params: TrusteeParams, commitments: Sequence[DealerCommitment],
-                       tally: Sequence[Ciphertext], shares: Sequence[DecryptionShare],
-                       bound: int) -> list[int]:
+def combine_decryption(
+    params: TrusteeParams,
+    commitments: Sequence[DealerCommitment],
+    tally: Sequence[Ciphertext],
+    shares: Sequence[DecryptionShare],
+    bound: int,
+) -> list[int]:
     """Verify the shares, combine any ``threshold`` of them and decode each count.
 
     Requires ``commitments`` from all trustees; extra valid shares beyond ``threshold`` are
@@ -402,8 +462,10 @@ def combine_decryption(params: TrusteeParams, commitments: Sequence[DealerCommit
         verify_decryption_share(params, commitments, tally, share)
         by_index[share.trustee] = share
     if len(by_index) < params.threshold:
-        raise TrusteeError(f"{len(by_index)} distinct decryption shares, "
-                           f"{params.threshold} needed", check="threshold")
+        raise TrusteeError(
+            f"{len(by_index)} distinct decryption shares, {params.threshold} needed",
+            check="threshold",
+        )
     chosen = sorted(by_index)[: params.threshold]
     lambdas = {i: lagrange_coefficient(i, chosen) for i in chosen}
     counts = []

@@ -72,43 +72,82 @@ def encodings() -> dict[str, Any]:
     points = []
     for k in (1, 2, 3, 7, 2**128 + 1, ORDER - 1):
         p = Point.base_mul(k)
-        points.append({"desc": f"{k}·G", "scalar": scalar_to_bytes(k).hex(),
-                       "compressed": p.to_compressed().hex(),
-                       "uncompressed": p.to_uncompressed().hex()})
+        points.append(
+            {
+                "desc": f"{k}·G",
+                "scalar": scalar_to_bytes(k).hex(),
+                "compressed": p.to_compressed().hex(),
+                "uncompressed": p.to_uncompressed().hex(),
+            }
+        )
     g65 = Point.base_mul(1).to_uncompressed()
     invalid = [
-        {"desc": "identity where forbidden (65 zero bytes)", "uncompressed": "00" * 65,
-         "wantErr": "InvalidPoint"},
-        {"desc": "hybrid prefix 06", "uncompressed": "06" + g65[1:].hex(),
-         "wantErr": "InvalidPoint"},
-        {"desc": "y changed: off the curve", "uncompressed": (g65[:64] + bytes([g65[64] ^ 1]))
-         .hex(), "wantErr": "InvalidPoint"},
-        {"desc": "x = p + 1 (not reduced)", "uncompressed": "04" + (FIELD_PRIME + 1).to_bytes(
-            32, "big").hex() + g65[33:].hex(), "wantErr": "InvalidPoint"},
-        {"desc": "compressed x = 5 has no square root", "compressed": "02" + (5).to_bytes(
-            32, "big").hex(), "wantErr": "InvalidPoint"},
-        {"desc": "scalar equal to the group order", "scalar": ORDER.to_bytes(32, "big").hex(),
-         "wantErr": "InvalidScalar"},
+        {
+            "desc": "identity where forbidden (65 zero bytes)",
+            "uncompressed": "00" * 65,
+            "wantErr": "InvalidPoint",
+        },
+        {
+            "desc": "hybrid prefix 06",
+            "uncompressed": "06" + g65[1:].hex(),
+            "wantErr": "InvalidPoint",
+        },
+        {
+            "desc": "y changed: off the curve",
+            "uncompressed": (g65[:64] + bytes([g65[64] ^ 1])).hex(),
+            "wantErr": "InvalidPoint",
+        },
+        {
+            "desc": "x = p + 1 (not reduced)",
+            "uncompressed": "04" + (FIELD_PRIME + 1).to_bytes(32, "big").hex() + g65[33:].hex(),
+            "wantErr": "InvalidPoint",
+        },
+        {
+            "desc": "compressed x = 5 has no square root",
+            "compressed": "02" + (5).to_bytes(32, "big").hex(),
+            "wantErr": "InvalidPoint",
+        },
+        {
+            "desc": "scalar equal to the group order",
+            "scalar": ORDER.to_bytes(32, "big").hex(),
+            "wantErr": "InvalidScalar",
+        },
     ]
     hashes = [
-        {"desc": "transcript and hash_to_scalar", "tag": "referendum/v1/test",
-         "parts": ["", "00ff", "616263"],
-         "transcript": transcript(b"referendum/v1/test", b"", b"\x00\xff", b"abc").hex(),
-         "scalar": scalar_to_bytes(hash_to_scalar(b"referendum/v1/test", b"", b"\x00\xff",
-                                                  b"abc")).hex()},
+        {
+            "desc": "transcript and hash_to_scalar",
+            "tag": "referendum/v1/test",
+            "parts": ["", "00ff", "616263"],
+            "transcript": transcript(b"referendum/v1/test", b"", b"\x00\xff", b"abc").hex(),
+            "scalar": scalar_to_bytes(
+                hash_to_scalar(b"referendum/v1/test", b"", b"\x00\xff", b"abc")
+            ).hex(),
+        },
     ]
     rng = seeded_scalars(b"vectors/elgamal")
     pk = Point.decode_compressed(ELECTION_PK)
     elgamal = []
     for m in (0, 1, 5):
         r = rng()
-        elgamal.append({"desc": f"encrypt {m}", "m": m, "r": scalar_to_bytes(r).hex(),
-                        "ciphertext": encrypt(pk, m, r).to_bytes().hex()})
+        elgamal.append(
+            {
+                "desc": f"encrypt {m}",
+                "m": m,
+                "r": scalar_to_bytes(r).hex(),
+                "ciphertext": encrypt(pk, m, r).to_bytes().hex(),
+            }
+        )
     total = aggregate(encrypt(pk, int(e["m"]), int(str(e["r"]), 16)) for e in elgamal)
-    return {"comment": HEADER, "election_secret_key": scalar_to_bytes(ELECTION_SK).hex(),
-            "election_public_key": ELECTION_PK.hex(), "points": points, "invalid": invalid,
-            "hashes": hashes, "elgamal": elgamal,
-            "elgamal_sum": {"m": 6, "ciphertext": total.to_bytes().hex()}}
+    return {
+        "comment": HEADER,
+        "election_secret_key": scalar_to_bytes(ELECTION_SK).hex(),
+        "election_public_key": ELECTION_PK.hex(),
+        "points": points,
+        "invalid": invalid,
+        "hashes": hashes,
+        "elgamal": elgamal,
+        "elgamal_sum": {"m": 6, "ciphertext": total.to_bytes().hex()},
+    }
 
 
 BALLOT_CASES: list[tuple[str, tuple[int, int, int], list[int]]] = [
@@ -138,22 +177,36 @@ def ballots() -> dict[str, Any]:
         spec = _spec(shape)
         voter = f"voter-{i}"
         key = _seed_key(voter)
-        made = make_spoilable_ballot(spec, voter, bytes(key), choice,
-                                     rng=seeded_scalars(f"vectors/ballot/{i}".encode()))
+        made = make_spoilable_ballot(
+            spec, voter, bytes(key), choice, rng=seeded_scalars(f"vectors/ballot/{i}".encode())
+        )
         verified = verify_ballot(spec, made.body, bytes(key.verify_key))
-        cases.append({
-            "desc": desc, "referendum": spec.referendum_id, "options": list(spec.options),
-            "min_selections": spec.min_selections, "max_selections": spec.max_selections,
-            "voter": voter, "voter_secret": bytes(key).hex(),
-            "voter_public_key": bytes(key.verify_key).hex(), "selections": choice,
-            "randomness": [scalar_to_bytes(r).hex() for r in made.randomness],
-            "body": made.body, "canonical": verified.canonical.hex(),
-            "ballot_hash": verified.hash.hex(),
-            "ciphertexts_all_options": [ct.to_bytes().hex() for ct in verified.ciphertexts],
-        })
-    return {"comment": HEADER, "election_public_key": ELECTION_PK.hex(),
-            "election_secret_key": scalar_to_bytes(ELECTION_SK).hex(),
-            "signing_prefix": SIGNING_PREFIX.hex(), "valid": cases, "invalid": mutations()}
+        cases.append(
+            {
+                "desc": desc,
+                "referendum": spec.referendum_id,
+                "options": list(spec.options),
+                "min_selections": spec.min_selections,
+                "max_selections": spec.max_selections,
+                "voter": voter,
+                "voter_secret": bytes(key).hex(),
+                "voter_public_key": bytes(key.verify_key).hex(),
+                "selections": choice,
+                "randomness": [scalar_to_bytes(r).hex() for r in made.randomness],
+                "body": made.body,
+                "canonical": verified.canonical.hex(),
+                "ballot_hash": verified.hash.hex(),
+                "ciphertexts_all_options": [ct.to_bytes().hex() for ct in verified.ciphertexts],
+            }
+        )
+    return {
+        "comment": HEADER,
+        "election_public_key": ELECTION_PK.hex(),
+        "election_secret_key": scalar_to_bytes(ELECTION_SK).hex(),
+        "signing_prefix": SIGNING_PREFIX.hex(),
+        "valid": cases,
+        "invalid": mutations(),
+    }
 
 
 def mutations() -> list[dict[str, Any]]:
@@ -161,42 +214,79 @@ def mutations() -> list[dict[str, Any]]:
     spec = _spec((2, 1, 1))
     key = _seed_key("voter-0")
     other = _seed_key("voter-other")
-    body = make_spoilable_ballot(spec, "voter-0", bytes(key), [1, 0],
-                                 rng=seeded_scalars(b"vectors/ballot/0")).body
+    body = make_spoilable_ballot(
+        spec, "voter-0", bytes(key), [1, 0], rng=seeded_scalars(b"vectors/ballot/0")
+    ).body
     record = ballot_from_json(body)
     proof = record.proofs[0]
     ct = record.ciphertexts[0]
     out: list[tuple[str, BallotRecord, SigningKey, str, str]] = [
-        ("proof scalar c0 replaced by the group order",
-         dataclasses.replace(record, proofs=(ORDER.to_bytes(32, "big") + proof[32:],)), key,
-         "InvalidScalar", "option[0].proof"),
-        ("ciphertext a replaced by the identity",
-         dataclasses.replace(record, ciphertexts=(bytes(65) + ct[65:],)), key,
-         "InvalidPoint", "option[0].a"),
-        ("ciphertext b with hybrid prefix 06/07",
-         dataclasses.replace(record, ciphertexts=(ct[:65] + bytes([6 + (ct[129] & 1)])
-                                                  + ct[66:],)), key, "InvalidPoint",
-         "option[0].b"),
-        ("last bit of response s1 flipped", dataclasses.replace(
-            record, proofs=(proof[:127] + bytes([proof[127] ^ 1]),)), key, "ProofError",
-         "option[0].proof"),
-        ("ciphertext and proof copied under another voter's credential",
-         dataclasses.replace(record, voter_id="voter-other"), other, "ProofError",
-         "option[0].proof"),
-        ("ciphertext and proof moved to another referendum",
-         dataclasses.replace(record, referendum_id="vectors-2027"), key, "ProofError",
-         "option[0].proof"),
-        ("option encrypting 2 with a proof built for 1", _encrypt_two(spec, key), key,
-         "ProofError", "option[0].proof"),
+        (
+            "proof scalar c0 replaced by the group order",
+            dataclasses.replace(record, proofs=(ORDER.to_bytes(32, "big") + proof[32:],)),
+            key,
+            "InvalidScalar",
+            "option[0].proof",
+        ),
+        (
+            "ciphertext a replaced by the identity",
+            dataclasses.replace(record, ciphertexts=(bytes(65) + ct[65:],)),
+            key,
+            "InvalidPoint",
+            "option[0].a",
+        ),
+        (
+            "ciphertext b with hybrid prefix 06/07",
+            dataclasses.replace(
+                record, ciphertexts=(ct[:65] + bytes([6 + (ct[129] & 1)]) + ct[66:],)
+            ),
+            key,
+            "InvalidPoint",
+            "option[0].b",
+        ),
+        (
+            "last bit of response s1 flipped",
+            dataclasses.replace(record, proofs=(proof[:127] + bytes([proof[127] ^ 1]),)),
+            key,
+            "ProofError",
+            "option[0].proof",
+        ),
+        (
+            "ciphertext and proof copied under another voter's credential",
+            dataclasses.replace(record, voter_id="voter-other"),
+            other,
+            "ProofError",
+            "option[0].proof",
+        ),
+        (
+            "ciphertext and proof moved to another referendum",
+            dataclasses.replace(record, referendum_id="vectors-2027"),
+            key,
+            "ProofError",
+            "option[0].proof",
+        ),
+        (
+            "option encrypting 2 with a proof built for 1",
+            _encrypt_two(spec, key),
+            key,
+            "ProofError",
+            "option[0].proof",
+        ),
     ]
     cases = []
     for desc, changed, signer, want, check in out:
         rid = changed.referendum_id
-        cases.append({
-            "desc": desc, "referendum": rid, "voter": changed.voter_id,
-            "voter_public_key": bytes(signer.verify_key).hex(),
-            "canonical": _resign(changed, signer).hex(), "wantErr": want, "check": check,
-        })
+        cases.append(
+            {
+                "desc": desc,
+                "referendum": rid,
+                "voter": changed.voter_id,
+                "voter_public_key": bytes(signer.verify_key).hex(),
+                "canonical": _resign(changed, signer).hex(),
+                "wantErr": want,
+                "check": check,
+            }
+        )
     return cases
 
 
@@ -207,8 +297,7 @@ def _encrypt_two(spec: BallotSpec, key: SigningKey) -> BallotRecord:
     ct = encrypt(pk, 2, r)
     encoded = (ct.to_bytes(),)
     context = ballot_context(spec, "voter-0", bytes(key.verify_key), encoded)
-    proof = prove_disjunctive(TAG_PROOF01, context, struct.pack(">I", 0), pk, ct, 0, 1, 1, r,
-                              rng)
+    proof = prove_disjunctive(TAG_PROOF01, context, struct.pack(">I", 0), pk, ct, 0, 1, 1, r, rng)
     return BallotRecord(spec.referendum_id, "voter-0", encoded, (proof.to_bytes(),), None, b"")
 
 
@@ -218,27 +307,40 @@ def trustees() -> dict[str, Any]:
     rng = seeded_scalars(b"vectors/trustees")
     dealers = [new_dealer(params, i, rng) for i in (1, 2, 3)]
     commitments = [dealer_commitment(params, d, rng) for d in dealers]
-    shares = {t: trustee_share(params, commitments, t, {d.index: share_for(d, t)
-                                                        for d in dealers}) for t in (1, 2, 3)}
+    shares = {
+        t: trustee_share(params, commitments, t, {d.index: share_for(d, t) for d in dealers})
+        for t in (1, 2, 3)
+    }
     pk = election_public_key(params, commitments)
     counts = [3, 1]
-    tally = [aggregate([encrypt(pk, 1, rng()) for _ in range(c)] + [encrypt(pk, 0, rng())])
-             for c in counts]
+    tally = [
+        aggregate([encrypt(pk, 1, rng()) for _ in range(c)] + [encrypt(pk, 0, rng())])
+        for c in counts
+    ]
     partials = [decrypt_share(params, t, shares[t], tally, rng) for t in (1, 2, 3)]
     if combine_decryption(params, commitments, tally, partials[1:], 10) != counts:
         raise RuntimeError("trustee vectors do not decrypt")
     return {
-        "comment": HEADER, "referendum": params.referendum_id, "threshold": 2, "trustees": 3,
-        "dealers": [{"index": d.index, "coefficients": [scalar_to_bytes(a).hex()
-                                                        for a in d.coefficients],
-                     "shares": {str(t): scalar_to_bytes(share_for(d, t)).hex()
-                                for t in (1, 2, 3)}} for d in dealers],
+        "comment": HEADER,
+        "referendum": params.referendum_id,
+        "threshold": 2,
+        "trustees": 3,
+        "dealers": [
+            {
+                "index": d.index,
+                "coefficients": [scalar_to_bytes(a).hex() for a in d.coefficients],
+                "shares": {str(t): scalar_to_bytes(share_for(d, t)).hex() for t in (1, 2, 3)},
+            }
+            for d in dealers
+        ],
         "commitments": [c.to_json() for c in commitments],
         "trustee_shares": {str(t): scalar_to_bytes(x).hex() for t, x in shares.items()},
-        "verification_keys": {str(t): verification_key(commitments, t).to_compressed().hex()
-                              for t in (1, 2, 3)},
+        "verification_keys": {
+            str(t): verification_key(commitments, t).to_compressed().hex() for t in (1, 2, 3)
+        },
         "election_public_key": pk.to_compressed().hex(),
-        "tally": [ct.to_bytes().hex() for ct in tally], "counts": counts,
+        "tally": [ct.to_bytes().hex() for ct in tally],
+        "counts": counts,
         "partial_decryptions": [p.to_json() for p in partials],
     }
 
@@ -259,15 +361,22 @@ def _self_check(files: dict[str, str]) -> None:
     """Every valid ballot verifies from its canonical bytes; every mutation fails as stated."""
     data = json.loads(files["ballots.json"])
     for case in data["valid"]:
-        spec = BallotSpec(case["referendum"], tuple(case["options"]), case["min_selections"],
-                          case["max_selections"], ELECTION_PK)
-        verify_canonical(spec, bytes.fromhex(case["canonical"]),
-                         bytes.fromhex(case["voter_public_key"]))
+        spec = BallotSpec(
+            case["referendum"],
+            tuple(case["options"]),
+            case["min_selections"],
+            case["max_selections"],
+            ELECTION_PK,
+        )
+        verify_canonical(
+            spec, bytes.fromhex(case["canonical"]), bytes.fromhex(case["voter_public_key"])
+        )
     for case in data["invalid"]:
         spec = _spec((2, 1, 1), case["referendum"])
         try:
-            verify_canonical(spec, bytes.fromhex(case["canonical"]),
-                             bytes.fromhex(case["voter_public_key"]))
+            verify_canonical(
+                spec, bytes.fromhex(case["canonical"]), bytes.fromhex(case["voter_public_key"])
+            )
         except CoreError as exc:
             if type(exc).__name__ != case["wantErr"] or exc.check != case["check"]:
                 raise RuntimeError(f"{case['desc']}: got {exc!r} ({exc.check})") from exc
@@ -286,8 +395,11 @@ def main(argv: list[str]) -> int:
     """Write the vectors, or with ``--check`` report whether the stored ones are current."""
     files = generate()
     if "--check" in argv:
-        stale = [n for n, text in files.items()
-                 if not (OUT / n).exists() or (OUT / n).read_text() != text]
+        stale = [
+            n
+            for n, text in files.items()
+            if not (OUT / n).exists() or (OUT / n).read_text() != text
+        ]
         for name in stale:
             print(f"stale: tests/vectors/crypto/{name}")
         return 1 if stale else 0

@@ -123,8 +123,9 @@ async def phase_record(demo: Demo) -> None:
     key = load_or_create_key(settings.log_key_file, settings.data_dir, "log")
     conn = await asyncpg.connect(demo.database_url)
     try:
-        digest = await export_record(conn, demo.referendum_id, out,
-                                     verifier_key_string(settings.log_origin, key.public_key))
+        digest = await export_record(
+            conn, demo.referendum_id, out, verifier_key_string(settings.log_origin, key.public_key)
+        )
     finally:
         await conn.close()
     _say(f"record: exported to {out} (manifest SHA-256 {digest[:16]}…)")
@@ -134,5 +135,7 @@ async def phase_record(demo: Demo) -> None:
         for failure in report.failures:
             _say(f"FAILED {failure.check}: {failure.detail}")
         raise click.ClickException("verify-election failed")
-    _say(f"verify-election: OK, {report.ballots:,} ballots re-verified in "
-         f"{report.seconds:.1f} s with {report.jobs} processes; result {report.result}")
+    _say(
+        f"verify-election: OK, {report.ballots:,} ballots re-verified in "
+        f"{report.seconds:.1f} s with {report.jobs} processes; result {report.result}"
+    )

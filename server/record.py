@@ -106,8 +106,10 @@ async def _export(conn: Any, referendum_id: str, out: Path, log_key: str) -> str
     out.mkdir(parents=True, exist_ok=True)
     foreign = set(os.listdir(out)) - {*RECORD_FILES, "manifest.json"}
     if foreign:
-        raise Conflict(f"{out} holds other files ({sorted(foreign)[:3]}); export into an "
-                       "empty folder", slug="record-folder-not-empty")
+        raise Conflict(
+            f"{out} holds other files ({sorted(foreign)[:3]}); export into an empty folder",
+            slug="record-folder-not-empty",
+        )
     _write_json(out / "referendum.json", ref.to_json())
 
     with (out / "roll.csv").open("w", encoding="utf-8") as handle:

@@ -41,8 +41,12 @@ def record() -> None:
 
 @record.command("export")
 @click.option("--referendum", "referendum_id", required=True, help="Referendum id")
-@click.option("--out", required=True, type=click.Path(path_type=Path, file_okay=False),
-              help="Folder to write (created; must hold no other files)")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Folder to write (created; must hold no other files)",
+)
 def export(referendum_id: str, out: Path) -> None:
     """Export the election record of a referendum whose tally is complete (docs/record.md)."""
     from server.errors import ApiError

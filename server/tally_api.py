@@ -144,8 +144,10 @@ async def store_trustees(conn: Any, rid: str, body: dict[str, Any], actor: str) 
     (which is set from them when still unset). 422 names the failing check.
     """
     items = body.get("commitments")
-    if set(body) != {"commitments"} or not isinstance(items, list) or not all(
-        isinstance(c, dict) for c in items
+    if (
+        set(body) != {"commitments"}
+        or not isinstance(items, list)
+        or not all(isinstance(c, dict) for c in items)
     ):
         raise BadRequest("the body is {\"commitments\": [each trustee's commitments]}",
                          slug="bad-trustees", field="commitments")  # fmt: skip
@@ -164,8 +166,11 @@ async def store_trustees(conn: Any, rid: str, body: dict[str, Any], actor: str) 
         if ref.election_public_key is None:
             await set_election_key(conn, rid, pk, actor)
         elif ref.election_public_key != pk:
-            raise UnprocessableContent("the trustees' commitments imply another election key",
-                                       slug="election-key-mismatch", check="election_public_key")
+            raise UnprocessableContent(
+                "the trustees' commitments imply another election key",
+                slug="election-key-mismatch",
+                check="election_public_key",
+            )
         document = {
             "referendum": rid,
             "threshold": params.threshold,

@@ -71,8 +71,9 @@ def _write(path: Path, data: dict[str, Any], *, secret: bool = False) -> None:
 
 def _params(data: dict[str, Any]) -> TrusteeParams:
     try:
-        params = TrusteeParams(str(data["referendum"]), int(data["threshold"]),
-                               int(data["trustees"]))
+        params = TrusteeParams(
+            str(data["referendum"]), int(data["threshold"]), int(data["trustees"])
+        )
     except (KeyError, TypeError, ValueError) as exc:
         raise EncodingError("missing referendum/threshold/trustees", check="params") from exc
     params.check()
@@ -84,8 +85,9 @@ def _same_ceremony(params: TrusteeParams, data: dict[str, Any], path: Path) -> N
         raise click.ClickException(f"{path}: belongs to another ceremony")
 
 
-def _load_commitments(params: TrusteeParams, paths: tuple[Path, ...]
-                      ) -> tuple[list[DealerCommitment], list[dict[str, Any]]]:
+def _load_commitments(
+    params: TrusteeParams, paths: tuple[Path, ...]
+) -> tuple[list[DealerCommitment], list[dict[str, Any]]]:
     raw = [_read(p) for p in paths]
     for data, path in zip(raw, paths, strict=True):
         _same_ceremony(params, data, path)
@@ -121,22 +123,26 @@ def trustee() -> None:
 @click.option("--index", type=int, required=True, help="My trustee index, 1..n.")
 @click.option("--threshold", type=int, required=True, help="k: trustees needed to decrypt.")
 @click.option("--trustees", type=int, required=True, help="n: trustees in the ceremony.")
-@click.option("--out-dir", type=click.Path(path_type=Path), default=Path("."),
-              show_default=True)
+@click.option("--out-dir", type=click.Path(path_type=Path), default=Path("."), show_default=True)
 def keygen(referendum: str, index: int, threshold: int, trustees: int, out_dir: Path) -> None:
     """Create my secret polynomial and transport key."""
     params = TrusteeParams(referendum, threshold, trustees)
     dealer = new_dealer(params, index)
     transport = PrivateKey.generate()
-    head = {"referendum": referendum, "threshold": threshold, "trustees": trustees,
-            "index": index}
-    _write(out_dir / f"trustee-{index}.secret.json", {
-        **head,
-        "coefficients": [scalar_to_bytes(a).hex() for a in dealer.coefficients],
-        "transport_secret": bytes(transport).hex(),
-    }, secret=True)
-    _write(out_dir / f"trustee-{index}.public.json",
-           {**head, "transport_key": bytes(transport.public_key).hex()})
+    head = {"referendum": referendum, "threshold": threshold, "trustees": trustees, "index": index}
+    _write(
+        out_dir / f"trustee-{index}.secret.json",
+        {
+            **head,
+            "coefficients": [scalar_to_bytes(a).hex() for a in dealer.coefficients],
+            "transport_secret": bytes(transport).hex(),
+        },
+        secret=True,
+    )
+    _write(
+        out_dir / f"trustee-{index}.public.json",
+        {**head, "transport_key": bytes(transport.public_key).hex()},
+    )
 
 
 def _load_secret(path: Path) -> tuple[TrusteeParams, DealerSecret, bytes]:
@@ -146,16 +152,27 @@ def _load_secret(path: Path) -> tuple[TrusteeParams, DealerSecret, bytes]:
     coefficients = data.get("coefficients")
     if not isinstance(coefficients, list) or len(coefficients) != params.threshold:
         raise EncodingError("coefficients missing or wrong count", check="secret")
-    secret = DealerSecret(index, tuple(scalar_from_bytes(_hex32(c, "coefficient"))
-                                       for c in coefficients))
+    secret = DealerSecret(
+        index, tuple(scalar_from_bytes(_hex32(c, "coefficient")) for c in coefficients)
+    )
     return params, secret, _hex32(data.get("transport_secret"), "transport_secret")
 
 
 @trustee.command()
-@click.option("--secret", "secret_path", type=click.Path(path_type=Path, exists=True),
-              required=True, help="My trustee-I.secret.json.")
-@click.option("--roster", type=click.Path(path_type=Path, exists=True), multiple=True,
-              required=True, help="Every trustee's public.json (repeat).")
+@click.option(
+    "--secret",
+    "secret_path",
+    type=click.Path(path_type=Path, exists=True),
+    required=True,
+    help="My trustee-I.secret.json.",
+)
+@click.option(
+    "--roster",
+    type=click.Path(path_type=Path, exists=True),
+    multiple=True,
+    required=True,
+    help="Every trustee's public.json (repeat).",
+)
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 def commitments(secret_path: Path, roster: tuple[Path, ...], out: Path) -> None:
     """Publish my commitments, proof of knowledge and sealed shares for every trustee."""
@@ -164,26 +181,47 @@ def commitments(secret_path: Path, roster: tuple[Path, ...], out: Path) -> None:
     for path in roster:
         data = _read(path)
         _same_ceremony(params, data, path)
-        keys[params.index(data.get("index"))] = _hex32(data.get("transport_key"),
-                                                       "transport_key")
+        keys[params.index(data.get("index"))] = _hex32(data.get("transport_key"), "transport_key")
     if sorted(keys) != list(range(1, params.trustees + 1)):
         raise click.ClickException(f"roster must hold trustees 1..{params.trustees}")
     published = dealer_commitment(params, secret)
-    _write(out, {
-        "referendum": params.referendum_id, "threshold": params.threshold,
-        "trustees": params.trustees, **published.to_json(),
-        "sealed_shares": {str(j): seal_share(key, share_for(secret, j)).hex()
-                          for j, key in sorted(keys.items())},
-    })
+    _write(
+        out,
+        {
+            "referendum": params.referendum_id,
+            "threshold": params.threshold,
+            "trustees": params.trustees,
+            **published.to_json(),
+            "sealed_shares": {
+                str(j): seal_share(key, share_for(secret, j)).hex()
+                for j, key in sorted(keys.items())
+            },
+        },
+    )
 
 
 @trustee.command()
-@click.option("--secret", "secret_path", type=click.Path(path_type=Path, exists=True),
-              required=True, help="My trustee-I.secret.json.")
-@click.option("--commitments", "commitment_paths", type=click.Path(path_type=Path, exists=True),
-              multiple=True, required=True, help="Every trustee's commitments.json (repeat).")
-@click.option("--out", type=click.Path(path_type=Path), required=True,
-              help="Where to write my key share (private).")
+@click.option(
+    "--secret",
+    "secret_path",
+    type=click.Path(path_type=Path, exists=True),
+    required=True,
+    help="My trustee-I.secret.json.",
+)
+@click.option(
+    "--commitments",
+    "commitment_paths",
+    type=click.Path(path_type=Path, exists=True),
+    multiple=True,
+    required=True,
+    help="Every trustee's commitments.json (repeat).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Where to write my key share (private).",
+)
 def check(secret_path: Path, commitment_paths: tuple[Path, ...], out: Path) -> None:
     """Check the others' commitments and my shares; keep my key share."""
     params, secret, transport_secret = _load_secret(secret_path)
@@ -201,20 +239,31 @@ def check(secret_path: Path, commitment_paths: tuple[Path, ...], out: Path) -> N
         shares[dealer.index] = open_share(transport_secret, box_bytes, dealer.index)
     x = trustee_share(params, published, secret.index, shares)
     pk = election_public_key(params, published)
-    _write(out, {
-        "referendum": params.referendum_id, "threshold": params.threshold,
-        "trustees": params.trustees, "index": secret.index,
-        "share": scalar_to_bytes(x).hex(),
-        "verification_key": verification_key(published, secret.index).to_compressed().hex(),
-        "election_public_key": pk.to_compressed().hex(),
-    }, secret=True)
+    _write(
+        out,
+        {
+            "referendum": params.referendum_id,
+            "threshold": params.threshold,
+            "trustees": params.trustees,
+            "index": secret.index,
+            "share": scalar_to_bytes(x).hex(),
+            "verification_key": verification_key(published, secret.index).to_compressed().hex(),
+            "election_public_key": pk.to_compressed().hex(),
+        },
+        secret=True,
+    )
     click.echo(f"all {params.trustees} trustees check out")
     click.echo(f"election public key: {pk.to_compressed().hex()}")
 
 
 @trustee.command(name="election-key")
-@click.option("--commitments", "commitment_paths", type=click.Path(path_type=Path, exists=True),
-              multiple=True, required=True)
+@click.option(
+    "--commitments",
+    "commitment_paths",
+    type=click.Path(path_type=Path, exists=True),
+    multiple=True,
+    required=True,
+)
 def election_key(commitment_paths: tuple[Path, ...]) -> None:
     """Print the election public key from every trustee's commitments (anyone can run it)."""
     params = _params(_read(commitment_paths[0]))
@@ -242,10 +291,20 @@ def _load_tally(path: Path, params: TrusteeParams) -> list[Ciphertext]:
 
 
 @trustee.command()
-@click.option("--share", "share_path", type=click.Path(path_type=Path, exists=True),
-              required=True, help="My trustee-I.share.json from `check`.")
-@click.option("--tally", "tally_path", type=click.Path(path_type=Path, exists=True),
-              required=True, help='{"referendum": ..., "ciphertexts": [hex130, ...]}')
+@click.option(
+    "--share",
+    "share_path",
+    type=click.Path(path_type=Path, exists=True),
+    required=True,
+    help="My trustee-I.share.json from `check`.",
+)
+@click.option(
+    "--tally",
+    "tally_path",
+    type=click.Path(path_type=Path, exists=True),
+    required=True,
+    help='{"referendum": ..., "ciphertexts": [hex130, ...]}',
+)
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 def decrypt(share_path: Path, tally_path: Path, out: Path) -> None:
     """Write my partial decryption of the tally, with a proof for each ciphertext."""
@@ -255,20 +314,41 @@ def decrypt(share_path: Path, tally_path: Path, out: Path) -> None:
     x = scalar_from_bytes(_hex32(data.get("share"), "share"), check="share")
     tally = _load_tally(tally_path, params)
     partial = decrypt_share(params, index, x, tally)
-    _write(out, {"referendum": params.referendum_id, "threshold": params.threshold,
-                 "trustees": params.trustees, **partial.to_json()})
+    _write(
+        out,
+        {
+            "referendum": params.referendum_id,
+            "threshold": params.threshold,
+            "trustees": params.trustees,
+            **partial.to_json(),
+        },
+    )
 
 
 @trustee.command()
-@click.option("--commitments", "commitment_paths", type=click.Path(path_type=Path, exists=True),
-              multiple=True, required=True)
-@click.option("--tally", "tally_path", type=click.Path(path_type=Path, exists=True),
-              required=True)
-@click.option("--partial", "partial_paths", type=click.Path(path_type=Path, exists=True),
-              multiple=True, required=True, help="Partial decryptions (at least k).")
+@click.option(
+    "--commitments",
+    "commitment_paths",
+    type=click.Path(path_type=Path, exists=True),
+    multiple=True,
+    required=True,
+)
+@click.option("--tally", "tally_path", type=click.Path(path_type=Path, exists=True), required=True)
+@click.option(
+    "--partial",
+    "partial_paths",
+    type=click.Path(path_type=Path, exists=True),
+    multiple=True,
+    required=True,
+    help="Partial decryptions (at least k).",
+)
 @click.option("--bound", type=int, required=True, help="Largest possible count (voters).")
-def combine(commitment_paths: tuple[Path, ...], tally_path: Path,
-            partial_paths: tuple[Path, ...], bound: int) -> None:
+def combine(
+    commitment_paths: tuple[Path, ...],
+    tally_path: Path,
+    partial_paths: tuple[Path, ...],
+    bound: int,
+) -> None:
     """Verify partial decryptions, combine k of them and print the counts as JSON."""
     params = _params(_read(commitment_paths[0]))
     published, _ = _load_commitments(params, commitment_paths)

@@ -141,9 +141,22 @@ GARBAGE = [b"", b"null", b"[]", b"{}", b'"x"', b"[1, 2]", b'{"a": [null]}', b"\x
            b'{"ciphertexts": 5, "commitments": {}, "counts": "x", "files": []}']  # fmt: skip
 
 
-@pytest.mark.parametrize("name", ["manifest.json", "referendum.json", "roll.csv", "ballots.bin",
-                                  "blocks.jsonl", "log_key.txt", "supersessions.jsonl",
-                                  "tally.json", "trustees.json", "shares.json", "result.json"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "manifest.json",
+        "referendum.json",
+        "roll.csv",
+        "ballots.bin",
+        "blocks.jsonl",
+        "log_key.txt",
+        "supersessions.jsonl",
+        "tally.json",
+        "trustees.json",
+        "shares.json",
+        "result.json",
+    ],
+)
 async def test_garbage_in_any_file_is_a_named_failure_never_a_crash(
     small_record: tuple[Path, list[int]], tmp_path: Path, name: str
 ) -> None:

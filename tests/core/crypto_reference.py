@@ -118,8 +118,9 @@ def h(tag: bytes, *parts: bytes) -> int:
     return int.from_bytes(hashlib.sha256(transcript(tag, *parts)).digest(), "big") % N
 
 
-def verify_range(tag: bytes, context: bytes, label: bytes, pk: Pt, a: Pt, b: Pt, lo: int,
-                 hi: int, proof: bytes) -> bool:
+def verify_range(
+    tag: bytes, context: bytes, label: bytes, pk: Pt, a: Pt, b: Pt, lo: int, hi: int, proof: bytes
+) -> bool:
     """The disjunctive Chaum–Pedersen check of docs/crypto.md §4.1."""
     count = hi - lo + 1
     ks = [scalar(proof[i : i + 32]) for i in range(0, 64 * count, 32)]
@@ -133,8 +134,16 @@ def verify_range(tag: bytes, context: bytes, label: bytes, pk: Pt, a: Pt, b: Pt,
     return sum(cs) % N == c
 
 
-def verify_ballot(canonical: bytes, rid: str, k: int, lo: int, hi: int, epk33: bytes,
-                  voter_key: bytes, imply_last: bool = True) -> list[Pt]:
+def verify_ballot(
+    canonical: bytes,
+    rid: str,
+    k: int,
+    lo: int,
+    hi: int,
+    epk33: bytes,
+    voter_key: bytes,
+    imply_last: bool = True,
+) -> list[Pt]:
     """Parse and check a canonical ballot's proofs (not its signature); return a_i, b_i pairs.
 
     Raises ValueError on any failure.
@@ -166,12 +175,21 @@ def verify_ballot(canonical: bytes, rid: str, k: int, lo: int, hi: int, epk33: b
     pos += 64 * branches
     if len(canonical) != pos + 64:
         raise ValueError("length")
-    context = hashlib.sha256(transcript(b"referendum/v1/ballot-context", rid.encode(), epk33,
-                                        ids[1], voter_key, b"".join(cts_raw))).digest()
+    context = hashlib.sha256(
+        transcript(
+            b"referendum/v1/ballot-context",
+            rid.encode(),
+            epk33,
+            ids[1],
+            voter_key,
+            b"".join(cts_raw),
+        )
+    ).digest()
     cts = [(dec65(c[:65]), dec65(c[65:])) for c in cts_raw]
     for i, (a, b) in enumerate(cts):
-        if not verify_range(b"referendum/v1/proof01", context, struct.pack(">I", i), pk, a, b,
-                            0, 1, proofs[i]):
+        if not verify_range(
+            b"referendum/v1/proof01", context, struct.pack(">I", i), pk, a, b, 0, 1, proofs[i]
+        ):
             raise ValueError(f"option {i} proof")
     rlo, rhi = (0, 1) if implied else (lo, hi)
     rhi = min(rhi, explicit)

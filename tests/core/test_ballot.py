@@ -54,15 +54,14 @@ ALICE_SECRET = bytes(range(32))
 ALICE = voter_public_key(ALICE_SECRET)
 BOB_SECRET = bytes(range(1, 33))
 BOB = voter_public_key(BOB_SECRET)
-SETTINGS = settings(
-    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def spec_of(options: int, lo: int, hi: int, rid: str = "ref-2026") -> BallotSpec:
     """A spec with ``options`` options named o0.. and the test election key."""
-    return BallotSpec(rid, tuple(f"o{i}" for i in range(options)), lo, hi,
-                      ELECTION_PK.to_compressed())
+    return BallotSpec(
+        rid, tuple(f"o{i}" for i in range(options)), lo, hi, ELECTION_PK.to_compressed()
+    )
 
 
 YES_NO = spec_of(2, 1, 1)
@@ -90,8 +89,11 @@ def referendums_and_choices(draw: st.DrawFn) -> tuple[BallotSpec, list[int]]:
     k = draw(st.integers(1, 5))
     hi = draw(st.integers(1, k))
     lo = draw(st.integers(0, hi))
-    rid = draw(st.text(st.characters(min_codepoint=33, max_codepoint=0x2FF), min_size=1,
-                       max_size=20).filter(str.isprintable))
+    rid = draw(
+        st.text(
+            st.characters(min_codepoint=33, max_codepoint=0x2FF), min_size=1, max_size=20
+        ).filter(str.isprintable)
+    )
     count = draw(st.integers(lo, hi))
     chosen = set(draw(st.permutations(range(k)))[:count])
     return spec_of(k, lo, hi, rid), [1 if i in chosen else 0 for i in range(k)]
@@ -143,8 +145,9 @@ def test_any_flipped_bit_in_canonical_bytes_is_rejected(data: st.DataObject) -> 
     """Flipping any single bit of a signed ballot's canonical bytes gives a CoreError."""
     spec = data.draw(st.sampled_from([YES_NO, APPROVAL, spec_of(3, 0, 3)]))
     choice = {2: [1, 0], 4: [1, 1, 0, 0], 3: [0, 1, 1]}[len(spec.options)]
-    canonical = verify_ballot(spec, make_ballot(spec, "alice", ALICE_SECRET, choice),
-                              ALICE).canonical
+    canonical = verify_ballot(
+        spec, make_ballot(spec, "alice", ALICE_SECRET, choice), ALICE
+    ).canonical
     bit = data.draw(st.integers(0, len(canonical) * 8 - 1))
     tampered = bytearray(canonical)
     tampered[bit // 8] ^= 1 << (bit % 8)
@@ -262,8 +265,9 @@ def test_bad_points_in_ballot_rejected(part: int, kind: str) -> None:
         verify_canonical(YES_NO, resign(_with_point(record, part, encoded)), ALICE)
 
 
-def _forged_ballot(spec: BallotSpec, values: list[int], claim: int | None,
-                   sum_claim: int | None = None) -> bytes:
+def _forged_ballot(
+    spec: BallotSpec, values: list[int], claim: int | None, sum_claim: int | None = None
+) -> bytes:
     """A ballot whose options encrypt ``values`` with 0/1 proofs built as if each were
     ``claim`` (``None``: the true value), and a sum proof built as if the sum were
     ``sum_claim``."""
@@ -274,16 +278,27 @@ def _forged_ballot(spec: BallotSpec, values: list[int], claim: int | None,
     encoded = tuple(ct.to_bytes() for ct in cts)
     context = ballot_context(spec, "alice", ALICE, encoded)
     proofs = tuple(
-        prove_disjunctive(TAG_PROOF01, context, struct.pack(">I", i), pk, ct, 0, 1,
-                          v if claim is None else claim, r, rng).to_bytes()
+        prove_disjunctive(
+            TAG_PROOF01,
+            context,
+            struct.pack(">I", i),
+            pk,
+            ct,
+            0,
+            1,
+            v if claim is None else claim,
+            r,
+            rng,
+        ).to_bytes()
         for i, (ct, r, v) in enumerate(zip(cts, rs, values, strict=True))
     )
     sum_proof = None
     if sum_claim is not None:
         lo, hi = spec.min_selections, spec.max_selections
         total = Ciphertext(Point.sum(c.a for c in cts), Point.sum(c.b for c in cts))
-        sum_proof = prove_disjunctive(TAG_SUM, context, b"", pk, total, lo, hi, sum_claim,
-                                      sum(rs) % ORDER, rng).to_bytes()
+        sum_proof = prove_disjunctive(
+            TAG_SUM, context, b"", pk, total, lo, hi, sum_claim, sum(rs) % ORDER, rng
+        ).to_bytes()
     return resign(BallotRecord(spec.referendum_id, "alice", encoded, proofs, sum_proof, b""))
 
 
@@ -329,16 +344,17 @@ def test_exactly_one_with_two_selected_rejected() -> None:
     encoded = tuple(ct.to_bytes() for ct in cts)
     context = ballot_context(spec, "alice", ALICE, encoded)
     proofs = tuple(
-        prove_disjunctive(TAG_PROOF01, context, struct.pack(">I", i), ELECTION_PK, ct, 0, 1, 1,
-                          r, rng).to_bytes()
+        prove_disjunctive(
+            TAG_PROOF01, context, struct.pack(">I", i), ELECTION_PK, ct, 0, 1, 1, r, rng
+        ).to_bytes()
         for i, (ct, r) in enumerate(zip(cts, rs, strict=True))
     )
     total = Ciphertext(cts[0].a + cts[1].a, cts[0].b + cts[1].b)
     for claim in (0, 1, 2):
-        sum_proof = prove_disjunctive(TAG_SUM, context, b"", ELECTION_PK, total, 0, 1, claim,
-                                      sum(rs) % ORDER, rng).to_bytes()
-        forged = resign(BallotRecord(spec.referendum_id, "alice", encoded, proofs, sum_proof,
-                                     b""))
+        sum_proof = prove_disjunctive(
+            TAG_SUM, context, b"", ELECTION_PK, total, 0, 1, claim, sum(rs) % ORDER, rng
+        ).to_bytes()
+        forged = resign(BallotRecord(spec.referendum_id, "alice", encoded, proofs, sum_proof, b""))
         with pytest.raises(ProofError):
             verify_canonical(spec, forged, ALICE)
 
@@ -348,8 +364,9 @@ def test_structure_mismatches_rejected() -> None:
     approval = ballot_from_json(make_ballot(APPROVAL, "alice", ALICE_SECRET, [1, 0, 0, 0]))
     yes_no = ballot_from_json(make_ballot(YES_NO, "alice", ALICE_SECRET, [1, 0]))
     cases = [
-        dataclasses.replace(approval, ciphertexts=approval.ciphertexts[:3],
-                            proofs=approval.proofs[:3]),
+        dataclasses.replace(
+            approval, ciphertexts=approval.ciphertexts[:3], proofs=approval.proofs[:3]
+        ),
         dataclasses.replace(approval, sum_proof=None),
         dataclasses.replace(approval, sum_proof=(approval.sum_proof or b"") + bytes(64)),
         dataclasses.replace(yes_no, sum_proof=bytes(64)),
@@ -376,8 +393,20 @@ def _json_mutations(body: dict[str, Any]) -> list[Any]:
         without = dict(body)
         del without[field]
         cases.append(without)
-        bad_values: tuple[Any, ...] = (None, 1, 1.5, True, [], {}, "", "zz", "00", ["00"], [1],
-                                       [None])
+        bad_values: tuple[Any, ...] = (
+            None,
+            1,
+            1.5,
+            True,
+            [],
+            {},
+            "",
+            "zz",
+            "00",
+            ["00"],
+            [1],
+            [None],
+        )
         for bad in bad_values:
             cases.append({**body, field: bad})
     cases.append({**body, "extra": 1})
@@ -402,18 +431,22 @@ def test_malformed_json_bodies_give_typed_errors() -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=300),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
     max_leaves=10,
 )
 
 
 @SETTINGS
-@given(st.dictionaries(
-    st.sampled_from(["referendum", "voter", "ciphertexts", "proofs", "sum_proof", "signature",
-                     "x"]),
-    json_values,
-))
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            ["referendum", "voter", "ciphertexts", "proofs", "sum_proof", "signature", "x"]
+        ),
+        json_values,
+    )
+)
 def test_arbitrary_json_gives_only_core_errors(body: dict[str, Any]) -> None:
     """Whatever JSON object arrives, verification raises only CoreError subclasses."""
     with pytest.raises(CoreError):
@@ -432,8 +465,9 @@ def test_arbitrary_bytes_give_only_encoding_errors(data: bytes) -> None:
 
 def test_truncated_or_extended_canonical_rejected() -> None:
     """Every proper prefix, and the bytes with anything appended, fail to decode."""
-    canonical = verify_ballot(YES_NO, make_ballot(YES_NO, "alice", ALICE_SECRET, [1, 0]),
-                              ALICE).canonical
+    canonical = verify_ballot(
+        YES_NO, make_ballot(YES_NO, "alice", ALICE_SECRET, [1, 0]), ALICE
+    ).canonical
     for cut in range(len(canonical)):
         with pytest.raises(EncodingError):
             decode_canonical(canonical[:cut])
@@ -448,7 +482,8 @@ def test_cast_or_spoil() -> None:
         spoiled = make_spoilable_ballot(spec, "alice", ALICE_SECRET, list(choice))
         revealed = spoiled.reveal()
         assert [decrypt(ct) for ct in check_spoiled(spec, revealed, ALICE).ciphertexts] == list(
-            choice)
+            choice
+        )
     lie = {**revealed, "selections": [0, 0, 0] if list(choice) != [0, 0, 0] else [1, 0, 0]}
     with pytest.raises(BallotError):
         check_spoiled(spec, lie, ALICE)
@@ -495,20 +530,28 @@ def test_bad_specs_rejected() -> None:
     listed = BallotSpec("ref-2026", ["o0", "o1"], 1, 1, key)  # type: ignore[arg-type]
     assert verify_ballot(listed, make_ballot(YES_NO, "alice", ALICE_SECRET, [1, 0]), ALICE)
     with pytest.raises(BallotError):
-        verify_ballot(BallotSpec("r", ("a", "b"), "1", 1, key),  # type: ignore[arg-type]
-                      make_ballot(YES_NO, "alice", ALICE_SECRET, [1, 0]), ALICE)
+        verify_ballot(
+            BallotSpec("r", ("a", "b"), "1", 1, key),  # type: ignore[arg-type]
+            make_ballot(YES_NO, "alice", ALICE_SECRET, [1, 0]),
+            ALICE,
+        )
 
 
-@pytest.mark.parametrize("spec", [YES_NO, spec_of(4, 1, 1), spec_of(3, 0, 3)],
-                         ids=["yes-no", "exactly-one-of-4", "approval"])
+@pytest.mark.parametrize(
+    "spec",
+    [YES_NO, spec_of(4, 1, 1), spec_of(3, 0, 3)],
+    ids=["yes-no", "exactly-one-of-4", "approval"],
+)
 def test_tally_of_canonical_ballots_counts_every_option(spec: BallotSpec) -> None:
     """The streamed tally of canonical ballots decrypts to each option's count."""
     k = len(spec.options)
     choices = [[int(j == i % k) for j in range(k)] for i in range(7)]
     if spec.max_selections == k:
         choices.append([1] * k)
-    canonicals = [verify_ballot(spec, make_ballot(spec, f"v{i}", ALICE_SECRET, c), ALICE)
-                  .canonical for i, c in enumerate(choices)]
+    canonicals = [
+        verify_ballot(spec, make_ballot(spec, f"v{i}", ALICE_SECRET, c), ALICE).canonical
+        for i, c in enumerate(choices)
+    ]
     sums = tally(spec, canonicals, chunk=3)
     assert [decrypt(ct) for ct in sums] == [sum(c[j] for c in choices) for j in range(k)]
     assert all(ct.is_identity for ct in tally(spec, [])[: k - 1])

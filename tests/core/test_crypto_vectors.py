@@ -99,8 +99,13 @@ def test_hash_and_elgamal_vectors_match_naive() -> None:
 
 
 def _spec(case: dict[str, Any], key: str) -> BallotSpec:
-    return BallotSpec(case["referendum"], tuple(case["options"]), case["min_selections"],
-                      case["max_selections"], bytes.fromhex(key))
+    return BallotSpec(
+        case["referendum"],
+        tuple(case["options"]),
+        case["min_selections"],
+        case["max_selections"],
+        bytes.fromhex(key),
+    )
 
 
 def test_valid_ballots_verify_in_core_and_naive_verifier() -> None:
@@ -112,16 +117,20 @@ def test_valid_ballots_verify_in_core_and_naive_verifier() -> None:
     for case in data["valid"]:
         canonical = bytes.fromhex(case["canonical"])
         voter_key = bytes.fromhex(case["voter_public_key"])
-        verified = verify_canonical(_spec(case, data["election_public_key"]), canonical,
-                                    voter_key)
+        verified = verify_canonical(_spec(case, data["election_public_key"]), canonical, voter_key)
         assert verified.hash.hex() == case["ballot_hash"]
         assert hashlib.sha256(canonical).hexdigest() == case["ballot_hash"]
-        assert [c.to_bytes().hex() for c in verified.ciphertexts] == case[
-            "ciphertexts_all_options"]
+        assert [c.to_bytes().hex() for c in verified.ciphertexts] == case["ciphertexts_all_options"]
         VerifyKey(voter_key).verify(prefix + canonical[:-64], canonical[-64:])
-        points = ref.verify_ballot(canonical, case["referendum"], len(case["options"]),
-                                   case["min_selections"], case["max_selections"], epk,
-                                   voter_key)
+        points = ref.verify_ballot(
+            canonical,
+            case["referendum"],
+            len(case["options"]),
+            case["min_selections"],
+            case["max_selections"],
+            epk,
+            voter_key,
+        )
         plain = []
         for a, b in zip(points[::2], points[1::2], strict=True):
             m = ref.add(b, ref.neg(ref.mul(sk, a)))
@@ -136,8 +145,9 @@ def test_spoiled_ballot_randomness_opens_ciphertexts() -> None:
     for case in data["valid"]:
         for i, r_hex in enumerate(case["randomness"]):
             r, m = int(r_hex, 16), case["selections"][i]
-            ct = ref.enc65(ref.mul(r, ref.G)) + ref.enc65(ref.add(ref.mul(m, ref.G),
-                                                                  ref.mul(r, pk)))
+            ct = ref.enc65(ref.mul(r, ref.G)) + ref.enc65(
+                ref.add(ref.mul(m, ref.G), ref.mul(r, pk))
+            )
             assert ct.hex() == case["body"]["ciphertexts"][i]
 
 
@@ -151,8 +161,9 @@ def test_invalid_ballots_rejected_by_core_and_naive_verifier() -> None:
         voter_key = bytes.fromhex(case["voter_public_key"])
         with pytest.raises(CoreError) as info:
             verify_canonical(spec, canonical, voter_key)
-        assert (type(info.value).__name__, info.value.check) == (case["wantErr"],
-                                                                 case["check"]), case["desc"]
+        assert (type(info.value).__name__, info.value.check) == (case["wantErr"], case["check"]), (
+            case["desc"]
+        )
         with pytest.raises(ValueError):
             ref.verify_ballot(canonical, case["referendum"], 2, 1, 1, epk, voter_key)
 
@@ -185,15 +196,23 @@ def test_trustee_vectors_match_naive() -> None:
         t = share["trustee"]
         big_x = ref.mul(xs[t], ref.G)
         partial[t] = []
-        for position, (d_hex, proof_hex) in enumerate(zip(share["shares"], share["proofs"],
-                                                          strict=True)):
+        for position, (d_hex, proof_hex) in enumerate(
+            zip(share["shares"], share["proofs"], strict=True)
+        ):
             d = ref.dec33(bytes.fromhex(d_hex))
             c, s = int(proof_hex[:64], 16), int(proof_hex[64:], 16)
             t1 = ref.add(ref.mul(s, ref.G), ref.neg(ref.mul(c, big_x)))
             t2 = ref.add(ref.mul(s, a_points[position]), ref.neg(ref.mul(c, d)))
-            want = ref.h(b"referendum/v1/decryption-share", rid, struct.pack(">BI", t, position),
-                         ref.enc33(big_x), ref.enc33(a_points[position]), ref.enc33(d),
-                         ref.enc33(t1), ref.enc33(t2))
+            want = ref.h(
+                b"referendum/v1/decryption-share",
+                rid,
+                struct.pack(">BI", t, position),
+                ref.enc33(big_x),
+                ref.enc33(a_points[position]),
+                ref.enc33(d),
+                ref.enc33(t1),
+                ref.enc33(t2),
+            )
             assert want == c
             partial[t].append(d)
     chosen = [2, 3]

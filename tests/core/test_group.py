@@ -196,8 +196,9 @@ def test_aggregate_cancelling_to_identity() -> None:
     assert Ciphertext.from_bytes(bytes(130)).is_identity
 
 
-def _naive_zero_one(a: Point, b: Point, pk: Point, c0: int, c1: int, s0: int, s1: int
-                    ) -> list[bytes]:
+def _naive_zero_one(
+    a: Point, b: Point, pk: Point, c0: int, c1: int, s0: int, s1: int
+) -> list[bytes]:
     b1 = b - GENERATOR
     return [
         (Point.base_mul(s0) - a * c0).to_compressed(),
@@ -231,6 +232,9 @@ def test_fused_zero_one_commitments_edge_cases() -> None:
     ]
     for a, b, key, c0, c1, s0, s1 in cases:
         assert zero_one_commitments(a, b, key, c0, c1, s0, s1) == _naive_zero_one(
-            a, b, key, c0, c1, s0, s1)
+            a, b, key, c0, c1, s0, s1
+        )
     assert chaum_pedersen_commitments(IDENTITY, IDENTITY, pk, 3, 4) == (
-        Point.base_mul(4).to_compressed(), (pk * 4).to_compressed())
+        Point.base_mul(4).to_compressed(),
+        (pk * 4).to_compressed(),
+    )

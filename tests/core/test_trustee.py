@@ -144,8 +144,9 @@ def test_share_for_another_trustee_index_rejected() -> None:
     tally = make_tally([1])
     share = decrypt_share(PARAMS, 2, CEREMONY.shares[2], tally)
     with pytest.raises(TrusteeError):
-        verify_decryption_share(PARAMS, CEREMONY.commitments, tally,
-                                dataclasses.replace(share, trustee=3))
+        verify_decryption_share(
+            PARAMS, CEREMONY.commitments, tally, dataclasses.replace(share, trustee=3)
+        )
 
 
 def test_bad_dealer_share_caught_and_named() -> None:
@@ -229,15 +230,13 @@ def test_decode_outside_bound_raises(m: int, bound: int) -> None:
 
 def test_params_checked() -> None:
     """Impossible thresholds and out-of-range indices are refused."""
-    for params in (TrusteeParams("r", 0, 3), TrusteeParams("r", 4, 3),
-                   TrusteeParams("r", 1, 256)):
+    for params in (TrusteeParams("r", 0, 3), TrusteeParams("r", 4, 3), TrusteeParams("r", 1, 256)):
         with pytest.raises(TrusteeError):
             new_dealer(params, 1)
     with pytest.raises(TrusteeError):
         new_dealer(PARAMS, 6)
     with pytest.raises(TrusteeError):
-        verify_decryption_share(PARAMS, CEREMONY.commitments, [],
-                                DecryptionShare(0, (), ()))
+        verify_decryption_share(PARAMS, CEREMONY.commitments, [], DecryptionShare(0, (), ()))
 
 
 def test_lagrange_interpolates_polynomial_at_zero() -> None:
@@ -249,8 +248,9 @@ def test_lagrange_interpolates_polynomial_at_zero() -> None:
         return sum(a * pow(x, j, ORDER) for j, a in enumerate(coefficients)) % ORDER
 
     for subset in itertools.combinations(range(1, 7), 3):
-        assert sum(lagrange_coefficient(t, subset) * f(t) for t in subset) % ORDER == (
-            coefficients[0])
+        assert (
+            sum(lagrange_coefficient(t, subset) * f(t) for t in subset) % ORDER == (coefficients[0])
+        )
 
 
 def test_dleq_proof_bytes_checked() -> None:

@@ -140,8 +140,14 @@ def decrypt_counts(election: Election, ciphertexts: list[bytes], bound: int) -> 
 
 
 async def publish_small_election(
-    dsn: str, out: Path | None, *, voters: int = 30, policy: str = "last_counts",
-    revoters: int = 5, block: int = 8, key_folder: Path | None = None,
+    dsn: str,
+    out: Path | None,
+    *,
+    voters: int = 30,
+    policy: str = "last_counts",
+    revoters: int = 5,
+    block: int = 8,
+    key_folder: Path | None = None,
 ) -> tuple[Election, list[int]]:
     """A small election through the domain code (no HTTP): sealed, folded, decrypted by 2 of 3
     trustees (trustee CLI), published and exported to ``out`` (unless None); returns it and

@@ -121,9 +121,7 @@ async def published(pg_admin_dsn: str, tmp_path_factory: pytest.TempPathFactory
         async with running_app(settings, dsn) as client:
             r = await client.post("/v1/referendums", json=definition, headers=auth)
             assert r.status == 201, await r.text()
-            roll = "voter_id,public_key\n" + "".join(
-                f"{v},{k[1].hex()}\n" for v, k in keys.items()
-            )
+            roll = "voter_id,public_key\n" + "".join(f"{v},{k[1].hex()}\n" for v, k in keys.items())
             r = await client.put(f"/v1/referendums/{RID}/roll", data=roll.encode(),
                                  headers={**auth, "Content-Type": "text/csv"})  # fmt: skip
             assert r.status == 200, await r.text()

@@ -77,9 +77,7 @@ async def test_fold_counts_the_last_ballot_of_each_voter(
             " JOIN ballots AS b ON b.referendum_id = s.referendum_id"
             " AND b.log_index = s.superseding_index ORDER BY s.superseded_index"
         )
-        ballots = await conn.fetch(
-            "SELECT voter_id, log_index FROM ballots ORDER BY log_index"
-        )
+        ballots = await conn.fetch("SELECT voter_id, log_index FROM ballots ORDER BY log_index")
         by_voter: dict[str, list[int]] = {}
         for b in ballots:
             by_voter.setdefault(b["voter_id"], []).append(b["log_index"])

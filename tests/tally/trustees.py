@@ -43,8 +43,11 @@ class TrusteeBoard:
         for i in range(1, n + 1):
             _run("commitments", "--secret", str(folder / f"trustee-{i}.secret.json"), *roster,
                  "--out", str(folder / f"trustee-{i}.commitments.json"))  # fmt: skip
-        published = [a for i in range(1, n + 1)
-                     for a in ("--commitments", str(folder / f"trustee-{i}.commitments.json"))]
+        published = [
+            a
+            for i in range(1, n + 1)
+            for a in ("--commitments", str(folder / f"trustee-{i}.commitments.json"))
+        ]
         for i in range(1, n + 1):
             _run("check", "--secret", str(folder / f"trustee-{i}.secret.json"), *published,
                  "--out", str(folder / f"trustee-{i}.share.json"))  # fmt: skip
@@ -53,8 +56,12 @@ class TrusteeBoard:
 
     def commitments(self) -> dict[str, Any]:
         """The body of ``PUT /v1/referendums/{rid}/trustees``: every commitments file."""
-        return {"commitments": [orjson.loads((self.folder / f"trustee-{i}.commitments.json")
-                                             .read_bytes()) for i in range(1, self.n + 1)]}
+        return {
+            "commitments": [
+                orjson.loads((self.folder / f"trustee-{i}.commitments.json").read_bytes())
+                for i in range(1, self.n + 1)
+            ]
+        }
 
     def decrypt(self, index: int, encrypted_tally: dict[str, Any]) -> dict[str, Any]:
         """Trustee ``index``'s share of the served tally, by ``referendum trustee decrypt``."""
