@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 
 import click
 
 from batcher.service import LogSigner, run_batcher
-from server.db import resolve_database_url
+from batcher.tally import fold_new_blocks, run_tally_follower
+from server.db import create_pool, resolve_database_url
 from server.keys import load_or_create_key
 from server.settings import Settings
 
@@ -23,7 +25,21 @@ async def _main(settings: Settings, referendum_id: str | None) -> None:
     key = load_or_create_key(settings.log_key_file, settings.data_dir, "log")
     signer = LogSigner(key, settings.log_origin)
     dsn = resolve_database_url(settings)
-    await run_batcher(dsn, settings, signer, stop, referendum_id)
+    # The encrypted tally follows the log block by block in this process, so it is ready
+    # seconds after close; its own small pool keeps it off the sealing connection.
+    pool = await create_pool(dsn, dataclasses.replace(settings, db_pool_min=1, db_pool_max=2))
+    follower_stop = asyncio.Event()
+    follower = asyncio.create_task(run_tally_follower(pool, follower_stop))
+    try:
+        await run_batcher(dsn, settings, signer, stop, referendum_id)
+        if referendum_id is not None and not stop.is_set():
+            # the log is final: fold its last blocks before exiting
+            async with pool.acquire() as conn:
+                await fold_new_blocks(conn, referendum_id)
+    finally:
+        follower_stop.set()
+        await follower
+        await pool.close()
 
 
 @click.command()
@@ -35,6 +51,8 @@ async def _main(settings: Settings, referendum_id: str | None) -> None:
 )
 def batcher(referendum_id: str | None) -> None:
     """Sequence accepted ballots into the public log: blocks and signed checkpoints.
+
+    The same process keeps each referendum's encrypted tally folded up to the last block.
 
     One leader per referendum (a PostgreSQL advisory lock); a second batcher waits and takes
     over when the first dies. SIGTERM stops after the block being sealed is committed.
