@@ -7,9 +7,15 @@ Method:
   cryptography. The roll holds every generated voter; each ballot is sent once.
 * Servers run as a subprocess (``referendum serve``) on 127.0.0.1 against a fresh database
   on the configured PostgreSQL (``DATABASE_URL``, else the embedded one).
-* The load client is one aiohttp process on uvloop: closed-loop with ``--concurrency``
-  connections for saturation, open-loop paced (latency counted from each request's scheduled
-  start, so a stall is not hidden) for the 80% run.
+* Saturation runs (1 process inline, 1 process with verify workers, 2 processes) use wrk
+  (``bench.loadgen``; the aiohttp client there when wrk is absent, named in the output and
+  the JSON meta) with ``--concurrency`` connections for ``--seconds``: each run POSTs its own
+  slice of pre-made ballots (each wrk thread a disjoint part, each ballot sent once), and
+  only 201 answers count as accepted; any other answer or socket error is reported (and fails
+  the row). Latency percentiles are wrk's, over every answer.
+* The 80% run keeps the aiohttp open-loop pacer (one uvloop process): stock wrk cannot pace
+  at a constant rate nor count latency from each request's scheduled start, which this run
+  must (a stall is not hidden). It sends ``0.8 × saturation × --seconds`` ballots.
 * The bare verifier's rate (``verify_ballot`` in a loop, one core) is measured in the same run.
 * CPU accounting: on a small machine the client and PostgreSQL share the cores with the
   server, so each run reports the server processes' CPU use (from /proc) and the client's
@@ -25,7 +31,6 @@ import contextlib
 import multiprocessing
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -40,6 +45,7 @@ import click
 import orjson
 
 from bench.common import median, write_results
+from bench.loadgen import LoadResult
 
 REFERENDUM = "bench-ingest"
 ELECTION_SECRET = 0xB0B
@@ -80,19 +86,24 @@ def generate(count: int, processes: int) -> list[tuple[str, bytes, bytes]]:
     return [item for part in parts for item in part]
 
 
-def bare_verifier_rate(samples: list[tuple[str, bytes, bytes]], runs: int) -> float:
-    """``verify_ballot`` over pre-made ballots in a loop on this core: ballots/s (median)."""
+def bare_verifier_rate(samples: list[tuple[str, bytes, bytes]], runs: int) -> tuple[float, float]:
+    """``verify_ballot`` over pre-made ballots in a loop on this core, median of ``runs``.
+
+    Returns (ballots per wall second, ballots per CPU second of this process): on a shared,
+    loaded machine only the second compares with a server's rate per CPU second.
+    """
     from referendum_core.ballot import verify_ballot
 
     spec = _spec()
     parsed = [(orjson.loads(body), public) for _, public, body in samples]
-    rates = []
+    rates, cpu_rates = [], []
     for _ in range(runs):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         for body, public in parsed:
             verify_ballot(spec, body, public)
         rates.append(len(parsed) / (time.perf_counter() - start))
-    return median(rates)
+        cpu_rates.append(len(parsed) / max(time.process_time() - cpu_start, 1e-9))
+    return median(rates), median(cpu_rates)
 
 
 # --- the database ------------------------------------------------------------------------
@@ -400,24 +411,72 @@ class BallotSupply:
         return part
 
 
+@dataclass
+class Stats:
+    """What a row reports about one run, whichever client made it."""
+
+    rate: float  # accepted (201) per second
+    p50: float
+    p99: float
+    server_cpu: float
+    client_cpu: float
+    client: str
+    failures: dict[str, int]
+
+    @classmethod
+    def of_run(cls, run: Run) -> Stats:
+        return cls(
+            run.rate,
+            run.percentile(0.5),
+            run.percentile(0.99),
+            run.server_cpu,
+            run.client_cpu,
+            "aiohttp",
+            {str(k): v for k, v in run.other_statuses.items()},
+        )
+
+    @classmethod
+    def of_load(cls, result: LoadResult) -> Stats:
+        failures = result.failures(201)
+        if result.exhausted:
+            failures["exhausted"] = result.filler
+        return cls(
+            result.rate(201),
+            result.latency_ms["p50"],
+            result.latency_ms["p99"],
+            result.server_cpu,
+            result.client_cpu,
+            result.client,
+            failures,
+        )
+
+    @property
+    def per_core(self) -> float:
+        return self.rate / max(self.server_cpu, 1e-9)
+
+
 def _row(
     metric: str,
     value: float,
     unit: str,
     *,
-    run: Run | None = None,
+    run: Stats | None = None,
     target: str = "",
     ok: bool | None = None,
 ) -> dict[str, Any]:
+    if run is not None and run.failures and ok is not None:
+        ok = False
     return {
         "metric": metric,
         "value": round(value, 3),
         "unit": unit,
-        "p50_ms": round(run.percentile(0.50), 2) if run else "",
-        "p99_ms": round(run.percentile(0.99), 2) if run else "",
+        "p50_ms": round(run.p50, 2) if run else "",
+        "p99_ms": round(run.p99, 2) if run else "",
         "server_cpu": round(run.server_cpu, 2) if run else "",
         "client_cpu": round(run.client_cpu, 2) if run else "",
-        "per_server_core": round(run.rate / max(run.server_cpu, 1e-9)) if run else "",
+        "per_server_core": round(run.per_core) if run else "",
+        "client": run.client if run else "",
+        "failures": sum(run.failures.values()) if run else "",
         "target": target,
         "ok": "" if ok is None else ok,
     }
@@ -426,6 +485,51 @@ def _row(
 def _median_run(runs: list[Run]) -> Run:
     ordered = sorted(runs, key=lambda r: r.rate)
     return ordered[len(ordered) // 2]
+
+
+def _saturation(
+    label: str,
+    base_url: str,
+    path: str,
+    supply: BallotSupply,
+    root: int,
+    *,
+    runs: int,
+    per_run: int,
+    seconds: float,
+    concurrency: int,
+    threads: int,
+    client_cpus: str | None,
+) -> tuple[Stats, list[dict[str, Any]]]:
+    """``runs`` closed-loop runs by :func:`bench.loadgen.run_load`; the median one and all."""
+    from bench.loadgen import descendants, run_load
+
+    pids = descendants(root)
+    measured = []
+    for _ in range(runs):
+        result = run_load(
+            base_url,
+            supply.take(per_run),
+            server_pids=pids,
+            seconds=seconds,
+            connections=concurrency,
+            method="POST",
+            path=path,
+            threads=threads,
+            cpus=client_cpus,
+        )
+        stats = Stats.of_load(result)
+        if stats.failures:
+            click.echo(f"  {label}: FAILURES {stats.failures}", err=True)
+        click.echo(
+            f"  {label} ({result.client}): {stats.rate:,.0f}/s p50 {stats.p50:.1f} ms "
+            f"p99 {stats.p99:.1f} ms server cpu {stats.server_cpu:.2f} "
+            f"client cpu {stats.client_cpu:.2f} per server core {stats.per_core:,.0f}",
+            err=True,
+        )
+        measured.append((stats, result.as_json()))
+    ordered = sorted(measured, key=lambda m: m[0].rate)
+    return ordered[len(ordered) // 2][0], [m[1] for m in measured]
 
 
 def _series(
@@ -456,8 +560,18 @@ def _series(
 
 @click.command("ingest")
 @click.option("--runs", default=3, show_default=True, help="Runs per figure (medians).")
-@click.option("--per-run", default=3000, show_default=True, help="Ballots sent per run.")
+@click.option(
+    "--per-run",
+    default=10000,
+    show_default=True,
+    help="Ballots made for each saturation run (more than it can send in --seconds).",
+)
+@click.option("--seconds", default=4.0, show_default=True, help="Length of a saturation run.")
 @click.option("--concurrency", default=256, show_default=True, help="Closed-loop connections.")
+@click.option("--threads", default=1, show_default=True, help="wrk threads.")
+@click.option(
+    "--client-cpus", default="", help="Pin the load client (taskset -c list); empty: not pinned."
+)
 @click.option("--port", default=18642, show_default=True)
 @click.option("--gen-processes", default=os.cpu_count() or 1, show_default=True)
 @click.option(
@@ -467,79 +581,93 @@ def _series(
     help="verify_workers for the process-pool variant.",
 )
 def ingest(
-    runs: int, per_run: int, concurrency: int, port: int, gen_processes: int, pool_workers: int
+    runs: int,
+    per_run: int,
+    seconds: float,
+    concurrency: int,
+    threads: int,
+    client_cpus: str,
+    port: int,
+    gen_processes: int,
+    pool_workers: int,
 ) -> None:
     """Accepted ballots/s and latency of one and two server processes (see module docs)."""
+    from bench.loadgen import client_name
     from server.db import resolve_database_url
     from server.settings import Settings
 
     settings = Settings.from_env()
     admin_dsn = resolve_database_url(settings)
     load_at_start = list(os.getloadavg())
+    client = client_name()
+    click.echo(f"load client for saturation runs: {client}", err=True)
     # saturation: inline, pool, two processes; paced: one process (80% of inline)
     total = per_run * runs * 4 + 4 * 300 + 2000
     click.echo(f"generating {total:,} ballots in {gen_processes} processes …", err=True)
     made = generate(total, gen_processes)
     warm = [body for _, _, body in made[:2000]]
     supply = BallotSupply([body for _, _, body in made[2000:]])
-    verifier = bare_verifier_rate(made[:2000], runs)
-    click.echo(f"  bare verifier: {verifier:,.0f}/s on one core", err=True)
+    verifier, verifier_cpu = bare_verifier_rate(made[:2000], runs)
+    click.echo(
+        f"  bare verifier: {verifier:,.0f}/s wall, {verifier_cpu:,.0f} per CPU second", err=True
+    )
     dsn = asyncio.run(_create_database(admin_dsn, made))
-    url = f"http://127.0.0.1:{port}/v1/referendums/{REFERENDUM}/ballots"
+    base_url = f"http://127.0.0.1:{port}"
+    path = f"/v1/referendums/{REFERENDUM}/ballots"
+    url = base_url + path
     data_dir = Path(settings.data_dir)
     warm_supply = BallotSupply(warm)
+    details: dict[str, Any] = {}
+
+    def saturation(label: str, root: int) -> Stats:
+        stats, runs_json = _saturation(
+            label,
+            base_url,
+            path,
+            supply,
+            root,
+            runs=runs,
+            per_run=per_run,
+            seconds=seconds,
+            concurrency=concurrency,
+            threads=threads,
+            client_cpus=client_cpus or None,
+        )
+        details[label] = runs_json
+        return stats
+
     try:
         with server(dsn, port, 1, 0, data_dir) as root:
             measure(url, warm_supply.take(300), root, concurrency=concurrency, rate=None)
-            inline = _series(
-                "1 process, inline",
-                url,
-                supply,
-                root,
-                runs=runs,
-                per_run=per_run,
-                concurrency=concurrency,
-            )
+            inline = saturation("1 process, inline", root)
             paced_rate = 0.8 * inline.rate
-            paced = _series(
-                "1 process, 80% paced",
-                url,
-                supply,
-                root,
-                runs=runs,
-                per_run=per_run,
-                concurrency=concurrency,
-                rate=paced_rate,
+            paced_count = max(100, min(per_run, int(paced_rate * seconds)))
+            paced = Stats.of_run(
+                _series(
+                    "1 process, 80% paced",
+                    url,
+                    supply,
+                    root,
+                    runs=runs,
+                    per_run=paced_count,
+                    concurrency=concurrency,
+                    rate=paced_rate,
+                )
             )
             commit_stats = _commit_stats(port)
         with server(dsn, port, 1, pool_workers, data_dir) as root:
             measure(url, warm_supply.take(300), root, concurrency=concurrency, rate=None)
-            pooled = _series(
-                f"1 process, {pool_workers} verify workers",
-                url,
-                supply,
-                root,
-                runs=runs,
-                per_run=per_run,
-                concurrency=concurrency,
-            )
+            pooled = saturation(f"1 process, {pool_workers} verify workers", root)
         with server(dsn, port, 2, 0, data_dir) as root:
             measure(url, warm_supply.take(300), root, concurrency=concurrency, rate=None)
-            two = _series(
-                "2 processes, inline",
-                url,
-                supply,
-                root,
-                runs=runs,
-                per_run=per_run,
-                concurrency=concurrency,
-            )
+            two = saturation("2 processes, inline", root)
         stored = asyncio.run(_stored(dsn))
     finally:
         asyncio.run(_drop_database(admin_dsn, dsn))
-    per_core = inline.rate / max(inline.server_cpu, 1e-9)
+    per_core = inline.per_core
     rows = [
         _row("bare verifier, one core", verifier, "ballots/s"),
+        _row("bare verifier, per CPU second", verifier_cpu, "ballots/s/core"),
         _row(
             "1 process inline, saturation",
             inline.rate,
@@ -561,7 +689,7 @@ def ingest(
             "ballots/s",
             run=paced,
             target="p99 <= 50 ms",
-            ok=paced.percentile(0.99) <= 50,
+            ok=paced.p99 <= 50,
         ),
         _row(
             "inline saturation / bare verifier",
@@ -571,13 +699,19 @@ def ingest(
             ok=inline.rate / verifier >= 0.85,
         ),
         _row(
-            "per server core / bare verifier",
-            per_core / verifier,
+            "per server core / bare verifier per CPU second",
+            per_core / verifier_cpu,
             "ratio",
             target=">= 0.85",
-            ok=per_core / verifier >= 0.85,
+            ok=per_core / verifier_cpu >= 0.85,
         ),
         _row("2 processes, saturation", two.rate, "ballots/s", run=two),
+        _row(
+            "2 processes, per server core / bare verifier per CPU second",
+            two.per_core / verifier_cpu,
+            "ratio",
+            run=two,
+        ),
         _row(
             "2 processes / 1 process",
             two.rate / inline.rate,
@@ -587,7 +721,7 @@ def ingest(
         ),
         _row(
             "2 processes / 1 process, per server core",
-            (two.rate / max(two.server_cpu, 1e-9)) / per_core,
+            two.per_core / per_core,
             "ratio",
         ),
     ]
@@ -596,20 +730,30 @@ def ingest(
         rows,
         meta={
             "runs": runs,
-            "ballots_per_run": per_run,
+            "saturation_client": client,
+            "saturation_seconds": seconds,
+            "ballots_made_per_saturation_run": per_run,
             "closed_loop_connections": concurrency,
+            "client_threads": threads,
+            "client_cpus": client_cpus or None,
+            "paced_client": "aiohttp open-loop pacer (latency from scheduled start)",
             "paced_rate": round(paced_rate, 1),
+            "paced_ballots_per_run": paced_count,
             "ballots_stored": stored,
             "cpus": os.cpu_count(),
             "one_process_commits": commit_stats,
+            "saturation_runs": details,
+            "failures": {
+                "inline": inline.failures,
+                "pooled": pooled.failures,
+                "two": two.failures,
+                "paced": paced.failures,
+            },
             "load_average_at_start": load_at_start,
             "load_average_at_end": list(os.getloadavg()),
             "note": (
                 "client, server(s) and PostgreSQL share this machine's cores; server_cpu and "
-                "client_cpu are fractions of one core used during the run"
+                "client_cpu are cores used during the run (from /proc and the client's rusage)"
             ),
-            "latency_stdev_ms_inline": round(statistics.pstdev(inline.latencies_ms), 2)
-            if inline.latencies_ms
-            else None,
         },
     )

@@ -291,6 +291,19 @@ async def _proof_paths(dsn: str, rid: str, count: int) -> list[str]:
     return paths
 
 
+async def _backend_pids(dsn: str) -> list[int]:
+    """PostgreSQL backends of the database other than this one (the server's pool)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await conn.close()
+    return [r["pid"] for r in rows]
+
+
 def proofs_per_second(
     dsn: str,
     rid: str,
@@ -310,7 +323,7 @@ def proofs_per_second(
     slice: what a cache of whole responses would serve is not counted, what a cache of the
     shared upper Merkle nodes serves is.
     """
-    from bench.loadgen import client_name, descendants, run_load
+    from bench.loadgen import client_name, cpu_seconds, descendants, run_load
 
     url = f"http://127.0.0.1:{port}"
     paths = asyncio.run(_proof_paths(dsn, rid, paths_count))
@@ -321,14 +334,17 @@ def proofs_per_second(
     )
     client = client_name()
     print(f"  proofs: load client {client}, {per_run:,} distinct proofs per run", flush=True)
-    results = []
+    results, db_cpus = [], []
     with _server(dsn, port, env) as server:
         asyncio.run(_wait_ready(url, server))
         pids = descendants(server.pid)
         run_load(
             url, warm, server_pids=pids, seconds=1.0, connections=connections, cpus=client_cpus
         )
+        # the server's database connections (opened by the warm-up): PostgreSQL's share
+        backends = asyncio.run(_backend_pids(dsn))
         for part in slices:
+            db_before, wall_before = cpu_seconds(backends), time.perf_counter()
             result = run_load(
                 url,
                 part,
@@ -337,11 +353,14 @@ def proofs_per_second(
                 connections=connections,
                 cpus=client_cpus,
             )
+            db_cpu = (cpu_seconds(backends) - db_before) / (time.perf_counter() - wall_before)
             results.append(result)
+            db_cpus.append(db_cpu)
             print(
                 f"  proofs: {result.rate(200):,.0f}/s, p50 {result.latency_ms['p50']:.1f} ms"
                 f" p99 {result.latency_ms['p99']:.1f} ms, server cpu {result.server_cpu:.2f},"
-                f" client cpu {result.client_cpu:.2f}, failures {result.failures(200)}"
+                f" database cpu {db_cpu:.2f}, client cpu {result.client_cpu:.2f},"
+                f" failures {result.failures(200)}"
                 + (" EXHAUSTED: raise --proof-paths" if result.exhausted else ""),
                 flush=True,
             )
@@ -356,6 +375,8 @@ def proofs_per_second(
         "rates": [r.rate(200) for r in results],
         "server_cpu": [r.server_cpu for r in results],
         "client_cpu": [r.client_cpu for r in results],
+        "database_cpu": db_cpus,
+        "median_run_database_cpu": db_cpus[results.index(middle)],
         "failures": sum(sum(r.failures(200).values()) for r in results),
         "exhausted": any(r.exhausted for r in results),
     }
@@ -498,6 +519,17 @@ def log(
             rows.append(_row("  server CPU during proofs", cpu, "cores", "", True))
             rows.append(
                 _row("  client CPU during proofs", median_run["client_cpu"], "cores", "", True)
+            )
+            db_cpu = details["median_run_database_cpu"]
+            rows.append(_row("  database CPU during proofs", db_cpu, "cores", "", True))
+            rows.append(
+                _row(
+                    "  proofs per core of server + database",
+                    proofs / max(cpu + db_cpu, 1e-9),
+                    "proofs/s",
+                    "",
+                    True,
+                )
             )
             # on a machine shared with the client and PostgreSQL: what one busy core would serve
             rows.append(

@@ -212,6 +212,7 @@ def generate_pool(
     seed: int = 1,
     progress: bool = True,
     ballots: int | None = None,
+    election_public_key: bytes | None = None,
 ) -> PoolMeta:
     """Make ``voters`` keys and one ballot each (plus re-votes) into ``out_dir``.
 
@@ -233,8 +234,14 @@ def generate_pool(
         raise ValueError("ballots must be within [0, voters]")
     out_dir.mkdir(parents=True, exist_ok=True)
     workers = processes or os.cpu_count() or 1
-    election_secret = random_scalar()
-    election_public = Point.base_mul(election_secret).to_compressed()
+    # Without a given key (the trustees' joint key) the pool makes a single test key and keeps
+    # its secret in meta.json, so a load test can decrypt its tally without trustees.
+    election_secret = random_scalar() if election_public_key is None else 0
+    election_public = (
+        Point.base_mul(election_secret).to_compressed()
+        if election_public_key is None
+        else election_public_key
+    )
     spec = BallotSpec(
         referendum_id, tuple(options), min_selections, max_selections, election_public
     )
@@ -311,7 +318,7 @@ def generate_pool(
         max_selections=max_selections,
         revote_policy=policy,
         election_public_key=election_public.hex(),
-        election_secret_key=scalar_to_bytes(election_secret).hex(),
+        election_secret_key=scalar_to_bytes(election_secret).hex() if election_secret else "",
         voters=voters,
         ballots=with_ballots,
         revotes=len(revoters),

@@ -32,7 +32,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -248,8 +248,13 @@ async def setup_referendum(
     *,
     timer: PhaseTimer | None = None,
     open_voting: bool = True,
+    before_open: Callable[[aiohttp.ClientSession, str], Awaitable[None]] | None = None,
 ) -> dict[str, Any]:
-    """Create the pool's referendum, upload its roll and open it, over the operator API."""
+    """Create the pool's referendum, upload its roll and open it, over the operator API.
+
+    ``before_open(session, rid)`` runs while the referendum is still a draft (the demo
+    registers its trustees' commitments there).
+    """
     timer = timer or PhaseTimer(echo=None)
     headers = {"Authorization": f"Bearer {api_key}"}
     now = datetime.now(UTC)
@@ -270,10 +275,17 @@ async def setup_referendum(
             ) as response:
                 imported = await _check(response, "roll import")
         opened = None
+        if before_open is not None:
+            await before_open(session, rid)
         if open_voting:
             with timer.phase("open (roll commitment)"):
                 async with session.post(f"/v1/referendums/{rid}/open") as response:
                     opened = await _check(response, "open")
+            if timer.echo is not None and opened is not None:
+                timer.echo(
+                    f"roll: {imported['imported']:,} voters imported; referendum {rid} open; "
+                    f"roll commitment {opened.get('roll_root')}"
+                )
     return {"roll": imported, "referendum": opened}
 
 
@@ -528,6 +540,10 @@ class LoadConfig:
     """Close the referendum after the run (the rehearsal), timing the final block."""
     after_close: Callable[[str, str, PhaseTimer], Any] | None = None
     """Awaited with (base URL, API key, timer) after closing: tally and audit phases."""
+    before_open: Callable[[aiohttp.ClientSession, str], Awaitable[None]] | None = None
+    """Awaited with (operator session, referendum id) while the referendum is a draft."""
+    active_dsn: str | None = None
+    """Set by :func:`run_load` to the database it runs on, for ``after_close`` hooks."""
     tally_follow: bool = False
     """Also run ``referendum tally-follow`` (folds sealed blocks into the encrypted tally)."""
     timer: PhaseTimer | None = None
@@ -591,7 +607,10 @@ async def run_load(config: LoadConfig) -> Summary:
             with timer.phase(f"start {config.servers} server process(es)"):
                 server = children.start("servers", _serve_argv(), env)
                 await wait_ready(base_url, [server])
-            await setup_referendum(base_url, api_key, pool, timer=timer)
+            config.active_dsn = dsn
+            await setup_referendum(
+                base_url, api_key, pool, timer=timer, before_open=config.before_open
+            )
             batcher = children.start(
                 "batcher", _referendum_argv("batcher", "--referendum", rid), env
             )

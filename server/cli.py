@@ -18,7 +18,7 @@ COMMANDS: dict[str, str] = {
     "serve": "server.commands:serve",
     "migrate": "server.commands:migrate",
     "create-api-key": "server.commands:create_api_key",
-    "demo": "server.demo:demo",
+    "demo": "loadtest.demo:demo",
     "batcher": "batcher.commands:batcher",
     "bench": "bench.commands:bench",
     "trustee": "trustee.cli:trustee",

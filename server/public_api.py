@@ -11,32 +11,22 @@ Routes (all ``GET``)::
 
 Proofs are assembled from stored nodes, never by recomputing the tree: Merkle nodes of level
 ≥ :data:`STORED_NODE_MIN_LEVEL` come from ``log_nodes`` (written by the batcher); those below
-are recomputed from the ≤ 16 ballot bodies of their aligned chunk. See ``docs/log.md`` §7.
+are recomputed from the ≤ 16 ballot bodies of their aligned chunk. An inclusion proof is one
+round trip (the SQL function ``log_inclusion_rows``, as replaced by migration 022): O(log n)
+node rows and ≤ 2 chunks of bodies. See ``docs/log.md`` §7.
 
-Stored nodes never change once written, so each process keeps a :class:`LogNodeCache` per
-referendum: every node of level ≥ :data:`CACHED_MIN_LEVEL` complete at the largest tree size
-served so far (about ``2n / 2^CACHED_MIN_LEVEL`` hashes: 20,000 for 10 million ballots), and
-for the last few tree sizes the right edge of the tree (the ≤ 64 perfect subtrees that make
-up the one incomplete proof element, those below level 4 computed from the last chunk's
-bodies). An inclusion proof is then one plain SQL statement (``_INCLUSION_*``): the ballot, the
-checkpoint, the path's siblings of levels 4 to ``CACHED_MIN_LEVEL - 1`` (≤ 6 index probes) and
-the 16 bodies of the leaf's chunk; only the first request at a new tree size makes a second
-query to extend the cache. A node the cache should hold but does not makes
-``proof_from_node_hashes`` fail loudly, never a wrong proof.
-
-Chunks of ballots are always read by ``log_index`` *ranges*: with ``log_index = ANY(array)``
-PostgreSQL (15) may keep the array as a filter over the whole referendum's index range
-whenever its statistics predate the sealing (10,000 rows read for 16; 0.3 s a proof on a
-200,000-ballot log).
+Chunks of ballots are always read as ``log_index`` *ranges* whose bounds are values, never by
+``log_index = ANY(array)`` nor by a range joined from another relation: with statistics taken
+before the ballots were sequenced (the normal state while voting runs), PostgreSQL 15 chose
+to scan the referendum's whole ``ballots_log_index`` range and filter it (0.3 s a proof on a
+200,000-ballot log, over 1 s on 1,000,000).
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
-from collections import ChainMap, OrderedDict
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import orjson
@@ -50,28 +40,16 @@ from referendum_core.merkle import (
     consistency_proof_nodes,
     inclusion_proof_nodes,
     proof_from_node_hashes,
-    root_nodes,
 )
 from server.app import POOL_KEY, SETTINGS_KEY
 from server.db import acquire
 from server.errors import BadRequest, NotFound
 from server.keys import load_or_create_key
 
-__all__ = [
-    "CACHED_MIN_LEVEL",
-    "LOG_NODE_CACHE_KEY",
-    "LOG_VERIFIER_KEY",
-    "STORED_NODE_MIN_LEVEL",
-    "LogNodeCache",
-    "proof_reads",
-    "setup",
-]
+__all__ = ["LOG_VERIFIER_KEY", "STORED_NODE_MIN_LEVEL", "proof_reads", "setup"]
 
 STORED_NODE_MIN_LEVEL = 4
 """Lowest level stored in ``log_nodes`` (migration 020; the batcher writes from this level)."""
-
-CACHED_MIN_LEVEL = 10
-"""Nodes of this level and above are kept in each process's :class:`LogNodeCache`."""
 
 LOG_VERIFIER_KEY = web.AppKey("log_verifier_key", str)
 
@@ -106,68 +84,26 @@ WHERE referendum_id = $1 AND log_index > $2 AND log_index < $3
 ORDER BY log_index LIMIT $4
 """
 
-# Stored nodes (level >= 4) and the ballot bodies of the 16-leaf chunks below them (by range).
-_PROOF_ROWS = """
+# Stored nodes (level >= 4); the bodies of the 16-leaf chunks below them are read by
+# _chunks_query, one range per chunk with its bounds as parameters.
+_PROOF_NODES = """
 SELECT level::integer AS level, position, hash FROM log_nodes
 WHERE referendum_id = $1
   AND (level, position) IN (SELECT * FROM unnest($2::smallint[], $3::bigint[]))
-UNION ALL
-SELECT -1, bl.log_index, bl.body FROM unnest($4::bigint[]) AS c(first)
-JOIN ballots AS bl ON bl.referendum_id = $1
- AND bl.log_index >= c.first AND bl.log_index < least(c.first + 16, $5::bigint)
 """
 
-# An inclusion proof in one statement. Rows: kind 0 (one, none for an unknown referendum):
-# a = log_index or NULL, b = tree size or NULL, data = body, note = checkpoint note; kind 1:
-# a stored sibling of the path, a = level, b = position (levels 4 .. $3, complete at the size);
-# kind 2: a ballot of the leaf's chunk below the size, a = log_index, data = body.
-_INCLUSION = """
-WITH head AS (
-    SELECT b.log_index AS idx, b.body, k.tree_size AS size, k.checkpoint
-    FROM referendums AS r
-    LEFT JOIN ballots AS b ON b.referendum_id = r.id AND b.ballot_hash = $2
-    LEFT JOIN LATERAL ({block}) AS k ON true
-    WHERE r.id = $1
-)
-SELECT 0 AS kind, idx AS a, size AS b, body AS data, checkpoint AS note FROM head
-UNION ALL
-SELECT 1, n.level, n.position, n.hash, NULL
-FROM head CROSS JOIN generate_series(4, $3::integer) AS g(l)
-JOIN log_nodes AS n ON n.referendum_id = $1 AND n.level = g.l
- AND n.position = (head.idx >> g.l) # 1
-WHERE head.idx < head.size AND ((head.idx >> g.l) # 1) < (head.size >> g.l)
-UNION ALL
-SELECT 2, bl.log_index, NULL, bl.body, NULL
-FROM head JOIN ballots AS bl ON bl.referendum_id = $1
- AND bl.log_index >= (head.idx >> 4) << 4
- AND bl.log_index < least(((head.idx >> 4) + 1) << 4, head.size)
-WHERE head.idx < head.size
-"""
-_INCLUSION_LATEST = _INCLUSION.format(
-    block="SELECT tree_size, checkpoint FROM blocks WHERE referendum_id = r.id"
-    " ORDER BY height DESC LIMIT 1"
-)
-_INCLUSION_AT = _INCLUSION.format(
-    block="SELECT tree_size, checkpoint FROM blocks WHERE referendum_id = r.id"
-    " AND tree_size = $4 ORDER BY height LIMIT 1"
-)
 
-# Extending a LogNodeCache to a tree size: kind 1: the nodes of level >= $2 completed between
-# sizes $3 and $4 (positions [$3 >> l, $4 >> l) per level l); kind 1 too: the right-edge nodes
-# ($5, $6) of size $4; kind 2: the bodies of the last, incomplete chunk [$7, $4).
-_EXTEND = """
-SELECT 1 AS kind, n.level::bigint AS a, n.position AS b, n.hash AS data
-FROM generate_series($2::integer, 62) AS g(l)
-JOIN log_nodes AS n ON n.referendum_id = $1 AND n.level = g.l
- AND n.position >= ($3::bigint >> g.l) AND n.position < ($4::bigint >> g.l)
-UNION ALL
-SELECT 1, n.level, n.position, n.hash
-FROM unnest($5::smallint[], $6::bigint[]) AS u(l, p)
-JOIN log_nodes AS n ON n.referendum_id = $1 AND n.level = u.l AND n.position = u.p
-UNION ALL
-SELECT 2, log_index, NULL, body FROM ballots
-WHERE referendum_id = $1 AND log_index >= $7::bigint AND log_index < $4::bigint
-"""
+def _chunks_query(count: int) -> str:
+    """``count`` ranges of ballot bodies ($2k, $2k+1) of referendum $1, as (-1, index, body).
+
+    Separate range scans with their bounds as values: the planner has no join or array
+    filter to prefer (see the module docs).
+    """
+    return "\nUNION ALL\n".join(
+        "SELECT -1, log_index, body FROM ballots WHERE referendum_id = $1"  # noqa: S608
+        f" AND log_index >= ${2 * k + 2}::bigint AND log_index < ${2 * k + 3}::bigint"
+        for k in range(count)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,129 +199,32 @@ def _chunk_nodes(leaves: dict[int, bytes], hashes: dict[tuple[int, int], bytes])
         level += 1
 
 
-def _leaf_hashes(bodies: Mapping[int, bytes]) -> dict[int, bytes]:
-    sha = hashlib.sha256
-    return {i: sha(b"\x00" + body).digest() for i, body in bodies.items()}
-
-
 async def _proof(
     request: web.Request, rid: str, plan: Sequence[Sequence[NodeId]], size: int
 ) -> list[str]:
     """The proof of ``plan`` over the tree of ``size`` leaves, as hex strings."""
     stored, leaf_indexes = proof_reads(plan, size)
     chunks = sorted({i - i % _CHUNK for i in leaf_indexes})
+    bounds = [b for c in chunks for b in (c, min(c + _CHUNK, size))]
     async with acquire(request.app[POOL_KEY]) as conn:
-        rows = await conn.fetch(
-            _PROOF_ROWS,
-            rid,
-            [n.level for n in stored],
-            [n.position for n in stored],
-            chunks,
-            size,
+        rows = list(
+            await conn.fetch(
+                _PROOF_NODES, rid, [n.level for n in stored], [n.position for n in stored]
+            )
         )
+        if chunks:
+            rows += await conn.fetch(_chunks_query(len(chunks)), rid, *bounds)
     hashes: dict[tuple[int, int], bytes] = {}
-    bodies: dict[int, bytes] = {}
+    leaves: dict[int, bytes] = {}
+    sha = hashlib.sha256
     for level, position, value in rows:
         if level < 0:
-            bodies[position] = value
+            leaves[position] = sha(b"\x00" + value).digest()
         else:
             hashes[(level, position)] = value
-    _chunk_nodes(_leaf_hashes(bodies), hashes)
+    _chunk_nodes(leaves, hashes)
     # a node missing here is a bug or a damaged database: proof_from_node_hashes raises
     return [h.hex() for h in proof_from_node_hashes(plan, hashes)]
-
-
-class LogNodeCache:
-    """Immutable Merkle nodes of one referendum's log, kept by one server process.
-
-    ``top``: every stored node of level ≥ ``min_level`` complete at tree size ``size`` (the
-    largest size extended to so far); such a node is complete at every larger size too and
-    never changes. ``edges``: for the last ``max_edges`` tree sizes, the hashes of the
-    perfect subtrees of that size's right edge (``root_nodes(size)``), whatever their level:
-    the one incomplete element of an inclusion proof at that size is folded from them. An
-    entry for one size is never used for another. Concurrent requests for a new size share
-    one extension (a lock; the size is re-checked under it).
-    """
-
-    def __init__(self, min_level: int = CACHED_MIN_LEVEL, max_edges: int = 64) -> None:
-        self.min_level = min_level
-        self.max_edges = max_edges
-        self.size = 0
-        self.top: dict[tuple[int, int], bytes] = {}
-        self.edges: OrderedDict[int, dict[tuple[int, int], bytes]] = OrderedDict()
-        self._lock = asyncio.Lock()
-
-    def ready(self, size: int) -> dict[tuple[int, int], bytes] | None:
-        """The right edge of ``size`` when the cache covers that size, else ``None``."""
-        edge = self.edges.get(size)
-        if edge is None or size > self.size:
-            return None
-        self.edges.move_to_end(size)
-        return edge
-
-    async def extend(self, pool: Any, rid: str, size: int) -> dict[tuple[int, int], bytes]:
-        """Make the cache cover tree ``size`` (one query); return that size's right edge."""
-        async with self._lock:
-            edge = self.ready(size)
-            if edge is not None:
-                return edge
-            start = self.size if size > self.size else size  # nothing to add below self.size
-            edge_nodes = [n for n in root_nodes(size) if n.level >= STORED_NODE_MIN_LEVEL]
-            last_chunk = size - size % _CHUNK
-            async with acquire(pool) as conn:
-                rows = await conn.fetch(
-                    _EXTEND,
-                    rid,
-                    self.min_level,
-                    start,
-                    size,
-                    [n.level for n in edge_nodes],
-                    [n.position for n in edge_nodes],
-                    last_chunk,
-                )
-            top: dict[tuple[int, int], bytes] = {}
-            edge = {}
-            bodies: dict[int, bytes] = {}
-            wanted = {(n.level, n.position) for n in edge_nodes}
-            for kind, level, position, data in rows:
-                if kind == 2:
-                    bodies[level] = data
-                    continue
-                key = (level, position)
-                if key in wanted:
-                    edge[key] = data
-                if level >= self.min_level and position < size >> level:
-                    top[key] = data
-            low: dict[tuple[int, int], bytes] = {}
-            _chunk_nodes(_leaf_hashes(bodies), low)
-            for node in root_nodes(size):
-                if node.level < STORED_NODE_MIN_LEVEL and (node.level, node.position) in low:
-                    edge[(node.level, node.position)] = low[(node.level, node.position)]
-            self.top.update(top)
-            if size > self.size:
-                self.size = size
-            self.edges[size] = edge
-            while len(self.edges) > self.max_edges:
-                self.edges.popitem(last=False)
-            return edge
-
-
-LOG_NODE_CACHE_KEY: web.AppKey[OrderedDict[str, LogNodeCache]] = web.AppKey("log_node_cache")
-"""Per process: referendum id → :class:`LogNodeCache` (at most ``_MAX_CACHED_LOGS``)."""
-
-_MAX_CACHED_LOGS = 64
-
-
-def _node_cache(app: web.Application, rid: str) -> LogNodeCache:
-    caches: OrderedDict[str, LogNodeCache] = app[LOG_NODE_CACHE_KEY]
-    cache = caches.get(rid)
-    if cache is None or cache.min_level != CACHED_MIN_LEVEL:
-        cache = caches[rid] = LogNodeCache(CACHED_MIN_LEVEL)
-        while len(caches) > _MAX_CACHED_LOGS:
-            caches.popitem(last=False)
-    else:
-        caches.move_to_end(rid)
-    return cache
 
 
 # ---------------------------------------------------------------------------------------------
@@ -477,25 +316,20 @@ async def block_ballots(request: web.Request) -> web.Response:
 async def inclusion(request: web.Request) -> web.Response:
     """The inclusion proof bundle of a ballot against the latest or a given checkpoint.
 
-    One statement (``_INCLUSION_LATEST``/``_INCLUSION_AT``) finds the ballot and the checkpoint
-    and reads the lower half of the path; the upper nodes and the right edge come from the
-    process's :class:`LogNodeCache` (a second query only at a tree size not seen before).
+    One round trip: ``log_inclusion_rows`` (migrations 021, 022) finds the ballot and the
+    checkpoint and returns the rows the proof needs.
     """
     rid = request.match_info["rid"]
     ballot_hash = _ballot_hash(request.match_info["ballot_hash"])
     size_text = request.query.get("tree_size")
     wanted = None if size_text is None else _integer(size_text, "tree_size", minimum=1)
-    cache = _node_cache(request.app, rid)
-    pool = request.app[POOL_KEY]
-    async with acquire(pool) as conn:
-        if wanted is None:
-            rows = await conn.fetch(_INCLUSION_LATEST, rid, ballot_hash, cache.min_level - 1)
-        else:
-            rows = await conn.fetch(_INCLUSION_AT, rid, ballot_hash, cache.min_level - 1, wanted)
+    async with acquire(request.app[POOL_KEY]) as conn:
+        rows = await conn.fetch(
+            "SELECT * FROM log_inclusion_rows($1, $2, $3)", rid, ballot_hash, wanted
+        )
     if not rows:
         raise _unknown(rid)
-    head = next(r for r in rows if r[0] == 0)
-    _, index, size, body, note = head
+    _, index, size, body, note = rows[0]
     if size is None:
         if wanted is not None:
             raise BadRequest(
@@ -507,20 +341,17 @@ async def inclusion(request: web.Request) -> web.Response:
             f"ballot {ballot_hash.hex()} is not in the log at tree size {size}",
             slug="not-sequenced",
         )
-    lower: dict[tuple[int, int], bytes] = {}
-    bodies: dict[int, bytes] = {}
-    for kind, a, b, data, _ in rows:
+    plan = inclusion_proof_nodes(index, size)
+    hashes: dict[tuple[int, int], bytes] = {}
+    leaves: dict[int, bytes] = {}
+    sha = hashlib.sha256
+    for kind, a, b, data, _ in rows[1:]:
         if kind == 1:
-            lower[(a, b)] = data
-        elif kind == 2:
-            bodies[a] = data
-    _chunk_nodes(_leaf_hashes(bodies), lower)
-    edge = cache.ready(size)
-    if edge is None:
-        edge = await cache.extend(pool, rid, size)
-    # a node missing here is a bug or a damaged database: proof_from_node_hashes raises
-    hashes = ChainMap(lower, edge, cache.top)
-    proof = [h.hex() for h in proof_from_node_hashes(inclusion_proof_nodes(index, size), hashes)]
+            hashes[(a, b)] = data
+        else:
+            leaves[a] = sha(b"\x00" + data).digest()
+    _chunk_nodes(leaves, hashes)
+    proof = [h.hex() for h in proof_from_node_hashes(plan, hashes)]
     result = {
         "leaf_index": index,
         "tree_size": size,
@@ -569,7 +400,6 @@ async def _verifier_key_ctx(app: web.Application) -> AsyncIterator[None]:
 def setup(app: web.Application) -> None:
     """Add the public log routes to ``app``."""
     app.cleanup_ctx.append(_verifier_key_ctx)
-    app[LOG_NODE_CACHE_KEY] = OrderedDict()
     base = "/v1/referendums/{rid}/log"
     app.router.add_get(f"{base}/checkpoint", latest_checkpoint)
     app.router.add_get(f"{base}/blocks/{{height}}", block)
