@@ -180,6 +180,7 @@ async def run_demo(
             ballots=ballots,
             revote_ratio=0.05,
             election_public_key=trustees.election_key,
+            trustees=(trustees.params.threshold, trustees.params.trustees),
         )
     click.echo(
         f"pool: {meta.voters:,} voter keys, {meta.ballots:,} ballots and {meta.revotes:,} "

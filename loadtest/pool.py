@@ -94,6 +94,9 @@ class PoolMeta:
     ballots_per_s: float
     processes: int
     seed: int
+    threshold_k: int = 1
+    trustees_n: int = 1
+    """Trustees sharing the election key (1 of 1 for a pool's own test key)."""
 
     def spec(self) -> BallotSpec:
         return BallotSpec(
@@ -115,8 +118,8 @@ class PoolMeta:
             "opens_at": opens_at,
             "closes_at": closes_at,
             "revote_policy": self.revote_policy,
-            "threshold_k": 1,
-            "trustees_n": 1,
+            "threshold_k": self.threshold_k,
+            "trustees_n": self.trustees_n,
             "election_public_key": self.election_public_key,
         }
 
@@ -213,6 +216,7 @@ def generate_pool(
     progress: bool = True,
     ballots: int | None = None,
     election_public_key: bytes | None = None,
+    trustees: tuple[int, int] = (1, 1),
 ) -> PoolMeta:
     """Make ``voters`` keys and one ballot each (plus re-votes) into ``out_dir``.
 
@@ -329,6 +333,8 @@ def generate_pool(
         ballots_per_s=(with_ballots + len(revoters)) / seconds if seconds > 0 else 0.0,
         processes=workers,
         seed=seed,
+        threshold_k=trustees[0],
+        trustees_n=trustees[1],
     )
     (out_dir / "meta.json").write_bytes(orjson.dumps(asdict(meta), option=orjson.OPT_INDENT_2))
     return meta

@@ -65,8 +65,6 @@ class Settings:
     """Most ballots stored by one group-commit insert."""
     commit_slots: int = 4
     """Concurrent group-commit writes per process."""
-    commit_linger_ms: int = 5
-    """Longest a ballot waits for a batch to fill while every write slot is busy."""
     queue_limit: int = 5000
     """Ballots waiting in one process before new ones are refused with 503."""
     voter_rate_per_minute: int = 10
@@ -106,7 +104,6 @@ class Settings:
             merge_delay_ms=_int("REFERENDUM_MERGE_DELAY_MS", 2000),
             commit_batch_max=_int("REFERENDUM_COMMIT_BATCH_MAX", 500),
             commit_slots=_int("REFERENDUM_COMMIT_SLOTS", 4),
-            commit_linger_ms=_int("REFERENDUM_COMMIT_LINGER_MS", 5),
             queue_limit=_int("REFERENDUM_QUEUE_LIMIT", 5000),
             voter_rate_per_minute=_int("REFERENDUM_VOTER_RATE_PER_MINUTE", 10),
             verify_workers=_int("REFERENDUM_VERIFY_WORKERS", 0),
