@@ -167,8 +167,8 @@ def proof_reads(plan: Sequence[Sequence[NodeId]], size: int) -> tuple[list[NodeI
     :func:`consistency_proof_nodes` for that size.
 
     >>> proof_reads(inclusion_proof_nodes(3, 40), 40)
-    ([NodeId(level=4, position=1), NodeId(level=5, position=0)], [0, 1, 2, 3, 4, 5, 6, 7, 8, \
-9, 10, 11, 12, 13, 14, 15, 32, 33, 34, 35, 36, 37, 38, 39])
+    ([NodeId(level=4, position=1)], [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, \
+32, 33, 34, 35, 36, 37, 38, 39])
     """
     stored: set[NodeId] = set()
     chunks: set[int] = set()
