@@ -9,10 +9,18 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
-__all__ = ["RESULTS_DIR", "machine_info", "median", "write_results"]
+__all__ = [
+    "RESULTS_DIR",
+    "create_bench_database",
+    "drop_bench_database",
+    "machine_info",
+    "median",
+    "write_results",
+]
 
 RESULTS_DIR = Path(os.environ.get("REFERENDUM_BENCH_DIR", "bench/results"))
 
@@ -71,3 +79,34 @@ def write_results(
     path.write_bytes(orjson.dumps(payload, option=orjson.OPT_INDENT_2))
     print(f"figures written to {path}")
     return path
+
+
+async def create_bench_database(admin_dsn: str, label: str) -> str:
+    """A fresh, migrated database named ``referendum_bench_LABEL_…``; its DSN."""
+    import uuid
+
+    import asyncpg
+
+    from server.migrate import apply_migrations
+
+    name = f"referendum_bench_{label}_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    dsn = urlunsplit(urlsplit(admin_dsn)._replace(path="/" + name))
+    await apply_migrations(dsn)
+    return dsn
+
+
+async def drop_bench_database(admin_dsn: str, dsn: str) -> None:
+    """Drop the database of ``dsn`` (made by :func:`create_bench_database`)."""
+    import asyncpg
+
+    name = urlsplit(dsn).path.lstrip("/")
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()

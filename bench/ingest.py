@@ -44,7 +44,7 @@ from urllib.parse import urlsplit, urlunsplit
 import click
 import orjson
 
-from bench.common import median, write_results
+from bench.common import drop_bench_database, median, write_results
 from bench.loadgen import LoadResult
 
 REFERENDUM = "bench-ingest"
@@ -146,17 +146,6 @@ async def _create_database(admin_dsn: str, voters: list[tuple[str, bytes, bytes]
     finally:
         await conn.close()
     return dsn
-
-
-async def _drop_database(admin_dsn: str, dsn: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        name = urlsplit(dsn).path.lstrip("/")
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 async def _stored(dsn: str) -> int:
@@ -663,7 +652,7 @@ def ingest(
             two = saturation("2 processes, inline", root)
         stored = asyncio.run(_stored(dsn))
     finally:
-        asyncio.run(_drop_database(admin_dsn, dsn))
+        asyncio.run(drop_bench_database(admin_dsn, dsn))
     per_core = inline.per_core
     rows = [
         _row("bare verifier, one core", verifier, "ballots/s"),

@@ -32,47 +32,18 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import click
 
-from bench.common import median, write_results
+from bench.common import create_bench_database, drop_bench_database, median, write_results
 
 MILLION = 1_000_000
 _BODY_BYTES = 300
 _COPY_CHUNK = 50_000
-
-
-def _with_database(dsn: str, name: str) -> str:
-    return urlunsplit(urlsplit(dsn)._replace(path="/" + name))
-
-
-async def _create_database(admin_dsn: str) -> str:
-    from server.migrate import apply_migrations
-
-    name = f"referendum_bench_log_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    dsn = _with_database(admin_dsn, name)
-    await apply_migrations(dsn)
-    return dsn
-
-
-async def _drop_database(admin_dsn: str, dsn: str) -> None:
-    name = urlsplit(dsn).path.lstrip("/")
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 async def _create_referendum(conn: asyncpg.Connection, rid: str) -> None:
@@ -452,7 +423,7 @@ def log(
     key_file.write_text(bytes(SigningKey.generate()).hex())
     signer = LogSigner(load_or_create_key(key_file, data_dir, "log"), settings.log_origin)
     env = _batcher_env("", key_file, data_dir)
-    dsn = asyncio.run(_create_database(admin_dsn))
+    dsn = asyncio.run(create_bench_database(admin_dsn, "log"))
     env["DATABASE_URL"] = dsn
     rows: list[dict[str, Any]] = []
     meta: dict[str, Any] = {
@@ -561,7 +532,7 @@ def log(
             )
     finally:
         if not keep:
-            asyncio.run(_drop_database(admin_dsn, dsn))
+            asyncio.run(drop_bench_database(admin_dsn, dsn))
     write_results("log", rows, meta=meta)
 
 

@@ -32,47 +32,18 @@ import random
 import resource
 import tempfile
 import time
-import uuid
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import click
 import orjson
 
-from bench.common import median, write_results
+from bench.common import create_bench_database, drop_bench_database, median, write_results
 
 _COPY_CHUNK = 50_000
-
-
-def _with_database(dsn: str, name: str) -> str:
-    return urlunsplit(urlsplit(dsn)._replace(path="/" + name))
-
-
-async def _create_database(admin_dsn: str) -> str:
-    from server.migrate import apply_migrations
-
-    name = f"referendum_bench_tally_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    dsn = _with_database(admin_dsn, name)
-    await apply_migrations(dsn)
-    return dsn
-
-
-async def _drop_database(admin_dsn: str, dsn: str) -> None:
-    name = urlsplit(dsn).path.lstrip("/")
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 # --- real ballots, made in parallel ------------------------------------------------------
@@ -165,7 +136,7 @@ async def _tally_run(admin_dsn: str, size: int, pool: list[tuple[str, bytes, byt
 
     rid = "bench-tally"
     rng = random.Random(seed)
-    dsn = await _create_database(admin_dsn)
+    dsn = await create_bench_database(admin_dsn, "tally")
     conn = await asyncpg.connect(dsn)
     try:
         voters = [(f"v{i:08d}", pool[i % len(pool)][1]) for i in range(size)]
@@ -237,7 +208,7 @@ async def _tally_run(admin_dsn: str, size: int, pool: list[tuple[str, bytes, byt
         }
     finally:
         await conn.close()
-        await _drop_database(admin_dsn, dsn)
+        await drop_bench_database(admin_dsn, dsn)
 
 
 # --- verify-election -----------------------------------------------------------------------
@@ -278,7 +249,7 @@ async def _verify_record(admin_dsn: str, count: int, out: Path) -> dict[str, Any
     t = time.perf_counter()
     firsts, seconds = real_ballots(rid, key, count, revote_every=10)
     made_s = time.perf_counter() - t
-    dsn = await _create_database(admin_dsn)
+    dsn = await create_bench_database(admin_dsn, "tally")
     conn = await asyncpg.connect(dsn)
     try:
         voters = [(v, k) for v, k, _, _ in firsts]
@@ -307,7 +278,7 @@ async def _verify_record(admin_dsn: str, count: int, out: Path) -> dict[str, Any
         await export_record(conn, rid, out, signer.verifier_key())
     finally:
         await conn.close()
-        await _drop_database(admin_dsn, dsn)
+        await drop_bench_database(admin_dsn, dsn)
     last = {v: yes for v, _, _, yes in [*firsts, *seconds]}
     yes_total = sum(last.values())
     return {
