@@ -341,13 +341,21 @@ async def referendum_status(conn: Any, rid: str) -> dict[str, Any]:
     """Eligible voters, ballots accepted and the latest block (zeros before the log exists)."""
     ref = await load_referendum(conn, rid)
     with translated():
-        accepted = await conn.fetchval("SELECT count(*) FROM ballots WHERE referendum_id = $1", rid)
-        head = None
-        # the log's tables come with a later migration; until then the block is zeros
-        if await conn.fetchval("SELECT to_regclass('log_heads') IS NOT NULL"):
-            head = await conn.fetchrow(
-                "SELECT height, tree_size FROM log_heads WHERE referendum_id = $1", rid
-            )
+        # Sequenced ballots are the tree size (indexes are contiguous); only the unsequenced
+        # rest is counted, through the batcher's partial index: a full count(*) would scan
+        # millions of rows on every poll. One statement, one snapshot: the batcher moves
+        # ballots from one side to the other in a single transaction.
+        row = await conn.fetchrow(
+            """SELECT h.height, h.tree_size,
+                      coalesce(h.tree_size, 0)
+                      + (SELECT count(*) FROM ballots
+                         WHERE referendum_id = $1 AND log_index IS NULL) AS accepted
+               FROM (SELECT 1) AS one
+               LEFT JOIN log_heads AS h ON h.referendum_id = $1""",
+            rid,
+        )
+    head = None if row["height"] is None else row
+    accepted = row["accepted"]
     return {
         "id": ref.id,
         "state": ref.state,
