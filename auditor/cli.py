@@ -17,7 +17,12 @@ import click
 
 from auditor.client import ApiError, PublicLogClient
 from auditor.follow import AuditFailure, BallotVerifier, SkipBallotChecks, follow
-from auditor.receipt import ballot_hash_from_receipt, verify_receipt
+from auditor.receipt import (
+    ballot_hash_from_receipt,
+    check_receipt_signature,
+    parse_receipt_key,
+    verify_receipt,
+)
 from referendum_core.checkpoint import parse_verifier_key
 from referendum_core.errors import CoreError
 
@@ -111,6 +116,12 @@ _origin = click.option(
     help="Receipt JSON holding ballot_hash",
 )
 @click.option("--ballot-hash", default=None, help="Ballot hash (hex) instead of --receipt")
+@click.option(
+    "--receipt-key",
+    default=None,
+    help="The server's receipt public key (hex or base64, from /v1/keys/receipts, obtained "
+    "out of band); with --receipt, the receipt's signature is checked too",
+)
 @_key
 @_origin
 def verify_receipt_command(
@@ -118,13 +129,26 @@ def verify_receipt_command(
     referendum_id: str,
     receipt_file: Path | None,
     ballot_hash: str | None,
+    receipt_key: str | None,
     log_key: str,
     origin: str | None,
 ) -> None:
-    """Check that a ballot is in the log, against a signed checkpoint."""
+    """Check that a ballot is in the log, against a signed checkpoint.
+
+    With --receipt and --receipt-key, first check the server's signed promise itself.
+    """
     if (receipt_file is None) == (ballot_hash is None):
         raise click.UsageError("give exactly one of --receipt and --ballot-hash")
-    if receipt_file is not None:
+    if receipt_file is not None and receipt_key is not None:
+        key_text = receipt_key
+        digest = _run_sync(
+            lambda: check_receipt_signature(
+                receipt_file, parse_receipt_key(key_text), referendum_id
+            )
+        )
+        click.echo("OK receipt signature verifies under the given receipt key")
+    elif receipt_file is not None:
+        click.echo("note: receipt signature not checked (no --receipt-key)", err=True)
         digest = _run_sync(lambda: ballot_hash_from_receipt(receipt_file))
     else:
         try:

@@ -19,8 +19,15 @@ from auditor.follow import AuditFailure, parse_hex
 from referendum_core import merkle
 from referendum_core.checkpoint import Checkpoint, parse_verifier_key, verify_checkpoint
 from referendum_core.errors import CoreError
+from referendum_core.receipt import verify_receipt as verify_receipt_signature
 
-__all__ = ["ReceiptCheck", "ballot_hash_from_receipt", "verify_receipt"]
+__all__ = [
+    "ReceiptCheck",
+    "ballot_hash_from_receipt",
+    "check_receipt_signature",
+    "parse_receipt_key",
+    "verify_receipt",
+]
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,39 @@ def ballot_hash_from_receipt(path: Path) -> bytes:
     if not isinstance(obj, dict) or "ballot_hash" not in obj:
         raise AuditFailure("receipt.format", f"{path} has no ballot_hash")
     return parse_hex(obj["ballot_hash"], "receipt ballot_hash")
+
+
+def parse_receipt_key(text: str) -> bytes:
+    """The server's receipt public key, given as 64 hex digits or base64 (as served at
+    ``/v1/keys/receipts``)."""
+    import base64
+    import binascii
+
+    try:
+        key = bytes.fromhex(text) if len(text) == 64 else base64.b64decode(text, validate=True)
+    except (ValueError, binascii.Error) as exc:
+        raise AuditFailure("receipt.key", "receipt key is neither hex nor base64") from exc
+    if len(key) != 32:
+        raise AuditFailure("receipt.key", "a receipt key is 32 bytes")
+    return key
+
+
+def check_receipt_signature(path: Path, public_key: bytes, referendum_id: str) -> bytes:
+    """Check the server's signature on the receipt file at ``path`` (the exact bytes the
+    server answered) and that it is for ``referendum_id``; return its ballot hash."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise AuditFailure("receipt.format", f"cannot read receipt {path}: {exc}") from exc
+    try:
+        receipt = verify_receipt_signature(raw.strip(), public_key)
+    except CoreError as exc:
+        raise AuditFailure(exc.check, f"receipt {path}: {exc}") from exc
+    if receipt.referendum != referendum_id:
+        raise AuditFailure(
+            "receipt.referendum", f"receipt is for referendum {receipt.referendum!r}"
+        )
+    return receipt.ballot_hash
 
 
 async def verify_receipt(
