@@ -31,12 +31,13 @@ from typing import Any
 import aiohttp
 import asyncpg
 import click
+import orjson
 
 from loadtest.pool import BallotPool, generate_pool
 from loadtest.report import Objectives
 from loadtest.runner import LoadConfig, PhaseTimer, run_load
 
-__all__ = ["demo", "run_demo"]
+__all__ = ["Trustees", "demo", "run_demo", "tally_and_record"]
 
 TALLY_TIMEOUT_S = 120.0
 
@@ -77,6 +78,37 @@ class Trustees:
             for i in range(1, count + 1)
         }
 
+    def save(self, path: Path) -> None:
+        """Keep the ceremony beside a ballot pool (test data: real trustees never share
+        their secrets), so a cached pool can be tallied again."""
+        data = {
+            "referendum_id": self.params.referendum_id,
+            "threshold": self.params.threshold,
+            "trustees": self.params.trustees,
+            "commitments": [c.to_json() for c in self.commitments],
+            "secrets": {str(i): hex(x) for i, x in self.secrets.items()},
+        }
+        path.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
+
+    @classmethod
+    def load(cls, path: Path) -> Trustees:
+        """The ceremony :meth:`save` wrote."""
+        from referendum_core.group import Point
+        from referendum_core.trustee import (
+            DealerCommitment,
+            TrusteeParams,
+            election_public_key,
+        )
+
+        data = orjson.loads(path.read_bytes())
+        self = cls.__new__(cls)
+        self.params = TrusteeParams(data["referendum_id"], data["threshold"], data["trustees"])
+        self.commitments = [DealerCommitment.from_json(c) for c in data["commitments"]]
+        key: Point = election_public_key(self.params, self.commitments)
+        self.election_key = key.to_compressed()
+        self.secrets = {int(i): int(x, 16) for i, x in data["secrets"].items()}
+        return self
+
     async def register(self, session: aiohttp.ClientSession, rid: str) -> None:
         """The operator publishes the trustees' commitments while the referendum is a draft."""
         body = {"commitments": [c.to_json() for c in self.commitments]}
@@ -99,7 +131,7 @@ class Trustees:
         return result
 
 
-async def _tally_and_record(
+async def tally_and_record(
     config: LoadConfig,
     trustees: Trustees,
     pool: BallotPool,
@@ -191,7 +223,7 @@ async def run_demo(
     record_dir = report_dir / "record"
 
     async def after_close(base_url: str, api_key: str, t: PhaseTimer) -> None:
-        await _tally_and_record(config, trustees, pool, record_dir, facts, base_url, api_key, t)
+        await tally_and_record(config, trustees, pool, record_dir, facts, base_url, api_key, t)
 
     config = LoadConfig(
         report_dir=report_dir,

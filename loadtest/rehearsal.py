@@ -8,12 +8,11 @@ tally follower on this machine:
 3. referendum creation, the roll import over the operator API, opening (roll commitment);
 4. every pooled ballot under load from distributed Locust (voters, re-voters, an auditor,
    an operator), then sealing until every ballot is in the log;
-5. close and the final block; the encrypted tally folded by ``referendum tally-follow``;
-6. the tally decrypted with the pool's test election key (a bounded baby-step giant-step
-   search) and compared with the counts the pool predicted;
-7. the trustee decryption, ``referendum record export`` and ``referendum audit
-   verify-election`` once a published result exists (they need the trustee tools; until then
-   the rehearsal says they were skipped).
+5. close and the final block; the encrypted tally, folded block by block by the batcher;
+6. two of the three trustees (whose 2-of-3 ceremony made the election key the pool's ballots
+   are encrypted to) decrypt with proofs; the result is published and, when every pooled
+   ballot was cast, compared with the counts the pool predicted;
+7. the election record is exported and ``verify-election`` recomputes everything from it.
 
 The phases that scale with the number of voters or ballots are extrapolated linearly to
 1,000,000 and 10,000,000 from their measured rates, and the report says which figures were
@@ -22,24 +21,18 @@ measured and which extrapolated.
 
 from __future__ import annotations
 
-import asyncio
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
+from loadtest.demo import Trustees, tally_and_record
 from loadtest.pool import BallotPool, generate_pool
 from loadtest.report import Objectives, load_samples
 from loadtest.runner import LoadConfig, PhaseTimer, run_load
-from referendum_core.elgamal import Ciphertext
-from referendum_core.group import Point, scalar_from_bytes
+from referendum_core.group import Point
 
 __all__ = ["RehearsalResult", "decode_count", "extrapolate", "rehearse"]
-
-TALLY_TIMEOUT_S = 600.0
 
 
 def decode_count(point: Point, bound: int) -> int:
@@ -126,42 +119,6 @@ class RehearsalResult:
         return "\n".join(lines)
 
 
-async def _tally_phase(
-    base_url: str, pool: BallotPool, timer: PhaseTimer, result: RehearsalResult
-) -> None:
-    rid = pool.meta.referendum_id
-    async with aiohttp.ClientSession(base_url) as session:
-        with timer.phase("encrypted tally (tally-follow)"):
-            deadline = time.monotonic() + TALLY_TIMEOUT_S
-            while True:
-                async with session.get(f"/v1/referendums/{rid}/tally") as response:
-                    if response.status == 200:
-                        tally = await response.json()
-                        break
-                    if response.status == 404:
-                        result.skipped.append("tally: the server has no tally endpoint")
-                        return
-                if time.monotonic() > deadline:
-                    result.skipped.append("tally: not ready within the time limit")
-                    return
-                await asyncio.sleep(0.5)
-        with timer.phase("decrypt tally (test key)"):
-            secret = scalar_from_bytes(bytes.fromhex(pool.meta.election_secret_key))
-            bound = max(1, int(tally.get("ballots_counted") or pool.meta.voters))
-            counts = []
-            for raw in tally["ciphertexts"]:
-                ct = Ciphertext.from_bytes(bytes.fromhex(raw))
-                counts.append(decode_count(ct.b - ct.a * secret, bound))
-        result.decrypted_tally = counts
-        async with session.get(f"/v1/referendums/{rid}/result") as response:
-            if response.status != 200:
-                result.skipped.append(
-                    "trustee decryption, record export and verify-election: no published "
-                    "result (they need the trustee tools; the pool's referendum has a single "
-                    "test key)"
-                )
-
-
 async def rehearse(
     voters: int,
     report_dir: Path,
@@ -177,9 +134,21 @@ async def rehearse(
     """Run the whole referendum; see the module docstring. Bounded by ``max_duration_s``."""
     timer = PhaseTimer()
     folder = pool_dir or Path("data/loadtest") / f"rehearsal-{voters}-{ballots or voters}"
-    if not (folder / "meta.json").exists():
+    ceremony = folder / "trustees.json"
+    if not (folder / "meta.json").exists() or not ceremony.exists():
+        with timer.phase("trustee key ceremony (2 of 3)"):
+            trustees = Trustees("loadtest")
         with timer.phase(f"ballot pool ({voters:,} voters, {ballots or voters:,} ballots)"):
-            generate_pool(folder, voters, ballots=ballots, revote_ratio=0.01)
+            generate_pool(
+                folder,
+                voters,
+                ballots=ballots,
+                revote_ratio=0.01,
+                election_public_key=trustees.election_key,
+                trustees=(trustees.params.threshold, trustees.params.trustees),
+            )
+        trustees.save(ceremony)
+    trustees = Trustees.load(ceremony)
     pool = BallotPool(folder)
     print(
         f"pool: {pool.meta.voters:,} voter keys and {pool.meta.ballots + pool.meta.revotes:,} "
@@ -194,8 +163,18 @@ async def rehearse(
         tally_matches=None,
     )
 
+    facts: dict[str, Any] = {}
+
     async def after_close(base_url: str, api_key: str, t: PhaseTimer) -> None:
-        await _tally_phase(base_url, pool, t, result)
+        await tally_and_record(
+            config, trustees, pool, report_dir / "record", facts, base_url, api_key, t
+        )
+        counts = facts.get("result") or {}
+        result.decrypted_tally = [int(counts.get(option, 0)) for option in pool.meta.options]
+        if not facts.get("verify_ok"):
+            result.skipped.append(
+                "verify-election FAILED: " + "; ".join(facts.get("verify_failures", []))
+            )
 
     config = LoadConfig(
         report_dir=report_dir,
@@ -212,8 +191,8 @@ async def rehearse(
         title=f"Scale rehearsal: {pool.meta.voters:,} voters",
         stop_when_pool_used=True,
         close_after=True,
+        before_open=trustees.register,
         after_close=after_close,
-        tally_follow=True,
         timer=timer,
     )
     summary = await run_load(config)

@@ -42,7 +42,8 @@ def test_extrapolation_and_active_window() -> None:
 
 @pytest.mark.slow
 async def test_small_rehearsal_tally_matches(pg_admin_dsn: str, tmp_path: Path) -> None:
-    """A whole small referendum: roll, ballots under load, sealing, close, tally as predicted."""
+    """A whole small referendum: roll, load, sealing, close, trustee tally as predicted,
+    record verified."""
     result = await rehearse(
         300,
         tmp_path / "report",
@@ -62,6 +63,10 @@ async def test_small_rehearsal_tally_matches(pg_admin_dsn: str, tmp_path: Path) 
         "open (roll commitment)",
         "ballots under load",
         "close + final block",
-        "encrypted tally (tally-follow)",
+        "encrypted tally ready",
+        "trustee decryption + publish",
+        "export election record",
+        "verify-election",
     ):
         assert phase in result.phases
+    assert not result.skipped
