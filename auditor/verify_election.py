@@ -63,6 +63,7 @@ from referendum_core.checkpoint import parse_verifier_key
 from referendum_core.elgamal import Ciphertext
 from referendum_core.errors import CoreError
 from referendum_core.group import Point
+from referendum_core.record import RECORD_FILES, RECORD_FORMAT, digest_chunks
 
 __all__ = [
     "RECORD_FILES",
@@ -72,21 +73,6 @@ __all__ = [
     "verify_election",
     "verify_election_command",
 ]
-
-RECORD_FORMAT = "referendum-election-record/1"
-RECORD_FILES = (
-    "referendum.json",
-    "roll.csv",
-    "ballots.bin",
-    "blocks.jsonl",
-    "log_key.txt",
-    "supersessions.jsonl",
-    "tally.json",
-    "trustees.json",
-    "shares.json",
-    "result.json",
-)
-"""Files every record holds besides ``manifest.json``."""
 
 TALLY_DOMAIN = b"referendum/v1/encrypted-tally\x00"
 CHUNK_BALLOTS = 1000
@@ -139,13 +125,8 @@ class _Stop(Exception):
 
 
 def _sha256_file(path: Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
     with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
+        return digest_chunks(iter(lambda: handle.read(1 << 20), b""))
 
 
 def _json(report: ElectionReport, root: Path, name: str, check: str) -> Any:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,17 @@ import orjson
 from loadtest.pool import BallotPool, generate_pool
 from loadtest.report import Objectives
 from loadtest.runner import LoadConfig, PhaseTimer, run_load
+from referendum_core.elgamal import Ciphertext
+from referendum_core.trustee import (
+    DealerCommitment,
+    TrusteeParams,
+    dealer_commitment,
+    decrypt_share,
+    election_public_key,
+    new_dealer,
+    share_for,
+    trustee_share,
+)
 
 __all__ = ["Trustees", "demo", "run_demo", "tally_and_record"]
 
@@ -53,34 +65,36 @@ async def _json(response: aiohttp.ClientResponse, expected: int, what: str) -> A
     return body
 
 
+@dataclass(frozen=True)
 class Trustees:
-    """The demo's three trustees; in a real referendum each runs ``referendum trustee``."""
+    """The demo's trustees; in a real referendum each runs ``referendum trustee`` on its own."""
 
-    def __init__(self, referendum_id: str, threshold: int = 2, count: int = 3) -> None:
-        from referendum_core.trustee import (
-            TrusteeParams,
-            dealer_commitment,
-            election_public_key,
-            new_dealer,
-            share_for,
-            trustee_share,
-        )
+    params: TrusteeParams
+    commitments: list[DealerCommitment]
+    secrets: dict[int, int]
+    """Each trustee's share of the election key (test data: kept together only here)."""
 
-        self.params = TrusteeParams(referendum_id, threshold, count)
-        dealers = [new_dealer(self.params, i) for i in range(1, count + 1)]
-        self.commitments = [dealer_commitment(self.params, d) for d in dealers]
-        self.election_key = election_public_key(self.params, self.commitments).to_compressed()
+    @property
+    def election_key(self) -> bytes:
+        """The joint election key the commitments imply."""
+        key: bytes = election_public_key(self.params, self.commitments).to_compressed()
+        return key
+
+    @classmethod
+    def ceremony(cls, referendum_id: str, threshold: int = 2, count: int = 3) -> Trustees:
+        """Run the Joint-Feldman key generation among ``count`` trustees."""
+        params = TrusteeParams(referendum_id, threshold, count)
+        dealers = [new_dealer(params, i) for i in range(1, count + 1)]
+        commitments = [dealer_commitment(params, d) for d in dealers]
         # each trustee combines the shares the others dealt to it; no one holds the whole key
-        self.secrets = {
-            i: trustee_share(
-                self.params, self.commitments, i, {d.index: share_for(d, i) for d in dealers}
-            )
+        secrets = {
+            i: trustee_share(params, commitments, i, {d.index: share_for(d, i) for d in dealers})
             for i in range(1, count + 1)
         }
+        return cls(params, commitments, secrets)
 
     def save(self, path: Path) -> None:
-        """Keep the ceremony beside a ballot pool (test data: real trustees never share
-        their secrets), so a cached pool can be tallied again."""
+        """Keep the ceremony beside a ballot pool, so a cached pool can be tallied again."""
         data = {
             "referendum_id": self.params.referendum_id,
             "threshold": self.params.threshold,
@@ -93,21 +107,12 @@ class Trustees:
     @classmethod
     def load(cls, path: Path) -> Trustees:
         """The ceremony :meth:`save` wrote."""
-        from referendum_core.group import Point
-        from referendum_core.trustee import (
-            DealerCommitment,
-            TrusteeParams,
-            election_public_key,
-        )
-
         data = orjson.loads(path.read_bytes())
-        self = cls.__new__(cls)
-        self.params = TrusteeParams(data["referendum_id"], data["threshold"], data["trustees"])
-        self.commitments = [DealerCommitment.from_json(c) for c in data["commitments"]]
-        key: Point = election_public_key(self.params, self.commitments)
-        self.election_key = key.to_compressed()
-        self.secrets = {int(i): int(x, 16) for i, x in data["secrets"].items()}
-        return self
+        return cls(
+            TrusteeParams(data["referendum_id"], data["threshold"], data["trustees"]),
+            [DealerCommitment.from_json(c) for c in data["commitments"]],
+            {int(i): int(x, 16) for i, x in data["secrets"].items()},
+        )
 
     async def register(self, session: aiohttp.ClientSession, rid: str) -> None:
         """The operator publishes the trustees' commitments while the referendum is a draft."""
@@ -121,9 +126,6 @@ class Trustees:
 
     def decryption_share(self, index: int, tally: dict[str, Any]) -> dict[str, Any]:
         """What trustee ``index`` uploads: its partial decryption with Chaum–Pedersen proofs."""
-        from referendum_core.elgamal import Ciphertext
-        from referendum_core.trustee import decrypt_share
-
         cts = [Ciphertext.from_bytes(bytes.fromhex(c)) for c in tally["ciphertexts"]]
         result: dict[str, Any] = decrypt_share(
             self.params, index, self.secrets[index], cts
@@ -200,7 +202,7 @@ async def run_demo(
     timer = PhaseTimer()
     rid = f"demo-{secrets.token_hex(4)}"
     with timer.phase("trustee key ceremony"):
-        trustees = Trustees(rid)
+        trustees = Trustees.ceremony(rid)
     pool_dir = report_dir / "pool"
     with timer.phase(f"ballot pool ({voters:,} voters, {ballots:,} ballots)"):
         meta = generate_pool(

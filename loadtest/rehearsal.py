@@ -137,7 +137,7 @@ async def rehearse(
     ceremony = folder / "trustees.json"
     if not (folder / "meta.json").exists() or not ceremony.exists():
         with timer.phase("trustee key ceremony (2 of 3)"):
-            trustees = Trustees("loadtest")
+            trustees = Trustees.ceremony("loadtest")
         with timer.phase(f"ballot pool ({voters:,} voters, {ballots or voters:,} ballots)"):
             generate_pool(
                 folder,

@@ -12,7 +12,7 @@ Routes (all ``GET``)::
 Proofs are assembled from stored nodes, never by recomputing the tree: Merkle nodes of level
 ≥ :data:`STORED_NODE_MIN_LEVEL` come from ``log_nodes`` (written by the batcher); those below
 are recomputed from the ≤ 16 ballot bodies of their aligned chunk. An inclusion proof is one
-round trip (the SQL function ``log_inclusion_rows``, as replaced by migration 022): O(log n)
+round trip (the SQL function ``log_inclusion_rows``, migration 021): O(log n)
 node rows and ≤ 2 chunks of bodies. See ``docs/log.md`` §7.
 
 Chunks of ballots are always read as ``log_index`` *ranges* whose bounds are values, never by
@@ -316,7 +316,7 @@ async def block_ballots(request: web.Request) -> web.Response:
 async def inclusion(request: web.Request) -> web.Response:
     """The inclusion proof bundle of a ballot against the latest or a given checkpoint.
 
-    One round trip: ``log_inclusion_rows`` (migrations 021, 022) finds the ballot and the
+    One round trip: ``log_inclusion_rows`` (migration 021) finds the ballot and the
     checkpoint and returns the rows the proof needs.
     """
     rid = request.match_info["rid"]

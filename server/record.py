@@ -30,35 +30,18 @@ import orjson
 
 from batcher.tally import load_tally
 from referendum_core.block import Block
+from referendum_core.record import RECORD_FILES, RECORD_FORMAT, digest_chunks
 from server.errors import Conflict
 from server.referendums import load_referendum
 
 __all__ = ["RECORD_FILES", "RECORD_FORMAT", "export_record", "write_manifest"]
 
-RECORD_FORMAT = "referendum-election-record/1"
-RECORD_FILES = (
-    "referendum.json",
-    "roll.csv",
-    "ballots.bin",
-    "blocks.jsonl",
-    "log_key.txt",
-    "supersessions.jsonl",
-    "tally.json",
-    "trustees.json",
-    "shares.json",
-    "result.json",
-)
 _FETCH = 10_000
 
 
 def _sha256_file(path: Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
     with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
+        return digest_chunks(iter(lambda: handle.read(1 << 20), b""))
 
 
 def write_manifest(folder: Path, referendum_id: str) -> str:

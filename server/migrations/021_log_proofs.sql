@@ -8,6 +8,12 @@
 -- b = tree size of the checkpoint or NULL, data = ballot body, note = checkpoint note;
 -- kind 1: a stored node, a = level, b = position, data = hash;
 -- kind 2: a ballot of a needed chunk, a = log_index, data = body.
+--
+-- Each 16-leaf chunk is read as one range whose bounds are plpgsql values, never as
+-- `log_index = ANY(array)`: with statistics taken before the ballots were sequenced (the
+-- normal state while voting runs: autoanalyze lags the batcher), PostgreSQL 15 planned the
+-- array form as a filter over the referendum's whole ballots_log_index range (0.3 s a proof on
+-- a 200,000-ballot log, over 1 s on 1,000,000).
 CREATE FUNCTION log_inclusion_rows(p_rid text, p_hash bytea, p_size bigint)
 RETURNS TABLE (kind integer, a bigint, b bigint, data bytea, note text)
 LANGUAGE plpgsql STABLE AS $$
@@ -25,7 +31,6 @@ DECLARE
     lvl      integer;
     levels   smallint[] := '{}';
     posns    bigint[] := '{}';
-    leaves   bigint[] := '{}';
     chunks   bigint[] := '{}';
     c        bigint;
 BEGIN
@@ -72,7 +77,6 @@ BEGIN
                 c := rb >> 4;
                 IF NOT c = ANY(chunks) THEN
                     chunks := chunks || c;
-                    leaves := leaves || ARRAY(SELECT generate_series(c * 16, least(c * 16 + 15, v_size - 1)));
                 END IF;
             END IF;
             rb := rb + s;
@@ -82,9 +86,12 @@ BEGIN
         SELECT 1, n.level::bigint, n.position, n.hash, NULL::text
           FROM unnest(levels, posns) AS u(l, p)
           JOIN log_nodes AS n ON n.referendum_id = p_rid AND n.level = u.l AND n.position = u.p;
-    RETURN QUERY
-        SELECT 2, bl.log_index, NULL::bigint, bl.body, NULL::text
-          FROM ballots AS bl
-         WHERE bl.referendum_id = p_rid AND bl.log_index = ANY(leaves);
+    FOREACH c IN ARRAY chunks LOOP
+        RETURN QUERY
+            SELECT 2, bl.log_index, NULL::bigint, bl.body, NULL::text
+              FROM ballots AS bl
+             WHERE bl.referendum_id = p_rid
+               AND bl.log_index >= c * 16 AND bl.log_index < least(c * 16 + 16, v_size);
+    END LOOP;
 END;
 $$;
