@@ -7,9 +7,12 @@ domain. ``GET /v1/referendums/{rid}`` and the roll commitment and proof are publ
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -19,7 +22,7 @@ from server.app import POOL_KEY, SETTINGS_KEY, json_response, read_json_object
 from server.audit import record_action
 from server.auth import authenticate
 from server.db import acquire
-from server.errors import NotFound, PayloadTooLarge, UnsupportedMediaType
+from server.errors import NotFound, PayloadTooLarge, ServiceUnavailable, UnsupportedMediaType
 from server.observability import ROLL_ROWS_IMPORTED
 
 __all__ = ["ROLL_EXECUTOR_KEY", "setup"]
@@ -27,6 +30,7 @@ __all__ = ["ROLL_EXECUTOR_KEY", "setup"]
 log = structlog.get_logger("server.operator_api")
 
 ROLL_EXECUTOR_KEY = web.AppKey("roll_executor", ThreadPoolExecutor)
+_ROLL_CONNECTIONS_LOCK = web.AppKey("roll_connections_lock", asyncio.Lock)
 _READ_CHUNK = 1 << 20
 _ROLL_TYPES: dict[str, roll.RollFormat] = {
     "text/csv": "csv",
@@ -79,6 +83,20 @@ async def _body_chunks(request: web.Request, limit: int) -> AsyncIterator[bytes]
         yield chunk
 
 
+@contextlib.asynccontextmanager
+async def _roll_connections(app: web.Application) -> AsyncIterator[tuple[Any, Any]]:
+    """The two pooled connections a roll import uses, taken together under a lock, so that
+    imports holding one and waiting for another cannot use up the pool between them."""
+    pool = app[POOL_KEY]
+    if pool.get_max_size() < 2:
+        raise ServiceUnavailable("a roll import needs REFERENDUM_DB_POOL_MAX of 2 or more")
+    async with contextlib.AsyncExitStack() as stack:
+        async with app[_ROLL_CONNECTIONS_LOCK]:
+            conn = await stack.enter_async_context(acquire(pool))
+            lines_conn = await stack.enter_async_context(acquire(pool))
+        yield conn, lines_conn
+
+
 async def put_roll(request: web.Request) -> web.Response:
     """PUT /v1/referendums/{rid}/roll: import one part of the roll, all or nothing."""
     actor = await authenticate(request)
@@ -90,9 +108,9 @@ async def put_roll(request: web.Request) -> web.Response:
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"roll part over the limit of {limit} bytes", limit=limit)
     body = _body_chunks(request, limit)
-    async with acquire(request.app[POOL_KEY]) as conn, conn.transaction():
+    async with _roll_connections(request.app) as (conn, lines_conn), conn.transaction():
         result = await roll.import_roll(
-            conn, rid, body, fmt,
+            conn, rid, body, fmt, lines_conn=lines_conn,
             executor=request.app[ROLL_EXECUTOR_KEY], threads=_threads(request),
         )  # fmt: skip
         await record_action(conn, actor, "roll.import", rid, {"format": fmt, **result})
@@ -142,10 +160,11 @@ async def get_roll_proof(request: web.Request) -> web.Response:
 
 
 async def _executor_context(app: web.Application) -> AsyncIterator[None]:
-    """Worker threads checking credential keys during roll imports."""
+    """Worker threads checking credential keys during roll imports; the imports' lock."""
     threads = app[SETTINGS_KEY].roll_check_threads or os.cpu_count() or 1
     executor = ThreadPoolExecutor(threads, thread_name_prefix="roll-check")
     app[ROLL_EXECUTOR_KEY] = executor
+    app[_ROLL_CONNECTIONS_LOCK] = asyncio.Lock()
     try:
         yield
     finally:

@@ -1,16 +1,28 @@
 """The voter roll: streamed import, the Merkle commitment computed at open, inclusion proofs.
 
-Import. An upload is read in chunks and parsed line by line (CSV ``voter_id,public_key_hex``
-with an optional header line, or NDJSON ``{"voter_id": ..., "public_key": hex}``); credential
-keys are checked on worker threads while the next chunk is parsed; valid rows stream into a
-temporary staging table with COPY; then one ``INSERT ... SELECT`` moves them into ``voters``,
-where the primary key catches duplicates within the file and against earlier parts. A file
-with any bad line imports nothing: :class:`~server.errors.UnprocessableContent` names the
-first bad lines (at most 20) by number. Memory stays bounded by the chunk size.
+Import. An upload is read in blocks of whole lines (CSV ``voter_id,public_key_hex`` with an
+optional header line, or NDJSON ``{"voter_id": ..., "public_key": hex}``). A CSV block whose
+every line is well formed (one regular expression over the whole block) is sent on as it came;
+NDJSON blocks, and every block from the first bad one on, are parsed line by line
+(:class:`RollParser`), bad lines left out. Credential keys are checked on worker threads (the
+check drops the GIL) while the next blocks are read and parsed. Each checked block is COPYed
+straight into ``voters``, in the import's transaction, whose primary key catches a voter id
+repeated in the file or imported by an earlier part; and, on a second connection, into a
+temporary table of numbered lines kept only for the report of a refused part
+(:class:`_RollStore`). A block is stored while the next one is checked. A file with any bad
+line imports nothing (the caller rolls the transaction back):
+:class:`~server.errors.UnprocessableContent` names the first bad lines (at most 20, the lowest
+line numbers) and counts them all. Memory stays bounded by a few blocks.
 
-A credential key is valid when it canonically encodes a point of edwards25519's prime-order
-subgroup other than the identity (DESIGN: every received element is checked: canonical, on
-the curve, in the group).
+A credential key is accepted exactly when libsodium's Ed25519 signature verification
+(``crypto_sign_verify_detached`` / ``crypto_sign_open``, which checks every ballot signature)
+can accept a signature under it: 32 bytes encoding y canonically (y < p, either sign bit), a
+point on the curve, not of small order (not one of the 8 torsion points). Verification does not
+require the key to lie in the prime-order subgroup: whoever holds the scalar of a key that
+carries a torsion component signs ballots that verify (those whose challenge the torsion
+component's order divides: one try in 8 at worst), and nobody else can. Refusing such keys at
+import would protect no ballot; it would cost a full scalar multiplication a key, 3 to 6 times
+the check kept. See :func:`is_valid_credential_key`.
 
 Commitment. The roll sorted by voter id (bytes) is the leaf sequence of an RFC 9162 Merkle
 tree (``referendum_core.merkle``); a voter's leaf is the SHA-256 leaf hash of the canonical
@@ -25,19 +37,23 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import bisect
+import contextlib
+import itertools
 import re
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
-from nacl._sodium import lib as _sodium  # type: ignore[import-not-found]
+from nacl._sodium import ffi as _ffi  # type: ignore[import-not-found]
+from nacl._sodium import lib as _sodium
 
 from referendum_core import merkle
 from server.db import translated
-from server.errors import Conflict, NotFound, UnprocessableContent
+from server.errors import Conflict, NotFound, ServiceUnavailable, UnprocessableContent
 
 __all__ = [
     "CHUNK_LEAVES",
@@ -45,6 +61,7 @@ __all__ = [
     "InclusionProof",
     "RollFormat",
     "RollParser",
+    "bad_key_positions",
     "canonical_entry",
     "commit_roll",
     "import_roll",
@@ -59,38 +76,100 @@ CHUNK_LEAVES = 1024
 """Leaves per stored roll chunk (a power of two, so chunks are subtrees of the roll tree)."""
 MAX_REPORTED_ERRORS = 20
 """Bad lines named in a refused upload."""
-_CHECK_BATCH = 4096  # keys per worker-thread task
+_BLOCK_BYTES = 1 << 20  # an upload is parsed and copied in blocks of whole lines this large
+_PIPELINE_BLOCKS = 3  # blocks read ahead while earlier ones are checked and copied
+_CHECK_BATCH = 2048  # fewest keys per worker-thread task
 
 VOTER_ID_PATTERN = r"[A-Za-z0-9._:@-]{1,128}"
 _VOTER_ID = re.compile(VOTER_ID_PATTERN.encode())
 _VOTER_ID_TEXT = re.compile(VOTER_ID_PATTERN)
 _CSV_HEADERS = (b"voter_id,public_key", b"voter_id,public_key_hex")
+# A block of well-formed CSV lines (line ends already LF): exactly the lines RollParser takes.
+_CSV_BLOCK = re.compile(b"(?:" + VOTER_ID_PATTERN.encode() + rb",[0-9A-Fa-f]{64}\n)*")
+_KEY_REASON = "public_key is not a valid Ed25519 point"
 
+_P = 2**255 - 19
+_Y_MASK = (1 << 255) - 1  # the encoding's low 255 bits are y; the top bit is the sign of x
+# y of the 8 points of order 1, 2, 4 and 8: 1, -1, 0 (x = ±sqrt(-1)) and ±y8 (x = ±x8 each).
+_Y8 = 2707385501144840649318225287225658788936804267575313519463743609750303402022
+_SMALL_ORDER_Y = frozenset({0, 1, _P - 1, _Y8, _P - _Y8})
+# The last byte of every encoding refused by the byte checks: y >= p needs its top 7 bits set
+# (0x7f), each small-order y has its own; either sign bit. Any other last byte passes them.
+_SUSPECT_LAST = re.compile(
+    b"[%s]"
+    % b"".join(
+        re.escape(bytes([last | sign]))
+        for last in sorted({0x7F} | {y.to_bytes(32, "little")[31] for y in _SMALL_ORDER_Y})
+        for sign in (0, 0x80)
+    )
+)
 _BASE = bytes.fromhex("5866666666666666666666666666666666666666666666666666666666666666")
 
 
-def is_valid_credential_key(key: bytes) -> bool:
-    """Whether ``key`` is a valid Ed25519 public key: 32 bytes encoding, canonically, a point
-    on the curve, not of small order, in the prime-order subgroup (libsodium's
-    ``crypto_core_ed25519_is_valid_point``).
+def _canonical_not_small(key: bytes) -> bool:
+    y = int.from_bytes(key, "little") & _Y_MASK
+    return y < _P and y not in _SMALL_ORDER_Y
 
-    Called through the cffi library directly: the call drops the GIL, so worker threads
-    check keys in parallel (~45 µs a key on one core, the bulk of an import's work).
+
+def is_valid_credential_key(key: bytes) -> bool:
+    """Whether ``key`` is an Ed25519 public key under which a signature can verify: 32 bytes,
+    y canonical (below p, whatever the sign bit), not of small order, a point on the curve.
+
+    These are the refusals of libsodium's ``crypto_sign_verify_detached``, which verifies
+    ballot signatures: ``ge25519_is_canonical`` (y < p), then decompression
+    (``ge25519_frombytes_negate_vartime``: x² = (y² − 1)/(d·y² + 1) must have a root) and
+    ``ge25519_has_small_order``. The small-order points are exactly those with y in {0, 1,
+    −1, ±y8}, so y alone decides, both sign bits included (x = 0 with the sign bit set is one
+    of these). The prime-order-subgroup check of ``crypto_core_ed25519_is_valid_point`` is
+    deliberately left out: verification does not apply it, so a mixed-order key carries valid
+    signatures anyway, and it costs a full scalar multiplication. On-curve is decided by
+    libsodium decompressing the point (``crypto_core_ed25519_add`` with the base point),
+    called through the cffi library directly, which drops the GIL.
 
     >>> is_valid_credential_key(_BASE)
     True
-    >>> is_valid_credential_key(bytes(32))  # order 4
+    >>> is_valid_credential_key(bytes(32))  # y = 0: order 4
     False
     """
-    if len(key) != 32:
+    if len(key) != 32 or not _canonical_not_small(key):
         return False
-    valid: int = _sodium.crypto_core_ed25519_is_valid_point(key)
-    return valid == 1
+    out = _ffi.new("unsigned char[32]")
+    status: int = _sodium.crypto_core_ed25519_add(out, key, _BASE)
+    return status == 0
 
 
-def _bad_key_positions(keys: Sequence[bytes], offset: int) -> list[int]:
-    """Indexes (plus ``offset``) of invalid keys; run on worker threads: libsodium drops the GIL."""
-    return [offset + i for i, key in enumerate(keys) if not is_valid_credential_key(key)]
+def bad_key_positions(keys: bytes) -> list[int]:
+    """Indexes, ascending, of the keys :func:`is_valid_credential_key` refuses among ``keys``
+    (32-byte keys laid end to end); for worker threads, as libsodium drops the GIL.
+
+    The same checks, cheaper in bulk: the byte checks run only on keys whose last byte can
+    fail them (one regular-expression pass over every 32nd byte; ~3% of random keys), and the
+    points are decompressed two at a time, one ``crypto_core_ed25519_add`` a pair (a call
+    decompresses both operands and compresses the sum: 1.5 field exponentiations a key
+    instead of 3); only a refused pair is checked key by key.
+    """
+    if len(keys) % 32:
+        raise ValueError("keys must be 32-byte keys laid end to end")
+    count = len(keys) // 32
+    split = [keys[i : i + 32] for i in range(0, len(keys), 32)]
+    bad = {
+        m.start()
+        for m in _SUSPECT_LAST.finditer(keys[31::32])  # the last byte of every key
+        if not _canonical_not_small(split[m.start()])
+    }
+    if count % 2:
+        split.append(_BASE)  # a valid partner for the last key
+    add = _sodium.crypto_core_ed25519_add
+    out = _ffi.new("unsigned char[32]")
+    for pair, status in enumerate(map(add, itertools.repeat(out), split[::2], split[1::2])):
+        if status != 0:
+            bad.update(i for i in (2 * pair, 2 * pair + 1) if add(out, split[i], _BASE) != 0)
+    return sorted(i for i in bad if i < count)
+
+
+def _bad_keys_from(keys: bytes, start: int) -> list[int]:
+    """:func:`bad_key_positions` of a slice of a block's keys, as indexes in the block."""
+    return [start + i for i in bad_key_positions(keys)]
 
 
 def canonical_entry(voter_id: str, public_key: bytes) -> bytes:
@@ -113,7 +192,9 @@ class RollParser:
     """Splits an upload into lines and parses them, keeping the first bad lines.
 
     ``feed`` takes raw chunks in order and returns ``(line, voter_id, public_key)`` rows whose
-    syntax is valid (keys are checked separately); ``finish`` returns the last row.
+    syntax is valid (keys are checked separately); ``finish`` returns the last row. ``errors``
+    holds the bad lines with the lowest numbers (at most :data:`MAX_REPORTED_ERRORS`, in line
+    order), ``error_count`` counts them all.
     """
 
     fmt: RollFormat
@@ -124,8 +205,12 @@ class RollParser:
 
     def error(self, line: int, reason: str) -> None:
         self.error_count += 1
-        if len(self.errors) < MAX_REPORTED_ERRORS:
-            self.errors.append({"line": line, "reason": reason})
+        errors = self.errors
+        if len(errors) == MAX_REPORTED_ERRORS:
+            if line >= errors[-1]["line"]:
+                return
+            errors.pop()
+        bisect.insort(errors, {"line": line, "reason": reason}, key=lambda e: e["line"])
 
     def feed(self, chunk: bytes) -> list[tuple[int, str, bytes]]:
         lines = (self._rest + chunk).split(b"\n")
@@ -189,61 +274,192 @@ class RollParser:
         return voter.encode(), key.encode()
 
 
-async def _checked_rows(
-    body: AsyncIterable[bytes], parser: RollParser, executor: Executor | None, threads: int
-) -> AsyncIterator[tuple[int, str, bytes]]:
-    """Rows with valid syntax and keys, in order; bad lines are recorded on ``parser``.
+def _fast_csv(block: bytes) -> tuple[bytes, bytes, int] | None:
+    """A block of whole CSV lines, all well formed, as ``(copy text, keys, line count)``;
+    None when some line is not (the block is then parsed line by line).
 
-    While the worker threads check one chunk's keys, the next chunk is read and parsed.
+    The COPY text is the block itself with LF line ends and the key as a ``\\x``-hex bytea
+    literal (CSV format leaves the backslash alone); the keys are the decoded keys end to end.
     """
-    loop = asyncio.get_running_loop()
+    if b"\r" in block:
+        block = block.replace(b"\r\n", b"\n")  # a stray CR is left to fail the match
+    if _CSV_BLOCK.fullmatch(block) is None:
+        return None
+    lines = block.split(b"\n")
+    lines.pop()
+    keys = binascii.unhexlify(b"".join([line[-64:] for line in lines]))
+    return block.replace(b",", b",\\x"), keys, len(lines)  # one comma a line: id and hex have none
 
-    def submit(rows: list[tuple[int, str, bytes]]) -> asyncio.Future[list[list[int]]]:
-        keys = [row[2] for row in rows]
-        step = max(_CHECK_BATCH, -(-len(keys) // max(threads, 1)))
-        return asyncio.gather(
+
+@dataclass
+class _Block:
+    """Parsed lines waiting for their key check: as sent (fast) or as rows (line by line)."""
+
+    first_line: int  # of the fast text's first line
+    text: bytes | None  # the COPY text of a well-formed CSV block, rows numbered by identity
+    rows: list[tuple[int, str, bytes]] | None  # or the parsed rows, with their line numbers
+    check: asyncio.Future[list[int]]  # indexes of the bad keys
+
+
+@dataclass(frozen=True)
+class _Copy:
+    """A checked block's good lines as COPY text (CSV, keys as ``\\x``-hex bytea literals):
+    ``lines`` for the report table, ``voter_id,key`` rows numbered by its identity or
+    ``line,voter_id,key`` rows (``numbered``); ``voters``, the ``voter_id,key`` rows for
+    ``voters``, or None once the part is known to be bad."""
+
+    lines: bytes
+    numbered: bool
+    voters: bytes | None
+
+
+class _RollReader:
+    """Reads an upload in blocks, parses them, has their keys checked on worker threads and
+    hands out the COPY text of each block in file order (:meth:`blocks`): the block as sent
+    while blocks are well formed and their keys valid; after the first bad block, explicit
+    line numbers with the bad lines left out (recorded on :attr:`parser`). A few blocks are
+    read ahead, so the threads have keys to check while PostgreSQL stores earlier blocks.
+    """
+
+    def __init__(
+        self,
+        body: AsyncIterable[bytes],
+        fmt: RollFormat,
+        executor: Executor | None,
+        threads: int,
+    ) -> None:
+        self.parser = RollParser(fmt)
+        self._body = body.__aiter__()
+        self._executor = executor
+        self._threads = max(threads, 1)
+        self._buffer = bytearray()  # read, not parsed yet: less than a block, or a line's start
+        self._eof = False
+        self._fast = fmt == "csv"
+        self._pending: deque[_Block] = deque()
+
+    async def first_line(self) -> int:
+        """Read up to the end of the first line; return the number of the first voter line
+        (2 after a CSV header line, which is consumed; else 1)."""
+        while b"\n" not in self._buffer and len(self._buffer) < _BLOCK_BYTES and not self._eof:
+            await self._read()
+        if self.parser.fmt == "csv":
+            first = bytes(self._buffer.partition(b"\n")[0])
+            if (first[:-1] if first.endswith(b"\r") else first) in _CSV_HEADERS:
+                del self._buffer[: len(first) + 1]
+                self.parser.line = 1
+        return self.parser.line + 1
+
+    async def blocks(self) -> AsyncIterator[_Copy]:
+        """The COPY text of every block with a good line, in file order, once checked."""
+        parser = self.parser
+        while True:
+            await self._fill()
+            if not self._pending:
+                return
+            block = self._pending.popleft()
+            bad = await block.check
+            if block.text is not None and self._fast and not bad:
+                yield _Copy(block.text, numbered=False, voters=block.text)
+                continue
+            self._fast = False  # numbered from here on: the identity no longer follows lines
+            if block.text is not None:
+                first = block.first_line
+                rows = block.text.split(b"\n")[:-1]
+                lines = [b"%d,%s\n" % (first + i, row) for i, row in enumerate(rows)]
+                for i in bad:
+                    parser.error(first + i, _KEY_REASON)
+            else:
+                assert block.rows is not None
+                rows = [b"%s,\\x%s" % (v.encode(), k.hex().encode()) for _, v, k in block.rows]
+                lines = [b"%d,%s\n" % (r[0], row) for r, row in zip(block.rows, rows, strict=True)]
+                for i in bad:
+                    parser.error(block.rows[i][0], _KEY_REASON)
+            for i in reversed(bad):
+                del lines[i], rows[i]
+            if lines:
+                voters = None if parser.error_count else b"".join(row + b"\n" for row in rows)
+                yield _Copy(b"".join(lines), numbered=True, voters=voters)
+
+    def cancel(self) -> None:
+        """Drop the key checks still waiting (an import that failed half way)."""
+        for block in self._pending:
+            block.check.cancel()
+        self._pending.clear()
+
+    async def _read(self) -> None:
+        chunk = await anext(self._body, None)
+        if chunk is None:
+            self._eof = True
+        else:
+            self._buffer += chunk
+
+    async def _next_lines(self) -> bytes | None:
+        """The next block of whole lines, each ending in LF (one is added to a last line
+        without it), or None at the end of the upload."""
+        while True:
+            while len(self._buffer) < _BLOCK_BYTES and not self._eof:
+                await self._read()
+            if self._eof or b"\n" in self._buffer:
+                break
+            await self._skip_long_line()
+        if self._eof:
+            block = bytes(self._buffer)
+            self._buffer.clear()
+            last = block[block.rfind(b"\n") + 1 :]
+            if last.strip(b"\r"):
+                block += b"\n"
+            elif last:
+                block = block[: -len(last)]  # blank after the last LF: no line
+            return block or None
+        end = self._buffer.rfind(b"\n") + 1
+        block = bytes(self._buffer[:end])
+        del self._buffer[:end]
+        return block
+
+    async def _skip_long_line(self) -> None:
+        """Record the line under way, longer than a block (no valid line is), as bad and drop
+        it up to its LF without holding it in memory."""
+        while (end := self._buffer.find(b"\n")) < 0 and not self._eof:
+            self._buffer.clear()
+            await self._read()
+        del self._buffer[: end + 1 if end >= 0 else len(self._buffer)]
+        self._fast = False
+        self.parser.line += 1
+        self.parser.error(self.parser.line, f"line longer than {_BLOCK_BYTES} bytes")
+
+    async def _check(self, keys: bytes) -> list[int]:
+        """Indexes of the bad keys among ``keys``, checked in up to ``threads`` tasks."""
+        loop = asyncio.get_running_loop()
+        count = len(keys) // 32
+        step = max(_CHECK_BATCH, -(-count // self._threads))
+        parts = await asyncio.gather(
             *(
-                loop.run_in_executor(executor, _bad_key_positions, keys[i : i + step], i)
-                for i in range(0, len(keys), step)
+                loop.run_in_executor(
+                    self._executor, _bad_keys_from, keys[32 * start : 32 * (start + step)], start
+                )
+                for start in range(0, count, step)
             )
         )
+        return [i for part in parts for i in part]
 
-    pending: tuple[list[tuple[int, str, bytes]], asyncio.Future[list[list[int]]]] | None = None
-
-    async def drain() -> AsyncIterator[tuple[int, str, bytes]]:
-        assert pending is not None
-        rows, future = pending
-        bad = {i for part in await future for i in part}
-        for i, row in enumerate(rows):
-            if i in bad:
-                parser.error(row[0], "public_key is not a valid Ed25519 point")
+    async def _fill(self) -> None:
+        """Read and parse blocks until the read-ahead window is full or the upload ends."""
+        while len(self._pending) < _PIPELINE_BLOCKS:
+            lines = await self._next_lines()
+            if lines is None:
+                return
+            parser = self.parser
+            fast = _fast_csv(lines) if self._fast else None
+            if fast is not None:
+                text, keys, count = fast
+                check = asyncio.ensure_future(self._check(keys))
+                self._pending.append(_Block(parser.line + 1, text, None, check))
+                parser.line += count
             else:
-                yield row
-
-    try:
-        async for chunk in body:
-            rows = parser.feed(chunk)
-            if not rows:
-                continue
-            current = (rows, submit(rows))
-            if pending is not None:
-                async for row in drain():
-                    yield row
-            pending = current
-        rows = parser.finish()
-        if rows:
-            current = (rows, submit(rows))
-            if pending is not None:
-                async for row in drain():
-                    yield row
-            pending = current
-        if pending is not None:
-            async for row in drain():
-                yield row
-            pending = None
-    finally:
-        if pending is not None:
-            pending[1].cancel()
+                self._fast = False  # a bad file: the rest goes line by line
+                rows = parser.feed(lines)
+                check = asyncio.ensure_future(self._check(b"".join([row[2] for row in rows])))
+                self._pending.append(_Block(0, None, rows, check))
 
 
 async def _lock_draft(conn: Any, rid: str) -> None:
@@ -256,17 +472,85 @@ async def _lock_draft(conn: Any, rid: str) -> None:
         )
 
 
+class _RollStore:
+    """Stores checked blocks, one at a time, while the next ones are read and checked, on two
+    connections at once. ``conn``, in the import's transaction, COPYs each block straight into
+    ``voters`` while the part is good (a voter id already there, from this file or an earlier
+    part, fails the COPY and the transaction: the part is bad). ``lines_conn``, in a
+    transaction of its own that is always rolled back, keeps every good line in a temporary
+    table for the duplicate report, which it can compute after the import's transaction failed
+    and which sees exactly the earlier parts (committed) in ``voters``.
+    """
+
+    def __init__(self, conn: Any, lines_conn: Any, rid: str) -> None:
+        self.conn = conn
+        self.lines_conn = lines_conn
+        self.prefix = b'"' + rid.encode().replace(b'"', b'""') + b'",'  # a quoted CSV field
+        self.moving = True
+        self.imported = 0
+
+    async def create(self, first_line: int) -> None:
+        with translated():
+            await self.lines_conn.execute(
+                f"""CREATE TEMP TABLE roll_lines (
+                        line bigint GENERATED BY DEFAULT AS IDENTITY (START WITH {first_line:d}),
+                        voter_id text COLLATE "C" NOT NULL,
+                        public_key text NOT NULL) ON COMMIT DROP"""
+            )
+
+    async def store(self, block: _Copy, part_is_bad: bool) -> None:
+        if part_is_bad or block.voters is None:
+            self.moving = False
+        if not self.moving:
+            await self._keep(block)
+            return
+        assert block.voters is not None
+        # both to the end, whatever happens to the other: a connection is never left mid-COPY
+        results = await asyncio.gather(
+            self._keep(block), self._move(block.voters), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _keep(self, block: _Copy) -> None:
+        columns = ["voter_id", "public_key"]
+        with translated():
+            await self.lines_conn.copy_to_table(
+                "roll_lines",
+                source=memoryview(block.lines),
+                columns=["line", *columns] if block.numbered else columns,
+                format="csv",
+            )
+
+    async def _move(self, rows: bytes) -> None:
+        prefix = self.prefix
+        text = prefix + rows.replace(b"\n", b"\n" + prefix)[: -len(prefix)]
+        try:
+            with translated():
+                status = await self.conn.copy_to_table(
+                    "voters",
+                    source=memoryview(text),
+                    columns=["referendum_id", "voter_id", "public_key"],
+                    format="csv",
+                )
+        except Conflict:
+            self.moving = False  # a duplicate; the import's transaction is aborted
+            return
+        self.imported += int(status.rsplit(" ", 1)[1])
+
+
 # The first bad lines (LIMIT = MAX_REPORTED_ERRORS) and how many there are in all.
 _DUPLICATES_SQL = """
 SELECT line, reason, count(*) OVER () AS total FROM (
     SELECT line, 'duplicate voter_id (also on line ' || first_line || ')' AS reason
     FROM (
-        SELECT line, min(line) OVER (PARTITION BY voter_id) AS first_line FROM roll_staging
+        SELECT line, min(line) OVER (PARTITION BY voter_id) AS first_line FROM roll_lines
     ) firsts
     WHERE line > first_line
     UNION ALL
     SELECT s.line, 'voter_id already imported in an earlier part' AS reason
-    FROM roll_staging s JOIN voters v ON v.referendum_id = $1 AND v.voter_id = s.voter_id
+    FROM roll_lines s JOIN voters v ON v.referendum_id = $1 AND v.voter_id = s.voter_id
 ) bad
 ORDER BY line LIMIT 20
 """
@@ -287,61 +571,65 @@ async def import_roll(
     body: AsyncIterable[bytes],
     fmt: RollFormat,
     *,
+    lines_conn: Any,
     executor: Executor | None = None,
     threads: int = 1,
 ) -> dict[str, int]:
     """Import one roll part into draft referendum ``rid``, all or nothing.
 
-    Requires an open transaction on ``conn`` (the referendum row stays locked until it ends,
-    so imports and the open transition take turns). Returns ``{"imported", "roll_size"}``.
-    Raises NotFound, Conflict (not a draft), UnprocessableContent naming the first bad lines,
-    or whatever ``body`` raises (PayloadTooLarge).
+    Requires an open transaction on ``conn``, which a refused part leaves aborted or holding
+    rows: the caller rolls it back (the referendum row stays locked until it ends, so imports
+    and the open transition take turns). ``lines_conn`` is a second connection, outside any
+    transaction, for the lines of the duplicate report (see :class:`_RollStore`). Keys are
+    checked on ``executor`` (None: the loop's default) in up to ``threads`` tasks a block.
+    Returns ``{"imported", "roll_size", "lines"}``. Raises NotFound, Conflict (not a draft),
+    UnprocessableContent naming the first bad lines, or whatever ``body`` raises
+    (PayloadTooLarge).
     """
     with translated():
         await _lock_draft(conn, rid)
-        await conn.execute(
-            """CREATE TEMP TABLE roll_staging (
-                   line bigint NOT NULL, voter_id text COLLATE "C" NOT NULL,
-                   public_key bytea NOT NULL) ON COMMIT DROP"""
-        )
-    parser = RollParser(fmt)
-    rows = _checked_rows(body, parser, executor, threads)
+    reader = _RollReader(body, fmt, executor, threads)
+    parser = reader.parser
+    store = _RollStore(conn, lines_conn, rid)
+    lines_transaction = lines_conn.transaction()
     with translated():
-        await conn.copy_records_to_table(
-            "roll_staging", records=rows, columns=["line", "voter_id", "public_key"]
-        )
-    imported = 0
-    if parser.error_count == 0:
+        await lines_transaction.start()
+    try:
+        await store.create(await reader.first_line())
+        storing: asyncio.Future[None] | None = None  # the previous block, stored meanwhile
         try:
-            async with conn.transaction():  # a savepoint: a duplicate leaves staging readable
-                with translated():
-                    status = await conn.execute(
-                        """INSERT INTO voters (referendum_id, voter_id, public_key)
-                           SELECT $1, voter_id, public_key FROM roll_staging ORDER BY voter_id""",
-                        rid,
-                    )
-                imported = int(status.rsplit(" ", 1)[1])
-        except Conflict:
-            await _duplicate_errors(conn, rid, parser)
-    else:
-        await _duplicate_errors(conn, rid, parser)
+            async for block in reader.blocks():
+                if storing is not None:
+                    await storing
+                storing = asyncio.ensure_future(store.store(block, parser.error_count > 0))
+            if storing is not None:
+                await storing
+        finally:
+            reader.cancel()
+            if storing is not None and not storing.done():
+                storing.cancel()
+                await asyncio.gather(storing, return_exceptions=True)
+        if parser.error_count or not store.moving:
+            await _duplicate_errors(lines_conn, rid, parser)
+    finally:
+        with contextlib.suppress(ServiceUnavailable), translated():
+            await lines_transaction.rollback()  # the lines are never kept
     if parser.error_count:
-        errors = sorted(parser.errors, key=lambda e: e["line"])[:MAX_REPORTED_ERRORS]
         raise UnprocessableContent(
             f"the roll file has {parser.error_count} bad line(s); nothing was imported",
             slug="bad-roll",
-            errors=errors,
+            errors=list(parser.errors),
             error_count=parser.error_count,
         )
-    if imported == 0:
+    if store.imported == 0:
         raise UnprocessableContent("the roll file has no voter lines", slug="bad-roll", errors=[])
     with translated():
         roll_size = await conn.fetchval(
             "UPDATE referendums SET roll_size = roll_size + $2 WHERE id = $1 RETURNING roll_size",
             rid,
-            imported,
+            store.imported,
         )
-    return {"imported": imported, "roll_size": int(roll_size), "lines": parser.line}
+    return {"imported": store.imported, "roll_size": int(roll_size), "lines": parser.line}
 
 
 async def commit_roll(conn: Any, rid: str) -> tuple[bytes, int]:

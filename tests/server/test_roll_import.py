@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-import os
+import asyncio
+import hashlib
+import re
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -13,15 +16,16 @@ from aiohttp.test_utils import TestClient
 from nacl.bindings import crypto_core_ed25519_add
 
 from referendum_core import merkle
+from server import roll
 from server.roll import (
     CHUNK_LEAVES,
     RollParser,
     canonical_entry,
-    is_valid_credential_key,
     roll_digest,
     roll_leaf_hash,
 )
 from tests.helpers import database_snapshot, operator_headers, running_app
+from tests.server import ed25519_reference as ref
 from tests.server.test_operator_api import (
     assert_problem,
     create,
@@ -62,45 +66,21 @@ def test_canonical_entry_layout() -> None:
     assert roll_leaf_hash("ab", key) == merkle.leaf_hash(b"\x00\x02ab" + key)
 
 
-def test_small_order_points_are_refused() -> None:
-    """Every small-order encoding (either sign bit) is refused though it lies on the curve."""
-    for text in SMALL_ORDER_HEX:
-        raw = bytes.fromhex(text)
-        crypto_core_ed25519_add(raw, voter_key(1))  # decodes: it is on the curve
-        for key in (raw, raw[:31] + bytes([raw[31] ^ 0x80])):
-            assert not is_valid_credential_key(key)
-
-
 def _torsion_point() -> bytes:
     """A point of order 8: adding it to a valid key leaves the curve's prime-order subgroup."""
     return bytes.fromhex(SMALL_ORDER_HEX[3])
 
 
-def test_key_check_is_canonical_on_curve_in_group() -> None:
-    """Real keys pass; off-curve, non-canonical, wrong-length and mixed-order keys (a valid key
-    plus a torsion point: on the curve but outside the group) fail."""
-    for i in range(50):
-        assert is_valid_credential_key(voter_key(i))
-    rng = __import__("random").Random(7)
-    decodable = 0
-    for _ in range(500):
-        key = rng.randbytes(32)
-        try:
-            crypto_core_ed25519_add(key, voter_key(1))
-            decodable += 1
-        except Exception:
-            assert not is_valid_credential_key(key)  # not on the curve
-    assert decodable > 0
-    mixed = crypto_core_ed25519_add(voter_key(3), _torsion_point())
-    assert not is_valid_credential_key(mixed)
-    y = int.from_bytes(voter_key(4), "little") & ((1 << 255) - 1)
-    if y + P < 2**255:  # a second, non-canonical encoding of the same point
-        sign = voter_key(4)[31] & 0x80
-        alias = (y + P).to_bytes(32, "little")
-        assert not is_valid_credential_key(alias[:31] + bytes([alias[31] | sign]))
-    assert not is_valid_credential_key((P + 1).to_bytes(32, "little"))  # y = 1, non-canonical
-    assert not is_valid_credential_key(voter_key(5)[:31])
-    assert not is_valid_credential_key(voter_key(5) + b"\x00")
+def _off_curve_key(seed: int = 0) -> bytes:
+    """32 bytes that name no point: no x satisfies the curve equation for their y."""
+    return next(
+        k
+        for k in (hashlib.sha256(b"%d:%d" % (seed, i)).digest() for i in range(100))
+        if ref.decode(k) is None
+    )
+
+
+NON_CANONICAL_HEX = (P + 2).to_bytes(32, "little").hex()  # y = p + 2: y = 2 written at or above p
 
 
 def test_parser_handles_split_chunks_headers_and_crlf() -> None:
@@ -210,22 +190,18 @@ async def test_proofs_equal_the_rfc_proofs_over_the_whole_roll(
 
 def _bad_roll() -> tuple[bytes, list[int]]:
     key = voter_key(0).hex()
-    off_curve = next(
-        k for k in (os.urandom(32) for _ in range(100)) if not is_valid_credential_key(k)
-    )
-    mixed = crypto_core_ed25519_add(voter_key(11), _torsion_point())
     lines = [
         "voter_id,public_key",            # 1 header
         f"a-1,{key}",                      # 2
         f"a-2,{voter_key(2).hex()}",       # 3
         "a-3",                             # 4 malformed
-        f"a-4,{off_curve.hex()}",          # 5 not a point
+        f"a-4,{_off_curve_key().hex()}",   # 5 not a point
         f"a-5,{SMALL_ORDER_HEX[3]}",       # 6 small order
         f"a-1,{voter_key(6).hex()}",       # 7 duplicate of line 2
         f"a-7,{key[:-2]}",                 # 8 short key
         f"a-8,{voter_key(8).hex()}",       # 9
         f"earlier,{voter_key(9).hex()}",   # 10 already imported
-        f"a-10,{mixed.hex()}",             # 11 on the curve, not in the group
+        f"a-10,{NON_CANONICAL_HEX}",       # 11 non-canonical encoding
     ]  # fmt: skip
     return ("\n".join(lines) + "\n").encode(), [4, 5, 6, 7, 8, 10, 11]
 
@@ -317,3 +293,231 @@ async def test_commitment_is_404_before_open(client: Client, auth: dict[str, str
     await assert_problem(
         await client.get("/v1/referendums/ref-1/roll/proof/voter-00001"), 404, "no-commitment"
     )
+
+
+def test_parser_keeps_the_lowest_lines() -> None:
+    """Bad lines recorded in any order leave the 20 lowest line numbers, in order."""
+    parser = RollParser("csv")
+    for line in [*range(60, 30, -1), *range(1, 12)]:
+        parser.error(line, "bad")
+    assert [e["line"] for e in parser.errors] == [*range(1, 12), *range(31, 40)]
+    assert parser.error_count == 41
+
+
+async def test_mixed_order_key_is_imported(client: Client, auth: dict[str, str]) -> None:
+    """A key outside the prime-order subgroup is a valid credential key: libsodium verifies
+    signatures under it (tests/server/test_roll_keys.py), so the import takes it."""
+    await create(client, auth)
+    mixed = bytes(crypto_core_ed25519_add(voter_key(3), _torsion_point()))
+    response = await put_roll(client, auth, f"mixed,{mixed.hex()}\n".encode())
+    assert (await response.json())["imported"] == 1
+
+
+@pytest.fixture
+def small_blocks(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Blocks of ~1 KiB (a dozen lines), so a small upload crosses many block boundaries."""
+    monkeypatch.setattr(roll, "_BLOCK_BYTES", 1024)
+    return 1024
+
+
+async def test_many_blocks_import_like_one(
+    client: Client, auth: dict[str, str], small_blocks: int
+) -> None:
+    """CRLF lines, a header, upper-case hex and a last line without LF, over many blocks and
+    HTTP chunks, import every voter, and the commitment is the one over the whole roll."""
+    await create(client, auth)
+    data = roll_csv(range(300)).replace(b"\n", b"\r\n")[:-2]
+    data = re.sub(rb",[0-9a-f]{64}", lambda m: m.group().upper(), data)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for i in range(0, len(data), 700):
+            yield data[i : i + 700]
+
+    response = await put_roll(client, auth, chunks())  # type: ignore[arg-type]
+    assert await response.json() == {"imported": 300, "roll_size": 300, "lines": 301}
+    opened = await (await client.post("/v1/referendums/ref-1/open", headers=auth)).json()
+    expected = roll_digest([(f"voter-{i:05d}", voter_key(i)) for i in range(300)])
+    assert opened["roll_root"] == expected.hex()
+
+
+def _with_lines(base: bytes, replaced: dict[int, str]) -> bytes:
+    """``base`` (CSV, header on line 1) with some lines replaced, by line number."""
+    lines = base.decode().split("\n")
+    for number, text in replaced.items():
+        lines[number - 1] = text
+    return "\n".join(lines).encode()
+
+
+async def test_each_bad_key_class_is_named_after_good_blocks(
+    client: Client, auth: dict[str, str], database_url: str, small_blocks: int
+) -> None:
+    """Bad keys of every class, after many good blocks already stored, are named by line
+    (and only they), and nothing of the file stays imported."""
+    await create(client, auth)
+    before = await database_snapshot(database_url)
+    bad = {
+        150: f"voter-00148,{_off_curve_key().hex()}",
+        160: f"voter-00158,{NON_CANONICAL_HEX}",
+        170: f"voter-00168,{SMALL_ORDER_HEX[0]}",
+        171: f"voter-00169,{SMALL_ORDER_HEX[1][:62]}80",  # identity, sign bit set (x = 0)
+        180: f"voter-00178,{SMALL_ORDER_HEX[2]}",
+        190: f"voter-00188,{SMALL_ORDER_HEX[3]}",
+        200: f"voter-00198,{SMALL_ORDER_HEX[4]}",
+        210: f"voter-00208,{voter_key(208).hex()[:62]}",  # 31 bytes
+    }
+    data = _with_lines(roll_csv(range(250)), bad)
+    body = await assert_problem(await put_roll(client, auth, data), 422, "bad-roll")
+    assert [e["line"] for e in body["errors"]] == sorted(bad)
+    assert body["error_count"] == len(bad)
+    reasons = {e["line"]: e["reason"] for e in body["errors"]}
+    assert all("valid Ed25519 point" in reasons[n] for n in sorted(bad)[:-1])
+    assert "64 hex digits" in reasons[210]
+    assert await database_snapshot(database_url) == before
+
+
+async def test_duplicates_across_blocks_and_parts(
+    client: Client, auth: dict[str, str], database_url: str, small_blocks: int
+) -> None:
+    """A repeat many blocks after the first occurrence names that line; a voter of an
+    earlier part is named as such; a line refused for its key takes no part in duplicates."""
+    await create(client, auth)
+    earlier = f"voter-00900,{voter_key(900).hex()}\n".encode()
+    assert (await put_roll(client, auth, earlier)).status == 200
+    before = await database_snapshot(database_url)
+    data = _with_lines(
+        roll_csv(range(200)),
+        {
+            150: f"voter-00003,{voter_key(3).hex()}",  # line 5 is voter-00003
+            170: f"voter-00900,{voter_key(900).hex()}",  # the earlier part
+            180: f"voter-00010,{_off_curve_key(1).hex()}",  # bad key; line 12 is voter-00010
+        },
+    )
+    body = await assert_problem(await put_roll(client, auth, data), 422, "bad-roll")
+    assert [(e["line"], e["reason"]) for e in body["errors"]] == [
+        (150, "duplicate voter_id (also on line 5)"),
+        (170, "voter_id already imported in an earlier part"),
+        (180, "public_key is not a valid Ed25519 point"),
+    ]
+    assert body["error_count"] == 3
+    assert await database_snapshot(database_url) == before
+
+
+async def test_duplicate_of_an_earlier_part_alone(
+    client: Client, auth: dict[str, str], database_url: str, small_blocks: int
+) -> None:
+    """A file good but for one voter of an earlier part (several blocks in) imports nothing."""
+    await create(client, auth)
+    assert (await put_roll(client, auth, roll_csv(range(100, 101)))).status == 200
+    before = await database_snapshot(database_url)
+    body = await assert_problem(await put_roll(client, auth, roll_csv(range(200))), 422)
+    assert [(e["line"], e["reason"]) for e in body["errors"]] == [
+        (102, "voter_id already imported in an earlier part")
+    ]
+    assert await database_snapshot(database_url) == before
+
+
+async def test_first_twenty_lines_are_named_whatever_is_found_first(
+    client: Client, auth: dict[str, str], small_blocks: int
+) -> None:
+    """Bad keys early in the file are named before syntax errors further on, though the
+    later blocks are parsed while the early keys are still being checked."""
+    await create(client, auth)
+    bad_keys = {n: f"voter-{n:05d},{_off_curve_key(n).hex()}" for n in range(10, 35)}
+    syntax = {n: f"voter-{n:05d};no comma" for n in range(100, 125)}
+    data = _with_lines(roll_csv(range(150)), bad_keys | syntax)
+    body = await assert_problem(await put_roll(client, auth, data), 422, "bad-roll")
+    assert [e["line"] for e in body["errors"]] == list(range(10, 30))
+    assert body["error_count"] == 50
+
+
+async def test_line_longer_than_a_block(
+    client: Client, auth: dict[str, str], database_url: str, small_blocks: int
+) -> None:
+    """A line longer than a block is named, and the lines after it keep their numbers."""
+    await create(client, auth)
+    before = await database_snapshot(database_url)
+    data = _with_lines(
+        roll_csv(range(60)), {20: "x" * (5 * small_blocks), 40: f"v,{_off_curve_key().hex()}"}
+    )
+    body = await assert_problem(await put_roll(client, auth, data), 422, "bad-roll")
+    assert [e["line"] for e in body["errors"]] == [20, 40]
+    assert await database_snapshot(database_url) == before
+
+
+async def test_reader_skips_a_long_line_in_bounded_memory(small_blocks: int) -> None:
+    """Read in small chunks, a line of many blocks is dropped as it arrives (the reader
+    never holds much more than a block), named as too long, and numbering goes on."""
+    data = _with_lines(roll_csv(range(30)), {10: "x" * (40 * small_blocks)})
+    reader = roll._RollReader(_chunked(data, 100), "csv", None, 1)
+    held = []
+
+    async def chunks() -> AsyncIterator[bytes]:
+        async for chunk in _chunked(data, 100):
+            held.append(len(reader._buffer))
+            yield chunk
+
+    reader._body = chunks()
+    assert await reader.first_line() == 2
+    blocks = [block async for block in reader.blocks()]
+    assert max(held) <= small_blocks + 100
+    assert [e["line"] for e in reader.parser.errors] == [10]
+    assert "longer than" in reader.parser.errors[0]["reason"]
+    lines = b"".join(block.lines for block in blocks).split(b"\n")[:-1]
+    assert all(block.numbered for block in blocks)  # the long line turned the whole file
+    numbers = [int(line.split(b",")[0]) for line in lines]
+    assert numbers == [*range(2, 10), *range(11, 32)]
+    assert lines[8].startswith(b"11,voter-00009,")  # line 11 holds voter 9 (header on line 1)
+    assert reader.parser.line == 31
+
+
+async def _chunked(data: bytes, size: int) -> AsyncIterator[bytes]:
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
+
+
+async def test_ndjson_over_many_blocks(
+    client: Client, auth: dict[str, str], database_url: str, small_blocks: int
+) -> None:
+    """NDJSON is parsed line by line over blocks: good files import, a bad key is named."""
+    await create(client, auth)
+
+    def ndjson(ids: range, bad: int | None = None) -> bytes:
+        return b"".join(
+            orjson.dumps(
+                {
+                    "voter_id": f"n-{i}",
+                    "public_key": (_off_curve_key() if i == bad else voter_key(i)).hex(),
+                }
+            )
+            + b"\n"
+            for i in ids
+        )
+
+    kind = "application/x-ndjson"
+    before = await database_snapshot(database_url)
+    body = await assert_problem(await put_roll(client, auth, ndjson(range(80), 66), kind=kind), 422)
+    assert [e["line"] for e in body["errors"]] == [67]
+    assert await database_snapshot(database_url) == before
+    response = await put_roll(client, auth, ndjson(range(80)), kind=kind)
+    assert await response.json() == {"imported": 80, "roll_size": 80, "lines": 80}
+
+
+async def test_concurrent_imports(client: Client, auth: dict[str, str]) -> None:
+    """Imports into two referendums at once each take two connections and both complete."""
+    await create(client, auth)
+    await create(client, auth, id="ref-2")
+    first, second = await asyncio.gather(
+        put_roll(client, auth, roll_csv(range(0, 1500))),
+        put_roll(client, auth, roll_csv(range(1500, 3000)), rid="ref-2"),
+    )
+    assert (await first.json())["imported"] == 1500
+    assert (await second.json())["imported"] == 1500
+
+
+async def test_import_needs_two_pool_connections(database_url: str) -> None:
+    """With a pool of one connection an import is refused (503), not left waiting forever."""
+    settings = replace(settings_for(database_url), db_pool_max=1)
+    async with running_app(settings, database_url) as small:
+        headers = await operator_headers(database_url)
+        await create(small, headers)
+        await assert_problem(await put_roll(small, headers, roll_csv(range(3))), 503)
