@@ -353,3 +353,23 @@ async def test_budget_evicts_the_least_recently_used_log(database_url: str, tmp_
             assert proofs.nbytes() <= one_log + 100
     finally:
         await pool.close()
+
+
+async def test_a_referendum_id_postgresql_cannot_hold_is_unknown(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A NUL in the id (which a text parameter cannot carry) is a 404, not a driver error."""
+    signer, key_file = make_signer(tmp_path)
+    await build_log(database_url, signer)
+    base = "/v1/referendums/r%00x/log"
+    async with running_app(app_settings(key_file, tmp_path), database_url) as client:
+        for path in (
+            f"{base}/proof/inclusion/{'0' * 64}",
+            f"{base}/proof/inclusion/{'0' * 64}?tree_size=1",
+            f"{base}/proof/consistency?from=1&to=1",
+            f"{base}/checkpoint",
+            f"{base}/blocks/1",
+            f"{base}/blocks/1/ballots",
+        ):
+            problem = await get_json(client, path, 404)
+            assert problem["type"].endswith("/unknown-referendum"), path
