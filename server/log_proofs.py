@@ -362,8 +362,12 @@ class LogNodes:
         """The inclusion proof of leaf ``index`` in the tree of ``size`` leaves.
 
         Requires ``holds(size)`` and the leaf hashes of the leaf's aligned chunk clipped to
-        ``size``. Walks the RFC 9162 path from the root: elements above the chunk are stored
-        nodes or right-edge hashes, looked up; the rest is computed from ``chunk_leaves``.
+        ``size``. Elements inside the chunk are hashed from ``chunk_leaves`` (whose root must
+        be the cached node above them), the others looked up: stored nodes, or a hash of the
+        right edge. A leaf in a complete chunk (all but the last ≤ 15 leaves) takes the
+        direct route: siblings up to the level where the paths to ``index`` and to ``size``
+        part, that fork's right sibling ``[end, size)``, then the perfect subtrees left of the
+        fork; a leaf of the partial last chunk walks the path down from the root.
         """
         start = index & -CHUNK
         stop = start + len(chunk_leaves)
@@ -373,7 +377,36 @@ class LogNodes:
         if not start <= index < stop or stop != min(start + CHUNK, size):
             raise StoredNodeError(f"{len(chunk_leaves)} leaves in the chunk at {start}")
         levels = self.levels
-        proof: list[bytes] = []
+        inner = (index ^ size).bit_length() - 1  # the level where the paths to index and size part
+        if inner >= STORED_NODE_MIN_LEVEL:  # the leaf's chunk is complete: the usual case
+            proof, top = _full_chunk(chunk_leaves, index - start)
+            if top != self.node(STORED_NODE_MIN_LEVEL, start >> STORED_NODE_MIN_LEVEL):
+                raise StoredNodeError(f"the leaves of [{start}, {stop}) do not match the log")
+            try:
+                # siblings up to the fork, all complete and stored
+                for level in range(STORED_NODE_MIN_LEVEL, inner):
+                    stored = levels[level - STORED_NODE_MIN_LEVEL]
+                    offset = ((index >> level) ^ 1) << 5
+                    proof.append(bytes(stored[offset : offset + _HASH]))
+                # the fork's right sibling, [end, size), when the tree goes on past the fork
+                end = (size >> inner) << inner
+                if end < size:
+                    proof.append(edge[end])
+                # then the perfect subtrees left of the fork, smallest first
+                begin = end - (1 << inner)
+                level = inner + 1
+                while begin >> level:
+                    if (begin >> level) & 1:
+                        stored = levels[level - STORED_NODE_MIN_LEVEL]
+                        offset = ((begin >> level) - 1) << 5
+                        proof.append(bytes(stored[offset : offset + _HASH]))
+                    level += 1
+            except (IndexError, KeyError) as exc:
+                raise StoredNodeError(f"a node of the proof of {index} is not cached") from exc
+            if any(len(h) != _HASH for h in proof):
+                raise StoredNodeError(f"a node of the proof of {index} is not cached")
+            return proof
+        proof = []
         lo, hi = 0, size
         while True:  # [lo, hi) holds the leaf; until it lies in the chunk it is over 1 wide
             if lo >= start and hi <= stop:  # the rest of the path lies in the chunk
