@@ -49,11 +49,13 @@ SETTINGS_KEY = web.AppKey("settings", Settings)
 DSN_KEY = web.AppKey("dsn", str)
 
 # Modules adding routes. The operator API is always present; the other two are optional
-# until they are written.
+# until they are written. The public read API comes first: aiohttp tries every route under
+# /v1/referendums in registration order, and its GETs are the most frequent and cheapest
+# requests (an inclusion proof paid ~20 µs for the 17 routes tried before it).
 API_MODULES = (
+    "server.public_api",
     "server.operator_api",
     "server.voter_api",
-    "server.public_api",
     "server.tally_api",
 )
 _OPTIONAL_MODULES = frozenset({"server.voter_api", "server.public_api"})

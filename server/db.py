@@ -76,8 +76,23 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.execute("SET TIME ZONE 'UTC'")
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release without asyncpg's reset query: pooled connections hold no session state."""
+
+
 async def create_pool(dsn: str, settings: Settings, **kwargs: Any) -> asyncpg.Pool:
-    """A connection pool sized from settings; raises ServiceUnavailable when unreachable."""
+    """A connection pool sized from settings; raises ServiceUnavailable when unreachable.
+
+    A released connection is not reset beyond what asyncpg always does (an open transaction
+    is rolled back, listeners dropped): its default reset is one more round trip of four
+    statements (``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``) on every
+    release, which cost a read request as much database time as its own query, and whose
+    ``RESET ALL`` undid the time zone set when the connection opened. So code using a pooled
+    connection must leave no session state behind: settings only with ``SET LOCAL`` inside a
+    transaction, advisory locks only transaction-level, cursors only inside transactions,
+    no ``LISTEN``.
+    """
+    kwargs.setdefault("reset", _keep_session)
     try:
         with translated():
             pool = await asyncpg.create_pool(

@@ -9,24 +9,24 @@ Routes (all ``GET``)::
     /v1/referendums/{rid}/log/proof/consistency?from=&to=      consistency proof (immutable)
     /v1/keys/log                                               the checkpoint verifier key
 
-Proofs are assembled from stored nodes, never by recomputing the tree: Merkle nodes of level
-≥ :data:`STORED_NODE_MIN_LEVEL` come from ``log_nodes`` (written by the batcher); those below
-are recomputed from the ≤ 16 ballot bodies of their aligned chunk. An inclusion proof is one
-round trip (the SQL function ``log_inclusion_rows``, migration 021): O(log n)
-node rows and ≤ 2 chunks of bodies. See ``docs/log.md`` §7.
+Proofs are assembled from stored nodes, never by recomputing the tree
+(:mod:`server.log_proofs`): the nodes of level ≥ 4 that the batcher wrote to ``log_nodes``
+are cached in memory per process, those below are recomputed from the ≤ 16 leaves of their
+aligned chunk. An inclusion proof is a share of one query (the checkpoint, the ballot's log
+index, body and chunk), which requests arriving together share. See ``docs/log.md`` §7.
 
-Chunks of ballots are always read as ``log_index`` *ranges* whose bounds are values, never by
-``log_index = ANY(array)`` nor by a range joined from another relation: with statistics taken
-before the ballots were sequenced (the normal state while voting runs), PostgreSQL 15 chose
-to scan the referendum's whole ``ballots_log_index`` range and filter it (0.3 s a proof on a
-200,000-ballot log, over 1 s on 1,000,000).
+Chunks of ballots are always read as ``log_index`` *ranges* whose bounds are values or
+per-row parameters, never by ``log_index = ANY(array)`` nor by a range joined from another
+relation: with statistics taken before the ballots were sequenced (the normal state while
+voting runs), PostgreSQL 15 chose to scan the referendum's whole ``ballots_log_index`` range
+and filter it (0.3 s a proof on a 200,000-ballot log, over 1 s on 1,000,000).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -34,26 +34,19 @@ from aiohttp import web
 
 from referendum_core.block import Block
 from referendum_core.checkpoint import verifier_key_string
-from referendum_core.merkle import (
-    EMPTY_ROOT,
-    NodeId,
-    consistency_proof_nodes,
-    inclusion_proof_nodes,
-    proof_from_node_hashes,
-)
+from referendum_core.merkle import EMPTY_ROOT
 from server.app import POOL_KEY, SETTINGS_KEY
 from server.db import acquire
 from server.errors import BadRequest, NotFound
 from server.keys import load_or_create_key
+from server.log_proofs import LOG_POSITION_SQL, STORED_NODE_MIN_LEVEL, LogProofs
 
-__all__ = ["LOG_VERIFIER_KEY", "STORED_NODE_MIN_LEVEL", "proof_reads", "setup"]
-
-STORED_NODE_MIN_LEVEL = 4
-"""Lowest level stored in ``log_nodes`` (migration 020; the batcher writes from this level)."""
+__all__ = ["LOG_PROOFS_KEY", "LOG_VERIFIER_KEY", "STORED_NODE_MIN_LEVEL", "setup"]
 
 LOG_VERIFIER_KEY = web.AppKey("log_verifier_key", str)
+LOG_PROOFS_KEY = web.AppKey("log_proofs", LogProofs)
+"""This process's cache of stored log nodes (:class:`server.log_proofs.LogProofs`)."""
 
-_CHUNK = 1 << STORED_NODE_MIN_LEVEL
 _MAX_INT = 2**63 - 1
 _DECIMAL = re.compile(r"-?[0-9]{1,19}")
 _HASH_HEX = re.compile(r"[0-9a-fA-F]{64}")
@@ -78,32 +71,11 @@ LEFT JOIN blocks AS b ON b.referendum_id = r.id AND b.height = $2
 WHERE r.id = $1
 """
 
-_BLOCK_BALLOTS = """
-SELECT log_index, ballot_hash, body, voter_id FROM ballots
-WHERE referendum_id = $1 AND log_index > $2 AND log_index < $3
-ORDER BY log_index LIMIT $4
-"""
-
-# Stored nodes (level >= 4); the bodies of the 16-leaf chunks below them are read by
-# _chunks_query, one range per chunk with its bounds as parameters.
-_PROOF_NODES = """
-SELECT level::integer AS level, position, hash FROM log_nodes
-WHERE referendum_id = $1
-  AND (level, position) IN (SELECT * FROM unnest($2::smallint[], $3::bigint[]))
-"""
-
-
-def _chunks_query(count: int) -> str:
-    """``count`` ranges of ballot bodies ($2k, $2k+1) of referendum $1, as (-1, index, body).
-
-    Separate range scans with their bounds as values: the planner has no join or array
-    filter to prefer (see the module docs).
-    """
-    return "\nUNION ALL\n".join(
-        "SELECT -1, log_index, body FROM ballots WHERE referendum_id = $1"  # noqa: S608
-        f" AND log_index >= ${2 * k + 2}::bigint AND log_index < ${2 * k + 3}::bigint"
-        for k in range(count)
-    )
+_BLOCK_BALLOTS = (
+    "SELECT p.log_index, p.ballot_hash, p.body, p.voter_id FROM ("  # noqa: S608 (a template)
+    + LOG_POSITION_SQL.ballots_in_range.format(rid="$1", lo="$2::bigint + 1", hi="$3::bigint")
+    + ") AS p ORDER BY p.log_index LIMIT $4"
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,6 +106,14 @@ def _ballot_hash(text: str) -> bytes:
     return bytes.fromhex(text)
 
 
+def _rid(request: web.Request) -> str:
+    """The referendum id of the path; one PostgreSQL cannot store (NUL) is unknown."""
+    rid = request.match_info["rid"]
+    if "\x00" in rid:  # a text parameter with NUL makes the driver fail: a 500
+        raise _unknown(rid)
+    return rid
+
+
 def _unknown(rid: str) -> NotFound:
     return NotFound(f"no referendum {rid!r}", slug="unknown-referendum")
 
@@ -156,84 +136,12 @@ def _cached(request: web.Request, body: Any, cache_control: str) -> web.Response
 
 
 # ---------------------------------------------------------------------------------------------
-# Proofs from stored nodes
-
-
-def proof_reads(plan: Sequence[Sequence[NodeId]], size: int) -> tuple[list[NodeId], list[int]]:
-    """What a proof plan needs read: stored node ids (level ≥ 4) and leaf indexes.
-
-    A node below the stored levels is recomputed from its aligned chunk of 16 leaves, clipped
-    to the tree ``size``. Requires a plan of :func:`inclusion_proof_nodes` or
-    :func:`consistency_proof_nodes` for that size.
-
-    >>> proof_reads(inclusion_proof_nodes(3, 40), 40)
-    ([NodeId(level=4, position=1)], [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, \
-32, 33, 34, 35, 36, 37, 38, 39])
-    """
-    stored: set[NodeId] = set()
-    chunks: set[int] = set()
-    for element in plan:
-        for node in element:
-            if node.level >= STORED_NODE_MIN_LEVEL:
-                stored.add(node)
-            else:
-                chunks.add(node.position >> (STORED_NODE_MIN_LEVEL - node.level))
-    leaves = [i for c in sorted(chunks) for i in range(c * _CHUNK, min((c + 1) * _CHUNK, size))]
-    return sorted(stored), leaves
-
-
-def _chunk_nodes(leaves: dict[int, bytes], hashes: dict[tuple[int, int], bytes]) -> None:
-    """Add every complete node of levels 0..3 over the given leaf hashes to ``hashes``."""
-    level_nodes = dict(leaves)
-    level = 0
-    while level < STORED_NODE_MIN_LEVEL and level_nodes:
-        for position, h in level_nodes.items():
-            hashes[(level, position)] = h
-        parents: dict[int, bytes] = {}
-        for position, h in level_nodes.items():
-            if position & 1 == 0 and position + 1 in level_nodes:
-                parents[position >> 1] = hashlib.sha256(
-                    b"\x01" + h + level_nodes[position + 1]
-                ).digest()
-        level_nodes = parents
-        level += 1
-
-
-async def _proof(
-    request: web.Request, rid: str, plan: Sequence[Sequence[NodeId]], size: int
-) -> list[str]:
-    """The proof of ``plan`` over the tree of ``size`` leaves, as hex strings."""
-    stored, leaf_indexes = proof_reads(plan, size)
-    chunks = sorted({i - i % _CHUNK for i in leaf_indexes})
-    bounds = [b for c in chunks for b in (c, min(c + _CHUNK, size))]
-    async with acquire(request.app[POOL_KEY]) as conn:
-        rows = list(
-            await conn.fetch(
-                _PROOF_NODES, rid, [n.level for n in stored], [n.position for n in stored]
-            )
-        )
-        if chunks:
-            rows += await conn.fetch(_chunks_query(len(chunks)), rid, *bounds)
-    hashes: dict[tuple[int, int], bytes] = {}
-    leaves: dict[int, bytes] = {}
-    sha = hashlib.sha256
-    for level, position, value in rows:
-        if level < 0:
-            leaves[position] = sha(b"\x00" + value).digest()
-        else:
-            hashes[(level, position)] = value
-    _chunk_nodes(leaves, hashes)
-    # a node missing here is a bug or a damaged database: proof_from_node_hashes raises
-    return [h.hex() for h in proof_from_node_hashes(plan, hashes)]
-
-
-# ---------------------------------------------------------------------------------------------
 # Handlers
 
 
 async def latest_checkpoint(request: web.Request) -> web.Response:
     """The checkpoint of the latest sealed block (size 0 and no note before the first)."""
-    rid = request.match_info["rid"]
+    rid = _rid(request)
     async with acquire(request.app[POOL_KEY]) as conn:
         row = await conn.fetchrow(_LATEST_BLOCK, rid)
     if row is None:
@@ -251,7 +159,7 @@ async def latest_checkpoint(request: web.Request) -> web.Response:
 
 
 async def _block_row(request: web.Request) -> tuple[str, Any]:
-    rid = request.match_info["rid"]
+    rid = _rid(request)
     height = _integer(request.match_info["height"], "height", minimum=1)
     async with acquire(request.app[POOL_KEY]) as conn:
         row = await conn.fetchrow(_BLOCK, rid, height)
@@ -316,55 +224,43 @@ async def block_ballots(request: web.Request) -> web.Response:
 async def inclusion(request: web.Request) -> web.Response:
     """The inclusion proof bundle of a ballot against the latest or a given checkpoint.
 
-    One round trip: ``log_inclusion_rows`` (migration 021) finds the ballot and the
-    checkpoint and returns the rows the proof needs.
+    A share of one query (checkpoint, log index, body, the leaves of the ballot's chunk);
+    the nodes above the chunk come from this process's cache (:mod:`server.log_proofs`).
     """
-    rid = request.match_info["rid"]
+    rid = _rid(request)
     ballot_hash = _ballot_hash(request.match_info["ballot_hash"])
     size_text = request.query.get("tree_size")
     wanted = None if size_text is None else _integer(size_text, "tree_size", minimum=1)
-    async with acquire(request.app[POOL_KEY]) as conn:
-        rows = await conn.fetch(
-            "SELECT * FROM log_inclusion_rows($1, $2, $3)", rid, ballot_hash, wanted
-        )
-    if not rows:
+    proofs = request.app[LOG_PROOFS_KEY]
+    row = await proofs.read_inclusion(rid, ballot_hash, wanted)
+    if row is None:
         raise _unknown(rid)
-    _, index, size, body, note = rows[0]
-    if size is None:
+    size, index = row.tree_size, row.log_index
+    if size is None or row.root is None:
         if wanted is not None:
             raise BadRequest(
                 f"no checkpoint of tree size {wanted}", slug="bad-parameter", field="tree_size"
             )
         raise NotFound("the log is empty", slug="not-sequenced")
-    if index is None or index >= size:
+    if index is None or row.leaves is None or row.body is None:
         raise NotFound(
             f"ballot {ballot_hash.hex()} is not in the log at tree size {size}",
             slug="not-sequenced",
         )
-    plan = inclusion_proof_nodes(index, size)
-    hashes: dict[tuple[int, int], bytes] = {}
-    leaves: dict[int, bytes] = {}
-    sha = hashlib.sha256
-    for kind, a, b, data, _ in rows[1:]:
-        if kind == 1:
-            hashes[(a, b)] = data
-        else:
-            leaves[a] = sha(b"\x00" + data).digest()
-    _chunk_nodes(leaves, hashes)
-    proof = [h.hex() for h in proof_from_node_hashes(plan, hashes)]
+    proof = await proofs.inclusion(rid, index, size, row.root, row.leaves)
     result = {
         "leaf_index": index,
         "tree_size": size,
-        "proof": proof,
-        "checkpoint": note,
-        "body": bytes(body).hex(),
+        "proof": [h.hex() for h in proof],
+        "checkpoint": row.checkpoint,
+        "body": row.body.hex(),
     }
     return _cached(request, result, _LATEST if wanted is None else _IMMUTABLE)
 
 
 async def consistency(request: web.Request) -> web.Response:
     """The consistency proof between two tree sizes up to the latest checkpoint."""
-    rid = request.match_info["rid"]
+    rid = _rid(request)
     first = _integer(request.query.get("from"), "from", minimum=1)
     second = _integer(request.query.get("to"), "to", minimum=1)
     if first > second:
@@ -380,8 +276,11 @@ async def consistency(request: web.Request) -> web.Response:
             slug="bad-parameter",
             field="to",
         )
-    proof = await _proof(request, rid, consistency_proof_nodes(first, second), second)
-    return _cached(request, {"from": first, "to": second, "proof": proof}, _IMMUTABLE)
+    proof = await request.app[LOG_PROOFS_KEY].consistency(
+        rid, first, second, latest, bytes(row["root"])
+    )
+    body = {"from": first, "to": second, "proof": [h.hex() for h in proof]}
+    return _cached(request, body, _IMMUTABLE)
 
 
 async def log_key(request: web.Request) -> web.Response:
@@ -390,20 +289,23 @@ async def log_key(request: web.Request) -> web.Response:
     return _cached(request, {"verifier_key": key, "algorithm": "Ed25519"}, "public, max-age=300")
 
 
-async def _verifier_key_ctx(app: web.Application) -> AsyncIterator[None]:
+async def _log_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS_KEY]
     key = load_or_create_key(settings.log_key_file, settings.data_dir, "log")
     app[LOG_VERIFIER_KEY] = verifier_key_string(settings.log_origin, key.public_key)
+    proofs = app[LOG_PROOFS_KEY] = LogProofs(app[POOL_KEY], settings.proof_cache_mb << 20)
     yield
+    await proofs.close()
 
 
 def setup(app: web.Application) -> None:
     """Add the public log routes to ``app``."""
-    app.cleanup_ctx.append(_verifier_key_ctx)
+    app.cleanup_ctx.append(_log_ctx)
     base = "/v1/referendums/{rid}/log"
+    # routes under /v1/referendums are tried in this order: the most requested first
+    app.router.add_get(f"{base}/proof/inclusion/{{ballot_hash}}", inclusion)
     app.router.add_get(f"{base}/checkpoint", latest_checkpoint)
+    app.router.add_get(f"{base}/proof/consistency", consistency)
     app.router.add_get(f"{base}/blocks/{{height}}", block)
     app.router.add_get(f"{base}/blocks/{{height}}/ballots", block_ballots)
-    app.router.add_get(f"{base}/proof/inclusion/{{ballot_hash}}", inclusion)
-    app.router.add_get(f"{base}/proof/consistency", consistency)
     app.router.add_get("/v1/keys/log", log_key)

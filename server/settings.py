@@ -75,6 +75,8 @@ class Settings:
     """Longest a server process trusts a cached referendum state before re-reading it."""
     voter_cache_size: int = 100_000
     """Voter public keys cached per server process (LRU; the roll is frozen once open)."""
+    proof_cache_mb: int = 256
+    """Memory per server process for cached log nodes (about 4 bytes a sealed ballot)."""
     block_max_ballots: int = 10000
     """A block closes at this many ballots ..."""
     block_max_ms: int = 500
@@ -109,6 +111,7 @@ class Settings:
             verify_workers=_int("REFERENDUM_VERIFY_WORKERS", 0),
             spec_cache_ms=_int("REFERENDUM_SPEC_CACHE_MS", 500),
             voter_cache_size=_int("REFERENDUM_VOTER_CACHE_SIZE", 100_000),
+            proof_cache_mb=_int("REFERENDUM_PROOF_CACHE_MB", 256),
             block_max_ballots=_int("REFERENDUM_BLOCK_MAX_BALLOTS", 10000),
             block_max_ms=_int("REFERENDUM_BLOCK_MAX_MS", 500),
         )

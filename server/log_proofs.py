@@ -1,0 +1,807 @@
+"""Merkle proofs of the public log, assembled from a per-process cache of the stored nodes.
+
+The batcher stores every completed perfect subtree of level ≥ :data:`STORED_NODE_MIN_LEVEL`
+in ``log_nodes`` (``docs/log.md`` §7); nodes below are recomputed from the ≤ 16 leaves of
+their aligned chunk. A sealed node never changes (the table refuses UPDATE and DELETE), so a
+process keeps them in memory and never has to invalidate anything:
+
+* :class:`LogNodes` holds one referendum's stored nodes for the tree of its ``size`` leaves:
+  one ``bytearray`` per level (32 bytes a node, in position order, positions
+  ``0 .. (size >> level) - 1``). It is filled on first use and extended incrementally: a
+  request that sees a checkpoint newer than the cache reads only the nodes after the ones
+  held, level by level, as position ranges. For each recent checkpoint size it also keeps the
+  hashes of that tree's right edge (the ranges ``[b, size)`` a proof may need, folded from the
+  stored nodes and the leaves of the partial last chunk). A size is only taken in once the
+  root folded from the cache equals the block's signed root, so a missing or wrong node fails
+  loudly (a logged 500) and never yields a proof that does not verify.
+* :class:`LogProofs` keeps them for every referendum the process serves, least recently used
+  first out, within ``settings.proof_cache_mb``: about 4 bytes a sealed ballot (n/8 nodes of
+  32 bytes: 40 MB for 10,000,000 ballots) plus ≤ 1 KB per cached checkpoint size. A log too
+  large for the whole budget is not cached: its proofs read their nodes from ``log_nodes``.
+* An inclusion proof costs a share of one query (:data:`INCLUSION_LATEST`,
+  :data:`INCLUSION_AT`): the checkpoint, the ballot's log index and body, and the leaf hashes
+  of its chunk. Requests that arrive together share a query (:class:`_InclusionReader`).
+
+All SQL that reads *where a ballot sits in the log* is built from :data:`LOG_POSITION_SQL`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple
+
+import asyncpg
+
+from referendum_core.merkle import (
+    NodeId,
+    consistency_proof_nodes,
+    consistency_proof_ranges,
+    inclusion_proof,
+    inclusion_proof_nodes,
+    inclusion_proof_ranges,
+    root_from_leaf_hashes,
+    subtree_nodes,
+)
+from server.db import translated
+
+__all__ = [
+    "CHUNK",
+    "INCLUSION_AT",
+    "INCLUSION_LATEST",
+    "LOG_POSITION_SQL",
+    "STORED_NODE_MIN_LEVEL",
+    "InclusionRow",
+    "LogNodes",
+    "LogPositionSql",
+    "LogProofs",
+    "StoredNodeError",
+    "chunk_nodes",
+    "proof_from",
+    "right_edge",
+]
+
+STORED_NODE_MIN_LEVEL = 4
+"""Lowest level stored in ``log_nodes`` (migration 020; the batcher writes from this level)."""
+
+CHUNK = 1 << STORED_NODE_MIN_LEVEL
+"""Leaves under one stored node of the lowest stored level: the aligned chunk read as leaves."""
+
+_HASH = 32
+_PAGE = 1 << 14  # most nodes one query reads when the cache is filled or extended
+_SIZES_PER_LOG = 256  # checkpoint sizes whose right edge is kept, per referendum
+_SIZE_BYTES = 1024  # what one kept size costs, at most (≤ 25 hashes in a dict)
+_QUERY_SLOTS = 4  # inclusion queries in flight at once, per process
+_BATCH_MAX = 256  # most ballots one inclusion query reads
+_sha256 = hashlib.sha256
+
+
+class LogPositionSql(NamedTuple):
+    """SQL templates that read where ballots sit in the log; placeholders in braces.
+
+    Every query of this module and of the public API that needs a ballot's log index is
+    composed from these two, so moving the log position to another table is an edit here.
+    """
+
+    index_of_hash: str
+    """Rows ``(log_index, body)`` for the ballot ``{ballot_hash}`` of referendum ``{rid}``
+    (one, or none for an unknown ballot); a NULL index while it waits to be sequenced."""
+
+    ballots_in_range: str
+    """Rows ``(log_index, ballot_hash, body, voter_id)`` of referendum ``{rid}`` with
+    ``{lo} <= log_index < {hi}``. The bounds must stay values or per-row parameters, never an
+    array or a join (``docs/log.md`` §7, "Reading stored chunks")."""
+
+
+LOG_POSITION_SQL = LogPositionSql(
+    index_of_hash=(
+        "SELECT log_index, body FROM ballots"
+        " WHERE referendum_id = {rid} AND ballot_hash = {ballot_hash}"
+    ),
+    ballots_in_range=(
+        "SELECT log_index, ballot_hash, body, voter_id FROM ballots"
+        " WHERE referendum_id = {rid} AND log_index >= {lo} AND log_index < {hi}"
+    ),
+)
+
+# For a known referendum ($1; no rows otherwise), one row per ballot hash of the array $2,
+# in array order (n from 1): its log index and body and, when that index is below the
+# checkpoint's size, the leaf hashes of its chunk clipped to that size, in log order; the
+# first row also carries the checkpoint (the latest, or the first block of tree size $3).
+# The ballot is a lateral subquery with a LIMIT and the chunk an ARRAY subquery, so both run
+# per hash with per-row parameters: a unique-index probe and an index range scan, whatever
+# the statistics say (no join the planner could turn into a scan of the referendum). The
+# chunk's LIMIT 16 changes no result but keeps the estimate honest: without it a generic plan
+# priced each range at the default selectivity (10,000 rows of a 2,000,000-ballot table), a
+# batch crossed jit_above_cost and every execution paid ~25 ms of JIT compilation.
+_INCLUSION = """
+SELECT h.n, p.log_index, p.body,
+       CASE WHEN p.log_index < k.tree_size THEN ARRAY(
+           SELECT sha256('\\x00'::bytea || c.body) FROM ({chunk}) AS c
+           ORDER BY c.log_index LIMIT 16
+       ) END AS leaves,
+       CASE WHEN h.n = 1 THEN k.tree_size END AS tree_size,
+       CASE WHEN h.n = 1 THEN k.root END AS root,
+       CASE WHEN h.n = 1 THEN k.checkpoint END AS checkpoint
+FROM referendums AS r
+LEFT JOIN LATERAL ({checkpoint}) AS k ON true
+CROSS JOIN unnest($2::bytea[]) WITH ORDINALITY AS h(hash, n)
+LEFT JOIN LATERAL ({index} LIMIT 1) AS p ON true
+WHERE r.id = $1
+ORDER BY h.n
+"""
+_INCLUSION_PARTS = {
+    "chunk": LOG_POSITION_SQL.ballots_in_range.format(
+        rid="$1",
+        lo="(p.log_index & -16)",
+        hi="least((p.log_index & -16) + 16, k.tree_size)",
+    ),
+    "index": LOG_POSITION_SQL.index_of_hash.format(rid="$1", ballot_hash="h.hash"),
+}
+INCLUSION_LATEST = _INCLUSION.format(
+    checkpoint="SELECT tree_size, root, checkpoint FROM blocks WHERE referendum_id = $1"
+    " ORDER BY height DESC LIMIT 1",
+    **_INCLUSION_PARTS,
+)
+"""Inclusion rows against the latest checkpoint: ``(rid, ballot_hashes)``."""
+INCLUSION_AT = _INCLUSION.format(
+    checkpoint="SELECT tree_size, root, checkpoint FROM blocks"
+    " WHERE referendum_id = $1 AND tree_size = $3 ORDER BY height LIMIT 1",
+    **_INCLUSION_PARTS,
+)
+"""Inclusion rows against the checkpoint of a given size: ``(rid, ballot_hashes, size)``."""
+
+# Stored nodes of one level, positions [$3, $4), concatenated in position order.
+_NODE_RANGE = """
+SELECT string_agg(hash, ''::bytea ORDER BY position) AS hashes, count(*) AS n
+FROM log_nodes WHERE referendum_id = $1 AND level = $2 AND position >= $3 AND position < $4
+"""
+
+# Stored nodes by id (only for a log too large for the cache).
+_NODES_BY_ID = """
+SELECT level::integer AS level, position, hash FROM log_nodes
+WHERE referendum_id = $1
+  AND (level, position) IN (SELECT * FROM unnest($2::smallint[], $3::bigint[]))
+"""
+
+
+def _chunks_query(count: int) -> str:
+    """Leaf hashes of ``count`` chunks of referendum $1, one range each ($2k+2, $2k+3), as
+    ``(log_index, leaf_hash)``: separate range scans whose bounds are values."""
+    return "\nUNION ALL\n".join(
+        "SELECT c.log_index, sha256('\\x00'::bytea || c.body) FROM ("  # noqa: S608 (templates)
+        + LOG_POSITION_SQL.ballots_in_range.format(
+            rid="$1", lo=f"${2 * k + 2}::bigint", hi=f"${2 * k + 3}::bigint"
+        )
+        + ") AS c"
+        for k in range(count)
+    )
+
+
+class StoredNodeError(RuntimeError):
+    """A node the log must hold is missing or wrong: a bug or a damaged database."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Assembling proofs (pure)
+
+ChunkNodes = list[list[bytes]]
+"""Levels 0..3 of one aligned chunk: ``nodes[level][offset]``, complete nodes only."""
+
+Lookup = Callable[[int, int], bytes]
+"""``lookup(level, position)``: the hash of a perfect node."""
+
+
+def chunk_nodes(leaf_hashes: Sequence[bytes]) -> ChunkNodes:
+    """Every complete node of levels 0..3 over the leaves of one aligned chunk (≤ 16).
+
+    >>> [len(level) for level in chunk_nodes([bytes(32)] * 11)]
+    [11, 5, 2, 1]
+    """
+    sha = _sha256
+    nodes = [list(leaf_hashes)]
+    for _ in range(STORED_NODE_MIN_LEVEL - 1):
+        below = nodes[-1]
+        nodes.append(
+            [sha(b"\x01" + below[i] + below[i + 1]).digest() for i in range(0, len(below) - 1, 2)]
+        )
+    return nodes
+
+
+def _subtree(begin: int, end: int, lookup: Lookup) -> bytes:
+    """Hash of the RFC 9162 subtree over ``[begin, end)`` from its perfect nodes."""
+    width = end - begin
+    if width & (width - 1) == 0:  # one perfect node, as every proof element but one
+        level = width.bit_length() - 1
+        return lookup(level, begin >> level)
+    parts = [lookup(node.level, node.position) for node in subtree_nodes(begin, end)]
+    folded = parts[-1]
+    for h in reversed(parts[:-1]):
+        folded = _sha256(b"\x01" + h + folded).digest()
+    return folded
+
+
+def proof_from(ranges: Iterable[tuple[int, int]], lookup: Lookup) -> list[bytes]:
+    """The proof whose elements are the subtree hashes of ``ranges`` (RFC 9162 order).
+
+    ``ranges`` as :func:`~referendum_core.merkle.inclusion_proof_ranges` or
+    :func:`~referendum_core.merkle.consistency_proof_ranges` give them.
+
+    >>> from referendum_core.merkle import leaf_hash
+    >>> leaves = [leaf_hash(bytes([i])) for i in range(7)]
+    >>> nodes = chunk_nodes(leaves)
+    >>> proof_from(inclusion_proof_ranges(2, 7), lambda lvl, pos: nodes[lvl][pos]) == (
+    ...     inclusion_proof(leaves, 2))
+    True
+    """
+    return [_subtree(begin, end, lookup) for begin, end in ranges]
+
+
+def right_edge(size: int, lookup: Lookup) -> dict[int, bytes]:
+    """``{b: MTH(D[b:size])}`` for ``b`` = the start of each perfect subtree covering
+    ``[0, size)`` (its compact range): every non-perfect range an inclusion proof in the tree
+    of ``size`` leaves may hold is one of them, and ``b = 0`` gives the root.
+
+    Requires ``size > 0``.
+
+    >>> from referendum_core.merkle import leaf_hash, root_from_leaf_hashes
+    >>> leaves = [leaf_hash(bytes([i])) for i in range(7)]
+    >>> nodes = chunk_nodes(leaves)
+    >>> edge = right_edge(7, lambda lvl, pos: nodes[lvl][pos])
+    >>> sorted(edge), edge[0] == root_from_leaf_hashes(leaves)
+    ([0, 4, 6], True)
+    """
+    parts = subtree_nodes(0, size)
+    last = parts[-1]
+    folded = lookup(last.level, last.position)
+    edge = {last.position << last.level: folded}
+    for node in reversed(parts[:-1]):
+        folded = _sha256(b"\x01" + lookup(node.level, node.position) + folded).digest()
+        edge[node.position << node.level] = folded
+    return edge
+
+
+def _full_chunk(leaves: Sequence[bytes], i: int) -> tuple[list[bytes], bytes]:
+    """The inclusion proof of leaf ``i`` in a perfect tree of 16 leaves, and its root.
+
+    15 hashes: the 11 of the proof's siblings and 4 up the leaf's own path.
+
+    >>> from referendum_core.merkle import leaf_hash, root_from_leaf_hashes
+    >>> leaves = [leaf_hash(bytes([i])) for i in range(16)]
+    >>> all(_full_chunk(leaves, i) == (inclusion_proof(leaves, i),
+    ...     root_from_leaf_hashes(leaves)) for i in range(16))
+    True
+    """
+    sha = _sha256
+    own = leaves[i]
+    sibling = leaves[i ^ 1]
+    own = sha(b"\x01" + (own + sibling if i & 1 == 0 else sibling + own)).digest()
+    j = (i >> 1 ^ 1) << 1
+    pair = sha(b"\x01" + leaves[j] + leaves[j + 1]).digest()
+    own = sha(b"\x01" + (own + pair if i & 2 == 0 else pair + own)).digest()
+    j = (i >> 2 ^ 1) << 2
+    quad = sha(
+        b"\x01"
+        + sha(b"\x01" + leaves[j] + leaves[j + 1]).digest()
+        + sha(b"\x01" + leaves[j + 2] + leaves[j + 3]).digest()
+    ).digest()
+    own = sha(b"\x01" + (own + quad if i & 4 == 0 else quad + own)).digest()
+    j = (i >> 3 ^ 1) << 3
+    octet = sha(
+        b"\x01"
+        + sha(
+            b"\x01"
+            + sha(b"\x01" + leaves[j] + leaves[j + 1]).digest()
+            + sha(b"\x01" + leaves[j + 2] + leaves[j + 3]).digest()
+        ).digest()
+        + sha(
+            b"\x01"
+            + sha(b"\x01" + leaves[j + 4] + leaves[j + 5]).digest()
+            + sha(b"\x01" + leaves[j + 6] + leaves[j + 7]).digest()
+        ).digest()
+    ).digest()
+    root = sha(b"\x01" + (own + octet if i & 8 == 0 else octet + own)).digest()
+    return [sibling, pair, quad, octet], root
+
+
+def _chunk_lookup(stored: Lookup, chunks: dict[int, ChunkNodes]) -> Lookup:
+    """Nodes of level ≥ 4 from ``stored``, those below from ``chunks`` (by chunk number)."""
+
+    def lookup(level: int, position: int) -> bytes:
+        if level >= STORED_NODE_MIN_LEVEL:
+            return stored(level, position)
+        shift = STORED_NODE_MIN_LEVEL - level
+        chunk = chunks.get(position >> shift)
+        offset = position - ((position >> shift) << shift)
+        if chunk is None or offset >= len(chunk[level]):
+            raise StoredNodeError(f"node {(level, position)} was not read")
+        return chunk[level][offset]
+
+    return lookup
+
+
+# ---------------------------------------------------------------------------------------------
+# The cache
+
+
+class LogNodes:
+    """The stored nodes of one referendum's log for the tree of :attr:`size` leaves."""
+
+    __slots__ = ("levels", "lock", "size", "sizes")
+
+    def __init__(self) -> None:
+        self.size = 0
+        """Every stored node of the tree of this many leaves is held."""
+        self.levels: list[bytearray] = []
+        """``levels[k]``: the hashes of level ``4 + k``, 32 bytes each, in position order."""
+        self.sizes: OrderedDict[int, dict[int, bytes]] = OrderedDict()
+        """Checkpoint size -> its :func:`right_edge`, checked against that size's signed root;
+        least recently used first."""
+        self.lock = asyncio.Lock()
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held, roughly."""
+        return sum(len(level) for level in self.levels) + _SIZE_BYTES * len(self.sizes)
+
+    def node(self, level: int, position: int) -> bytes:
+        """A stored node (level ≥ 4) of the tree of :attr:`size` leaves."""
+        k = level - STORED_NODE_MIN_LEVEL
+        start = position << 5
+        if not 0 <= k < len(self.levels) or start + _HASH > len(self.levels[k]):
+            raise StoredNodeError(f"node {(level, position)} is not cached")
+        return bytes(self.levels[k][start : start + _HASH])
+
+    def holds(self, size: int) -> bool:
+        """Whether every node a proof in the tree of ``size`` leaves needs is held."""
+        return size in self.sizes and size <= self.size
+
+    def inclusion(self, index: int, size: int, chunk_leaves: Sequence[bytes]) -> list[bytes]:
+        """The inclusion proof of leaf ``index`` in the tree of ``size`` leaves.
+
+        Requires ``holds(size)`` and the leaf hashes of the leaf's aligned chunk clipped to
+        ``size``. Elements inside the chunk are hashed from ``chunk_leaves`` (whose root must
+        be the cached node above them), the others looked up: stored nodes, or a hash of the
+        right edge. A leaf in a complete chunk (all but the last ≤ 15 leaves) takes the
+        direct route: siblings up to the level where the paths to ``index`` and to ``size``
+        part, that fork's right sibling ``[end, size)``, then the perfect subtrees left of the
+        fork; a leaf of the partial last chunk walks the path down from the root.
+        """
+        start = index & -CHUNK
+        stop = start + len(chunk_leaves)
+        edge = self.sizes.get(size)
+        if edge is None or size > self.size:
+            raise StoredNodeError(f"tree size {size} is not cached")
+        if not start <= index < stop or stop != min(start + CHUNK, size):
+            raise StoredNodeError(f"{len(chunk_leaves)} leaves in the chunk at {start}")
+        levels = self.levels
+        inner = (index ^ size).bit_length() - 1  # the level where the paths to index and size part
+        if inner >= STORED_NODE_MIN_LEVEL:  # the leaf's chunk is complete: the usual case
+            proof, top = _full_chunk(chunk_leaves, index - start)
+            if top != self.node(STORED_NODE_MIN_LEVEL, start >> STORED_NODE_MIN_LEVEL):
+                raise StoredNodeError(f"the leaves of [{start}, {stop}) do not match the log")
+            try:
+                # siblings up to the fork, all complete and stored
+                for level in range(STORED_NODE_MIN_LEVEL, inner):
+                    stored = levels[level - STORED_NODE_MIN_LEVEL]
+                    offset = ((index >> level) ^ 1) << 5
+                    proof.append(bytes(stored[offset : offset + _HASH]))
+                # the fork's right sibling, [end, size), when the tree goes on past the fork
+                end = (size >> inner) << inner
+                if end < size:
+                    proof.append(edge[end])
+                # then the perfect subtrees left of the fork, smallest first
+                begin = end - (1 << inner)
+                level = inner + 1
+                while begin >> level:
+                    if (begin >> level) & 1:
+                        stored = levels[level - STORED_NODE_MIN_LEVEL]
+                        offset = ((begin >> level) - 1) << 5
+                        proof.append(bytes(stored[offset : offset + _HASH]))
+                    level += 1
+            except (IndexError, KeyError) as exc:
+                raise StoredNodeError(f"a node of the proof of {index} is not cached") from exc
+            if any(len(h) != _HASH for h in proof):
+                raise StoredNodeError(f"a node of the proof of {index} is not cached")
+            return proof
+        proof = []
+        lo, hi = 0, size
+        while True:  # [lo, hi) holds the leaf; until it lies in the chunk it is over 1 wide
+            if lo >= start and hi <= stop:  # the rest of the path lies in the chunk
+                if hi - lo == CHUNK:
+                    below, top = _full_chunk(chunk_leaves, index - lo)
+                    known = self.node(STORED_NODE_MIN_LEVEL, start >> STORED_NODE_MIN_LEVEL)
+                else:  # the partial last chunk: [start, size) is on the right edge
+                    below = inclusion_proof(chunk_leaves[lo - start : hi - start], index - lo)
+                    top = root_from_leaf_hashes(chunk_leaves[lo - start : hi - start])
+                    known = edge.get(lo, b"")
+                if top != known:  # the leaves read do not give the verified node above them
+                    raise StoredNodeError(f"the leaves of [{lo}, {hi}) do not match the log")
+                below.reverse()
+                proof += below
+                break
+            mid = lo + (1 << ((hi - lo - 1).bit_length() - 1))
+            if index < mid:
+                begin, end, hi = mid, hi, mid
+            else:
+                begin, end, lo = lo, mid, mid
+            width = end - begin
+            if width & (width - 1) or width < CHUNK:  # not a stored node: the right edge
+                h = edge.get(begin)
+                if h is None:
+                    raise StoredNodeError(f"no right edge [{begin}, {size}) is cached")
+                proof.append(h)
+                continue
+            level = width.bit_length() - 1
+            k = level - STORED_NODE_MIN_LEVEL
+            offset = (begin >> level) << 5
+            if k >= len(levels) or offset + _HASH > len(levels[k]):
+                raise StoredNodeError(f"node {(level, begin >> level)} is not cached")
+            proof.append(bytes(levels[k][offset : offset + _HASH]))
+        proof.reverse()
+        return proof
+
+
+class InclusionRow(NamedTuple):
+    """What the database holds for one inclusion proof (one row of :data:`INCLUSION_LATEST`)."""
+
+    tree_size: int | None
+    """The checkpoint's size; None when the log is empty or no block has the asked size."""
+    root: bytes | None
+    checkpoint: str | None
+    log_index: int | None
+    """None for a ballot the referendum does not hold or has not sequenced yet."""
+    body: bytes | None
+    leaves: list[bytes] | None
+    """Leaf hashes of the ballot's chunk up to ``tree_size``; None unless the index is below."""
+
+
+class _Batch:
+    __slots__ = ("hashes", "key", "waiters")
+
+    def __init__(self, key: tuple[str, int | None]) -> None:
+        self.key = key
+        self.hashes: list[bytes] = []
+        self.waiters: list[asyncio.Future[InclusionRow | None]] = []
+
+
+class _InclusionReader:
+    """Reads inclusion rows, many requests to one query.
+
+    Requests for the same referendum and checkpoint that arrive while the event loop is busy
+    (in the same loop iteration, or while every query slot is taken) share one
+    :data:`INCLUSION_LATEST` / :data:`INCLUSION_AT` query: a round trip and a pooled
+    connection cost a request more than its share of a shared query, on the server and in
+    PostgreSQL. An idle server adds no wait: a lone request's query starts on the next loop
+    iteration.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, *, slots: int = _QUERY_SLOTS) -> None:
+        self._pool = pool
+        self._free = slots
+        self._open: dict[tuple[str, int | None], _Batch] = {}
+        self._queue: deque[_Batch] = deque()
+        self._scheduled = False
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def read(self, rid: str, ballot_hash: bytes, size: int | None) -> InclusionRow | None:
+        """The row of ``ballot_hash`` against the latest checkpoint or the one of ``size``.
+
+        ``None`` when the referendum is unknown.
+        """
+        key = (rid, size)
+        batch = self._open.get(key)
+        if batch is None:
+            batch = self._open[key] = _Batch(key)
+            self._queue.append(batch)
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[InclusionRow | None] = loop.create_future()
+        batch.hashes.append(ballot_hash)
+        batch.waiters.append(waiter)
+        if len(batch.hashes) >= _BATCH_MAX:
+            del self._open[key]
+        if self._free and not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._start)
+        return await waiter
+
+    async def close(self) -> None:
+        """Wait for the queries in flight (their requests get their answers)."""
+        while self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+    def _start(self) -> None:
+        self._scheduled = False
+        loop = asyncio.get_running_loop()
+        while self._free and self._queue:
+            batch = self._queue.popleft()
+            if self._open.get(batch.key) is batch:
+                del self._open[batch.key]
+            self._free -= 1
+            task = loop.create_task(self._run(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run(self, batch: _Batch) -> None:
+        rid, size = batch.key
+        try:
+            with translated():
+                if size is None:
+                    rows = await self._pool.fetch(INCLUSION_LATEST, rid, batch.hashes)
+                else:
+                    rows = await self._pool.fetch(INCLUSION_AT, rid, batch.hashes, size)
+        except asyncio.CancelledError:
+            for waiter in batch.waiters:
+                waiter.cancel()
+            raise
+        except Exception as exc:
+            _settle(batch.waiters, error=exc)
+            return
+        finally:
+            self._free += 1
+            if self._queue:
+                self._start()
+        if not rows:  # an unknown referendum
+            _settle(batch.waiters, [None] * len(batch.waiters))
+        elif len(rows) != len(batch.waiters):
+            count = f"{len(rows)} rows for {len(batch.waiters)} ballot hashes"
+            _settle(batch.waiters, error=StoredNodeError(count))
+        else:
+            _, _, _, _, size, root, note = rows[0]
+            _settle(
+                batch.waiters,
+                [InclusionRow(size, root, note, r[1], r[2], r[3]) for r in rows],
+            )
+
+
+def _settle(
+    waiters: Sequence[asyncio.Future[InclusionRow | None]],
+    results: Sequence[InclusionRow | None] = (),
+    *,
+    error: BaseException | None = None,
+) -> None:
+    for n, waiter in enumerate(waiters):
+        if waiter.done():  # its request went away
+            continue
+        if error is not None:
+            waiter.set_exception(error)
+        else:
+            waiter.set_result(results[n])
+
+
+class LogProofs:
+    """Inclusion and consistency proofs for every referendum one process serves.
+
+    ``budget_bytes`` bounds the cached nodes of all referendums together (least recently used
+    referendum out first); a log whose nodes alone exceed it is served from the database.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, budget_bytes: int) -> None:
+        self._pool = pool
+        self._budget = budget_bytes
+        self._logs: OrderedDict[str, LogNodes] = OrderedDict()
+        self._reader = _InclusionReader(pool)
+
+    async def close(self) -> None:
+        """Wait for the inclusion queries in flight; call before closing the pool."""
+        await self._reader.close()
+
+    async def read_inclusion(
+        self, rid: str, ballot_hash: bytes, size: int | None
+    ) -> InclusionRow | None:
+        """What an inclusion proof of ``ballot_hash`` needs, against the latest checkpoint
+        (``size`` None) or the one of ``size``; None for an unknown referendum."""
+        return await self._reader.read(rid, ballot_hash, size)
+
+    # -- the cache ------------------------------------------------------------------------
+
+    @staticmethod
+    def _cost(size: int) -> int:
+        """Bytes of the stored nodes of a tree of ``size`` leaves."""
+        return _HASH * sum(size >> level for level in range(STORED_NODE_MIN_LEVEL, 64))
+
+    def cached(self, rid: str) -> LogNodes | None:
+        """The cache of ``rid``, if this process holds one."""
+        return self._logs.get(rid)
+
+    def nbytes(self) -> int:
+        """Memory the cache holds, roughly."""
+        return sum(log.nbytes for log in self._logs.values())
+
+    async def _nodes(self, rid: str, size: int, root: bytes) -> LogNodes | None:
+        """The cache of ``rid`` holding the tree of ``size`` (whose root is ``root``).
+
+        ``None`` when that log is too large for the budget.
+        """
+        log = self._logs.get(rid)
+        if log is not None:
+            self._logs.move_to_end(rid)
+            if log.holds(size):
+                log.sizes.move_to_end(size)
+                return log
+        if self._cost(size) + _SIZE_BYTES > self._budget:
+            self._logs.pop(rid, None)
+            return None
+        if log is None:
+            log = self._logs[rid] = LogNodes()
+        async with log.lock:
+            if not log.holds(size):
+                await self._take_in(rid, log, size, root)
+        self._evict(keep=rid)
+        return log
+
+    async def _take_in(self, rid: str, log: LogNodes, size: int, root: bytes) -> None:
+        """Read the nodes up to ``size`` and the leaves of its partial last chunk; keep them
+        if they give ``root``."""
+        grown: list[bytes] = []
+        chunks: dict[int, ChunkNodes] = {}
+        with translated():
+            async with self._pool.acquire() as conn:
+                for level in range(STORED_NODE_MIN_LEVEL, size.bit_length()):
+                    k = level - STORED_NODE_MIN_LEVEL
+                    have = len(log.levels[k]) // _HASH if k < len(log.levels) else 0
+                    grown.append(await _node_range(conn, rid, level, have, size >> level))
+                if size % CHUNK:
+                    last = size >> STORED_NODE_MIN_LEVEL
+                    rows = await conn.fetch(_chunks_query(1), rid, last * CHUNK, size)
+                    chunks[last] = _chunk_of(rid, last, size, rows)
+        # Requests only read nodes of sizes already taken in, below what is appended here.
+        while len(log.levels) < len(grown):
+            log.levels.append(bytearray())
+        before = [len(level) // _HASH for level in log.levels]
+        for k, data in enumerate(grown):
+            log.levels[k] += data
+        try:
+            await _check_parents(log.levels, before)
+            edge = right_edge(size, _chunk_lookup(log.node, chunks))
+            if edge[0] != root:
+                raise StoredNodeError(f"the stored nodes do not give the root of size {size}")
+        except StoredNodeError as exc:
+            for k, count in enumerate(before):
+                del log.levels[k][count * _HASH :]
+            raise StoredNodeError(f"{rid!r}: {exc}") from exc
+        log.size = max(size, log.size)
+        log.sizes[size] = edge
+        while len(log.sizes) > _SIZES_PER_LOG:
+            log.sizes.popitem(last=False)
+
+    def _evict(self, *, keep: str) -> None:
+        total = self.nbytes()
+        for rid in list(self._logs):
+            if total <= self._budget:
+                break
+            if rid != keep:
+                total -= self._logs.pop(rid).nbytes
+
+    # -- proofs ---------------------------------------------------------------------------
+
+    async def inclusion(
+        self, rid: str, index: int, size: int, root: bytes, chunk_leaves: Sequence[bytes]
+    ) -> list[bytes]:
+        """The inclusion proof of leaf ``index`` in the tree of ``size`` leaves.
+
+        ``chunk_leaves`` are the leaf hashes of the leaf's aligned chunk, clipped to ``size``,
+        in log order (:attr:`InclusionRow.leaves`); ``root`` is the signed root of that size.
+        """
+        log = await self._nodes(rid, size, root)
+        if log is not None:
+            return log.inclusion(index, size, chunk_leaves)
+        start = index & -CHUNK
+        if len(chunk_leaves) != min(CHUNK, size - start):
+            raise StoredNodeError(f"{len(chunk_leaves)} leaves in the chunk at {start}")
+        chunks = {index >> STORED_NODE_MIN_LEVEL: chunk_nodes(chunk_leaves)}
+        ranges = inclusion_proof_ranges(index, size)
+        return await self._uncached(rid, inclusion_proof_nodes(index, size), ranges, size, chunks)
+
+    async def consistency(
+        self, rid: str, first: int, second: int, latest: int, root: bytes
+    ) -> list[bytes]:
+        """The consistency proof from ``first`` to ``second`` leaves (``<= latest``).
+
+        ``root`` is the signed root of the ``latest`` size, which the cache is brought to.
+        """
+        ranges = consistency_proof_ranges(first, second)
+        plan = consistency_proof_nodes(first, second)
+        log = await self._nodes(rid, latest, root)
+        if log is None:
+            return await self._uncached(rid, plan, ranges, second, {})
+        chunks = await self._chunks(rid, plan, second, {})
+        return proof_from(ranges, _chunk_lookup(log.node, chunks))
+
+    async def _chunks(
+        self, rid: str, plan: Sequence[Sequence[NodeId]], size: int, have: dict[int, ChunkNodes]
+    ) -> dict[int, ChunkNodes]:
+        """``have`` and levels 0..3 of every other chunk below the stored levels in ``plan``."""
+        wanted = sorted(
+            {
+                position >> (STORED_NODE_MIN_LEVEL - level)
+                for element in plan
+                for level, position in element
+                if level < STORED_NODE_MIN_LEVEL
+            }
+            - have.keys()
+        )
+        if not wanted:
+            return have
+        bounds = [b for c in wanted for b in (c * CHUNK, min((c + 1) * CHUNK, size))]
+        with translated():
+            rows = await self._pool.fetch(_chunks_query(len(wanted)), rid, *bounds)
+        chunks = dict(have)
+        for c in wanted:
+            mine = [r for r in rows if r[0] >> STORED_NODE_MIN_LEVEL == c]
+            chunks[c] = _chunk_of(rid, c, size, mine)
+        return chunks
+
+    async def _uncached(
+        self,
+        rid: str,
+        plan: Sequence[Sequence[NodeId]],
+        ranges: Sequence[tuple[int, int]],
+        size: int,
+        chunks: dict[int, ChunkNodes],
+    ) -> list[bytes]:
+        """A proof in a log too large for the cache: every node read from the database."""
+        chunks = await self._chunks(rid, plan, size, chunks)
+        needed = sorted(
+            {node for element in plan for node in element if node.level >= STORED_NODE_MIN_LEVEL}
+        )
+        with translated():
+            rows = await self._pool.fetch(
+                _NODES_BY_ID, rid, [n.level for n in needed], [n.position for n in needed]
+            )
+        stored = {(level, position): bytes(h) for level, position, h in rows}
+
+        def node(level: int, position: int) -> bytes:
+            h = stored.get((level, position))
+            if h is None:
+                raise StoredNodeError(f"node {(level, position)} of {rid!r} is not stored")
+            return h
+
+        return proof_from(ranges, _chunk_lookup(node, chunks))
+
+
+async def _check_parents(levels: list[bytearray], before: Sequence[int]) -> None:
+    """Check every node appended above the lowest level (``levels[k]`` held ``before[k]``
+    nodes) against its two children; yield to the event loop now and then.
+
+    With the root check of :func:`right_edge` this ties every cached node to the signed root:
+    a node is either checked against its parent or, lacking one, is part of the compact range
+    that gives the root.
+    """
+    sha = _sha256
+    checked = 0
+    for k in range(1, len(levels)):
+        parents, children = levels[k], levels[k - 1]
+        for p in range(before[k], len(parents) // _HASH):
+            c = p << 6  # two children of 32 bytes each
+            if sha(b"\x01" + children[c : c + 64]).digest() != parents[p << 5 : (p + 1) << 5]:
+                level = STORED_NODE_MIN_LEVEL + k
+                raise StoredNodeError(f"node {(level, p)} is not the hash of its children")
+            checked += 1
+            if checked % 4096 == 0:
+                await asyncio.sleep(0)  # a first fill checks ~n/16 nodes: let requests run
+
+
+def _chunk_of(rid: str, chunk: int, size: int, rows: Iterable[Any]) -> ChunkNodes:
+    """Levels 0..3 of ``chunk`` from its ``(log_index, leaf_hash)`` rows, clipped to ``size``."""
+    leaves = [bytes(leaf) for _, leaf in sorted((r[0], r[1]) for r in rows)]
+    if len(leaves) != min(CHUNK, size - chunk * CHUNK):
+        raise StoredNodeError(f"{len(leaves)} sequenced ballots in chunk {chunk} of {rid!r}")
+    return chunk_nodes(leaves)
+
+
+async def _node_range(
+    conn: asyncpg.pool.PoolConnectionProxy[Any], rid: str, level: int, begin: int, end: int
+) -> bytes:
+    """Stored nodes of ``level`` at positions ``[begin, end)``, concatenated, page by page."""
+    parts = []
+    for lo in range(begin, end, _PAGE):
+        hi = min(lo + _PAGE, end)
+        row = await conn.fetchrow(_NODE_RANGE, rid, level, lo, hi)
+        found = None if row is None else row["n"]
+        if row is None or found != hi - lo:
+            raise StoredNodeError(f"{found} of nodes {level}:[{lo}, {hi}) of {rid!r} stored")
+        parts.append(bytes(row["hashes"]))
+    return b"".join(parts)
