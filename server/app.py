@@ -155,6 +155,9 @@ def _http_exception(exc: web.HTTPException, request: web.Request) -> web.Respons
 async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Render every error raised by a handler as application/problem+json."""
     try:
+        if any("\x00" in value for value in request.match_info.values()):
+            # PostgreSQL text cannot hold NUL, so no stored resource has it in its name.
+            raise NotFound("no such resource (the path holds a NUL character)", slug="not-found")
         return await handler(request)
     except ApiError as exc:
         return _render(exc, request)
@@ -165,6 +168,12 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         if exc.status < 400:
             raise
         return _http_exception(exc, request)
+    except asyncpg.exceptions.DataError as exc:
+        # SQLSTATE class 22: the database refused a value the request carried (a NUL in a
+        # text field, say). The statement failed, so nothing was stored.
+        return _render(
+            BadRequest(f"value refused by the database: {exc}", slug="bad-value"), request
+        )
     except Exception:
         log.exception("unhandled_error", path=request.path, method=request.method)
         body = {

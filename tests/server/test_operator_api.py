@@ -483,3 +483,28 @@ async def test_readyz_is_503_when_database_is_gone(client: Client) -> None:
     await assert_problem(response, 503)
     assert response.headers["Retry-After"] == "1"
     assert (await client.get("/livez")).status == 200
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/referendums/ref%00x",
+        "/v1/referendums/ref%00x/status",
+        "/v1/referendums/ref%00x/roll/commitment",
+    ],
+)
+async def test_nul_in_a_path_is_unknown_not_a_crash(
+    client: Client, auth: dict[str, str], path: str
+) -> None:
+    response = await client.get(path, headers=auth)
+    await assert_problem(response, 404)
+
+
+async def test_nul_in_stored_text_is_refused_and_stores_nothing(
+    client: Client, auth: dict[str, str], database_url: str
+) -> None:
+    before = await database_snapshot(database_url)
+    body = {**DEFINITION, "question": "Rebuild\u0000the bridge?"}
+    response = await client.post("/v1/referendums", json=body, headers=auth)
+    await assert_problem(response, 400)
+    assert await database_snapshot(database_url) == before
