@@ -41,6 +41,8 @@ def machine_info() -> dict[str, Any]:
 
 
 def _fmt(value: Any) -> str:
+    if isinstance(value, bool):  # a verdict against a target
+        return "yes" if value else "NO"
     if isinstance(value, float):
         if value >= 100:
             return f"{value:,.0f}"
