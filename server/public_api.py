@@ -15,11 +15,12 @@ are recomputed from the ≤ 16 ballot bodies of their aligned chunk. An inclusio
 round trip (the SQL function ``log_inclusion_rows``, migration 021): O(log n)
 node rows and ≤ 2 chunks of bodies. See ``docs/log.md`` §7.
 
-Chunks of ballots are always read as ``log_index`` *ranges* whose bounds are values, never by
-``log_index = ANY(array)`` nor by a range joined from another relation: with statistics taken
-before the ballots were sequenced (the normal state while voting runs), PostgreSQL 15 chose
-to scan the referendum's whole ``ballots_log_index`` range and filter it (0.3 s a proof on a
-200,000-ballot log, over 1 s on 1,000,000).
+Chunks of ballots are always read as ``log_entries.log_index`` *ranges* whose bounds are
+values (then joined to ``ballots`` by id for the bodies), never by ``log_index = ANY(array)``
+nor by a range whose bounds come from another relation: with statistics taken before the
+ballots were sequenced (the normal state while voting runs), PostgreSQL 15 chose to scan the
+referendum's whole sequenced range and filter it (0.3 s a proof on a 200,000-ballot log, over
+1 s on 1,000,000).
 """
 
 from __future__ import annotations
@@ -79,9 +80,10 @@ WHERE r.id = $1
 """
 
 _BLOCK_BALLOTS = """
-SELECT log_index, ballot_hash, body, voter_id FROM ballots
-WHERE referendum_id = $1 AND log_index > $2 AND log_index < $3
-ORDER BY log_index LIMIT $4
+SELECT e.log_index, b.ballot_hash, b.body, b.voter_id
+FROM log_entries AS e JOIN ballots AS b ON b.id = e.ballot_id
+WHERE e.referendum_id = $1 AND e.log_index > $2 AND e.log_index < $3
+ORDER BY e.log_index LIMIT $4
 """
 
 # Stored nodes (level >= 4); the bodies of the 16-leaf chunks below them are read by
@@ -100,8 +102,9 @@ def _chunks_query(count: int) -> str:
     filter to prefer (see the module docs).
     """
     return "\nUNION ALL\n".join(
-        "SELECT -1, log_index, body FROM ballots WHERE referendum_id = $1"  # noqa: S608
-        f" AND log_index >= ${2 * k + 2}::bigint AND log_index < ${2 * k + 3}::bigint"
+        "SELECT -1, e.log_index, b.body FROM log_entries AS e"  # noqa: S608
+        " JOIN ballots AS b ON b.id = e.ballot_id WHERE e.referendum_id = $1"
+        f" AND e.log_index >= ${2 * k + 2}::bigint AND e.log_index < ${2 * k + 3}::bigint"
         for k in range(count)
     )
 
