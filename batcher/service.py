@@ -10,9 +10,11 @@ One round (:func:`seal_block`) is one transaction:
 
 1. lock the referendum's ``log_heads`` row (``FOR UPDATE``; created on first use) and read the
    last height, block hash, tree size and compact range;
-2. take up to N unsequenced ballots in id order through the partial index
-   (``log_index IS NULL``: a ballot committed late with a lower id is still picked), number
-   them from the tree size on, and set their ``log_index``/``block_height`` in one statement;
+2. take up to N waiting ballots in id order out of the queue ``log_pending`` (filled by a
+   trigger in the statement that inserts each ballot, with its leaf hash; a ballot committed
+   late with a lower id is still there for the next round), number them from the tree size
+   on and COPY them into ``log_entries`` with the block's height. The ballots themselves are
+   neither read nor written (migration 022);
 3. extend the compact range with their leaf hashes (never rehashing the tree) and store the
    perfect subtrees it completes at levels ≥ :data:`NODE_MIN_LEVEL` in ``log_nodes``;
 4. sign the checkpoint, insert the block (a trigger checks it extends the chain) and move the
@@ -21,7 +23,8 @@ One round (:func:`seal_block`) is one transaction:
 A crash anywhere rolls the whole round back. A block closes at ``block_max_ballots`` ballots or
 once the oldest waiting ballot has waited ``block_max_ms``. When the referendum is no longer
 open the leader seals what is left and marks the last block final (an empty block when nothing
-was left), then stops.
+was left), then stops. Every :data:`PENDING_VACUUM_EVERY` ballots it seals, the leader VACUUMs
+the queue (:class:`PendingVacuum`), whose dead rows would otherwise slow every later round.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import operator
 from dataclasses import dataclass
 
 import asyncpg
@@ -44,8 +48,10 @@ from server.settings import Settings
 __all__ = [
     "CLOSED_STATES",
     "NODE_MIN_LEVEL",
+    "PENDING_VACUUM_EVERY",
     "STANDBY_POLL_S",
     "LogSigner",
+    "PendingVacuum",
     "ReferendumBatcher",
     "SealedBlock",
     "leader_lock_key",
@@ -64,36 +70,39 @@ STANDBY_POLL_S = 0.5
 CLOSED_STATES = frozenset({"closed", "tallied", "published"})
 """Referendum states in which no ballot is accepted any more: the log is finalised."""
 
+PENDING_VACUUM_EVERY = 100_000
+"""Ballots a leader seals between two VACUUMs of ``log_pending`` (its dead rows)."""
+
+_BALLOT_ID = operator.itemgetter(1)
 _DISCOVERY_POLL_S = 2.0
 _ERROR_BACKOFF_S = 1.0
 
-# No FOR UPDATE on the ballots: the log_heads row lock already serialises sealing rounds, and
-# locking 10,000 rows first would write each of them twice. Two planner guards keep a round's
-# cost independent of the log's length:
-# * ``referendum_id = ANY(ARRAY[$1])`` with ``ORDER BY referendum_id, id``: only the partial
-#   index ballots_unsequenced yields that order, so the planner cannot walk the primary key
-#   from the first ballot, filtering out every sequenced one (it did, with stale statistics);
-# * hash and merge joins are off for the round (SET LOCAL): a hash join scans the whole table.
+# The round takes the oldest waiting ballots (lowest ids) out of log_pending with their leaf
+# hashes: an ordered scan of the queue's primary key finds their row addresses, a TID scan
+# deletes them. A queue's statistics are always stale (an empty table at the last VACUUM, a
+# million rows now), so the plan must not depend on them:
+# * sequential and bitmap scans are off for the round (SET LOCAL): the planner cannot read the
+#   whole queue and sort it (it did, estimating an empty table);
+# * the DELETE has no condition but the addresses, so no index scan can serve it: with
+#   `referendum_id = $1` added, it chose the primary key and tested every waiting row against
+#   the 10,000 addresses (10 s a round). The addresses come from the same snapshot and only
+#   the round holding the log head deletes from the queue, so they are exactly the rows found.
 _TAKE_BALLOTS = """
-UPDATE ballots AS b SET log_index = n.log_index, block_height = $4
-FROM (SELECT id, $3::bigint + row_number() OVER (ORDER BY id) - 1 AS log_index
-      FROM (SELECT id FROM ballots
-            WHERE referendum_id = ANY(ARRAY[$1::text]) AND log_index IS NULL
-            ORDER BY referendum_id, id
-            LIMIT $2) AS picked) AS n
-WHERE b.id = n.id AND b.log_index IS NULL
-RETURNING b.log_index, b.body
+DELETE FROM log_pending
+WHERE ctid = ANY(ARRAY(SELECT ctid FROM log_pending WHERE referendum_id = $1
+                       ORDER BY referendum_id, ballot_id LIMIT $2))
+RETURNING referendum_id, ballot_id, leaf_hash
 """
 
 _WAITING = """
 SELECT r.state,
        coalesce(h.final, false) AS final,
-       (SELECT count(*) FROM (SELECT 1 FROM ballots
-                              WHERE referendum_id = ANY(ARRAY[$1::text]) AND log_index IS NULL
+       (SELECT count(*) FROM (SELECT 1 FROM log_pending WHERE referendum_id = $1
                               LIMIT $2) AS w) AS waiting,
-       (SELECT (extract(epoch FROM clock_timestamp() - accepted_at) * 1000)::bigint
-          FROM ballots WHERE referendum_id = ANY(ARRAY[$1::text]) AND log_index IS NULL
-          ORDER BY referendum_id, id LIMIT 1) AS waited_ms
+       (SELECT (extract(epoch FROM clock_timestamp() - b.accepted_at) * 1000)::bigint
+          FROM ballots AS b
+         WHERE b.id = (SELECT min(ballot_id) FROM log_pending WHERE referendum_id = $1))
+         AS waited_ms
 FROM referendums AS r LEFT JOIN log_heads AS h ON h.referendum_id = r.id
 WHERE r.id = $1
 """
@@ -159,7 +168,10 @@ async def seal_block(
     ``max_ballots >= 1`` and no transaction open on ``conn``.
     """
     async with conn.transaction():
-        await conn.execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
+        await conn.execute(
+            "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;"
+            " SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off"
+        )
         await conn.execute(
             "INSERT INTO log_heads (referendum_id, compact_range) VALUES ($1, $2) "
             "ON CONFLICT (referendum_id) DO NOTHING",
@@ -178,14 +190,22 @@ async def seal_block(
         tree = CompactRange.from_bytes(head["compact_range"])
         if tree.size != head["tree_size"]:
             raise RuntimeError(f"log head of {referendum_id} is inconsistent")
-        rows = await conn.fetch(_TAKE_BALLOTS, referendum_id, max_ballots, tree.size, height)
+        rows = await conn.fetch(_TAKE_BALLOTS, referendum_id, max_ballots)
         if not rows and not close:
             return None
-        rows.sort(key=lambda r: r["log_index"])
-        sha = hashlib.sha256
-        completed = tree.extend(
-            (sha(b"\x00" + r["body"]).digest() for r in rows), min_level=NODE_MIN_LEVEL
-        )
+        if any(r[0] != referendum_id for r in rows):
+            raise RuntimeError(f"the queue of {referendum_id} returned another referendum's row")
+        rows.sort(key=_BALLOT_ID)  # log order is ballot id order within a round
+        first = tree.size
+        if rows:
+            await conn.copy_records_to_table(
+                "log_entries",
+                records=[
+                    (referendum_id, first + n, r[1], height, r[2]) for n, r in enumerate(rows)
+                ],
+                columns=["referendum_id", "log_index", "ballot_id", "block_height", "leaf_hash"],
+            )
+        completed = tree.extend([r[2] for r in rows], min_level=NODE_MIN_LEVEL)
         if completed:
             await conn.copy_records_to_table(
                 "log_nodes",
@@ -238,6 +258,35 @@ async def seal_block(
     return SealedBlock(block, final)
 
 
+class PendingVacuum:
+    """``VACUUM log_pending`` once every ``every`` ballots sealed through :meth:`sealed`.
+
+    Every sealed ballot leaves one dead row in the queue and one dead entry in its primary
+    key, and a round's ordered scan steps over every dead entry before the first waiting
+    ballot: left alone, a round's cost would grow with the log (about 2 µs a ballot per
+    million sealed). VACUUM removes them (and the emptied index pages) at a cost bounded by
+    the queue's live rows plus the dead ones, so once every 100,000 it stays small per
+    ballot. It runs outside any transaction; a failure is logged, never fatal.
+    """
+
+    def __init__(self, every: int = PENDING_VACUUM_EVERY) -> None:
+        self.every = every
+        self.since = 0
+
+    async def sealed(self, conn: asyncpg.Connection, ballots: int) -> bool:
+        """Count ``ballots`` just sealed; VACUUM when due. True when it vacuumed."""
+        self.since += ballots
+        if self.since < self.every:
+            return False
+        self.since = 0
+        try:
+            await conn.execute("VACUUM (INDEX_CLEANUP ON) log_pending")
+        except asyncpg.PostgresError as exc:
+            log.warning("vacuum_failed", table="log_pending", error=str(exc))
+            return False
+        return True
+
+
 class ReferendumBatcher:
     """Leads (or stands by for) the log of one referendum until it is final or stopped."""
 
@@ -257,6 +306,7 @@ class ReferendumBatcher:
         # checks for waiting ballots this often, so a block closes within ~poll of its deadline
         self.poll_s = min(0.1, max(0.01, self.max_ms / 5000))
         self.stop = stop
+        self.vacuum = PendingVacuum()
         self.is_leader = False
         self.final = False
 
@@ -345,6 +395,7 @@ class ReferendumBatcher:
                 final=sealed.final,
             )
             self.final = sealed.final
+            await self.vacuum.sealed(conn, sealed.ballots)
         return 0.0
 
 

@@ -191,15 +191,17 @@ async def load_tally(conn: Any, referendum_id: str) -> TallyState | None:
 
 
 _BLOCK_BALLOTS = """
-SELECT log_index, voter_id, ballot_hash, body FROM ballots
-WHERE referendum_id = $1 AND log_index >= $2 AND log_index < $3
-ORDER BY log_index
+SELECT e.log_index, b.voter_id, b.ballot_hash, b.body
+FROM log_entries AS e JOIN ballots AS b ON b.id = e.ballot_id
+WHERE e.referendum_id = $1 AND e.log_index >= $2 AND e.log_index < $3
+ORDER BY e.log_index
 """
 
 _PREVIOUS = """
-SELECT DISTINCT ON (voter_id) voter_id, log_index, ballot_hash, body FROM ballots
-WHERE referendum_id = $1 AND voter_id = ANY($2::text[]) AND log_index < $3
-ORDER BY voter_id, log_index DESC
+SELECT DISTINCT ON (b.voter_id) b.voter_id, e.log_index, b.ballot_hash, b.body
+FROM ballots AS b JOIN log_entries AS e ON e.ballot_id = b.id
+WHERE b.referendum_id = $1 AND b.voter_id = ANY($2::text[]) AND e.log_index < $3
+ORDER BY b.voter_id, e.log_index DESC
 """
 
 
@@ -223,6 +225,10 @@ async def fold_block(conn: Any, referendum_id: str) -> FoldedBlock | None:
     Requires no transaction open on ``conn`` and a referendum with an election key.
     """
     async with conn.transaction():
+        # Joins of ballots with log_entries stay nested loops of index lookups: given a hash
+        # join, _PREVIOUS scanned the whole log_entries table for every block (0.15 s a block
+        # at 1,000,000 ballots, growing with the log).
+        await conn.execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
         ref = await conn.fetchrow(
             "SELECT id, options, min_selections, max_selections, election_public_key,"
             " revote_policy FROM referendums WHERE id = $1",

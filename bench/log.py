@@ -78,11 +78,14 @@ async def _copy_ballots(conn: asyncpg.Connection, rid: str, start: int, count: i
 
 
 async def _seal_all(conn: asyncpg.Connection, rid: str, signer: Any, block: int) -> int:
-    from batcher.service import seal_block
+    """Seal every waiting ballot as a leader does: rounds, and the queue's periodic VACUUM."""
+    from batcher.service import PendingVacuum, seal_block
 
+    vacuum = PendingVacuum()
     total = 0
     while (sealed := await seal_block(conn, rid, signer, max_ballots=block)) is not None:
         total += sealed.ballots
+        await vacuum.sealed(conn, sealed.ballots)
     return total
 
 
@@ -166,9 +169,7 @@ async def merge_delay(
                 inserted += owed
             await asyncio.sleep(max(0.0, tick - (time.perf_counter() - started - now)))
         deadline = time.perf_counter() + 60
-        while await conn.fetchval(
-            "SELECT count(*) FROM ballots WHERE referendum_id = $1 AND log_index IS NULL", rid
-        ):
+        while await conn.fetchval("SELECT count(*) FROM log_pending WHERE referendum_id = $1", rid):
             if time.perf_counter() > deadline:
                 raise click.ClickException("the batcher did not seal every ballot within 60 s")
             await asyncio.sleep(0.1)
@@ -177,9 +178,10 @@ async def merge_delay(
             " percentile_cont(0.99) WITHIN GROUP (ORDER BY d) AS p99, max(d) AS worst,"
             " count(*) AS n"
             " FROM (SELECT k.sealed_at - extract(epoch FROM b.accepted_at) * 1000 AS d"
-            "       FROM ballots AS b JOIN blocks AS k"
-            "         ON k.referendum_id = b.referendum_id AND k.height = b.block_height"
-            "       WHERE b.referendum_id = $1) AS delays",
+            "       FROM log_entries AS e JOIN ballots AS b ON b.id = e.ballot_id"
+            "       JOIN blocks AS k"
+            "         ON k.referendum_id = e.referendum_id AND k.height = e.block_height"
+            "       WHERE e.referendum_id = $1) AS delays",
             rid,
         )
         blocks = await conn.fetchval("SELECT count(*) FROM blocks WHERE referendum_id = $1", rid)
@@ -251,7 +253,8 @@ async def _proof_paths(dsn: str, rid: str, count: int) -> list[str]:
         )
         indexes = random.Random(7).sample(range(size), min(count, size))
         rows = await conn.fetch(
-            "SELECT ballot_hash FROM ballots WHERE referendum_id = $1 AND log_index = ANY($2)",
+            "SELECT b.ballot_hash FROM log_entries AS e JOIN ballots AS b ON b.id = e.ballot_id"
+            " WHERE e.referendum_id = $1 AND e.log_index = ANY($2)",
             rid,
             indexes,
         )

@@ -20,8 +20,9 @@ every line says how it was derived. The derivations (also in ``docs/capacity.md`
     read cores       = peak × reads_per_ballot / (reads/s per core × utilisation)
     server cores     = ceil(write cores + read cores);  pods = ceil(cores / cores_per_pod) + spare
     merge delay      ≈ block interval + block / batcher rate
-    database bytes   = ballots × (row + indexes + log nodes) + voters × voter row
-    WAL bytes/s      = peak × wal_factor × (2 × (row + indexes) + log nodes)   (insert + sequencing)
+    rows written     = peak × 3   (ballot and queue row at ingest, log entry at sealing)
+    database bytes   = ballots × (row + indexes + log entry + log nodes) + voters × voter row
+    WAL bytes/s      = peak × wal_factor × (row + indexes + queue + log entry + log nodes)
     connections      = processes × pool_max + batchers × batcher_pool + admin
 
 >>> p = plan(Demand(voters=10_000_000))
@@ -155,8 +156,14 @@ class Deployment:
     """The signed JSON receipt stored with the ballot."""
     row_overhead_bytes: int = 160
     """Tuple header, id, referendum and voter ids, hash, timestamps, log index, alignment."""
-    index_bytes: int = 220
-    """Per ballot across the ballots indexes (pk, hash, revote key, voter, log index)."""
+    index_bytes: int = 180
+    """Per ballot across the ballots indexes (pk, hash, revote key, voter)."""
+    queue_bytes: int = 130
+    """WAL of the ballot's sealing-queue row (``log_pending``: ids, leaf hash, key entry),
+    inserted with the ballot and deleted when it is sealed; nothing of it stays stored."""
+    log_entry_bytes: int = 120
+    """The ballot's ``log_entries`` row (log index, ballot id, block) with its two index
+    entries, written once when it is sealed (the ballot row itself never changes)."""
     log_bytes_per_ballot: int = 160
     """Merkle nodes (about two stored per leaf) and the ballot's share of block rows."""
     voter_row_bytes: int = 150
@@ -240,15 +247,18 @@ def plan(
     block_ballots = peak * block_interval
     merge_delay = block_interval + block_ballots / rates.batcher_ballots_s
 
-    db_rows = peak * 2.0  # the ingest insert, then the batcher's sequencing update
+    # the ballot and its queue row at ingest, its log entry at sealing (the queue row's delete
+    # is not counted: a few bytes of WAL, no new tuple)
+    db_rows = peak * 3.0
     db_cores = max(1, math.ceil(round(db_rows / (rates.db_rows_per_core_s * u), 9)))
     row_bytes = d.body_bytes + d.receipt_bytes + d.row_overhead_bytes
-    per_ballot_stored = row_bytes + d.index_bytes + d.log_bytes_per_ballot
+    per_ballot_stored = row_bytes + d.index_bytes + d.log_entry_bytes + d.log_bytes_per_ballot
     db_ballot_bytes = ballots * per_ballot_stored
     db_roll_bytes = demand.voters * d.voter_row_bytes
-    # the sequencing update changes an indexed column, so it is not HOT: a new tuple and new
-    # index entries, i.e. the row and its indexes are written twice
-    wal_per_ballot = d.wal_factor * (2 * (row_bytes + d.index_bytes) + d.log_bytes_per_ballot)
+    # sealing never rewrites the ballot row (migration 022): each byte is written once
+    wal_per_ballot = d.wal_factor * (
+        row_bytes + d.index_bytes + d.queue_bytes + d.log_entry_bytes + d.log_bytes_per_ballot
+    )
 
     direct = processes * d.db_pool_max + d.batcher_instances * d.batcher_pool + d.admin_connections
     backend_pool = processes * d.commit_slots + d.batcher_pool + d.admin_connections
@@ -425,7 +435,7 @@ def plan_rows(p: Plan) -> list[PlanRow]:
             "postgresql",
             "rows written",
             _num(p.db_rows_per_s, "rows/s"),
-            "peak × 2 (insert + sequencing update)",
+            "peak × 3 (ballot + queue row, log entry)",
         ),
         PlanRow(
             "postgresql",
@@ -444,7 +454,8 @@ def plan_rows(p: Plan) -> list[PlanRow]:
             "postgresql",
             "ballots + log",
             _bytes(p.db_ballot_bytes),
-            f"ballots × (row + indexes {d.index_bytes} + log {d.log_bytes_per_ballot})",
+            f"ballots × (row + indexes {d.index_bytes} + entry {d.log_entry_bytes}"
+            f" + log {d.log_bytes_per_ballot})",
         ),
         PlanRow(
             "postgresql",
@@ -457,7 +468,7 @@ def plan_rows(p: Plan) -> list[PlanRow]:
             "postgresql",
             "WAL at peak",
             _bytes(p.wal_bytes_per_s) + "/s",
-            f"peak × {d.wal_factor:g} × (2 × (row + indexes) + log) = "
+            f"peak × {d.wal_factor:g} × (row + indexes + queue + entry + log) = "
             f"{_bytes(p.wal_bytes_per_ballot)}/ballot",
         ),
         PlanRow("postgresql", "WAL whole vote", _bytes(p.wal_bytes_total), "ballots × WAL/ballot"),

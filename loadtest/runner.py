@@ -426,9 +426,10 @@ class DatabaseSampler:
             "SELECT tree_size FROM log_heads WHERE referendum_id = $1", self.rid
         )
         oldest = await conn.fetchval(
-            """SELECT extract(epoch FROM clock_timestamp() - accepted_at)::float8
-               FROM ballots WHERE referendum_id = $1 AND log_index IS NULL
-               ORDER BY id LIMIT 1""",
+            """SELECT extract(epoch FROM clock_timestamp() - b.accepted_at)::float8
+               FROM ballots AS b
+               WHERE b.id = (SELECT min(ballot_id) FROM log_pending
+                             WHERE referendum_id = $1)""",
             self.rid,
         )
         return {
@@ -468,9 +469,10 @@ class DatabaseSampler:
                           percentile_cont(0.99) WITHIN GROUP (ORDER BY d) AS p99,
                           max(d) AS max
                    FROM (SELECT k.sealed_at / 1000.0 - extract(epoch FROM b.accepted_at) AS d
-                         FROM ballots b JOIN blocks k
-                           ON k.referendum_id = b.referendum_id AND k.height = b.block_height
-                         WHERE b.referendum_id = $1) AS delays""",
+                         FROM log_entries e JOIN ballots b ON b.id = e.ballot_id
+                         JOIN blocks k
+                           ON k.referendum_id = e.referendum_id AND k.height = e.block_height
+                         WHERE e.referendum_id = $1) AS delays""",
                 self.rid,
             )
         finally:

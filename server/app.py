@@ -157,6 +157,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     try:
         if any("\x00" in value for value in request.match_info.values()):
             # PostgreSQL text cannot hold NUL, so no stored resource has it in its name.
+            if "\x00" in request.match_info.get("rid", ""):
+                raise NotFound("no such referendum", slug="unknown-referendum")
             raise NotFound("no such resource (the path holds a NUL character)", slug="not-found")
         return await handler(request)
     except ApiError as exc:

@@ -660,7 +660,7 @@ class BallotVerifier:
 async def current_ballots(conn: Any, referendum_id: str) -> list[asyncpg.Record]:
     """The ballot that counts for each voter: the one with the highest log index.
 
-    Only sequenced ballots (``log_index`` set by the batcher) are considered: the log order,
+    Only sequenced ballots (those with a ``log_entries`` row) are considered: the log order,
     not arrival time at one of several servers, decides which ballot is newest. Under
     ``forbid`` each voter has one ballot, so this returns all of them. Rows carry
     ``voter_id``, ``ballot_hash``, ``body``, ``log_index`` and ``block_height``, ordered by
@@ -668,10 +668,11 @@ async def current_ballots(conn: Any, referendum_id: str) -> list[asyncpg.Record]
     """
     rows: list[asyncpg.Record] = await conn.fetch(
         """SELECT voter_id, ballot_hash, body, log_index, block_height FROM (
-               SELECT DISTINCT ON (voter_id) voter_id, ballot_hash, body, log_index, block_height
-               FROM ballots
-               WHERE referendum_id = $1 AND log_index IS NOT NULL
-               ORDER BY voter_id, log_index DESC
+               SELECT DISTINCT ON (b.voter_id) b.voter_id, b.ballot_hash, b.body, e.log_index,
+                      e.block_height
+               FROM log_entries AS e JOIN ballots AS b ON b.id = e.ballot_id
+               WHERE e.referendum_id = $1
+               ORDER BY b.voter_id, e.log_index DESC
            ) AS latest
            ORDER BY log_index""",
         referendum_id,
@@ -795,8 +796,9 @@ class BallotBox:
             with translated():
                 async with self._pool.acquire() as conn:
                     row = await conn.fetchrow(
-                        """SELECT accepted_at, log_index, block_height FROM ballots
-                           WHERE referendum_id = $1 AND ballot_hash = $2""",
+                        """SELECT b.accepted_at, e.log_index, e.block_height
+                           FROM ballots AS b LEFT JOIN log_entries AS e ON e.ballot_id = b.id
+                           WHERE b.referendum_id = $1 AND b.ballot_hash = $2""",
                         referendum_id,
                         bytes.fromhex(ballot_hash_hex),
                     )

@@ -82,7 +82,9 @@ class LogPositionSql(NamedTuple):
     """SQL templates that read where ballots sit in the log; placeholders in braces.
 
     Every query of this module and of the public API that needs a ballot's log index is
-    composed from these two, so moving the log position to another table is an edit here.
+    composed from these, so the log position's storage (``log_entries``, migration 022) is
+    named here only. Range bounds must stay values or per-row parameters, never an array or
+    a join (``docs/log.md`` §7, "Reading stored chunks").
     """
 
     index_of_hash: str
@@ -91,17 +93,26 @@ class LogPositionSql(NamedTuple):
 
     ballots_in_range: str
     """Rows ``(log_index, ballot_hash, body, voter_id)`` of referendum ``{rid}`` with
-    ``{lo} <= log_index < {hi}``. The bounds must stay values or per-row parameters, never an
-    array or a join (``docs/log.md`` §7, "Reading stored chunks")."""
+    ``{lo} <= log_index < {hi}``."""
+
+    leaves_in_range: str
+    """Rows ``(log_index, leaf_hash)`` of referendum ``{rid}`` with ``{lo} <= log_index <
+    {hi}``: one range scan of ``log_entries``' primary key, no ballot read."""
 
 
 LOG_POSITION_SQL = LogPositionSql(
     index_of_hash=(
-        "SELECT log_index, body FROM ballots"
-        " WHERE referendum_id = {rid} AND ballot_hash = {ballot_hash}"
+        "SELECT e.log_index, b.body FROM ballots AS b"
+        " LEFT JOIN log_entries AS e ON e.ballot_id = b.id"
+        " WHERE b.referendum_id = {rid} AND b.ballot_hash = {ballot_hash}"
     ),
     ballots_in_range=(
-        "SELECT log_index, ballot_hash, body, voter_id FROM ballots"
+        "SELECT e.log_index, b.ballot_hash, b.body, b.voter_id FROM log_entries AS e"
+        " JOIN ballots AS b ON b.id = e.ballot_id"
+        " WHERE e.referendum_id = {rid} AND e.log_index >= {lo} AND e.log_index < {hi}"
+    ),
+    leaves_in_range=(
+        "SELECT log_index, leaf_hash FROM log_entries"
         " WHERE referendum_id = {rid} AND log_index >= {lo} AND log_index < {hi}"
     ),
 )
@@ -119,7 +130,7 @@ LOG_POSITION_SQL = LogPositionSql(
 _INCLUSION = """
 SELECT h.n, p.log_index, p.body,
        CASE WHEN p.log_index < k.tree_size THEN ARRAY(
-           SELECT sha256('\\x00'::bytea || c.body) FROM ({chunk}) AS c
+           SELECT c.leaf_hash FROM ({chunk}) AS c
            ORDER BY c.log_index LIMIT 16
        ) END AS leaves,
        CASE WHEN h.n = 1 THEN k.tree_size END AS tree_size,
@@ -133,7 +144,7 @@ WHERE r.id = $1
 ORDER BY h.n
 """
 _INCLUSION_PARTS = {
-    "chunk": LOG_POSITION_SQL.ballots_in_range.format(
+    "chunk": LOG_POSITION_SQL.leaves_in_range.format(
         rid="$1",
         lo="(p.log_index & -16)",
         hi="least((p.log_index & -16) + 16, k.tree_size)",
@@ -171,8 +182,8 @@ def _chunks_query(count: int) -> str:
     """Leaf hashes of ``count`` chunks of referendum $1, one range each ($2k+2, $2k+3), as
     ``(log_index, leaf_hash)``: separate range scans whose bounds are values."""
     return "\nUNION ALL\n".join(
-        "SELECT c.log_index, sha256('\\x00'::bytea || c.body) FROM ("  # noqa: S608 (templates)
-        + LOG_POSITION_SQL.ballots_in_range.format(
+        "SELECT c.log_index, c.leaf_hash FROM ("  # noqa: S608 (templates)
+        + LOG_POSITION_SQL.leaves_in_range.format(
             rid="$1", lo=f"${2 * k + 2}::bigint", hi=f"${2 * k + 3}::bigint"
         )
         + ") AS c"

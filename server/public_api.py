@@ -15,11 +15,12 @@ are cached in memory per process, those below are recomputed from the ≤ 16 lea
 aligned chunk. An inclusion proof is a share of one query (the checkpoint, the ballot's log
 index, body and chunk), which requests arriving together share. See ``docs/log.md`` §7.
 
-Chunks of ballots are always read as ``log_index`` *ranges* whose bounds are values or
-per-row parameters, never by ``log_index = ANY(array)`` nor by a range joined from another
-relation: with statistics taken before the ballots were sequenced (the normal state while
-voting runs), PostgreSQL 15 chose to scan the referendum's whole ``ballots_log_index`` range
-and filter it (0.3 s a proof on a 200,000-ballot log, over 1 s on 1,000,000).
+Chunks of ballots are always read as ``log_entries.log_index`` *ranges* whose bounds are
+values (then joined to ``ballots`` by id for the bodies), never by ``log_index = ANY(array)``
+nor by a range whose bounds come from another relation: with statistics taken before the
+ballots were sequenced (the normal state while voting runs), PostgreSQL 15 chose to scan the
+referendum's whole sequenced range and filter it (0.3 s a proof on a 200,000-ballot log, over
+1 s on 1,000,000).
 """
 
 from __future__ import annotations

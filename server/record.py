@@ -108,8 +108,9 @@ async def _export(conn: Any, referendum_id: str, out: Path, log_key: str) -> str
         expected = 0
         async for row in _stream(
             conn,
-            "SELECT log_index, body FROM ballots WHERE referendum_id = $1"
-            " AND log_index IS NOT NULL AND log_index < $2 ORDER BY log_index",
+            "SELECT e.log_index, b.body FROM log_entries AS e"
+            " JOIN ballots AS b ON b.id = e.ballot_id"
+            " WHERE e.referendum_id = $1 AND e.log_index < $2 ORDER BY e.log_index",
             referendum_id,
             tally.folded_size,
         ):

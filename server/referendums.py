@@ -342,14 +342,13 @@ async def referendum_status(conn: Any, rid: str) -> dict[str, Any]:
     ref = await load_referendum(conn, rid)
     with translated():
         # Sequenced ballots are the tree size (indexes are contiguous); only the unsequenced
-        # rest is counted, through the batcher's partial index: a full count(*) would scan
-        # millions of rows on every poll. One statement, one snapshot: the batcher moves
-        # ballots from one side to the other in a single transaction.
+        # rest is counted, in the batcher's queue (log_pending): a full count(*) of ballots
+        # would scan millions of rows on every poll. One statement, one snapshot: the batcher
+        # moves ballots from the queue to the log in a single transaction.
         row = await conn.fetchrow(
             """SELECT h.height, h.tree_size,
                       coalesce(h.tree_size, 0)
-                      + (SELECT count(*) FROM ballots
-                         WHERE referendum_id = $1 AND log_index IS NULL) AS accepted
+                      + (SELECT count(*) FROM log_pending WHERE referendum_id = $1) AS accepted
                FROM (SELECT 1) AS one
                LEFT JOIN log_heads AS h ON h.referendum_id = $1""",
             rid,

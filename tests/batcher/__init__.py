@@ -140,12 +140,17 @@ async def verify_log(
     equals the node recomputed from the leaves and none is missing. Returns a summary.
     """
     ballots = await conn.fetch(
-        "SELECT log_index, block_height, body FROM ballots WHERE referendum_id = $1"
-        " ORDER BY log_index",
+        "SELECT e.log_index, e.block_height, b.body FROM ballots AS b"
+        " LEFT JOIN log_entries AS e ON e.ballot_id = b.id WHERE b.referendum_id = $1"
+        " ORDER BY e.log_index",
         rid,
     )
     assert all(b["log_index"] is not None for b in ballots), "an accepted ballot is unsequenced"
     assert [b["log_index"] for b in ballots] == list(range(len(ballots))), "indexes not 0..n-1"
+    entries = await conn.fetchval("SELECT count(*) FROM log_entries WHERE referendum_id = $1", rid)
+    assert entries == len(ballots), "a log entry names a ballot of another referendum"
+    queued = await conn.fetchval("SELECT count(*) FROM log_pending WHERE referendum_id = $1", rid)
+    assert queued == 0, "a sequenced ballot is still queued"
     leaves = [leaf_hash(b["body"]) for b in ballots]
     blocks = await conn.fetch("SELECT * FROM blocks WHERE referendum_id = $1 ORDER BY height", rid)
     assert [b["height"] for b in blocks] == list(range(1, len(blocks) + 1)), "heights not 1..H"

@@ -82,14 +82,14 @@ async def test_only_one_of_two_batchers_leads(database_url: str, tmp_path: Path)
     tasks = [asyncio.create_task(s.run()) for s in services]
     try:
         await insert_ballots(conn, RID, 50)
-        await _wait_for(conn, "SELECT count(*) = 50 FROM ballots WHERE log_index IS NOT NULL")
+        await _wait_for(conn, "SELECT count(*) = 50 FROM log_entries")
         leaders = [s.is_leader for s in services]
         assert sorted(leaders) == [False, True]
         leader = leaders.index(True)
         stops[leader].set()
         await asyncio.wait_for(tasks[leader], timeout=30)
         await insert_ballots(conn, RID, 30)
-        await _wait_for(conn, "SELECT count(*) = 80 FROM ballots WHERE log_index IS NOT NULL")
+        await _wait_for(conn, "SELECT count(*) = 80 FROM log_entries")
         assert services[1 - leader].is_leader
         await verify_log(conn, RID, signer.verifier_key())
     finally:
@@ -109,7 +109,7 @@ async def test_standby_takes_over_after_sigkill(database_url: str, tmp_path: Pat
         await create_referendum(conn, RID)
         await insert_ballots(conn, RID, 10)
         processes.append(await start_batcher(env, RID))
-        await _wait_for(conn, "SELECT count(*) = 10 FROM ballots WHERE log_index IS NOT NULL")
+        await _wait_for(conn, "SELECT count(*) = 10 FROM log_entries")
         processes.append(await start_batcher(env, RID))
         # the standby is up once it has a session polling for the lock
         await _wait_for(
@@ -120,9 +120,7 @@ async def test_standby_takes_over_after_sigkill(database_url: str, tmp_path: Pat
         processes[0].send_signal(signal.SIGKILL)
         await processes[0].wait()
         await insert_ballots(conn, RID, 10)
-        await _wait_for(
-            conn, "SELECT count(*) = 20 FROM ballots WHERE log_index IS NOT NULL", timeout=15
-        )
+        await _wait_for(conn, "SELECT count(*) = 20 FROM log_entries", timeout=15)
         assert processes[1].returncode is None
         processes[1].send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(processes[1].wait(), timeout=30) == 0

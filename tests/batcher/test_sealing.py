@@ -73,7 +73,9 @@ async def test_late_lower_id_is_sequenced(
     )
     sealed = await seal_block(conn, RID, signer, max_ballots=100)
     assert sealed is not None and (sealed.block.first_index, sealed.block.end_index) == (5, 6)
-    row = await conn.fetchrow("SELECT log_index, block_height FROM ballots WHERE id = $1", late_id)
+    row = await conn.fetchrow(
+        "SELECT log_index, block_height FROM log_entries WHERE ballot_id = $1", late_id
+    )
     assert (row["log_index"], row["block_height"]) == (5, 2)
     await verify_log(conn, RID, signer.verifier_key())
 
@@ -155,7 +157,7 @@ async def test_service_closes_blocks_by_count_and_time(
     task = asyncio.create_task(service.run())
     try:
         await insert_ballots(conn, RID, 12)
-        await _wait_for(conn, "SELECT count(*) = 12 FROM ballots WHERE log_index IS NOT NULL")
+        await _wait_for(conn, "SELECT count(*) = 12 FROM log_entries")
         assert (
             await conn.fetchval("SELECT pg_try_advisory_lock($1)", leader_lock_key(RID)) is False
         ), "the service holds the leader lock"
@@ -185,7 +187,7 @@ async def test_batcher_serves_every_referendum(
     try:
         for rid in (RID, "r-other"):
             await insert_ballots(conn, rid, 7)
-        await _wait_for(conn, "SELECT count(*) = 14 FROM ballots WHERE log_index IS NOT NULL")
+        await _wait_for(conn, "SELECT count(*) = 14 FROM log_entries")
         await set_state(conn, "r-other", "closed")
         await _wait_for(conn, "SELECT final FROM log_heads WHERE referendum_id = 'r-other'")
     finally:

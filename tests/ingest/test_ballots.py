@@ -71,7 +71,11 @@ async def test_status_accepted_then_sequenced(database_url: str, tmp_path: Path)
         assert accepted["status"] == "accepted"
         conn = await asyncpg.connect(database_url)
         try:
-            await conn.execute("UPDATE ballots SET log_index = 7, block_height = 3")
+            await conn.execute(
+                "INSERT INTO log_entries"
+                " (referendum_id, log_index, ballot_id, block_height, leaf_hash)"
+                " SELECT referendum_id, 7, id, 3, sha256('\\x00'::bytea || body) FROM ballots"
+            )
         finally:
             await conn.close()
         sequenced = await (await client.get(location)).json()

@@ -71,9 +71,10 @@ async def test_last_counts_keeps_every_ballot(database_url: str, tmp_path: Path)
         assert len(rows) == SUBMISSIONS and all(r["revote_key"] is None for r in rows)
         # the batcher's job, done here: log order = row order
         await conn.execute(
-            """UPDATE ballots SET log_index = s.n, block_height = 0
-               FROM (SELECT id, row_number() OVER (ORDER BY id) - 1 AS n FROM ballots) AS s
-               WHERE ballots.id = s.id"""
+            """INSERT INTO log_entries
+                   (referendum_id, log_index, ballot_id, block_height, leaf_hash)
+               SELECT referendum_id, row_number() OVER (ORDER BY id) - 1, id, 1,
+                      sha256('\\x00'::bytea || body) FROM ballots"""
         )
         [current] = await current_ballots(conn, "ref-last")
         newest = await conn.fetchval("SELECT ballot_hash FROM ballots ORDER BY id DESC LIMIT 1")
@@ -100,7 +101,9 @@ async def test_current_ballots_follow_log_index_not_arrival(
         sequenced = [r for r in rows if r["voter_id"] != "v2"][::-1]
         for index, row in enumerate(sequenced):
             await conn.execute(
-                "UPDATE ballots SET log_index = $1, block_height = 0 WHERE id = $2",
+                "INSERT INTO log_entries"
+                " (referendum_id, log_index, ballot_id, block_height, leaf_hash)"
+                " VALUES ('ref-order', $1, $2, 1, decode(repeat('00', 32), 'hex'))",
                 index,
                 row["id"],
             )

@@ -58,6 +58,8 @@ def test_storage_and_wal_by_hand() -> None:
         receipt_bytes=300,
         row_overhead_bytes=100,
         index_bytes=200,
+        queue_bytes=50,
+        log_entry_bytes=100,
         log_bytes_per_ballot=100,
         voter_row_bytes=100,
         wal_factor=1.0,
@@ -66,16 +68,16 @@ def test_storage_and_wal_by_hand() -> None:
         Demand(voters=1000, turnout=1.0, window_hours=1.0, peak_hour_share=1.0, peak_factor=1.0),
         deployment=d,
     )
-    # row = 600 + 300 + 100 = 1000 B; stored per ballot = 1000 + 200 + 100 = 1300 B
+    # row = 600 + 300 + 100 = 1000 B; stored per ballot = 1000 + 200 + 100 + 100 = 1400 B
     assert p.ballot_row_bytes == 1000
-    assert p.db_ballot_bytes == pytest.approx(1000 * 1300)
+    assert p.db_ballot_bytes == pytest.approx(1000 * 1400)
     assert p.db_roll_bytes == pytest.approx(1000 * 100)
-    # WAL per ballot = 1.0 × (2 × (1000 + 200) + 100) = 2500 B; peak 1000 / 3600 ballots/s
-    assert p.wal_bytes_per_ballot == pytest.approx(2500)
-    assert p.wal_bytes_per_s == pytest.approx(2500 * 1000 / 3600)
-    assert p.wal_bytes_total == pytest.approx(2500 * 1000)
-    # rows written: insert plus sequencing update
-    assert p.db_rows_per_s == pytest.approx(2 * 1000 / 3600)
+    # WAL per ballot = 1.0 × (1000 + 200 + 50 + 100 + 100) = 1450 B; peak 1000 / 3600 ballots/s
+    assert p.wal_bytes_per_ballot == pytest.approx(1450)
+    assert p.wal_bytes_per_s == pytest.approx(1450 * 1000 / 3600)
+    assert p.wal_bytes_total == pytest.approx(1450 * 1000)
+    # rows written: the ballot and its queue row, then its log entry
+    assert p.db_rows_per_s == pytest.approx(3 * 1000 / 3600)
 
 
 def test_merge_delay_by_hand() -> None:

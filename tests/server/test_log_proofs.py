@@ -138,8 +138,8 @@ async def _bodies(database_url: str, rid: str = RID) -> list[bytes]:
     conn = await asyncpg.connect(database_url)
     try:
         rows = await conn.fetch(
-            "SELECT body FROM ballots WHERE referendum_id = $1 AND log_index IS NOT NULL"
-            " ORDER BY log_index",
+            "SELECT b.body FROM log_entries AS e JOIN ballots AS b ON b.id = e.ballot_id"
+            " WHERE e.referendum_id = $1 ORDER BY e.log_index",
             rid,
         )
     finally:

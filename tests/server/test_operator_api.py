@@ -497,7 +497,7 @@ async def test_nul_in_a_path_is_unknown_not_a_crash(
     client: Client, auth: dict[str, str], path: str
 ) -> None:
     response = await client.get(path, headers=auth)
-    await assert_problem(response, 404)
+    await assert_problem(response, 404, "unknown-referendum")
 
 
 async def test_nul_in_stored_text_is_refused_and_stores_nothing(

@@ -72,12 +72,16 @@ async def test_fold_counts_the_last_ballot_of_each_voter(
         rows = await conn.fetch(
             "SELECT s.superseded_index, s.superseding_index, a.voter_id AS old_voter,"
             " b.voter_id AS new_voter FROM supersessions AS s"
-            " JOIN ballots AS a ON a.referendum_id = s.referendum_id"
-            " AND a.log_index = s.superseded_index"
-            " JOIN ballots AS b ON b.referendum_id = s.referendum_id"
-            " AND b.log_index = s.superseding_index ORDER BY s.superseded_index"
+            " JOIN log_entries AS ea ON ea.referendum_id = s.referendum_id"
+            " AND ea.log_index = s.superseded_index JOIN ballots AS a ON a.id = ea.ballot_id"
+            " JOIN log_entries AS eb ON eb.referendum_id = s.referendum_id"
+            " AND eb.log_index = s.superseding_index JOIN ballots AS b ON b.id = eb.ballot_id"
+            " ORDER BY s.superseded_index"
         )
-        ballots = await conn.fetch("SELECT voter_id, log_index FROM ballots ORDER BY log_index")
+        ballots = await conn.fetch(
+            "SELECT b.voter_id, e.log_index FROM log_entries AS e"
+            " JOIN ballots AS b ON b.id = e.ballot_id ORDER BY e.log_index"
+        )
         by_voter: dict[str, list[int]] = {}
         for b in ballots:
             by_voter.setdefault(b["voter_id"], []).append(b["log_index"])
