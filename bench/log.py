@@ -366,7 +366,12 @@ def proofs_per_second(
 @click.option("--rate", default=3000, show_default=True, help="Ballots/s for the merge delay.")
 @click.option("--merge-seconds", default=20.0, show_default=True)
 @click.option("--proof-seconds", default=5.0, show_default=True)
-@click.option("--connections", default=32, show_default=True, help="Proof client connections.")
+@click.option(
+    "--connections",
+    default=64,
+    show_default=True,
+    help="Proof client connections (32 leaves the server waiting on its queries: ~4,900/s).",
+)
 @click.option(
     "--proof-paths",
     default=200_000,
@@ -540,4 +545,5 @@ def log(
 
 
 def _row(metric: str, value: float, unit: str, target: str, ok: bool) -> dict[str, Any]:
-    return {"metric": metric, "value": value, "unit": unit, "target": target, "ok": ok}
+    verdict: bool | str = ok if target else ""  # a verdict only against a target
+    return {"metric": metric, "value": value, "unit": unit, "target": target, "ok": verdict}
