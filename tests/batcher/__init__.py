@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import os
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,16 @@ async def create_referendum(conn: asyncpg.Connection, rid: str, state: str = "op
         rid,
         state,
     )
+
+
+async def open_referendum_connection(
+    database_url: str, rid: str
+) -> AsyncIterator[asyncpg.Connection]:
+    """For a fixture: a connection to a fresh database holding one open referendum ``rid``."""
+    connection = await asyncpg.connect(database_url)
+    await create_referendum(connection, rid)
+    yield connection
+    await connection.close()
 
 
 async def set_state(conn: asyncpg.Connection, rid: str, state: str) -> None:

@@ -8,6 +8,7 @@ at most once; the round's plan does not depend on the queue's (always stale) sta
 from __future__ import annotations
 
 import hashlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -15,7 +16,13 @@ import pytest
 
 from batcher.service import _TAKE_BALLOTS, PendingVacuum, seal_block
 from referendum_core.merkle import leaf_hash
-from tests.batcher import create_referendum, insert_ballots, make_signer, random_body, verify_log
+from tests.batcher import (
+    insert_ballots,
+    make_signer,
+    open_referendum_connection,
+    random_body,
+    verify_log,
+)
 
 RID = "r-queue"
 INSERT_ONE = (
@@ -25,12 +32,10 @@ INSERT_ONE = (
 
 
 @pytest.fixture
-async def conn(database_url: str) -> asyncpg.Connection:
+async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     """A connection to a fresh database holding one open referendum."""
-    connection = await asyncpg.connect(database_url)
-    await create_referendum(connection, RID)
-    yield connection
-    await connection.close()
+    async for connection in open_referendum_connection(database_url, RID):
+        yield connection
 
 
 async def _queue(conn: asyncpg.Connection) -> dict[int, bytes]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -15,6 +16,7 @@ from tests.batcher import (
     create_referendum,
     insert_ballots,
     make_signer,
+    open_referendum_connection,
     random_body,
     set_state,
     verify_log,
@@ -24,12 +26,10 @@ RID = "r-seal"
 
 
 @pytest.fixture
-async def conn(database_url: str) -> asyncpg.Connection:
+async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     """A connection to a fresh database holding one open referendum."""
-    connection = await asyncpg.connect(database_url)
-    await create_referendum(connection, RID)
-    yield connection
-    await connection.close()
+    async for connection in open_referendum_connection(database_url, RID):
+        yield connection
 
 
 async def test_blocks_chain_and_verify(conn: asyncpg.Connection, tmp_path: Path) -> None:
