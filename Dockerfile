@@ -23,7 +23,9 @@ COPY requirements.lock ./
 RUN pip wheel --no-deps --wheel-dir /wheels --requirement requirements.lock
 
 COPY pyproject.toml README.md ./
+COPY referendum_cli.py ./
 COPY referendum_core/ referendum_core/
+COPY referendum_service/ referendum_service/
 COPY server/ server/
 COPY batcher/ batcher/
 COPY loadtest/ loadtest/

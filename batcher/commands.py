@@ -10,11 +10,12 @@ import click
 
 from batcher.service import LogSigner, run_batcher
 from batcher.tally import fold_new_blocks, run_tally_follower
-from server.db import create_pool, resolve_database_url
-from server.keys import load_or_create_key
-from server.settings import Settings
+from referendum_service.db import create_pool, resolve_database_url
+from referendum_service.keys import load_or_create_key
+from referendum_service.logs import configure_logging
+from referendum_service.settings import Settings
 
-__all__ = ["batcher"]
+__all__ = ["batcher", "tally_follow"]
 
 
 async def _main(settings: Settings, referendum_id: str | None) -> None:
@@ -57,8 +58,6 @@ def batcher(referendum_id: str | None) -> None:
     One leader per referendum (a PostgreSQL advisory lock); a second batcher waits and takes
     over when the first dies. SIGTERM stops after the block being sealed is committed.
     """
-    from server.observability import configure_logging
-
     settings = Settings.from_env()
     configure_logging(settings)
     try:
@@ -68,3 +67,27 @@ def batcher(referendum_id: str | None) -> None:
     except ImportError:  # pragma: no cover - uvloop is absent on Windows only
         pass
     asyncio.run(_main(settings, referendum_id))
+
+
+async def _follow(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    pool = await create_pool(resolve_database_url(settings), settings)
+    try:
+        await run_tally_follower(pool, stop)
+    finally:
+        await pool.close()
+
+
+@click.command("tally-follow")
+def tally_follow() -> None:
+    """Keep every referendum's encrypted tally folded up to its last sealed block.
+
+    ``referendum batcher`` already does this in its own process; run this alone when the
+    tally should follow the log without sealing (a standby, a recovery).
+    """
+    settings = Settings.from_env()
+    configure_logging(settings)
+    asyncio.run(_follow(settings))

@@ -41,9 +41,9 @@ import structlog
 from referendum_core.block import Block
 from referendum_core.checkpoint import Checkpoint, sign_checkpoint, verifier_key_string
 from referendum_core.merkle import CompactRange
-from server.db import translated
-from server.keys import ServiceKey
-from server.settings import Settings
+from referendum_service.db import translated, vacuum
+from referendum_service.keys import ServiceKey
+from referendum_service.settings import Settings
 
 __all__ = [
     "CLOSED_STATES",
@@ -279,12 +279,7 @@ class PendingVacuum:
         if self.since < self.every:
             return False
         self.since = 0
-        try:
-            await conn.execute("VACUUM (INDEX_CLEANUP ON) log_pending")
-        except asyncpg.PostgresError as exc:
-            log.warning("vacuum_failed", table="log_pending", error=str(exc))
-            return False
-        return True
+        return await vacuum(conn, "log_pending")
 
 
 class ReferendumBatcher:

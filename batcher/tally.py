@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,45 +35,20 @@ import structlog
 from referendum_core.ballot import BallotSpec, plan
 from referendum_core.elgamal import CIPHERTEXT_BYTES, Ciphertext, aggregate_encoded
 from referendum_core.group import Point
+from referendum_core.tally import full_tally, split_ciphertexts
 
 __all__ = [
-    "TALLY_DOMAIN",
     "FoldedBlock",
-    "TallyState",
     "explicit_ciphertexts",
     "fold_block",
     "fold_new_blocks",
-    "full_tally",
-    "load_tally",
     "run_tally_follower",
-    "tally_hash",
 ]
 
 log = structlog.get_logger("batcher.tally")
 
-TALLY_DOMAIN = b"referendum/v1/encrypted-tally\x00"
-"""Domain tag of :func:`tally_hash`."""
-
 _POLL_S = 0.2
 _ERROR_BACKOFF_S = 1.0
-
-
-def tally_hash(referendum_id: str, ciphertexts: Sequence[bytes]) -> bytes:
-    """``SHA-256(TALLY_DOMAIN ‖ u16 len ‖ referendum id ‖ u8 count ‖ ciphertexts)``.
-
-    Names the exact encrypted tally a decryption share is for.
-
-    >>> len(tally_hash("r1", [bytes(130)]))
-    32
-    """
-    rid = referendum_id.encode()
-    return hashlib.sha256(
-        TALLY_DOMAIN
-        + len(rid).to_bytes(2, "big")
-        + rid
-        + bytes([len(ciphertexts)])
-        + b"".join(ciphertexts)
-    ).digest()
 
 
 def explicit_ciphertexts(body: bytes) -> bytes:
@@ -100,52 +74,6 @@ def _negate(ct: Ciphertext) -> Ciphertext:
     return Ciphertext(-ct.a, -ct.b)
 
 
-def full_tally(explicit: Sequence[Ciphertext], counted: int, implied: bool) -> list[Ciphertext]:
-    """One ciphertext per option: the explicit tallies, plus the derived last one if implied.
-
-    >>> t = full_tally([Ciphertext(Point.base_mul(2), Point.base_mul(3))], 1, True)
-    >>> t[1].a == -Point.base_mul(2) and t[1].b == Point.base_mul(1) - Point.base_mul(3)
-    True
-    """
-    result = list(explicit)
-    if implied:
-        a = Point.sum(-ct.a for ct in explicit)
-        b = Point.sum([Point.base_mul(counted), *(-ct.b for ct in explicit)])
-        result.append(Ciphertext(a, b))
-    return result
-
-
-@dataclass(frozen=True)
-class TallyState:
-    """The stored running tally of a referendum (one ciphertext per option)."""
-
-    referendum_id: str
-    folded_height: int
-    folded_size: int
-    ballots_counted: int
-    ciphertexts: tuple[bytes, ...]
-    final: bool
-    """Whether the folded block is the log's final block: the tally is complete."""
-
-    def tally_hash(self) -> bytes:
-        """:func:`tally_hash` of this tally."""
-        return tally_hash(self.referendum_id, self.ciphertexts)
-
-    def to_json(self, options: Sequence[str]) -> dict[str, Any]:
-        """The public encrypted tally document (what trustees decrypt)."""
-        return {
-            "referendum_id": self.referendum_id,
-            "referendum": self.referendum_id,  # the key `referendum trustee decrypt` reads
-            "options": list(options),
-            "block_height": self.folded_height,
-            "tree_size": self.folded_size,
-            "ballots_counted": self.ballots_counted,
-            "final": self.final,
-            "ciphertexts": [ct.hex() for ct in self.ciphertexts],
-            "tally_hash": self.tally_hash().hex(),
-        }
-
-
 @dataclass(frozen=True)
 class FoldedBlock:
     """What one fold did."""
@@ -163,30 +91,6 @@ def _spec(ref: Any) -> BallotSpec:
         ref["min_selections"],
         ref["max_selections"],
         bytes(ref["election_public_key"]),
-    )
-
-
-def _split(blob: bytes) -> tuple[bytes, ...]:
-    return tuple(blob[i : i + CIPHERTEXT_BYTES] for i in range(0, len(blob), CIPHERTEXT_BYTES))
-
-
-async def load_tally(conn: Any, referendum_id: str) -> TallyState | None:
-    """The stored tally of a referendum, or ``None`` before its first fold."""
-    row = await conn.fetchrow(
-        "SELECT t.*, coalesce(b.final, false) AS final FROM tallies AS t"
-        " LEFT JOIN blocks AS b ON b.referendum_id = t.referendum_id"
-        " AND b.height = t.folded_height WHERE t.referendum_id = $1",
-        referendum_id,
-    )
-    if row is None:
-        return None
-    return TallyState(
-        referendum_id,
-        int(row["folded_height"]),
-        int(row["folded_size"]),
-        int(row["ballots_counted"]),
-        _split(bytes(row["ciphertexts"])),
-        bool(row["final"]),
     )
 
 
@@ -274,7 +178,7 @@ async def fold_block(conn: Any, referendum_id: str) -> FoldedBlock | None:
         added, removed, supersessions, delta = await _block_changes(
             conn, referendum_id, ref["revote_policy"], rows, first, height
         )
-        stored = _split(bytes(row["ciphertexts"]))
+        stored = split_ciphertexts(bytes(row["ciphertexts"]))
         explicit = [Ciphertext.from_bytes(c) for c in stored[:explicit_n]]
         explicit = _apply(explicit, added, removed)
         counted = int(row["ballots_counted"]) + delta

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from server.cli import LazyGroup
+from referendum_cli import LazyGroup
 
 BENCHMARKS: dict[str, str] = {
     "roll-import": "bench.roll_import:roll_import",

@@ -89,7 +89,7 @@ async def create_bench_database(admin_dsn: str, label: str) -> str:
 
     import asyncpg
 
-    from server.migrate import apply_migrations
+    from referendum_service.migrate import apply_migrations
 
     name = f"referendum_bench_{label}_{uuid.uuid4().hex[:12]}"
     conn = await asyncpg.connect(admin_dsn)

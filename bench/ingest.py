@@ -116,7 +116,7 @@ def _with_database(dsn: str, name: str) -> str:
 async def _create_database(admin_dsn: str, voters: list[tuple[str, bytes, bytes]]) -> str:
     import asyncpg
 
-    from server.migrate import apply_migrations
+    from referendum_service.migrate import apply_migrations
 
     name = f"bench_ingest_{uuid.uuid4().hex[:12]}"
     conn = await asyncpg.connect(admin_dsn)
@@ -206,6 +206,7 @@ def server(dsn: str, port: int, workers: int, verify_workers: int, data_dir: Pat
         "REFERENDUM_DATA_DIR": str(data_dir),
         "REFERENDUM_LOG_LEVEL": "warning",
         "REFERENDUM_VOTER_RATE_PER_MINUTE": "100",
+        "REFERENDUM_ADMISSION_LIMIT": "20000",
         "REFERENDUM_QUEUE_LIMIT": "20000",
     }
     referendum = str(Path(sys.executable).with_name("referendum"))
@@ -582,8 +583,8 @@ def ingest(
 ) -> None:
     """Accepted ballots/s and latency of one and two server processes (see module docs)."""
     from bench.loadgen import client_name
-    from server.db import resolve_database_url
-    from server.settings import Settings
+    from referendum_service.db import resolve_database_url
+    from referendum_service.settings import Settings
 
     settings = Settings.from_env()
     admin_dsn = resolve_database_url(settings)

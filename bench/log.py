@@ -415,9 +415,9 @@ def log(
     from nacl.signing import SigningKey
 
     from batcher.service import LogSigner
-    from server.db import resolve_database_url
-    from server.keys import load_or_create_key
-    from server.settings import Settings
+    from referendum_service.db import resolve_database_url
+    from referendum_service.keys import load_or_create_key
+    from referendum_service.settings import Settings
 
     chosen = {p.strip() for p in parts.split(",") if p.strip()}
     unknown = chosen - {"sealing", "merge", "proofs", "growth"}

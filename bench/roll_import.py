@@ -29,10 +29,10 @@ import click
 from nacl.bindings import crypto_sign_seed_keypair
 
 from bench.common import median, write_results
+from referendum_service.db import resolve_database_url
+from referendum_service.migrate import apply_migrations
+from referendum_service.settings import Settings
 from server.auth import create_api_key
-from server.db import resolve_database_url
-from server.migrate import apply_migrations
-from server.settings import Settings
 
 __all__ = ["roll_import"]
 
@@ -268,7 +268,7 @@ def _serve(port: int) -> None:
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is absent only on Windows
         pass
-    from server.observability import configure_logging
+    from referendum_service.logs import configure_logging
 
     settings = Settings.from_env()
     configure_logging(settings)

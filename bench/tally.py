@@ -131,8 +131,9 @@ async def _tally_run(admin_dsn: str, size: int, pool: list[tuple[str, bytes, byt
                      secret: int, key: bytes, revote: float, block: int,
                      seed: int) -> dict[str, Any]:  # fmt: skip
     from batcher.service import LogSigner, seal_block
-    from batcher.tally import fold_new_blocks, load_tally
-    from server.keys import load_or_create_key
+    from batcher.tally import fold_new_blocks
+    from referendum_service.keys import load_or_create_key
+    from referendum_service.store.tallies import load_tally
 
     rid = "bench-tally"
     rng = random.Random(seed)
@@ -222,7 +223,7 @@ async def _verify_record(admin_dsn: str, count: int, out: Path) -> dict[str, Any
     trustees 1 and 2, published and exported.
     """
     from batcher.service import LogSigner, seal_block
-    from batcher.tally import fold_new_blocks, load_tally
+    from batcher.tally import fold_new_blocks
     from referendum_core.trustee import (
         TrusteeParams,
         dealer_commitment,
@@ -232,7 +233,8 @@ async def _verify_record(admin_dsn: str, count: int, out: Path) -> dict[str, Any
         share_for,
         trustee_share,
     )
-    from server.keys import load_or_create_key
+    from referendum_service.keys import load_or_create_key
+    from referendum_service.store.tallies import load_tally
     from server.record import export_record
     from server.roll import roll_digest
     from server.tally_api import accept_share, publish_result, store_trustees
@@ -341,8 +343,8 @@ def tally(sizes: str, pool_size: int, revote: float, block: int, verify_ballots:
           jobs_list: str, runs: int) -> None:  # fmt: skip
     """Close → encrypted tally ready, and verify-election throughput (issue 6 targets)."""
     from referendum_core.group import Point, random_scalar
-    from server.db import resolve_database_url
-    from server.settings import Settings
+    from referendum_service.db import resolve_database_url
+    from referendum_service.settings import Settings
 
     admin_dsn = resolve_database_url(Settings.from_env())
     size_list = [int(s) for s in sizes.split(",") if s.strip()]

@@ -153,12 +153,12 @@ class ChildProcesses:
 
 def _referendum_argv(*args: str) -> list[str]:
     """Run a ``referendum`` subcommand with this interpreter."""
-    return [sys.executable, "-c", "from server.cli import main; main()", *args]
+    return [sys.executable, "-c", "from referendum_cli import main; main()", *args]
 
 
 def _has_command(name: str) -> bool:
     """Whether ``referendum NAME`` is registered and its module exists."""
-    from server.cli import COMMANDS
+    from referendum_cli import COMMANDS
 
     target = COMMANDS.get(name)
     return target is not None and importlib.util.find_spec(target.split(":")[0]) is not None
@@ -171,7 +171,7 @@ def _serve_argv() -> list[str]:
     return [
         sys.executable,
         "-c",
-        "from server.serving import run_servers; from server.settings import Settings; "
+        "from server.serving import run_servers; from referendum_service.settings import Settings; "
         "run_servers(Settings.from_env())",
     ]
 
@@ -184,7 +184,7 @@ def _dsn_with_database(dsn: str, database: str) -> str:
 @contextlib.asynccontextmanager
 async def fresh_database(admin_dsn: str, keep: bool = False) -> AsyncIterator[str]:
     """A new, migrated database on the server of ``admin_dsn``, dropped afterwards."""
-    from server.migrate import apply_migrations
+    from referendum_service.migrate import apply_migrations
 
     name = f"referendum_load_{secrets.token_hex(6)}"
     conn = await asyncpg.connect(admin_dsn)
@@ -571,8 +571,8 @@ def ensure_pool(config: LoadConfig, timer: PhaseTimer) -> BallotPool:
 
 
 def _admin_dsn(config: LoadConfig) -> str:
-    from server.db import resolve_database_url
-    from server.settings import Settings
+    from referendum_service.db import resolve_database_url
+    from referendum_service.settings import Settings
 
     settings = Settings.from_env()
     if config.database_url:

@@ -7,6 +7,7 @@ RFC 9457 ``application/problem+json``:
 
 * :class:`server.errors.ApiError` -> its status, ``type``, ``title``, ``detail`` and extras;
 * :class:`referendum_core.errors.CoreError` -> 400 naming the failed ``check``;
+* :class:`referendum_service.db.StorageError` -> :func:`server.errors.from_storage`;
 * aiohttp's own 404 / 405 / 413 -> the same statuses as problems;
 * anything else -> a logged 500 problem (a bug).
 """
@@ -23,15 +24,16 @@ import structlog
 from aiohttp import web
 
 from referendum_core.errors import CoreError
-from server.db import create_pool, resolve_database_url
+from referendum_service.db import StorageError, create_pool, resolve_database_url
+from referendum_service.settings import Settings
 from server.errors import (
     ApiError,
     BadRequest,
     NotFound,
     PayloadTooLarge,
     UnsupportedMediaType,
+    from_storage,
 )
-from server.settings import Settings
 
 __all__ = [
     "API_MODULES",
@@ -170,12 +172,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         if exc.status < 400:
             raise
         return _http_exception(exc, request)
-    except asyncpg.exceptions.DataError as exc:
-        # SQLSTATE class 22: the database refused a value the request carried (a NUL in a
-        # text field, say). The statement failed, so nothing was stored.
-        return _render(
-            BadRequest(f"value refused by the database: {exc}", slug="bad-value"), request
-        )
+    except StorageError as exc:
+        return _render(from_storage(exc), request)
     except Exception:
         log.exception("unhandled_error", path=request.path, method=request.method)
         body = {

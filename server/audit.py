@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from server.db import translated
+from referendum_service.db import translated
 
 __all__ = ["record_action"]
 

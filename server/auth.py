@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from server.db import acquire, translated
+from referendum_service.db import acquire, translated
 from server.errors import Unauthorized
 
 __all__ = ["authenticate", "create_api_key", "hash_key"]
@@ -27,7 +27,7 @@ def hash_key(token: str) -> bytes:
 async def create_api_key(conn: Any, name: str) -> str:
     """Create a key called ``name`` and return its token (stored only hashed).
 
-    Requires ``1 <= len(name) <= 128``; raises Conflict when the name is taken.
+    Requires ``1 <= len(name) <= 128``; raises Duplicate when the name is taken.
     """
     if not 1 <= len(name) <= 128:
         raise ValueError("a key name has 1 to 128 characters")

@@ -8,11 +8,10 @@ import dataclasses
 import asyncpg
 import click
 
+from referendum_service.db import Duplicate, resolve_database_url
+from referendum_service.migrate import apply_migrations
+from referendum_service.settings import Settings
 from server.auth import create_api_key as _create_api_key
-from server.db import resolve_database_url
-from server.errors import Conflict
-from server.migrate import apply_migrations
-from server.settings import Settings
 
 __all__ = ["create_api_key", "migrate", "serve"]
 
@@ -63,6 +62,6 @@ def create_api_key(name: str) -> None:
     settings = Settings.from_env()
     try:
         token = asyncio.run(_new_key(resolve_database_url(settings), name))
-    except Conflict as exc:
+    except Duplicate as exc:
         raise click.ClickException(f"a key named {name!r} already exists") from exc
     click.echo(token)

@@ -17,12 +17,21 @@ Nothing else in the services builds error responses. The tree::
     ├── TooManyRequests       429 per-voter rate limit (carries Retry-After)
     └── ServiceUnavailable    503 database down, queue saturated (carries Retry-After)
 
-Driver errors (asyncpg) are translated into these in ``server.db`` only.
+Driver errors (asyncpg) are translated into these in ``referendum_service.db`` only.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
+
+from referendum_service.db import (
+    RETRY_AFTER_S,
+    BadValue,
+    Duplicate,
+    SerializationRetry,
+    StorageError,
+    Unavailable,
+)
 
 __all__ = [
     "PROBLEM_BASE",
@@ -38,6 +47,7 @@ __all__ = [
     "Unauthorized",
     "UnprocessableContent",
     "UnsupportedMediaType",
+    "from_storage",
 ]
 
 PROBLEM_BASE = "https://referendum.example/problems/"
@@ -145,3 +155,24 @@ class ServiceUnavailable(ApiError):
     status = 503
     default_slug = "unavailable"
     title = "Service unavailable"
+
+
+def from_storage(exc: StorageError) -> ApiError:
+    """The problem answered for a storage error (see ``referendum_service.db``).
+
+    A unique-constraint refusal is a 409, a value the database refused a 400 (the statement
+    failed, nothing was stored), and an unreachable or contended database a 503 with
+    ``Retry-After``.
+
+    >>> from_storage(Duplicate("already exists (x)", "x")).status
+    409
+    """
+    if isinstance(exc, Duplicate):
+        return Conflict(str(exc), slug="duplicate")
+    if isinstance(exc, BadValue):
+        return BadRequest(str(exc), slug="bad-value")
+    if isinstance(exc, SerializationRetry):
+        return ServiceUnavailable("storage contended, try again", retry_after=RETRY_AFTER_S)
+    if isinstance(exc, Unavailable):
+        return ServiceUnavailable(str(exc), retry_after=RETRY_AFTER_S)
+    return ServiceUnavailable("database error, try again", retry_after=RETRY_AFTER_S)

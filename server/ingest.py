@@ -46,7 +46,9 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from referendum_core.ballot import BallotSpec, verify_ballot
 from referendum_core.errors import CoreError
-from server.db import SerializationRetry, translated
+from referendum_service.db import SerializationRetry, StorageError, translated
+from referendum_service.keys import ServiceKey
+from referendum_service.settings import Settings
 from server.errors import (
     ApiError,
     BadRequest,
@@ -56,10 +58,9 @@ from server.errors import (
     NotFound,
     ServiceUnavailable,
     TooManyRequests,
+    from_storage,
 )
-from server.keys import ServiceKey
 from server.receipts import format_time, issue_receipt
-from server.settings import Settings
 
 __all__ = [
     "BALLOTS_ACCEPTED",
@@ -246,6 +247,8 @@ class BallotQueue:
             outcomes = await self._store_with_retries(ballots)
         except ApiError as exc:
             outcomes = [_copy_error(exc) for _ in batch]
+        except StorageError as exc:
+            outcomes = [from_storage(exc) for _ in batch]
         except Exception:
             log.exception("ingest_batch_failed", batch=len(batch))
             outcomes = [
@@ -282,14 +285,12 @@ class BallotQueue:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self._acquire_timeout_s):
-                with translated():
+                with translated(unreachable="database unreachable"):
                     conn = await self._pool.acquire()
         except TimeoutError as exc:
             raise ServiceUnavailable("database not answering", retry_after=_RETRY_AFTER_S) from exc
-        except OSError as exc:
-            raise ServiceUnavailable("database unreachable", retry_after=_RETRY_AFTER_S) from exc
         try:
-            with translated():
+            with translated(unreachable="database unreachable"):
                 async with conn.transaction():
                     inserted = await conn.fetch(
                         _INSERT,
@@ -314,8 +315,6 @@ class BallotQueue:
                             [b.ballot_hash for b in unclaimed],
                             [b.voter_id for b in unclaimed],
                         )
-        except OSError as exc:
-            raise ServiceUnavailable("database unreachable", retry_after=_RETRY_AFTER_S) from exc
         finally:
             await self._release(conn)
         COMMIT_SECONDS.observe(time.perf_counter() - started)
@@ -506,7 +505,7 @@ class VoterRoll:
                         if not future.done():
                             future.set_exception(
                                 exc
-                                if isinstance(exc, ApiError)
+                                if isinstance(exc, ApiError | StorageError)
                                 else ServiceUnavailable(
                                     "voter lookup failed", retry_after=_RETRY_AFTER_S
                                 )
@@ -525,19 +524,16 @@ class VoterRoll:
             self._loader = None
 
     async def _fetch(self, wanted: list[tuple[str, str]]) -> dict[tuple[str, str], bytes]:
-        try:
-            with translated():
-                async with self._pool.acquire() as conn:
-                    rows = await conn.fetch(
-                        """SELECT v.referendum_id, v.voter_id, v.public_key
-                           FROM unnest($1::text[], $2::text[]) AS q(referendum_id, voter_id)
-                           JOIN voters v ON v.referendum_id = q.referendum_id
-                                        AND v.voter_id = q.voter_id COLLATE "C" """,
-                        [w[0] for w in wanted],
-                        [w[1] for w in wanted],
-                    )
-        except OSError as exc:
-            raise ServiceUnavailable("database unreachable", retry_after=_RETRY_AFTER_S) from exc
+        with translated(unreachable="database unreachable"):
+            async with self._pool.acquire() as conn:
+                rows = await conn.fetch(
+                    """SELECT v.referendum_id, v.voter_id, v.public_key
+                       FROM unnest($1::text[], $2::text[]) AS q(referendum_id, voter_id)
+                       JOIN voters v ON v.referendum_id = q.referendum_id
+                                    AND v.voter_id = q.voter_id COLLATE "C" """,
+                    [w[0] for w in wanted],
+                    [w[1] for w in wanted],
+                )
         return {(r["referendum_id"], r["voter_id"]): bytes(r["public_key"]) for r in rows}
 
 
@@ -698,22 +694,27 @@ class BallotBox:
         self._pool = pool
         self._merge_delay_ms = settings.merge_delay_ms
         self.receipt_key = receipt_key
-        self.referendums = ReferendumDirectory(pool, ttl_s=settings.spec_cache_ms / 1000.0)
+        self.referendums = ReferendumDirectory(
+            pool, ttl_s=settings.spec_cache_ms / 1000.0, max_entries=settings.spec_cache_entries
+        )
         self.roll = VoterRoll(pool, max_entries=settings.voter_cache_size)
-        self.rate = VoterRateLimit(settings.voter_rate_per_minute)
+        self.rate = VoterRateLimit(
+            settings.voter_rate_per_minute, max_entries=settings.rate_limit_entries
+        )
         self.verifier = BallotVerifier(settings.verify_workers)
         self.queue = BallotQueue(
             pool,
             batch_max=settings.commit_batch_max,
             slots=settings.commit_slots,
             queue_limit=settings.queue_limit,
+            acquire_timeout_s=settings.db_acquire_timeout_ms / 1000.0,
         )
-        self._limit = max(1, settings.queue_limit)
+        self._limit = max(1, settings.admission_limit)
         self.in_flight = 0
 
     @contextlib.contextmanager
     def admission(self) -> Iterator[None]:
-        """Hold one of ``queue_limit`` places for a submission from its first byte to its answer.
+        """Hold one of ``admission_limit`` places for a submission, first byte to answer.
 
         Raises ServiceUnavailable (``queue-full``, Retry-After) at once when every place is
         taken: when proofs are the bottleneck, submissions pile up before the write queue,
@@ -744,6 +745,10 @@ class BallotBox:
         except ApiError as exc:
             BALLOTS_REJECTED.labels(exc.slug).inc()
             raise
+        except StorageError as exc:
+            error = from_storage(exc)
+            BALLOTS_REJECTED.labels(error.slug).inc()
+            raise error from exc
         BALLOTS_ACCEPTED.labels("created" if stored.created else "resubmitted").inc()
         return ballot_hash, stored
 

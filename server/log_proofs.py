@@ -45,7 +45,7 @@ from referendum_core.merkle import (
     root_from_leaf_hashes,
     subtree_nodes,
 )
-from server.db import translated
+from referendum_service.db import translated
 
 __all__ = [
     "CHUNK",

@@ -1,29 +1,24 @@
-"""Logs, metrics and health: structlog JSON logging, Prometheus metrics, /livez, /readyz.
+"""Metrics and health: Prometheus metrics, ``/livez``, ``/readyz``.
 
-Logs are one JSON object a line. They never carry a voter id next to ballot contents: log
-events about ballots name the ballot hash, events about the roll name counts.
+Logging is configured by :mod:`referendum_service.logs`. Metrics are labelled by route template,
+never by raw path, so no voter or ballot identifier becomes a label.
 """
 
 from __future__ import annotations
 
-import logging
-import sys
 import time
 from collections.abc import Awaitable, Callable
 
-import structlog
 from aiohttp import web
 from prometheus_client import REGISTRY, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from server.db import ping
-from server.settings import Settings
+from referendum_service.db import ping
 
 __all__ = [
     "HTTP_REQUESTS",
     "HTTP_REQUEST_SECONDS",
     "ROLL_ROWS_IMPORTED",
-    "configure_logging",
     "metrics_middleware",
     "setup",
 ]
@@ -44,43 +39,6 @@ ROLL_ROWS_IMPORTED = Counter(
 )
 
 READY_TIMEOUT_S = 1.0
-
-
-def configure_logging(settings: Settings) -> None:
-    """Send structlog and stdlib logging to stderr as one JSON object a line."""
-    level = logging.getLevelNamesMapping().get(settings.log_level.upper(), logging.INFO)
-    shared: list[structlog.types.Processor] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-    ]
-    structlog.configure(
-        processors=[
-            *shared,
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
-    )
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
-            processors=[
-                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                structlog.processors.JSONRenderer(),
-            ],
-            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
-        )
-    )
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    # aiohttp's access log is replaced by the metrics, and the embedded database narrates
-    # every command it runs: keep their warnings only
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    logging.getLogger("pgserver").setLevel(max(level, logging.WARNING))
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

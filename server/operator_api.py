@@ -17,11 +17,11 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from referendum_service.db import acquire
 from server import referendums, roll
 from server.app import POOL_KEY, SETTINGS_KEY, json_response, read_json_object
 from server.audit import record_action
 from server.auth import authenticate
-from server.db import acquire
 from server.errors import NotFound, PayloadTooLarge, ServiceUnavailable, UnsupportedMediaType
 from server.observability import ROLL_ROWS_IMPORTED
 

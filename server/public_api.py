@@ -36,10 +36,10 @@ from aiohttp import web
 from referendum_core.block import Block
 from referendum_core.checkpoint import verifier_key_string
 from referendum_core.merkle import EMPTY_ROOT
+from referendum_service.db import acquire
+from referendum_service.keys import load_or_create_key
 from server.app import POOL_KEY, SETTINGS_KEY
-from server.db import acquire
 from server.errors import BadRequest, NotFound
-from server.keys import load_or_create_key
 from server.log_proofs import LOG_POSITION_SQL, STORED_NODE_MIN_LEVEL, LogProofs
 
 __all__ = ["LOG_PROOFS_KEY", "LOG_VERIFIER_KEY", "STORED_NODE_MIN_LEVEL", "setup"]

@@ -5,7 +5,7 @@ voters and auditors check receipts without the server. A receipt is served as ca
 with ``signature`` added and stored byte for byte, so resubmitting a ballot returns a receipt
 identical to the first one.
 
->>> from server.keys import _from_seed
+>>> from referendum_service.keys import _from_seed
 >>> key = _from_seed(bytes(32))
 >>> raw = issue_receipt(key, "demo", bytes(32), parse_time("2026-01-01T00:00:00.000000Z"), 2000)
 >>> verify_receipt(raw, key.public_key).referendum
@@ -29,7 +29,7 @@ from referendum_core.receipt import (
     signed_message,
 )
 from referendum_core.receipt import verify_receipt as _verify_receipt
-from server.keys import ServiceKey
+from referendum_service.keys import ServiceKey
 
 __all__ = [
     "RECEIPT_TYPE",

@@ -28,9 +28,9 @@ from typing import Any
 
 import orjson
 
-from batcher.tally import load_tally
 from referendum_core.block import Block
 from referendum_core.record import RECORD_FILES, RECORD_FORMAT, digest_chunks
+from referendum_service.store.tallies import load_tally
 from server.errors import Conflict
 from server.referendums import load_referendum
 

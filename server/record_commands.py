@@ -1,30 +1,29 @@
-"""``referendum record export`` and ``referendum tally-follow``."""
+"""``referendum record export``: write the election record of a referendum."""
 
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 from pathlib import Path
 
 import asyncpg
 import click
 
-from server.settings import Settings
+from referendum_service.settings import Settings
 
-__all__ = ["record", "tally_follow"]
+__all__ = ["record"]
 
 
 def _log_key(settings: Settings) -> str:
     from referendum_core.checkpoint import verifier_key_string
-    from server.keys import load_or_create_key
+    from referendum_service.keys import load_or_create_key
 
     key = load_or_create_key(settings.log_key_file, settings.data_dir, "log")
     return verifier_key_string(settings.log_origin, key.public_key)
 
 
 async def _export(settings: Settings, referendum_id: str, out: Path) -> str:
-    from server.db import resolve_database_url
+    from referendum_service.db import resolve_database_url
     from server.record import export_record
 
     conn = await asyncpg.connect(resolve_database_url(settings))
@@ -58,28 +57,3 @@ def export(referendum_id: str, out: Path) -> None:
         sys.exit(1)
     click.echo(f"record written to {out}")
     click.echo(f"manifest.json SHA-256: {digest}")
-
-
-async def _follow(settings: Settings) -> None:
-    from batcher.tally import run_tally_follower
-    from server.db import create_pool, resolve_database_url
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    pool = await create_pool(resolve_database_url(settings), settings)
-    try:
-        await run_tally_follower(pool, stop)
-    finally:
-        await pool.close()
-
-
-@click.command("tally-follow")
-def tally_follow() -> None:
-    """Keep every referendum's encrypted tally folded up to its last sealed block."""
-    from server.observability import configure_logging
-
-    settings = Settings.from_env()
-    configure_logging(settings)
-    asyncio.run(_follow(settings))

@@ -19,8 +19,8 @@ from typing import Any
 import coincurve
 import orjson
 
+from referendum_service.db import translated
 from server.audit import record_action
-from server.db import translated
 from server.errors import BadRequest, Conflict, NotFound, UnprocessableContent
 from server.roll import commit_roll
 

@@ -52,8 +52,8 @@ from nacl._sodium import ffi as _ffi  # type: ignore[import-not-found]
 from nacl._sodium import lib as _sodium
 
 from referendum_core import merkle
-from server.db import translated
-from server.errors import Conflict, NotFound, ServiceUnavailable, UnprocessableContent
+from referendum_service.db import Duplicate, Unavailable, translated
+from server.errors import Conflict, NotFound, UnprocessableContent
 
 __all__ = [
     "CHUNK_LEAVES",
@@ -534,7 +534,7 @@ class _RollStore:
                     columns=["referendum_id", "voter_id", "public_key"],
                     format="csv",
                 )
-        except Conflict:
+        except Duplicate:
             self.moving = False  # a duplicate; the import's transaction is aborted
             return
         self.imported += int(status.rsplit(" ", 1)[1])
@@ -612,7 +612,7 @@ async def import_roll(
         if parser.error_count or not store.moving:
             await _duplicate_errors(lines_conn, rid, parser)
     finally:
-        with contextlib.suppress(ServiceUnavailable), translated():
+        with contextlib.suppress(Unavailable), translated():
             await lines_transaction.rollback()  # the lines are never kept
     if parser.error_count:
         raise UnprocessableContent(

@@ -27,8 +27,8 @@ from types import FrameType
 import structlog
 from aiohttp import web
 
-from server.db import resolve_database_url
-from server.settings import Settings
+from referendum_service.db import resolve_database_url
+from referendum_service.settings import Settings
 
 __all__ = ["run_servers", "serve_worker"]
 
@@ -42,7 +42,7 @@ _RESTART_BACKOFF_S = 1.0
 
 def run_servers(settings: Settings) -> None:
     """Start ``settings.workers`` server processes and supervise them until SIGTERM/SIGINT."""
-    from server.observability import configure_logging
+    from referendum_service.logs import configure_logging
 
     configure_logging(settings)
     database_url = resolve_database_url(settings)
@@ -107,7 +107,7 @@ def serve_worker(settings: Settings, database_url: str, index: int) -> None:
     """One server process: the application on the shared port until SIGTERM (entry point)."""
     import uvloop
 
-    from server.observability import configure_logging
+    from referendum_service.logs import configure_logging
 
     configure_logging(settings)
     uvloop.run(_serve(settings, database_url, index))

@@ -26,7 +26,6 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from batcher.tally import TallyState, load_tally
 from referendum_core.elgamal import Ciphertext
 from referendum_core.errors import CoreError, TrusteeError
 from referendum_core.trustee import (
@@ -37,10 +36,11 @@ from referendum_core.trustee import (
     election_public_key,
     verify_decryption_share,
 )
+from referendum_service.db import acquire, translated
+from referendum_service.store.tallies import TallyState, load_tally
 from server.app import POOL_KEY, json_response, read_json_object
 from server.audit import record_action
 from server.auth import authenticate
-from server.db import acquire, translated
 from server.errors import BadRequest, Conflict, NotFound, UnprocessableContent
 from server.referendums import Referendum, load_referendum, set_election_key, transition
 

@@ -16,10 +16,10 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from referendum_service.keys import load_or_create_key
 from server.app import POOL_KEY, SETTINGS_KEY, json_response, read_json_object
 from server.errors import UnsupportedMediaType
 from server.ingest import BallotBox
-from server.keys import load_or_create_key
 from server.receipts import receipt_key_document
 
 __all__ = ["BALLOT_BOX_KEY", "setup"]

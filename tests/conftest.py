@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from server.migrate import apply_migrations
+from referendum_service.migrate import apply_migrations
 
 
 def dsn_with_database(dsn: str, database: str) -> str:
@@ -35,7 +35,7 @@ def pg_admin_dsn() -> Iterator[str]:
     if configured:
         yield configured
         return
-    from server.db import embedded_database_url
+    from referendum_service.db import embedded_database_url
 
     folder = Path(tempfile.mkdtemp(prefix="referendum-test-pg-"))
     folder.chmod(0o755)  # the embedded server runs as system user 'pgserver' under root

@@ -9,9 +9,9 @@ import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from referendum_service.settings import Settings
 from server.app import make_app
 from server.auth import create_api_key
-from server.settings import Settings
 
 __all__ = ["create_operator_key", "operator_headers", "running_app"]
 

@@ -21,7 +21,7 @@ from nacl.signing import SigningKey
 from batcher.service import NODE_MIN_LEVEL, LogSigner
 from referendum_core.block import Block, check_link
 from referendum_core.merkle import CompactRange, leaf_hash, root_from_leaf_hashes
-from server.keys import load_or_create_key
+from referendum_service.keys import load_or_create_key
 
 __all__ = [
     "LOG_ORIGIN",

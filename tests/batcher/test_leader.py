@@ -9,7 +9,7 @@ from pathlib import Path
 import asyncpg
 
 from batcher.service import ReferendumBatcher, seal_block
-from server.settings import Settings
+from referendum_service.settings import Settings
 from tests.batcher import (
     batcher_env,
     create_referendum,

@@ -11,7 +11,7 @@ import pytest
 
 from batcher.service import ReferendumBatcher, leader_lock_key, run_batcher, seal_block
 from referendum_core.merkle import CompactRange, leaf_hash
-from server.settings import Settings
+from referendum_service.settings import Settings
 from tests.batcher import (
     create_referendum,
     insert_ballots,

@@ -14,7 +14,7 @@ from auditor.follow import AuditFailure
 from auditor.receipt import check_receipt_signature, parse_receipt_key
 from referendum_core.errors import CoreError, EncodingError, SignatureError
 from referendum_core.receipt import parse_time, verify_receipt
-from server.keys import _from_seed
+from referendum_service.keys import _from_seed
 from server.receipts import issue_receipt
 
 KEY = _from_seed(bytes(range(32)))

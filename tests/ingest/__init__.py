@@ -19,7 +19,7 @@ from referendum_core.ballot import (
 )
 from referendum_core.client import make_ballot, new_voter_key
 from referendum_core.group import Point
-from server.settings import Settings
+from referendum_service.settings import Settings
 
 ELECTION_SECRET = 0x5EED
 OPTIONS = ("yes", "no")

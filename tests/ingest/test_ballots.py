@@ -399,7 +399,7 @@ def test_tampered_receipt_does_not_verify(member: str, value: Any) -> None:
     """Changing any member of a receipt breaks its verification."""
     from datetime import UTC, datetime
 
-    from server.keys import load_or_create_key
+    from referendum_service.keys import load_or_create_key
     from server.receipts import InvalidReceipt, issue_receipt
 
     key = load_or_create_key(None, Path(tempfile.mkdtemp()), "receipt")
@@ -413,9 +413,9 @@ def test_tampered_receipt_does_not_verify(member: str, value: Any) -> None:
 
 async def test_referendum_state_cache_expires(database_url: str) -> None:
     """A cached state is served until its TTL passes, then the close is read from the database."""
-    from server.db import create_pool
+    from referendum_service.db import create_pool
+    from referendum_service.settings import Settings
     from server.ingest import ReferendumDirectory
-    from server.settings import Settings
 
     await create_referendum(database_url, "ref-ttl")
     pool = await create_pool(database_url, Settings(db_pool_min=1, db_pool_max=2))
@@ -454,11 +454,11 @@ async def test_process_pool_verification(database_url: str, tmp_path: Path) -> N
 
 
 async def test_saturated_server_refuses_at_once(database_url: str, tmp_path: Path) -> None:
-    """With queue_limit submissions in progress, the next one gets 503 + Retry-After at once."""
+    """With admission_limit submissions in progress, the next one gets 503 + Retry-After at once."""
     from server.voter_api import BALLOT_BOX_KEY
 
     electorate = await create_referendum(database_url, "ref-busy", voters=3)
-    settings = ingest_settings(tmp_path, queue_limit=2)
+    settings = ingest_settings(tmp_path, admission_limit=2)
     blocker = await asyncpg.connect(database_url)
     try:
         async with running_app(settings, database_url) as client:

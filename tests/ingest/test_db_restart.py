@@ -21,7 +21,7 @@ import asyncpg
 import orjson
 import pytest
 
-from server.migrate import apply_migrations
+from referendum_service.migrate import apply_migrations
 from tests.helpers import running_app
 from tests.ingest import Load, create_referendum, ingest_settings, wait_until
 

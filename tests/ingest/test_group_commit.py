@@ -11,10 +11,10 @@ import asyncpg
 import pytest
 from prometheus_client import REGISTRY
 
-from server.db import create_pool
+from referendum_service.db import create_pool
+from referendum_service.settings import Settings
 from server.errors import ApiError, Conflict, ServiceUnavailable
 from server.ingest import BallotQueue, PendingBallot, StoredBallot
-from server.settings import Settings
 from tests.ingest import count_ballots, create_referendum
 
 DEADLINE_S = 20.0

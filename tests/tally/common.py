@@ -15,7 +15,7 @@ from batcher.service import LogSigner, seal_block
 from referendum_core.ballot import BallotSpec, verify_ballot
 from referendum_core.client import make_ballot, new_voter_key
 from referendum_core.group import Point, random_scalar
-from server.keys import load_or_create_key
+from referendum_service.keys import load_or_create_key
 from server.roll import roll_digest
 
 __all__ = ["Election", "decrypt_counts", "insert_ballots", "make_election", "seal_all"]
@@ -154,7 +154,8 @@ async def publish_small_election(
     its counts. ``key_folder`` holds the log key (``keys/log.key``), fresh by default."""
     import asyncpg
 
-    from batcher.tally import fold_new_blocks, load_tally
+    from batcher.tally import fold_new_blocks
+    from referendum_service.store.tallies import load_tally
     from server.record import export_record
     from server.tally_api import accept_share, publish_result, store_trustees
     from tests.tally.trustees import TrusteeBoard

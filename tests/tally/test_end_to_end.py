@@ -31,9 +31,9 @@ from batcher.service import LogSigner, run_batcher
 from batcher.tally import run_tally_follower
 from referendum_core.ballot import BallotSpec
 from referendum_core.client import make_ballot, new_voter_key
-from server.keys import load_or_create_key
+from referendum_service.keys import load_or_create_key
+from referendum_service.settings import Settings
 from server.record import export_record, write_manifest
-from server.settings import Settings
 from tests.conftest import _create_database, _drop_database
 from tests.helpers import operator_headers, running_app
 from tests.tally.trustees import TrusteeBoard
@@ -340,9 +340,9 @@ def options_swapped(root: Path) -> None:
 
 def superseded_ballot_counted(root: Path) -> None:
     """Drop a supersession and add the superseded ballot's ciphertexts to the tally."""
-    from batcher.tally import tally_hash
     from referendum_core.ballot import verify_canonical
     from referendum_core.elgamal import Ciphertext
+    from referendum_core.tally import tally_hash
 
     rows = _lines(root, "supersessions.jsonl")
     victim = rows.pop(0)

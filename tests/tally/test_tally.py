@@ -12,9 +12,10 @@ import asyncpg
 import pytest
 
 import batcher.tally as tally_module
-from batcher.tally import fold_new_blocks, load_tally, run_tally_follower
+from batcher.tally import fold_new_blocks, run_tally_follower
 from referendum_core.ballot import BallotSpec
-from server.settings import Settings
+from referendum_service.settings import Settings
+from referendum_service.store.tallies import load_tally
 from tests.helpers import operator_headers, running_app
 from tests.tally.common import (
     decrypt_counts,

@@ -1,4 +1,4 @@
-"""The ``referendum`` command line.
+"""The ``referendum`` command line: the composition root of every part's commands.
 
 Subcommands are registered by dotted path and imported only when used, so ``referendum
 --help`` stays fast and each part of the product owns its own command module.
@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-__all__ = ["main"]
+__all__ = ["COMMANDS", "LazyGroup", "main"]
 
 # name -> "module:attribute" of a click.Command. Each module owns its command.
 COMMANDS: dict[str, str] = {
@@ -25,7 +25,7 @@ COMMANDS: dict[str, str] = {
     "audit": "auditor.cli:main",
     "loadtest": "loadtest.commands:loadtest",
     "record": "server.record_commands:record",
-    "tally-follow": "server.record_commands:tally_follow",
+    "tally-follow": "batcher.commands:tally_follow",
 }
 
 
@@ -42,13 +42,7 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.lazy:
             module_name, attr = self.lazy[cmd_name].split(":")
-            try:
-                module = importlib.import_module(module_name)
-            except ModuleNotFoundError as exc:
-                if exc.name is not None and module_name.startswith(exc.name):
-                    return None  # registered but not built yet
-                raise
-            command = getattr(module, attr)
+            command = getattr(importlib.import_module(module_name), attr)
             if not isinstance(command, click.Command):
                 raise TypeError(f"{self.lazy[cmd_name]} is not a click command")
             return command

@@ -1,12 +1,18 @@
 """PostgreSQL access: where the database is, the connection pool, and driver-error translation.
 
 This is the only module that catches asyncpg exceptions. :func:`translated` turns them into
-:mod:`server.errors` types so handlers never see driver types:
+storage errors, so callers (the HTTP layer, the batcher, the tools) never see driver types.
+The tree::
 
-* unique violation                       -> :class:`~server.errors.Conflict`
-* too many connections, connection lost,
-  database starting up or shutting down  -> :class:`~server.errors.ServiceUnavailable`
-* serialization failure / deadlock       -> :class:`SerializationRetry` (retry the transaction)
+    StorageError                  (abstract)
+    ├── Duplicate             a unique constraint refused the row (``constraint`` names it)
+    ├── BadValue              SQLSTATE class 22: the database refused a value (a NUL in text)
+    ├── SerializationRetry    serialization failure or deadlock: run the transaction again
+    └── Unavailable           too many connections, connection lost or refused, database
+                              starting up or shutting down, a timeout, an OS-level error
+
+The server renders them in its problem middleware (``Duplicate`` -> 409, ``BadValue`` -> 400,
+``Unavailable`` -> 503 with ``Retry-After``); the batcher retries or waits.
 """
 
 from __future__ import annotations
@@ -21,17 +27,21 @@ from typing import Any
 
 import asyncpg
 
-from server.errors import Conflict, ServiceUnavailable
-from server.settings import Settings
+from referendum_service.settings import Settings
 
 __all__ = [
+    "BadValue",
+    "Duplicate",
     "SerializationRetry",
+    "StorageError",
+    "Unavailable",
     "acquire",
     "create_pool",
     "embedded_database_url",
     "ping",
     "resolve_database_url",
     "translated",
+    "vacuum",
 ]
 
 log = logging.getLogger(__name__)
@@ -39,8 +49,32 @@ log = logging.getLogger(__name__)
 _embedded: Any = None  # the pgserver handle, kept alive for the life of the process
 
 
-class SerializationRetry(Exception):
+RETRY_AFTER_S = 1
+"""Seconds a client is asked to wait after the database was unavailable."""
+
+
+class StorageError(Exception):
+    """A failure of the database, translated from the driver (see the module's tree)."""
+
+
+class Duplicate(StorageError):
+    """A unique constraint refused the row; ``constraint`` names it (or is ``None``)."""
+
+    def __init__(self, detail: str, constraint: str | None = None) -> None:
+        super().__init__(detail)
+        self.constraint = constraint
+
+
+class BadValue(StorageError):
+    """The database refused a value of the statement (SQLSTATE class 22); nothing was stored."""
+
+
+class SerializationRetry(StorageError):
     """The transaction lost a serialization race and may simply be run again."""
+
+
+class Unavailable(StorageError):
+    """The database cannot be reached or cannot take the work now; try again later."""
 
 
 def embedded_database_url(data_dir: Path) -> str:
@@ -81,7 +115,7 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 
 async def create_pool(dsn: str, settings: Settings, **kwargs: Any) -> asyncpg.Pool:
-    """A connection pool sized from settings; raises ServiceUnavailable when unreachable.
+    """A connection pool sized from settings; raises Unavailable when unreachable.
 
     A released connection is not reset beyond what asyncpg always does (an open transaction
     is rolled back, listeners dropped): its default reset is one more round trip of four
@@ -93,17 +127,14 @@ async def create_pool(dsn: str, settings: Settings, **kwargs: Any) -> asyncpg.Po
     no ``LISTEN``.
     """
     kwargs.setdefault("reset", _keep_session)
-    try:
-        with translated():
-            pool = await asyncpg.create_pool(
-                dsn,
-                min_size=settings.db_pool_min,
-                max_size=settings.db_pool_max,
-                init=_init_connection,
-                **kwargs,
-            )
-    except OSError as exc:
-        raise ServiceUnavailable("database unreachable", retry_after=1) from exc
+    with translated(unreachable="database unreachable"):
+        pool = await asyncpg.create_pool(
+            dsn,
+            min_size=settings.db_pool_min,
+            max_size=settings.db_pool_max,
+            init=_init_connection,
+            **kwargs,
+        )
     assert pool is not None
     return pool
 
@@ -120,23 +151,31 @@ _UNAVAILABLE = (
 
 
 @contextlib.contextmanager
-def translated() -> Iterator[None]:
-    """Translate asyncpg errors raised inside the block into domain errors."""
+def translated(unreachable: str = "database unavailable, try again") -> Iterator[None]:
+    """Translate asyncpg (and socket) errors raised inside the block into storage errors.
+
+    ``unreachable`` is the detail of the :class:`Unavailable` raised for an OS-level error
+    (connection refused, no route), where the database was never reached.
+    """
     try:
         yield
     except asyncpg.exceptions.UniqueViolationError as exc:
-        raise Conflict(f"already exists ({exc.constraint_name})", slug="duplicate") from exc
+        raise Duplicate(f"already exists ({exc.constraint_name})", exc.constraint_name) from exc
     except (
         asyncpg.exceptions.SerializationError,
         asyncpg.exceptions.DeadlockDetectedError,
     ) as exc:
         raise SerializationRetry(str(exc)) from exc
+    except asyncpg.exceptions.DataError as exc:
+        raise BadValue(f"value refused by the database: {exc}") from exc
     except _UNAVAILABLE as exc:
-        raise ServiceUnavailable("database unavailable, try again", retry_after=1) from exc
+        raise Unavailable("database unavailable, try again") from exc
     except (ConnectionError, TimeoutError) as exc:
-        raise ServiceUnavailable("database unavailable, try again", retry_after=1) from exc
+        raise Unavailable("database unavailable, try again") from exc
     except asyncpg.exceptions.PostgresConnectionError as exc:
-        raise ServiceUnavailable("database unavailable, try again", retry_after=1) from exc
+        raise Unavailable("database unavailable, try again") from exc
+    except OSError as exc:
+        raise Unavailable(unreachable) from exc
 
 
 @contextlib.asynccontextmanager
@@ -148,13 +187,24 @@ async def acquire(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.pool.PoolConnecti
 
 
 async def ping(pool: asyncpg.Pool, timeout: float) -> None:
-    """Run ``SELECT 1`` within ``timeout`` seconds; ServiceUnavailable when it cannot."""
+    """Run ``SELECT 1`` within ``timeout`` seconds; Unavailable when it cannot."""
     try:
         async with asyncio.timeout(timeout):
-            with translated():
-                async with pool.acquire() as conn:
-                    await conn.fetchval("SELECT 1")
-    except TimeoutError as exc:
-        raise ServiceUnavailable("database not answering", retry_after=1) from exc
+            async with pool.acquire() as conn:
+                await conn.fetchval("SELECT 1")
+    except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        raise Unavailable("database not answering") from exc
+
+
+async def vacuum(conn: Any, table: str) -> bool:
+    """``VACUUM (INDEX_CLEANUP ON) table`` on a connection outside a transaction.
+
+    Returns False (and logs) when the database refused it: a skipped vacuum only delays
+    cleanup. ``table`` is a name of this schema, never input.
+    """
+    try:
+        await conn.execute(f"VACUUM (INDEX_CLEANUP ON) {table}")
     except (asyncpg.PostgresError, OSError) as exc:
-        raise ServiceUnavailable("database not answering", retry_after=1) from exc
+        log.warning("vacuum_failed table=%s error=%s", table, exc)
+        return False
+    return True

@@ -33,9 +33,9 @@ class Migration:
 
 
 def load_migrations() -> list[Migration]:
-    """Every migration shipped in ``server/migrations``, in version order."""
+    """Every migration shipped in ``referendum_service/migrations``, in version order."""
     found: list[Migration] = []
-    for entry in resources.files("server.migrations").iterdir():
+    for entry in resources.files("referendum_service.migrations").iterdir():
         if not entry.name.endswith(".sql"):
             continue
         stem = entry.name[:-4]

@@ -1,0 +1,1 @@
+"""Queries more than one service runs (the server reads what the batcher writes)."""
