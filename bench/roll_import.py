@@ -181,7 +181,7 @@ def key_check_rate(path: Path, runs: int) -> float:
     """Credential keys checked per second by one thread, in bulk as an import checks them
     (median of ``runs``): the bulk of an import's CPU time, which the server spreads over
     ``roll_check_threads`` threads."""
-    from server.roll import bad_key_positions
+    from referendum_core.credential import bad_key_positions
 
     with path.open("rb") as f:
         f.readline()

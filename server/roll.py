@@ -14,15 +14,8 @@ line imports nothing (the caller rolls the transaction back):
 :class:`~server.errors.UnprocessableContent` names the first bad lines (at most 20, the lowest
 line numbers) and counts them all. Memory stays bounded by a few blocks.
 
-A credential key is accepted exactly when libsodium's Ed25519 signature verification
-(``crypto_sign_verify_detached`` / ``crypto_sign_open``, which checks every ballot signature)
-can accept a signature under it: 32 bytes encoding y canonically (y < p, either sign bit), a
-point on the curve, not of small order (not one of the 8 torsion points). Verification does not
-require the key to lie in the prime-order subgroup: whoever holds the scalar of a key that
-carries a torsion component signs ballots that verify (those whose challenge the torsion
-component's order divides: one try in 8 at worst), and nobody else can. Refusing such keys at
-import would protect no ballot; it would cost a full scalar multiplication a key, 3 to 6 times
-the check kept. See :func:`is_valid_credential_key`.
+A credential key is accepted exactly when libsodium's signature verification can accept a
+signature under it: :mod:`referendum_core.credential` says why and how it is checked fast.
 
 Commitment. The roll sorted by voter id (bytes) is the leaf sequence of an RFC 9162 Merkle
 tree (``referendum_core.merkle``); a voter's leaf is the SHA-256 leaf hash of the canonical
@@ -39,7 +32,6 @@ import asyncio
 import binascii
 import bisect
 import contextlib
-import itertools
 import re
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
@@ -48,10 +40,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
-from nacl._sodium import ffi as _ffi  # type: ignore[import-not-found]
-from nacl._sodium import lib as _sodium
 
 from referendum_core import merkle
+from referendum_core.credential import bad_key_positions
+from referendum_core.ids import VOTER_ID_PATTERN
+from referendum_core.roll import roll_leaf_hash
 from referendum_service.db import Duplicate, Unavailable, translated
 from server.errors import Conflict, NotFound, UnprocessableContent
 
@@ -61,13 +54,9 @@ __all__ = [
     "InclusionProof",
     "RollFormat",
     "RollParser",
-    "bad_key_positions",
-    "canonical_entry",
     "commit_roll",
     "import_roll",
-    "is_valid_credential_key",
     "roll_inclusion_proof",
-    "roll_leaf_hash",
 ]
 
 RollFormat = Literal["csv", "ndjson"]
@@ -80,7 +69,6 @@ _BLOCK_BYTES = 1 << 20  # an upload is parsed and copied in blocks of whole line
 _PIPELINE_BLOCKS = 3  # blocks read ahead while earlier ones are checked and copied
 _CHECK_BATCH = 2048  # fewest keys per worker-thread task
 
-VOTER_ID_PATTERN = r"[A-Za-z0-9._:@-]{1,128}"
 _VOTER_ID = re.compile(VOTER_ID_PATTERN.encode())
 _VOTER_ID_TEXT = re.compile(VOTER_ID_PATTERN)
 _CSV_HEADERS = (b"voter_id,public_key", b"voter_id,public_key_hex")
@@ -88,103 +76,10 @@ _CSV_HEADERS = (b"voter_id,public_key", b"voter_id,public_key_hex")
 _CSV_BLOCK = re.compile(b"(?:" + VOTER_ID_PATTERN.encode() + rb",[0-9A-Fa-f]{64}\n)*")
 _KEY_REASON = "public_key is not a valid Ed25519 point"
 
-_P = 2**255 - 19
-_Y_MASK = (1 << 255) - 1  # the encoding's low 255 bits are y; the top bit is the sign of x
-# y of the 8 points of order 1, 2, 4 and 8: 1, -1, 0 (x = ±sqrt(-1)) and ±y8 (x = ±x8 each).
-_Y8 = 2707385501144840649318225287225658788936804267575313519463743609750303402022
-_SMALL_ORDER_Y = frozenset({0, 1, _P - 1, _Y8, _P - _Y8})
-# The last byte of every encoding refused by the byte checks: y >= p needs its top 7 bits set
-# (0x7f), each small-order y has its own; either sign bit. Any other last byte passes them.
-_SUSPECT_LAST = re.compile(
-    b"[%s]"
-    % b"".join(
-        re.escape(bytes([last | sign]))
-        for last in sorted({0x7F} | {y.to_bytes(32, "little")[31] for y in _SMALL_ORDER_Y})
-        for sign in (0, 0x80)
-    )
-)
-_BASE = bytes.fromhex("5866666666666666666666666666666666666666666666666666666666666666")
-
-
-def _canonical_not_small(key: bytes) -> bool:
-    y = int.from_bytes(key, "little") & _Y_MASK
-    return y < _P and y not in _SMALL_ORDER_Y
-
-
-def is_valid_credential_key(key: bytes) -> bool:
-    """Whether ``key`` is an Ed25519 public key under which a signature can verify: 32 bytes,
-    y canonical (below p, whatever the sign bit), not of small order, a point on the curve.
-
-    These are the refusals of libsodium's ``crypto_sign_verify_detached``, which verifies
-    ballot signatures: ``ge25519_is_canonical`` (y < p), then decompression
-    (``ge25519_frombytes_negate_vartime``: x² = (y² − 1)/(d·y² + 1) must have a root) and
-    ``ge25519_has_small_order``. The small-order points are exactly those with y in {0, 1,
-    −1, ±y8}, so y alone decides, both sign bits included (x = 0 with the sign bit set is one
-    of these). The prime-order-subgroup check of ``crypto_core_ed25519_is_valid_point`` is
-    deliberately left out: verification does not apply it, so a mixed-order key carries valid
-    signatures anyway, and it costs a full scalar multiplication. On-curve is decided by
-    libsodium decompressing the point (``crypto_core_ed25519_add`` with the base point),
-    called through the cffi library directly, which drops the GIL.
-
-    >>> is_valid_credential_key(_BASE)
-    True
-    >>> is_valid_credential_key(bytes(32))  # y = 0: order 4
-    False
-    """
-    if len(key) != 32 or not _canonical_not_small(key):
-        return False
-    out = _ffi.new("unsigned char[32]")
-    status: int = _sodium.crypto_core_ed25519_add(out, key, _BASE)
-    return status == 0
-
-
-def bad_key_positions(keys: bytes) -> list[int]:
-    """Indexes, ascending, of the keys :func:`is_valid_credential_key` refuses among ``keys``
-    (32-byte keys laid end to end); for worker threads, as libsodium drops the GIL.
-
-    The same checks, cheaper in bulk: the byte checks run only on keys whose last byte can
-    fail them (one regular-expression pass over every 32nd byte; ~3% of random keys), and the
-    points are decompressed two at a time, one ``crypto_core_ed25519_add`` a pair (a call
-    decompresses both operands and compresses the sum: 1.5 field exponentiations a key
-    instead of 3); only a refused pair is checked key by key.
-    """
-    if len(keys) % 32:
-        raise ValueError("keys must be 32-byte keys laid end to end")
-    count = len(keys) // 32
-    split = [keys[i : i + 32] for i in range(0, len(keys), 32)]
-    bad = {
-        m.start()
-        for m in _SUSPECT_LAST.finditer(keys[31::32])  # the last byte of every key
-        if not _canonical_not_small(split[m.start()])
-    }
-    if count % 2:
-        split.append(_BASE)  # a valid partner for the last key
-    add = _sodium.crypto_core_ed25519_add
-    out = _ffi.new("unsigned char[32]")
-    for pair, status in enumerate(map(add, itertools.repeat(out), split[::2], split[1::2])):
-        if status != 0:
-            bad.update(i for i in (2 * pair, 2 * pair + 1) if add(out, split[i], _BASE) != 0)
-    return sorted(i for i in bad if i < count)
-
 
 def _bad_keys_from(keys: bytes, start: int) -> list[int]:
     """:func:`bad_key_positions` of a slice of a block's keys, as indexes in the block."""
     return [start + i for i in bad_key_positions(keys)]
-
-
-def canonical_entry(voter_id: str, public_key: bytes) -> bytes:
-    """The committed bytes of one roll entry: ``u16be(len) ‖ voter_id ‖ public_key``.
-
-    >>> canonical_entry("v1", bytes(32)).hex()[:12]
-    '000276310000'
-    """
-    raw = voter_id.encode()
-    return len(raw).to_bytes(2, "big") + raw + public_key
-
-
-def roll_leaf_hash(voter_id: str, public_key: bytes) -> bytes:
-    """The Merkle leaf hash of one roll entry."""
-    return merkle.leaf_hash(canonical_entry(voter_id, public_key))
 
 
 @dataclass

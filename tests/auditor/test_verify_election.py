@@ -41,7 +41,7 @@ def test_recompute_supersessions_chains_each_voters_ballots() -> None:
 
 def test_roll_leaf_hash_matches_the_server_encoding() -> None:
     """The auditor's roll leaf equals the server's canonical entry hashed as an RFC 9162 leaf."""
-    from server.roll import roll_leaf_hash as server_leaf
+    from referendum_core.roll import roll_leaf_hash as server_leaf
 
     key = bytes(range(32))
     assert roll_leaf_hash("voter-1", key) == server_leaf("voter-1", key)

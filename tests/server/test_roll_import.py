@@ -16,16 +16,11 @@ from aiohttp.test_utils import TestClient
 from nacl.bindings import crypto_core_ed25519_add
 
 from referendum_core import merkle
+from referendum_core.roll import canonical_entry, roll_leaf_hash
 from server import roll
-from server.roll import (
-    CHUNK_LEAVES,
-    RollParser,
-    canonical_entry,
-    roll_digest,
-    roll_leaf_hash,
-)
+from server.roll import CHUNK_LEAVES, RollParser, roll_digest
+from tests.core import ed25519_reference as ref
 from tests.helpers import database_snapshot, operator_headers, running_app
-from tests.server import ed25519_reference as ref
 from tests.server.test_operator_api import (
     assert_problem,
     create,

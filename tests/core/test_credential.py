@@ -21,8 +21,8 @@ from nacl.bindings import (
 )
 from nacl.exceptions import BadSignatureError
 
-from server.roll import bad_key_positions, is_valid_credential_key
-from tests.server import ed25519_reference as ref
+from referendum_core.credential import bad_key_positions, is_valid_credential_key
+from tests.core import ed25519_reference as ref
 
 P = ref.P
 Y8 = 2707385501144840649318225287225658788936804267575313519463743609750303402022
