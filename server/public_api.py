@@ -33,11 +33,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from referendum_core.block import Block
 from referendum_core.checkpoint import verifier_key_string
 from referendum_core.merkle import EMPTY_ROOT
 from referendum_service.db import acquire
 from referendum_service.keys import load_or_create_key
+from referendum_service.store.log import block_from_row
 from server.app import POOL_KEY, SETTINGS_KEY
 from server.errors import BadRequest, NotFound
 from server.log_proofs import LOG_POSITION_SQL, STORED_NODE_MIN_LEVEL, LogProofs
@@ -171,17 +171,7 @@ async def _block_row(request: web.Request) -> tuple[str, Any]:
 async def block(request: web.Request) -> web.Response:
     """A sealed block, as ``Block.to_json()``."""
     rid, row = await _block_row(request)
-    body = Block(
-        rid,
-        row["height"],
-        row["first_index"],
-        row["end_index"],
-        row["tree_size"],
-        bytes(row["root"]),
-        bytes(row["prev_hash"]),
-        row["sealed_at"],
-        row["checkpoint"],
-    ).to_json()
+    body = block_from_row(rid, row).to_json()
     return _cached(request, body, _IMMUTABLE)
 
 

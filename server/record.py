@@ -28,8 +28,8 @@ from typing import Any
 
 import orjson
 
-from referendum_core.block import Block
 from referendum_core.record import RECORD_FILES, RECORD_FORMAT, digest_chunks
+from referendum_service.store.log import block_from_row
 from referendum_service.store.tallies import load_tally
 from server.errors import Conflict
 from server.referendums import load_referendum
@@ -127,9 +127,7 @@ async def _export(conn: Any, referendum_id: str, out: Path, log_key: str) -> str
             referendum_id,
             tally.folded_height,
         ):
-            block = Block(referendum_id, row["height"], row["first_index"], row["end_index"],
-                          row["tree_size"], bytes(row["root"]), bytes(row["prev_hash"]),
-                          row["sealed_at"], row["checkpoint"])  # fmt: skip
+            block = block_from_row(referendum_id, row)
             handle.write(orjson.dumps({**block.to_json(), "final": row["final"]}) + b"\n")
 
     (out / "log_key.txt").write_text(log_key + "\n", encoding="utf-8")
