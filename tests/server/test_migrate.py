@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 
 import asyncpg
-import pytest
 
-from referendum_core.merkle import leaf_hash
 from referendum_service.migrate import apply_migrations, load_migrations
+from tests.server.schema_catalog import EXPECTED, HEADER, describe_schema
 
 FOUNDATION_TABLES = {"referendums", "voters", "roll_chunks", "api_keys", "audit_log"}
 
@@ -28,7 +26,7 @@ async def test_migrations_create_the_foundation(empty_database_url: str) -> None
     applied = await apply_migrations(empty_database_url)
     shipped = load_migrations()
     assert applied == [f"{m.version:03d}_{m.name}" for m in shipped]
-    assert applied[0] == "001_foundation"
+    assert applied[0] == "001_schema"
     conn = await asyncpg.connect(empty_database_url)
     try:
         tables = {
@@ -60,64 +58,12 @@ async def test_concurrent_runs_apply_each_migration_once(empty_database_url: str
     ]
 
 
-async def test_log_entries_migration_moves_an_existing_log(
-    empty_database_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """022 moves sequenced ballots to log_entries and queues the rest with their leaf hashes."""
-    import referendum_service.migrate
-
-    shipped = load_migrations()
-    monkeypatch.setattr(
-        referendum_service.migrate,
-        "load_migrations",
-        lambda: [m for m in shipped if m.version < 22],
-    )
+async def test_migrated_schema_is_the_expected_schema(empty_database_url: str) -> None:
+    """Every migration applied to an empty database gives the committed expected schema."""
     await apply_migrations(empty_database_url)
-    bodies = [bytes([n]) * 40 for n in range(4)]
-    conn = await asyncpg.connect(empty_database_url)
-    try:
-        await conn.execute(
-            "INSERT INTO referendums (id, question, options, min_selections, max_selections,"
-            " opens_at, closes_at, revote_policy, threshold_k, trustees_n, state)"
-            " VALUES ('r-old', 'Q?', '[\"yes\", \"no\"]', 1, 1, now(),"
-            " now() + interval '1 day', 'last_counts', 1, 1, 'open')"
-        )
-        ids = [
-            await conn.fetchval(
-                "INSERT INTO ballots (referendum_id, voter_id, ballot_hash, body, receipt,"
-                " log_index, block_height) VALUES ('r-old', $1, $2, $3, '{}', $4, $5)"
-                " RETURNING id",
-                f"v{n}",
-                hashlib.sha256(body).digest(),
-                body,
-                index,
-                height,
-            )
-            for n, (body, index, height) in enumerate(
-                zip(bodies, (1, 0, None, None), (1, 1, None, None), strict=True)
-            )
-        ]
-        monkeypatch.undo()
-        assert await apply_migrations(empty_database_url) == [
-            f"{m.version:03d}_{m.name}" for m in shipped if m.version >= 22
-        ]
-        entries = await conn.fetch(
-            "SELECT referendum_id, log_index, ballot_id, block_height, leaf_hash FROM log_entries"
-            " ORDER BY log_index"
-        )
-        queued = await conn.fetch(
-            "SELECT referendum_id, ballot_id, leaf_hash FROM log_pending ORDER BY ballot_id"
-        )
-        columns = await conn.fetch(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = 'ballots'"
-        )
-        old_function = await conn.fetchval("SELECT to_regproc('log_inclusion_rows')")
-    finally:
-        await conn.close()
-    assert [tuple(e) for e in entries] == [
-        ("r-old", 0, ids[1], 1, leaf_hash(bodies[1])),
-        ("r-old", 1, ids[0], 1, leaf_hash(bodies[0])),
-    ]
-    assert [tuple(q) for q in queued] == [("r-old", ids[n], leaf_hash(bodies[n])) for n in (2, 3)]
-    assert {"log_index", "block_height"}.isdisjoint(c["column_name"] for c in columns)
-    assert old_function is None  # proofs come from server.log_proofs now
+    expected = EXPECTED.read_text(encoding="utf-8")
+    assert expected.startswith(HEADER), "expected_schema.txt lost its generated-file header"
+    assert HEADER + await describe_schema(empty_database_url) == expected, (
+        "the migrated schema differs from tests/server/expected_schema.txt: a migration was"
+        " added (regenerate it: python -m tests.server.schema_catalog) or one was edited"
+    )
