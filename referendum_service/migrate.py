@@ -1,22 +1,39 @@
 """Plain SQL migrations, applied in order and recorded in ``schema_migrations``.
 
-Safe to run twice (applied files are skipped) and from two processes at once (a
-transaction-level advisory lock serialises them; the loser sees the winner's rows).
-Each file runs in its own transaction, so a failing file leaves nothing half-applied.
+Safe to run twice (applied files are skipped) and from two processes at once: every step,
+creating ``schema_migrations`` included, runs under one transaction-level advisory lock, so
+the processes take turns and the later one sees the earlier one's rows. Each file runs in its
+own transaction, so a failing file leaves nothing half-applied.
+
+Files are numbered by time and never edited once committed (``migrations/README.md``): the
+runner refuses a file whose checksum changed after it was applied, and a pending file numbered
+below the highest applied one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 from dataclasses import dataclass
 from importlib import resources
 
 import asyncpg
 
-__all__ = ["Migration", "apply_migrations", "load_migrations"]
+__all__ = ["Migration", "MigrationError", "apply_migrations", "load_migrations"]
 
 _LOCK_KEY = 0x5245_4645_5245_4E44  # "REFEREND": one key for every migrating process
+
+# Created under the lock: two concurrent `CREATE TABLE IF NOT EXISTS` can both miss the
+# other's table and one then fails on the table's row type (DuplicateObject, 'type
+# "schema_migrations" already exists'), so no process runs it unlocked.
+_CREATE_RECORD = """CREATE TABLE IF NOT EXISTS schema_migrations (
+    version integer PRIMARY KEY,
+    name text NOT NULL,
+    checksum text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now())"""
+
+
+class MigrationError(RuntimeError):
+    """The shipped migrations cannot be applied to this database as they are."""
 
 
 @dataclass(frozen=True)
@@ -29,11 +46,21 @@ class Migration:
 
     @property
     def checksum(self) -> str:
+        """SHA-256 of the file's text, recorded when it is applied."""
         return hashlib.sha256(self.sql.encode()).hexdigest()
+
+    @property
+    def label(self) -> str:
+        """``NNN_name``, as the file is called without ``.sql``."""
+        return f"{self.version:03d}_{self.name}"
 
 
 def load_migrations() -> list[Migration]:
-    """Every migration shipped in ``referendum_service/migrations``, in version order."""
+    """Every migration shipped in ``referendum_service/migrations``, in version order.
+
+    Raises:
+        MigrationError: two files share a version.
+    """
     found: list[Migration] = []
     for entry in resources.files("referendum_service.migrations").iterdir():
         if not entry.name.endswith(".sql"):
@@ -44,38 +71,45 @@ def load_migrations() -> list[Migration]:
     found.sort(key=lambda m: m.version)
     versions = [m.version for m in found]
     if len(set(versions)) != len(versions):
-        raise RuntimeError(f"two migrations share a version: {versions}")
+        raise MigrationError(f"two migrations share a version: {versions}")
     return found
 
 
 async def apply_migrations(dsn: str) -> list[str]:
-    """Apply pending migrations to the database at ``dsn``; return the names applied."""
+    """Apply pending migrations to the database at ``dsn``; return the names applied.
+
+    Raises:
+        MigrationError: an applied file changed since, or a pending file is numbered below
+            the highest applied one; nothing from that file on is applied.
+    """
     conn = await asyncpg.connect(dsn)
     applied: list[str] = []
-    # another process may create it at the same instant
-    with contextlib.suppress(asyncpg.exceptions.UniqueViolationError):
-        await conn.execute(
-            """CREATE TABLE IF NOT EXISTS schema_migrations (
-                   version integer PRIMARY KEY,
-                   name text NOT NULL,
-                   checksum text NOT NULL,
-                   applied_at timestamptz NOT NULL DEFAULT now())"""
-        )
     try:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
+            await conn.execute(_CREATE_RECORD)
         for migration in load_migrations():
             async with conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
                 row = await conn.fetchrow(
-                    "SELECT checksum FROM schema_migrations WHERE version = $1",
+                    "SELECT checksum, (SELECT max(version) FROM schema_migrations) AS highest"
+                    " FROM (SELECT 1) AS one"
+                    " LEFT JOIN schema_migrations ON version = $1",
                     migration.version,
                 )
-                if row is not None:
+                assert row is not None  # the join always yields one row
+                if row["checksum"] is not None:
                     if row["checksum"] != migration.checksum:
-                        raise RuntimeError(
-                            f"migration {migration.version}_{migration.name} changed after it "
-                            "was applied; add a new migration instead"
+                        raise MigrationError(
+                            f"migration {migration.label} changed after it was applied;"
+                            " add a new migration instead"
                         )
                     continue
+                if row["highest"] is not None and row["highest"] > migration.version:
+                    raise MigrationError(
+                        f"migration {migration.label} is numbered below {row['highest']:03d},"
+                        " already applied; number it after the last migration"
+                    )
                 await conn.execute(migration.sql)
                 await conn.execute(
                     "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
@@ -83,7 +117,7 @@ async def apply_migrations(dsn: str) -> list[str]:
                     migration.name,
                     migration.checksum,
                 )
-                applied.append(f"{migration.version:03d}_{migration.name}")
+                applied.append(migration.label)
     finally:
         await conn.close()
     return applied
