@@ -155,16 +155,20 @@ async def get_roll_proof(request: web.Request) -> web.Response:
     """GET /v1/referendums/{rid}/roll/proof/{voter_id}: a voter's inclusion proof."""
     rid, voter_id = request.match_info["rid"], request.match_info["voter_id"]
     async with acquire(request.app[POOL_KEY]) as conn:
-        proof = await roll.roll_inclusion_proof(conn, rid, voter_id)
+        proof = await roll.roll_inclusion_proof(
+            conn, rid, voter_id, request.app[roll.ROLL_TREES_KEY]
+        )
     return json_response(proof.to_json())
 
 
 async def _executor_context(app: web.Application) -> AsyncIterator[None]:
-    """Worker threads checking credential keys during roll imports; the imports' lock."""
+    """Worker threads checking credential keys during roll imports; the imports' lock; the
+    roll proofs' chunk trees."""
     threads = app[SETTINGS_KEY].roll_check_threads or os.cpu_count() or 1
     executor = ThreadPoolExecutor(threads, thread_name_prefix="roll-check")
     app[ROLL_EXECUTOR_KEY] = executor
     app[_ROLL_CONNECTIONS_LOCK] = asyncio.Lock()
+    app[roll.ROLL_TREES_KEY] = roll.ChunkTreeCache(app[SETTINGS_KEY].roll_trees_kept)
     try:
         yield
     finally:

@@ -17,8 +17,7 @@ from nacl.bindings import crypto_core_ed25519_add
 
 from referendum_core import merkle
 from referendum_core.roll import canonical_entry, roll_leaf_hash
-from server import roll
-from server.roll import CHUNK_LEAVES, RollParser, roll_digest
+from server.roll import CHUNK_LEAVES, ChunkTreeCache, RollParser, import_, roll_digest
 from tests.core import ed25519_reference as ref
 from tests.helpers import database_snapshot, operator_headers, running_app
 from tests.server.test_operator_api import (
@@ -139,8 +138,11 @@ async def test_import_in_parts_then_commitment_and_proofs(
     await create(client, auth)
     n = 2 * CHUNK_LEAVES + 300
     first = await put_roll(client, auth, roll_csv(range(1500, n)))
-    assert (await first.json()) == {"imported": n - 1500, "roll_size": n - 1500,
-                                    "lines": n - 1500 + 1}  # fmt: skip
+    assert (await first.json()) == {
+        "imported": n - 1500,
+        "roll_size": n - 1500,
+        "lines": n - 1500 + 1,
+    }
     for start in (0, 500, 1000):  # several NDJSON parts
         ndjson = b"".join(
             orjson.dumps({"voter_id": f"voter-{i:05d}", "public_key": voter_key(i).hex()}) + b"\n"
@@ -186,18 +188,18 @@ async def test_proofs_equal_the_rfc_proofs_over_the_whole_roll(
 def _bad_roll() -> tuple[bytes, list[int]]:
     key = voter_key(0).hex()
     lines = [
-        "voter_id,public_key",            # 1 header
-        f"a-1,{key}",                      # 2
-        f"a-2,{voter_key(2).hex()}",       # 3
-        "a-3",                             # 4 malformed
-        f"a-4,{_off_curve_key().hex()}",   # 5 not a point
-        f"a-5,{SMALL_ORDER_HEX[3]}",       # 6 small order
-        f"a-1,{voter_key(6).hex()}",       # 7 duplicate of line 2
-        f"a-7,{key[:-2]}",                 # 8 short key
-        f"a-8,{voter_key(8).hex()}",       # 9
-        f"earlier,{voter_key(9).hex()}",   # 10 already imported
-        f"a-10,{NON_CANONICAL_HEX}",       # 11 non-canonical encoding
-    ]  # fmt: skip
+        "voter_id,public_key",  # 1 header
+        f"a-1,{key}",  # 2
+        f"a-2,{voter_key(2).hex()}",  # 3
+        "a-3",  # 4 malformed
+        f"a-4,{_off_curve_key().hex()}",  # 5 not a point
+        f"a-5,{SMALL_ORDER_HEX[3]}",  # 6 small order
+        f"a-1,{voter_key(6).hex()}",  # 7 duplicate of line 2
+        f"a-7,{key[:-2]}",  # 8 short key
+        f"a-8,{voter_key(8).hex()}",  # 9
+        f"earlier,{voter_key(9).hex()}",  # 10 already imported
+        f"a-10,{NON_CANONICAL_HEX}",  # 11 non-canonical encoding
+    ]
     return ("\n".join(lines) + "\n").encode(), [4, 5, 6, 7, 8, 10, 11]
 
 
@@ -283,8 +285,9 @@ async def test_commitment_is_404_before_open(client: Client, auth: dict[str, str
     """A draft has no published roll commitment or proofs yet."""
     await create(client, auth)
     await put_roll(client, auth, roll_csv(range(3)))
-    await assert_problem(await client.get("/v1/referendums/ref-1/roll/commitment"), 404,
-                         "no-commitment")  # fmt: skip
+    await assert_problem(
+        await client.get("/v1/referendums/ref-1/roll/commitment"), 404, "no-commitment"
+    )
     await assert_problem(
         await client.get("/v1/referendums/ref-1/roll/proof/voter-00001"), 404, "no-commitment"
     )
@@ -311,7 +314,7 @@ async def test_mixed_order_key_is_imported(client: Client, auth: dict[str, str])
 @pytest.fixture
 def small_blocks(monkeypatch: pytest.MonkeyPatch) -> int:
     """Blocks of ~1 KiB (a dozen lines), so a small upload crosses many block boundaries."""
-    monkeypatch.setattr(roll, "_BLOCK_BYTES", 1024)
+    monkeypatch.setattr(import_, "_BLOCK_BYTES", 1024)
     return 1024
 
 
@@ -443,7 +446,7 @@ async def test_reader_skips_a_long_line_in_bounded_memory(small_blocks: int) -> 
     """Read in small chunks, a line of many blocks is dropped as it arrives (the reader
     never holds much more than a block), named as too long, and numbering goes on."""
     data = _with_lines(roll_csv(range(30)), {10: "x" * (40 * small_blocks)})
-    reader = roll._RollReader(_chunked(data, 100), "csv", None, 1)
+    reader = import_._RollReader(_chunked(data, 100), "csv", None, 1)
     held = []
 
     async def chunks() -> AsyncIterator[bytes]:
@@ -516,3 +519,27 @@ async def test_import_needs_two_pool_connections(database_url: str) -> None:
         headers = await operator_headers(database_url)
         await create(small, headers)
         await assert_problem(await put_roll(small, headers, roll_csv(range(3))), 503)
+
+
+class _CountingConn:
+    """Answers the chunk-root query with one root per referendum and counts the reads."""
+
+    def __init__(self) -> None:
+        self.reads: list[str] = []
+
+    async def fetch(self, query: str, rid: str) -> list[dict[str, bytes]]:
+        self.reads.append(rid)
+        return [{"root": hashlib.sha256(rid.encode()).digest()}]
+
+
+async def test_chunk_tree_cache_keeps_the_last_rolls_proved() -> None:
+    """The cache reads a roll's chunk roots once and forgets the least recently proved first."""
+    conn, trees = _CountingConn(), ChunkTreeCache(kept=2)
+    root = b"\x01" * 32
+    for rid in ("r-1", "r-2", "r-1", "r-3", "r-1", "r-2"):
+        tree = await trees.tree(conn, rid, root)
+        assert tree.roots == [hashlib.sha256(rid.encode()).digest()]
+    # r-2 was dropped when r-3 came (r-1 was proved after r-2), so it is read again
+    assert conn.reads == ["r-1", "r-2", "r-3", "r-2"]
+    await trees.tree(conn, "r-1", b"\x02" * 32)  # a new root names another roll
+    assert conn.reads[-1] == "r-1"

@@ -1,6 +1,6 @@
-"""The voter roll: streamed import, the Merkle commitment computed at open, inclusion proofs.
+"""The voter roll's streamed import: parser, reader and store.
 
-Import. An upload is read in blocks of whole lines (CSV ``voter_id,public_key_hex`` with an
+An upload is read in blocks of whole lines (CSV ``voter_id,public_key_hex`` with an
 optional header line, or NDJSON ``{"voter_id": ..., "public_key": hex}``). A CSV block whose
 every line is well formed (one regular expression over the whole block) is sent on as it came;
 NDJSON blocks, and every block from the first bad one on, are parsed line by line
@@ -16,14 +16,6 @@ line numbers) and counts them all. Memory stays bounded by a few blocks.
 
 A credential key is accepted exactly when libsodium's signature verification can accept a
 signature under it: :mod:`referendum_core.credential` says why and how it is checked fast.
-
-Commitment. The roll sorted by voter id (bytes) is the leaf sequence of an RFC 9162 Merkle
-tree (``referendum_core.merkle``); a voter's leaf is the SHA-256 leaf hash of the canonical
-entry ``u16 big-endian length of voter_id (UTF-8) ‖ voter_id ‖ 32-byte public key``. At open
-the roll is walked once in order and cut into aligned chunks of 1024 leaves whose subtree
-hashes go into ``roll_chunks``; the root is the tree over the chunk hashes. A voter's proof is
-the proof inside their chunk (1024 leaves recomputed) followed by the chunk's proof in the
-tree of chunk hashes: the same path RFC 9162 gives over the whole roll.
 """
 
 from __future__ import annotations
@@ -33,36 +25,23 @@ import binascii
 import bisect
 import contextlib
 import re
-from collections import OrderedDict, deque
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
 
-from referendum_core import merkle
 from referendum_core.credential import bad_key_positions
 from referendum_core.ids import VOTER_ID_PATTERN
-from referendum_core.roll import roll_leaf_hash
 from referendum_service.db import Duplicate, Unavailable, translated
 from server.errors import Conflict, NotFound, UnprocessableContent
 
-__all__ = [
-    "CHUNK_LEAVES",
-    "MAX_REPORTED_ERRORS",
-    "InclusionProof",
-    "RollFormat",
-    "RollParser",
-    "commit_roll",
-    "import_roll",
-    "roll_inclusion_proof",
-]
+__all__ = ["MAX_REPORTED_ERRORS", "RollFormat", "RollParser", "import_roll"]
 
 RollFormat = Literal["csv", "ndjson"]
 
-CHUNK_LEAVES = 1024
-"""Leaves per stored roll chunk (a power of two, so chunks are subtrees of the roll tree)."""
 MAX_REPORTED_ERRORS = 20
 """Bad lines named in a refused upload."""
 _BLOCK_BYTES = 1 << 20  # an upload is parsed and copied in blocks of whole lines this large
@@ -70,7 +49,6 @@ _PIPELINE_BLOCKS = 3  # blocks read ahead while earlier ones are checked and cop
 _CHECK_BATCH = 2048  # fewest keys per worker-thread task
 
 _VOTER_ID = re.compile(VOTER_ID_PATTERN.encode())
-_VOTER_ID_TEXT = re.compile(VOTER_ID_PATTERN)
 _CSV_HEADERS = (b"voter_id,public_key", b"voter_id,public_key_hex")
 # A block of well-formed CSV lines (line ends already LF): exactly the lines RollParser takes.
 _CSV_BLOCK = re.compile(b"(?:" + VOTER_ID_PATTERN.encode() + rb",[0-9A-Fa-f]{64}\n)*")
@@ -187,7 +165,7 @@ def _fast_csv(block: bytes) -> tuple[bytes, bytes, int] | None:
 
 
 @dataclass
-class _Block:
+class _PendingLines:
     """Parsed lines waiting for their key check: as sent (fast) or as rows (line by line)."""
 
     first_line: int  # of the fast text's first line
@@ -230,7 +208,7 @@ class _RollReader:
         self._buffer = bytearray()  # read, not parsed yet: less than a block, or a line's start
         self._eof = False
         self._fast = fmt == "csv"
-        self._pending: deque[_Block] = deque()
+        self._pending: deque[_PendingLines] = deque()
 
     async def first_line(self) -> int:
         """Read up to the end of the first line; return the number of the first voter line
@@ -348,13 +326,13 @@ class _RollReader:
             if fast is not None:
                 text, keys, count = fast
                 check = asyncio.ensure_future(self._check(keys))
-                self._pending.append(_Block(parser.line + 1, text, None, check))
+                self._pending.append(_PendingLines(parser.line + 1, text, None, check))
                 parser.line += count
             else:
                 self._fast = False  # a bad file: the rest goes line by line
                 rows = parser.feed(lines)
                 check = asyncio.ensure_future(self._check(b"".join([row[2] for row in rows])))
-                self._pending.append(_Block(0, None, rows, check))
+                self._pending.append(_PendingLines(0, None, rows, check))
 
 
 async def _lock_draft(conn: Any, rid: str) -> None:
@@ -525,155 +503,3 @@ async def import_roll(
             store.imported,
         )
     return {"imported": store.imported, "roll_size": int(roll_size), "lines": parser.line}
-
-
-async def commit_roll(conn: Any, rid: str) -> tuple[bytes, int]:
-    """Compute and store the roll commitment of ``rid``; return ``(root, size)``.
-
-    Requires a transaction holding the referendum row lock. Walks the roll once in voter-id
-    order, keeping one chunk of leaf hashes and the chunk hashes in memory (32 bytes per 1024
-    voters).
-    """
-    chunk_roots: list[bytes] = []
-    size = 0
-    with translated():
-        await conn.execute("DELETE FROM roll_chunks WHERE referendum_id = $1", rid)
-        cursor = await conn.cursor(
-            "SELECT voter_id, public_key FROM voters WHERE referendum_id = $1 ORDER BY voter_id",
-            rid,
-        )
-        while True:
-            records = await cursor.fetch(CHUNK_LEAVES)
-            if not records:
-                break
-            leaves = [roll_leaf_hash(r["voter_id"], bytes(r["public_key"])) for r in records]
-            root = merkle.root_from_leaf_hashes(leaves)
-            await conn.execute(
-                """INSERT INTO roll_chunks
-                       (referendum_id, chunk_index, first_voter_id, leaf_count, root)
-                   VALUES ($1, $2, $3, $4, $5)""",
-                rid,
-                len(chunk_roots),
-                records[0]["voter_id"],
-                len(records),
-                root,
-            )
-            chunk_roots.append(root)
-            size += len(records)
-            if len(records) < CHUNK_LEAVES:
-                break
-    return merkle.root_from_leaf_hashes(chunk_roots), size
-
-
-@dataclass(frozen=True)
-class InclusionProof:
-    """A voter's entry and its RFC 9162 inclusion proof in the roll commitment."""
-
-    voter_id: str
-    public_key: bytes
-    index: int
-    size: int
-    proof: list[bytes]
-    root: bytes
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "voter_id": self.voter_id,
-            "public_key": self.public_key.hex(),
-            "index": self.index,
-            "size": self.size,
-            "proof": [h.hex() for h in self.proof],
-            "root": self.root.hex(),
-        }
-
-
-class _ChunkTree:
-    """The tree over one roll's chunk hashes, with memoised subtree hashes."""
-
-    def __init__(self, roots: list[bytes]) -> None:
-        self.roots = roots
-        self._memo: dict[tuple[int, int], bytes] = {}
-
-    def proof(self, index: int) -> list[bytes]:
-        out = []
-        for begin, end in merkle.inclusion_proof_ranges(index, len(self.roots)):
-            value = self._memo.get((begin, end))
-            if value is None:
-                value = merkle.root_from_leaf_hashes(self.roots[begin:end])
-                self._memo[(begin, end)] = value
-            out.append(value)
-        return out
-
-
-_TREES: OrderedDict[tuple[str, bytes], _ChunkTree] = OrderedDict()
-_TREES_KEPT = 8  # referendums whose chunk trees stay cached in this process
-
-
-async def _chunk_tree(conn: Any, rid: str, root: bytes) -> _ChunkTree:
-    key = (rid, root)  # a committed roll never changes, so (id, root) names it for good
-    tree = _TREES.get(key)
-    if tree is None:
-        with translated():
-            rows = await conn.fetch(
-                "SELECT root FROM roll_chunks WHERE referendum_id = $1 ORDER BY chunk_index", rid
-            )
-        tree = _ChunkTree([bytes(r["root"]) for r in rows])
-        _TREES[key] = tree
-        while len(_TREES) > _TREES_KEPT:
-            _TREES.popitem(last=False)
-    _TREES.move_to_end(key)
-    return tree
-
-
-async def roll_inclusion_proof(conn: Any, rid: str, voter_id: str) -> InclusionProof:
-    """The inclusion proof of ``voter_id`` in the committed roll of ``rid``.
-
-    Raises NotFound when the referendum is unknown, its roll not yet committed (before open),
-    or the voter is not on it.
-    """
-    with translated():
-        ref = await conn.fetchrow("SELECT roll_root, roll_size FROM referendums WHERE id = $1", rid)
-        if ref is None:
-            raise NotFound(f"no referendum {rid!r}")
-        if ref["roll_root"] is None:
-            raise NotFound("the roll is committed when the referendum opens", slug="no-commitment")
-        if _VOTER_ID_TEXT.fullmatch(voter_id) is None:
-            raise NotFound("no such voter on the roll", slug="no-voter")
-        chunk = await conn.fetchrow(
-            """SELECT chunk_index, first_voter_id, leaf_count FROM roll_chunks
-               WHERE referendum_id = $1 AND first_voter_id <= $2
-               ORDER BY first_voter_id DESC LIMIT 1""",
-            rid,
-            voter_id,
-        )
-        if chunk is None:
-            raise NotFound("no such voter on the roll", slug="no-voter")
-        records = await conn.fetch(
-            """SELECT voter_id, public_key FROM voters
-               WHERE referendum_id = $1 AND voter_id >= $2 ORDER BY voter_id LIMIT $3""",
-            rid,
-            chunk["first_voter_id"],
-            chunk["leaf_count"],
-        )
-    position = next((i for i, r in enumerate(records) if r["voter_id"] == voter_id), None)
-    if position is None:
-        raise NotFound("no such voter on the roll", slug="no-voter")
-    leaves = [roll_leaf_hash(r["voter_id"], bytes(r["public_key"])) for r in records]
-    root = bytes(ref["roll_root"])
-    tree = await _chunk_tree(conn, rid, root)
-    index = chunk["chunk_index"] * CHUNK_LEAVES + position
-    proof = merkle.inclusion_proof(leaves, position) + tree.proof(chunk["chunk_index"])
-    return InclusionProof(
-        voter_id,
-        bytes(records[position]["public_key"]),
-        index,
-        int(ref["roll_size"]),
-        proof,
-        root,
-    )
-
-
-def roll_digest(entries: Sequence[tuple[str, bytes]]) -> bytes:
-    """Root over ``entries`` sorted by voter id: the commitment recomputed in memory (tests)."""
-    ordered = sorted(entries, key=lambda e: e[0].encode())
-    return merkle.root_from_leaf_hashes([roll_leaf_hash(v, k) for v, k in ordered])

@@ -1,0 +1,27 @@
+"""The voter roll: streamed import (:mod:`.import_`) and the commitment with voters' inclusion
+proofs (:mod:`.commitment`)."""
+
+from server.roll.commitment import (
+    CHUNK_LEAVES,
+    ROLL_TREES_KEY,
+    ChunkTreeCache,
+    InclusionProof,
+    commit_roll,
+    roll_digest,
+    roll_inclusion_proof,
+)
+from server.roll.import_ import MAX_REPORTED_ERRORS, RollFormat, RollParser, import_roll
+
+__all__ = [
+    "CHUNK_LEAVES",
+    "MAX_REPORTED_ERRORS",
+    "ROLL_TREES_KEY",
+    "ChunkTreeCache",
+    "InclusionProof",
+    "RollFormat",
+    "RollParser",
+    "commit_roll",
+    "import_roll",
+    "roll_digest",
+    "roll_inclusion_proof",
+]
