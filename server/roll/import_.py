@@ -1,18 +1,18 @@
 """The voter roll's streamed import: parser, reader and store.
 
-An upload is read in blocks of whole lines (CSV ``voter_id,public_key_hex`` with an
-optional header line, or NDJSON ``{"voter_id": ..., "public_key": hex}``). A CSV block whose
-every line is well formed (one regular expression over the whole block) is sent on as it came;
-NDJSON blocks, and every block from the first bad one on, are parsed line by line
+An upload is read in batches of whole lines (CSV ``voter_id,public_key_hex`` with an
+optional header line, or NDJSON ``{"voter_id": ..., "public_key": hex}``). A CSV batch whose
+every line is well formed (one regular expression over the whole batch) is sent on as it came;
+NDJSON batches, and every batch from the first bad one on, are parsed line by line
 (:class:`RollParser`), bad lines left out. Credential keys are checked on worker threads (the
-check drops the GIL) while the next blocks are read and parsed. Each checked block is COPYed
+check drops the GIL) while the next batches are read and parsed. Each checked batch is COPYed
 straight into ``voters``, in the import's transaction, whose primary key catches a voter id
 repeated in the file or imported by an earlier part; and, on a second connection, into a
 temporary table of numbered lines kept only for the report of a refused part
-(:class:`_RollStore`). A block is stored while the next one is checked. A file with any bad
+(:class:`_RollStore`). A batch is stored while the next one is checked. A file with any bad
 line imports nothing (the caller rolls the transaction back):
 :class:`~server.errors.UnprocessableContent` names the first bad lines (at most 20, the lowest
-line numbers) and counts them all. Memory stays bounded by a few blocks.
+line numbers) and counts them all. Memory stays bounded by a few batches.
 
 A credential key is accepted exactly when libsodium's signature verification can accept a
 signature under it: :mod:`referendum_core.credential` says why and how it is checked fast.
@@ -44,19 +44,19 @@ RollFormat = Literal["csv", "ndjson"]
 
 MAX_REPORTED_ERRORS = 20
 """Bad lines named in a refused upload."""
-_BLOCK_BYTES = 1 << 20  # an upload is parsed and copied in blocks of whole lines this large
-_PIPELINE_BLOCKS = 3  # blocks read ahead while earlier ones are checked and copied
-_CHECK_BATCH = 2048  # fewest keys per worker-thread task
+_BATCH_BYTES = 1 << 20  # an upload is parsed and copied in batches of whole lines this large
+_BATCHES_AHEAD = 3  # batches read ahead while earlier ones are checked and copied
+_CHECK_MIN_KEYS = 2048  # fewest keys per worker-thread task
 
 _VOTER_ID = re.compile(VOTER_ID_PATTERN.encode())
 _CSV_HEADERS = (b"voter_id,public_key", b"voter_id,public_key_hex")
-# A block of well-formed CSV lines (line ends already LF): exactly the lines RollParser takes.
-_CSV_BLOCK = re.compile(b"(?:" + VOTER_ID_PATTERN.encode() + rb",[0-9A-Fa-f]{64}\n)*")
+# A batch of well-formed CSV lines (line ends already LF): exactly the lines RollParser takes.
+_CSV_BATCH = re.compile(b"(?:" + VOTER_ID_PATTERN.encode() + rb",[0-9A-Fa-f]{64}\n)*")
 _KEY_REASON = "public_key is not a valid Ed25519 point"
 
 
 def _bad_keys_from(keys: bytes, start: int) -> list[int]:
-    """:func:`bad_key_positions` of a slice of a block's keys, as indexes in the block."""
+    """:func:`bad_key_positions` of a slice of a batch's keys, as indexes in the batch."""
     return [start + i for i in bad_key_positions(keys)]
 
 
@@ -147,36 +147,36 @@ class RollParser:
         return voter.encode(), key.encode()
 
 
-def _fast_csv(block: bytes) -> tuple[bytes, bytes, int] | None:
-    """A block of whole CSV lines, all well formed, as ``(copy text, keys, line count)``;
-    None when some line is not (the block is then parsed line by line).
+def _fast_csv(batch: bytes) -> tuple[bytes, bytes, int] | None:
+    """A batch of whole CSV lines, all well formed, as ``(copy text, keys, line count)``;
+    None when some line is not (the batch is then parsed line by line).
 
-    The COPY text is the block itself with LF line ends and the key as a ``\\x``-hex bytea
+    The COPY text is the batch itself with LF line ends and the key as a ``\\x``-hex bytea
     literal (CSV format leaves the backslash alone); the keys are the decoded keys end to end.
     """
-    if b"\r" in block:
-        block = block.replace(b"\r\n", b"\n")  # a stray CR is left to fail the match
-    if _CSV_BLOCK.fullmatch(block) is None:
+    if b"\r" in batch:
+        batch = batch.replace(b"\r\n", b"\n")  # a stray CR is left to fail the match
+    if _CSV_BATCH.fullmatch(batch) is None:
         return None
-    lines = block.split(b"\n")
+    lines = batch.split(b"\n")
     lines.pop()
     keys = binascii.unhexlify(b"".join([line[-64:] for line in lines]))
-    return block.replace(b",", b",\\x"), keys, len(lines)  # one comma a line: id and hex have none
+    return batch.replace(b",", b",\\x"), keys, len(lines)  # one comma a line: id and hex have none
 
 
 @dataclass
-class _PendingLines:
+class _Batch:
     """Parsed lines waiting for their key check: as sent (fast) or as rows (line by line)."""
 
     first_line: int  # of the fast text's first line
-    text: bytes | None  # the COPY text of a well-formed CSV block, rows numbered by identity
+    text: bytes | None  # the COPY text of a well-formed CSV batch, rows numbered by identity
     rows: list[tuple[int, str, bytes]] | None  # or the parsed rows, with their line numbers
     check: asyncio.Future[list[int]]  # indexes of the bad keys
 
 
 @dataclass(frozen=True)
 class _Copy:
-    """A checked block's good lines as COPY text (CSV, keys as ``\\x``-hex bytea literals):
+    """A checked batch's good lines as COPY text (CSV, keys as ``\\x``-hex bytea literals):
     ``lines`` for the report table, ``voter_id,key`` rows numbered by its identity or
     ``line,voter_id,key`` rows (``numbered``); ``voters``, the ``voter_id,key`` rows for
     ``voters``, or None once the part is known to be bad."""
@@ -187,11 +187,11 @@ class _Copy:
 
 
 class _RollReader:
-    """Reads an upload in blocks, parses them, has their keys checked on worker threads and
-    hands out the COPY text of each block in file order (:meth:`blocks`): the block as sent
-    while blocks are well formed and their keys valid; after the first bad block, explicit
-    line numbers with the bad lines left out (recorded on :attr:`parser`). A few blocks are
-    read ahead, so the threads have keys to check while PostgreSQL stores earlier blocks.
+    """Reads an upload in batches, parses them, has their keys checked on worker threads and
+    hands out the COPY text of each batch in file order (:meth:`batches`): the batch as sent
+    while batches are well formed and their keys valid; after the first bad batch, explicit
+    line numbers with the bad lines left out (recorded on :attr:`parser`). A few batches are
+    read ahead, so the threads have keys to check while PostgreSQL stores earlier batches.
     """
 
     def __init__(
@@ -205,15 +205,15 @@ class _RollReader:
         self._body = body.__aiter__()
         self._executor = executor
         self._threads = max(threads, 1)
-        self._buffer = bytearray()  # read, not parsed yet: less than a block, or a line's start
+        self._buffer = bytearray()  # read, not parsed yet: less than a batch, or a line's start
         self._eof = False
         self._fast = fmt == "csv"
-        self._pending: deque[_PendingLines] = deque()
+        self._pending: deque[_Batch] = deque()
 
     async def first_line(self) -> int:
         """Read up to the end of the first line; return the number of the first voter line
         (2 after a CSV header line, which is consumed; else 1)."""
-        while b"\n" not in self._buffer and len(self._buffer) < _BLOCK_BYTES and not self._eof:
+        while b"\n" not in self._buffer and len(self._buffer) < _BATCH_BYTES and not self._eof:
             await self._read()
         if self.parser.fmt == "csv":
             first = bytes(self._buffer.partition(b"\n")[0])
@@ -222,31 +222,31 @@ class _RollReader:
                 self.parser.line = 1
         return self.parser.line + 1
 
-    async def blocks(self) -> AsyncIterator[_Copy]:
-        """The COPY text of every block with a good line, in file order, once checked."""
+    async def batches(self) -> AsyncIterator[_Copy]:
+        """The COPY text of every batch with a good line, in file order, once checked."""
         parser = self.parser
         while True:
             await self._fill()
             if not self._pending:
                 return
-            block = self._pending.popleft()
-            bad = await block.check
-            if block.text is not None and self._fast and not bad:
-                yield _Copy(block.text, numbered=False, voters=block.text)
+            batch = self._pending.popleft()
+            bad = await batch.check
+            if batch.text is not None and self._fast and not bad:
+                yield _Copy(batch.text, numbered=False, voters=batch.text)
                 continue
             self._fast = False  # numbered from here on: the identity no longer follows lines
-            if block.text is not None:
-                first = block.first_line
-                rows = block.text.split(b"\n")[:-1]
+            if batch.text is not None:
+                first = batch.first_line
+                rows = batch.text.split(b"\n")[:-1]
                 lines = [b"%d,%s\n" % (first + i, row) for i, row in enumerate(rows)]
                 for i in bad:
                     parser.error(first + i, _KEY_REASON)
             else:
-                assert block.rows is not None
-                rows = [b"%s,\\x%s" % (v.encode(), k.hex().encode()) for _, v, k in block.rows]
-                lines = [b"%d,%s\n" % (r[0], row) for r, row in zip(block.rows, rows, strict=True)]
+                assert batch.rows is not None
+                rows = [b"%s,\\x%s" % (v.encode(), k.hex().encode()) for _, v, k in batch.rows]
+                lines = [b"%d,%s\n" % (r[0], row) for r, row in zip(batch.rows, rows, strict=True)]
                 for i in bad:
-                    parser.error(block.rows[i][0], _KEY_REASON)
+                    parser.error(batch.rows[i][0], _KEY_REASON)
             for i in reversed(bad):
                 del lines[i], rows[i]
             if lines:
@@ -255,8 +255,8 @@ class _RollReader:
 
     def cancel(self) -> None:
         """Drop the key checks still waiting (an import that failed half way)."""
-        for block in self._pending:
-            block.check.cancel()
+        for batch in self._pending:
+            batch.check.cancel()
         self._pending.clear()
 
     async def _read(self) -> None:
@@ -267,30 +267,30 @@ class _RollReader:
             self._buffer += chunk
 
     async def _next_lines(self) -> bytes | None:
-        """The next block of whole lines, each ending in LF (one is added to a last line
+        """The next batch of whole lines, each ending in LF (one is added to a last line
         without it), or None at the end of the upload."""
         while True:
-            while len(self._buffer) < _BLOCK_BYTES and not self._eof:
+            while len(self._buffer) < _BATCH_BYTES and not self._eof:
                 await self._read()
             if self._eof or b"\n" in self._buffer:
                 break
             await self._skip_long_line()
         if self._eof:
-            block = bytes(self._buffer)
+            batch = bytes(self._buffer)
             self._buffer.clear()
-            last = block[block.rfind(b"\n") + 1 :]
+            last = batch[batch.rfind(b"\n") + 1 :]
             if last.strip(b"\r"):
-                block += b"\n"
+                batch += b"\n"
             elif last:
-                block = block[: -len(last)]  # blank after the last LF: no line
-            return block or None
+                batch = batch[: -len(last)]  # blank after the last LF: no line
+            return batch or None
         end = self._buffer.rfind(b"\n") + 1
-        block = bytes(self._buffer[:end])
+        batch = bytes(self._buffer[:end])
         del self._buffer[:end]
-        return block
+        return batch
 
     async def _skip_long_line(self) -> None:
-        """Record the line under way, longer than a block (no valid line is), as bad and drop
+        """Record the line under way, longer than a batch (no valid line is), as bad and drop
         it up to its LF without holding it in memory."""
         while (end := self._buffer.find(b"\n")) < 0 and not self._eof:
             self._buffer.clear()
@@ -298,13 +298,13 @@ class _RollReader:
         del self._buffer[: end + 1 if end >= 0 else len(self._buffer)]
         self._fast = False
         self.parser.line += 1
-        self.parser.error(self.parser.line, f"line longer than {_BLOCK_BYTES} bytes")
+        self.parser.error(self.parser.line, f"line longer than {_BATCH_BYTES} bytes")
 
     async def _check(self, keys: bytes) -> list[int]:
         """Indexes of the bad keys among ``keys``, checked in up to ``threads`` tasks."""
         loop = asyncio.get_running_loop()
         count = len(keys) // 32
-        step = max(_CHECK_BATCH, -(-count // self._threads))
+        step = max(_CHECK_MIN_KEYS, -(-count // self._threads))
         parts = await asyncio.gather(
             *(
                 loop.run_in_executor(
@@ -316,8 +316,8 @@ class _RollReader:
         return [i for part in parts for i in part]
 
     async def _fill(self) -> None:
-        """Read and parse blocks until the read-ahead window is full or the upload ends."""
-        while len(self._pending) < _PIPELINE_BLOCKS:
+        """Read and parse batches until the read-ahead window is full or the upload ends."""
+        while len(self._pending) < _BATCHES_AHEAD:
             lines = await self._next_lines()
             if lines is None:
                 return
@@ -326,13 +326,13 @@ class _RollReader:
             if fast is not None:
                 text, keys, count = fast
                 check = asyncio.ensure_future(self._check(keys))
-                self._pending.append(_PendingLines(parser.line + 1, text, None, check))
+                self._pending.append(_Batch(parser.line + 1, text, None, check))
                 parser.line += count
             else:
                 self._fast = False  # a bad file: the rest goes line by line
                 rows = parser.feed(lines)
                 check = asyncio.ensure_future(self._check(b"".join([row[2] for row in rows])))
-                self._pending.append(_PendingLines(0, None, rows, check))
+                self._pending.append(_Batch(0, None, rows, check))
 
 
 async def _lock_draft(conn: Any, rid: str) -> None:
@@ -346,8 +346,8 @@ async def _lock_draft(conn: Any, rid: str) -> None:
 
 
 class _RollStore:
-    """Stores checked blocks, one at a time, while the next ones are read and checked, on two
-    connections at once. ``conn``, in the import's transaction, COPYs each block straight into
+    """Stores checked batches, one at a time, while the next ones are read and checked, on two
+    connections at once. ``conn``, in the import's transaction, COPYs each batch straight into
     ``voters`` while the part is good (a voter id already there, from this file or an earlier
     part, fails the COPY and the transaction: the part is bad). ``lines_conn``, in a
     transaction of its own that is always rolled back, keeps every good line in a temporary
@@ -371,28 +371,28 @@ class _RollStore:
                         public_key text NOT NULL) ON COMMIT DROP"""
             )
 
-    async def store(self, block: _Copy, part_is_bad: bool) -> None:
-        if part_is_bad or block.voters is None:
+    async def store(self, batch: _Copy, part_is_bad: bool) -> None:
+        if part_is_bad or batch.voters is None:
             self.moving = False
         if not self.moving:
-            await self._keep(block)
+            await self._keep(batch)
             return
-        assert block.voters is not None
+        assert batch.voters is not None
         # both to the end, whatever happens to the other: a connection is never left mid-COPY
         results = await asyncio.gather(
-            self._keep(block), self._move(block.voters), return_exceptions=True
+            self._keep(batch), self._move(batch.voters), return_exceptions=True
         )
         for result in results:
             if isinstance(result, BaseException):
                 raise result
 
-    async def _keep(self, block: _Copy) -> None:
+    async def _keep(self, batch: _Copy) -> None:
         columns = ["voter_id", "public_key"]
         with translated():
             await self.lines_conn.copy_to_table(
                 "roll_lines",
-                source=memoryview(block.lines),
-                columns=["line", *columns] if block.numbered else columns,
+                source=memoryview(batch.lines),
+                columns=["line", *columns] if batch.numbered else columns,
                 format="csv",
             )
 
@@ -454,7 +454,7 @@ async def import_roll(
     rows: the caller rolls it back (the referendum row stays locked until it ends, so imports
     and the open transition take turns). ``lines_conn`` is a second connection, outside any
     transaction, for the lines of the duplicate report (see :class:`_RollStore`). Keys are
-    checked on ``executor`` (None: the loop's default) in up to ``threads`` tasks a block.
+    checked on ``executor`` (None: the loop's default) in up to ``threads`` tasks a batch.
     Returns ``{"imported", "roll_size", "lines"}``. Raises NotFound, Conflict (not a draft),
     UnprocessableContent naming the first bad lines, or whatever ``body`` raises
     (PayloadTooLarge).
@@ -469,12 +469,12 @@ async def import_roll(
         await lines_transaction.start()
     try:
         await store.create(await reader.first_line())
-        storing: asyncio.Future[None] | None = None  # the previous block, stored meanwhile
+        storing: asyncio.Future[None] | None = None  # the previous batch, stored meanwhile
         try:
-            async for block in reader.blocks():
+            async for batch in reader.batches():
                 if storing is not None:
                     await storing
-                storing = asyncio.ensure_future(store.store(block, parser.error_count > 0))
+                storing = asyncio.ensure_future(store.store(batch, parser.error_count > 0))
             if storing is not None:
                 await storing
         finally:

@@ -312,16 +312,16 @@ async def test_mixed_order_key_is_imported(client: Client, auth: dict[str, str])
 
 
 @pytest.fixture
-def small_blocks(monkeypatch: pytest.MonkeyPatch) -> int:
-    """Blocks of ~1 KiB (a dozen lines), so a small upload crosses many block boundaries."""
-    monkeypatch.setattr(import_, "_BLOCK_BYTES", 1024)
+def small_batches(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Batches of ~1 KiB (a dozen lines), so a small upload crosses many batch boundaries."""
+    monkeypatch.setattr(import_, "_BATCH_BYTES", 1024)
     return 1024
 
 
-async def test_many_blocks_import_like_one(
-    client: Client, auth: dict[str, str], small_blocks: int
+async def test_many_batches_import_like_one(
+    client: Client, auth: dict[str, str], small_batches: int
 ) -> None:
-    """CRLF lines, a header, upper-case hex and a last line without LF, over many blocks and
+    """CRLF lines, a header, upper-case hex and a last line without LF, over many batches and
     HTTP chunks, import every voter, and the commitment is the one over the whole roll."""
     await create(client, auth)
     data = roll_csv(range(300)).replace(b"\n", b"\r\n")[:-2]
@@ -346,10 +346,10 @@ def _with_lines(base: bytes, replaced: dict[int, str]) -> bytes:
     return "\n".join(lines).encode()
 
 
-async def test_each_bad_key_class_is_named_after_good_blocks(
-    client: Client, auth: dict[str, str], database_url: str, small_blocks: int
+async def test_each_bad_key_class_is_named_after_good_batches(
+    client: Client, auth: dict[str, str], database_url: str, small_batches: int
 ) -> None:
-    """Bad keys of every class, after many good blocks already stored, are named by line
+    """Bad keys of every class, after many good batches already stored, are named by line
     (and only they), and nothing of the file stays imported."""
     await create(client, auth)
     before = await database_snapshot(database_url)
@@ -373,10 +373,10 @@ async def test_each_bad_key_class_is_named_after_good_blocks(
     assert await database_snapshot(database_url) == before
 
 
-async def test_duplicates_across_blocks_and_parts(
-    client: Client, auth: dict[str, str], database_url: str, small_blocks: int
+async def test_duplicates_across_batches_and_parts(
+    client: Client, auth: dict[str, str], database_url: str, small_batches: int
 ) -> None:
-    """A repeat many blocks after the first occurrence names that line; a voter of an
+    """A repeat many batches after the first occurrence names that line; a voter of an
     earlier part is named as such; a line refused for its key takes no part in duplicates."""
     await create(client, auth)
     earlier = f"voter-00900,{voter_key(900).hex()}\n".encode()
@@ -401,9 +401,9 @@ async def test_duplicates_across_blocks_and_parts(
 
 
 async def test_duplicate_of_an_earlier_part_alone(
-    client: Client, auth: dict[str, str], database_url: str, small_blocks: int
+    client: Client, auth: dict[str, str], database_url: str, small_batches: int
 ) -> None:
-    """A file good but for one voter of an earlier part (several blocks in) imports nothing."""
+    """A file good but for one voter of an earlier part (several batches in) imports nothing."""
     await create(client, auth)
     assert (await put_roll(client, auth, roll_csv(range(100, 101)))).status == 200
     before = await database_snapshot(database_url)
@@ -415,10 +415,10 @@ async def test_duplicate_of_an_earlier_part_alone(
 
 
 async def test_first_twenty_lines_are_named_whatever_is_found_first(
-    client: Client, auth: dict[str, str], small_blocks: int
+    client: Client, auth: dict[str, str], small_batches: int
 ) -> None:
     """Bad keys early in the file are named before syntax errors further on, though the
-    later blocks are parsed while the early keys are still being checked."""
+    later batches are parsed while the early keys are still being checked."""
     await create(client, auth)
     bad_keys = {n: f"voter-{n:05d},{_off_curve_key(n).hex()}" for n in range(10, 35)}
     syntax = {n: f"voter-{n:05d};no comma" for n in range(100, 125)}
@@ -428,24 +428,24 @@ async def test_first_twenty_lines_are_named_whatever_is_found_first(
     assert body["error_count"] == 50
 
 
-async def test_line_longer_than_a_block(
-    client: Client, auth: dict[str, str], database_url: str, small_blocks: int
+async def test_line_longer_than_a_batch(
+    client: Client, auth: dict[str, str], database_url: str, small_batches: int
 ) -> None:
-    """A line longer than a block is named, and the lines after it keep their numbers."""
+    """A line longer than a batch is named, and the lines after it keep their numbers."""
     await create(client, auth)
     before = await database_snapshot(database_url)
     data = _with_lines(
-        roll_csv(range(60)), {20: "x" * (5 * small_blocks), 40: f"v,{_off_curve_key().hex()}"}
+        roll_csv(range(60)), {20: "x" * (5 * small_batches), 40: f"v,{_off_curve_key().hex()}"}
     )
     body = await assert_problem(await put_roll(client, auth, data), 422, "bad-roll")
     assert [e["line"] for e in body["errors"]] == [20, 40]
     assert await database_snapshot(database_url) == before
 
 
-async def test_reader_skips_a_long_line_in_bounded_memory(small_blocks: int) -> None:
-    """Read in small chunks, a line of many blocks is dropped as it arrives (the reader
-    never holds much more than a block), named as too long, and numbering goes on."""
-    data = _with_lines(roll_csv(range(30)), {10: "x" * (40 * small_blocks)})
+async def test_reader_skips_a_long_line_in_bounded_memory(small_batches: int) -> None:
+    """Read in small chunks, a line of many batches is dropped as it arrives (the reader
+    never holds much more than a batch), named as too long, and numbering goes on."""
+    data = _with_lines(roll_csv(range(30)), {10: "x" * (40 * small_batches)})
     reader = import_._RollReader(_chunked(data, 100), "csv", None, 1)
     held = []
 
@@ -456,12 +456,12 @@ async def test_reader_skips_a_long_line_in_bounded_memory(small_blocks: int) -> 
 
     reader._body = chunks()
     assert await reader.first_line() == 2
-    blocks = [block async for block in reader.blocks()]
-    assert max(held) <= small_blocks + 100
+    batches = [batch async for batch in reader.batches()]
+    assert max(held) <= small_batches + 100
     assert [e["line"] for e in reader.parser.errors] == [10]
     assert "longer than" in reader.parser.errors[0]["reason"]
-    lines = b"".join(block.lines for block in blocks).split(b"\n")[:-1]
-    assert all(block.numbered for block in blocks)  # the long line turned the whole file
+    lines = b"".join(batch.lines for batch in batches).split(b"\n")[:-1]
+    assert all(batch.numbered for batch in batches)  # the long line turned the whole file
     numbers = [int(line.split(b",")[0]) for line in lines]
     assert numbers == [*range(2, 10), *range(11, 32)]
     assert lines[8].startswith(b"11,voter-00009,")  # line 11 holds voter 9 (header on line 1)
@@ -473,10 +473,10 @@ async def _chunked(data: bytes, size: int) -> AsyncIterator[bytes]:
         yield data[i : i + size]
 
 
-async def test_ndjson_over_many_blocks(
-    client: Client, auth: dict[str, str], database_url: str, small_blocks: int
+async def test_ndjson_over_many_batches(
+    client: Client, auth: dict[str, str], database_url: str, small_batches: int
 ) -> None:
-    """NDJSON is parsed line by line over blocks: good files import, a bad key is named."""
+    """NDJSON is parsed line by line over batches: good files import, a bad key is named."""
     await create(client, auth)
 
     def ndjson(ids: range, bad: int | None = None) -> bytes:
