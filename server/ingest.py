@@ -51,7 +51,6 @@ from referendum_service.keys import ServiceKey
 from referendum_service.settings import Settings
 from server.errors import (
     ApiError,
-    BadRequest,
     Conflict,
     Forbidden,
     InvalidBallot,
@@ -680,7 +679,6 @@ async def current_ballots(conn: Any, referendum_id: str) -> list[asyncpg.Record]
 
 _VOTER_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
 _REFERENDUM_ID = re.compile(r"[a-z0-9-]{1,64}")
-_BALLOT_HASH = re.compile(r"[0-9a-f]{64}")
 
 
 class BallotBox:
@@ -790,12 +788,8 @@ class BallotBox:
             )
         return info
 
-    async def status(self, referendum_id: str, ballot_hash_hex: str) -> dict[str, Any]:
+    async def status(self, referendum_id: str, ballot_hash: bytes) -> dict[str, Any]:
         """``accepted`` until the batcher sequences the ballot, then ``sequenced``."""
-        if not _BALLOT_HASH.fullmatch(ballot_hash_hex):
-            raise BadRequest(
-                "a ballot hash is 64 lowercase hex digits", slug="malformed-ballot-hash"
-            )
         row = None
         if _REFERENDUM_ID.fullmatch(referendum_id):
             with translated():
@@ -805,13 +799,13 @@ class BallotBox:
                            FROM ballots AS b LEFT JOIN log_entries AS e ON e.ballot_id = b.id
                            WHERE b.referendum_id = $1 AND b.ballot_hash = $2""",
                         referendum_id,
-                        bytes.fromhex(ballot_hash_hex),
+                        ballot_hash,
                     )
         if row is None:
             raise NotFound("no such ballot in this referendum", slug="unknown-ballot")
         status: dict[str, Any] = {
             "referendum": referendum_id,
-            "ballot_hash": ballot_hash_hex,
+            "ballot_hash": ballot_hash.hex(),
             "accepted_at": format_time(row["accepted_at"]),
             "status": "accepted",
         }

@@ -19,18 +19,17 @@ from aiohttp import web
 
 from referendum_service.db import acquire
 from server import referendums, roll
-from server.app import POOL_KEY, SETTINGS_KEY, json_response, read_json_object
 from server.audit import record_action
 from server.auth import authenticate
 from server.errors import NotFound, PayloadTooLarge, ServiceUnavailable, UnsupportedMediaType
+from server.http import json_response, read_json_object
 from server.observability import ROLL_ROWS_IMPORTED
+from server.state import POOL_KEY, ROLL_CONNECTIONS_LOCK_KEY, ROLL_EXECUTOR_KEY, SETTINGS_KEY
 
-__all__ = ["ROLL_EXECUTOR_KEY", "setup"]
+__all__ = ["setup"]
 
 log = structlog.get_logger("server.operator_api")
 
-ROLL_EXECUTOR_KEY = web.AppKey("roll_executor", ThreadPoolExecutor)
-_ROLL_CONNECTIONS_LOCK = web.AppKey("roll_connections_lock", asyncio.Lock)
 _READ_CHUNK = 1 << 20
 _ROLL_TYPES: dict[str, roll.RollFormat] = {
     "text/csv": "csv",
@@ -91,7 +90,7 @@ async def _roll_connections(app: web.Application) -> AsyncIterator[tuple[Any, An
     if pool.get_max_size() < 2:
         raise ServiceUnavailable("a roll import needs REFERENDUM_DB_POOL_MAX of 2 or more")
     async with contextlib.AsyncExitStack() as stack:
-        async with app[_ROLL_CONNECTIONS_LOCK]:
+        async with app[ROLL_CONNECTIONS_LOCK_KEY]:
             conn = await stack.enter_async_context(acquire(pool))
             lines_conn = await stack.enter_async_context(acquire(pool))
         yield conn, lines_conn
@@ -164,7 +163,7 @@ async def _executor_context(app: web.Application) -> AsyncIterator[None]:
     threads = app[SETTINGS_KEY].roll_check_threads or os.cpu_count() or 1
     executor = ThreadPoolExecutor(threads, thread_name_prefix="roll-check")
     app[ROLL_EXECUTOR_KEY] = executor
-    app[_ROLL_CONNECTIONS_LOCK] = asyncio.Lock()
+    app[ROLL_CONNECTIONS_LOCK_KEY] = asyncio.Lock()
     try:
         yield
     finally:

@@ -38,11 +38,12 @@ from referendum_core.trustee import (
 )
 from referendum_service.db import acquire, translated
 from referendum_service.store.tallies import TallyState, load_tally
-from server.app import POOL_KEY, json_response, read_json_object
 from server.audit import record_action
 from server.auth import authenticate
 from server.errors import BadRequest, Conflict, NotFound, UnprocessableContent
+from server.http import integer, json_response, read_json_object
 from server.referendums import Referendum, load_referendum, set_election_key, transition
+from server.state import POOL_KEY
 
 __all__ = [
     "accept_share",
@@ -78,21 +79,12 @@ async def get_tally(request: web.Request) -> web.Response:
     return json_response(tally.to_json(ref.options), headers={"Cache-Control": _IMMUTABLE})
 
 
-def _int_query(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        raise BadRequest(f"{name} must be an integer in [{low}, {high}]", slug="bad-parameter",
-                         field=name)  # fmt: skip
-    return int(raw)
-
-
 async def get_supersessions(request: web.Request) -> web.Response:
     """GET .../supersessions?cursor=&limit=: by superseded index, after ``cursor``."""
     rid = request.match_info["rid"]
-    cursor = _int_query(request, "cursor", -1, 0, 2**62) if "cursor" in request.query else -1
-    limit = _int_query(request, "limit", _PAGE, 1, _PAGE)
+    query = request.query
+    cursor = integer(query.get("cursor"), "cursor", minimum=0, maximum=2**62, default=-1)
+    limit = integer(query.get("limit"), "limit", minimum=1, maximum=_PAGE, default=_PAGE)
     async with acquire(request.app[POOL_KEY]) as conn:
         await load_referendum(conn, rid)
         with translated():

@@ -16,7 +16,8 @@ from nacl.bindings import crypto_sign_seed_keypair
 
 from referendum_core.errors import ProofError
 from referendum_service.settings import Settings
-from server.app import POOL_KEY, make_app
+from server.app import make_app
+from server.state import POOL_KEY
 from tests.helpers import database_snapshot, operator_headers, running_app
 
 Client = TestClient[web.Request, web.Application]
