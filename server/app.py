@@ -1,8 +1,8 @@
 """The aiohttp application factory.
 
 ``make_app(settings)`` builds one application: a connection pool owned by ``cleanup_ctx``,
-the routes of every API module (``operator_api``, ``voter_api``, ``public_api``,
-``tally_api``: each exposes ``setup(app)``), health and metrics endpoints, the OpenAPI
+the routes of every API module (:mod:`server.api`: ``public``, ``operator``, ``voter``,
+``tally``, each exposing ``setup(app)``), health and metrics endpoints, the OpenAPI
 document, and the problem middleware of :mod:`server.http`.
 """
 
@@ -14,7 +14,8 @@ from aiohttp import web
 
 from referendum_service.db import create_pool, resolve_database_url
 from referendum_service.settings import Settings
-from server import observability, openapi, operator_api, public_api, tally_api, voter_api
+from server import observability, openapi
+from server.api import operator, public, tally, voter
 from server.http import problem_middleware
 from server.state import POOL_KEY, SETTINGS_KEY
 
@@ -54,9 +55,9 @@ def make_app(settings: Settings, *, database_url: str | None = None) -> web.Appl
     # The public read API comes first: aiohttp tries every route under /v1/referendums in
     # registration order, and its GETs are the most frequent and cheapest requests (an
     # inclusion proof paid ~20 µs for the 17 routes tried before it).
-    public_api.setup(app)
-    operator_api.setup(app)
-    voter_api.setup(app)
-    tally_api.setup(app)
+    public.setup(app)
+    operator.setup(app)
+    voter.setup(app)
+    tally.setup(app)
     openapi.setup(app)
     return app

@@ -17,7 +17,7 @@ from referendum_core.block import Block, check_link
 from referendum_core.checkpoint import verify_checkpoint
 from referendum_core.merkle import EMPTY_ROOT, leaf_hash, verify_consistency, verify_inclusion
 from referendum_service.settings import Settings
-from server.public_api import STORED_NODE_MIN_LEVEL
+from server.api.public import STORED_NODE_MIN_LEVEL
 from tests.batcher import LOG_ORIGIN, create_referendum, insert_ballots, make_signer
 from tests.helpers import running_app
 

@@ -28,7 +28,7 @@ from server.state import POOL_KEY, ROLL_CONNECTIONS_LOCK_KEY, ROLL_EXECUTOR_KEY,
 
 __all__ = ["setup"]
 
-log = structlog.get_logger("server.operator_api")
+log = structlog.get_logger("server.api.operator")
 
 _READ_CHUNK = 1 << 20
 _ROLL_TYPES: dict[str, roll.RollFormat] = {
@@ -109,9 +109,14 @@ async def put_roll(request: web.Request) -> web.Response:
     body = _body_chunks(request, limit)
     async with _roll_connections(request.app) as (conn, lines_conn), conn.transaction():
         result = await roll.import_roll(
-            conn, rid, body, fmt, lines_conn=lines_conn,
-            executor=request.app[ROLL_EXECUTOR_KEY], threads=_threads(request),
-        )  # fmt: skip
+            conn,
+            rid,
+            body,
+            fmt,
+            lines_conn=lines_conn,
+            executor=request.app[ROLL_EXECUTOR_KEY],
+            threads=_threads(request),
+        )
         await record_action(conn, actor, "roll.import", rid, {"format": fmt, **result})
     ROLL_ROWS_IMPORTED.inc(result["imported"])
     log.info("roll_imported", referendum=rid, actor=actor, format=fmt, **result)
