@@ -9,8 +9,10 @@ The middleware maps:
 * aiohttp's own 404 / 405 / 413 -> the same statuses as problems;
 * anything else -> a logged 500 problem (a bug).
 
-Parameters of paths and queries are parsed here only, so that every route rejects malformed
-input with a 400 problem (never a 500): ``int()`` alone takes ``'²'`` for a digit and fails.
+Integer and ballot-hash parameters of paths and queries are parsed here only, so that every
+route rejects malformed input with a 400 problem, never a 500: ``str.isdigit()`` holds for
+``'²'``, which ``int()`` then refuses. Referendum and voter ids are looked up as sent (an id
+outside :mod:`referendum_core.ids`'s grammar is simply unknown: 404).
 """
 
 from __future__ import annotations
