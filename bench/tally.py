@@ -235,9 +235,9 @@ async def _verify_record(admin_dsn: str, count: int, out: Path) -> dict[str, Any
     )
     from referendum_service.keys import load_or_create_key
     from referendum_service.store.tallies import load_tally
+    from server.decryption import accept_share, publish_result, store_trustees
     from server.record import export_record
     from server.roll import roll_digest
-    from server.tally_api import accept_share, publish_result, store_trustees
 
     rid = "bench-record"
     params = TrusteeParams(rid, 2, 3)

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from referendum_service.db import acquire, translated
 from server.errors import Unauthorized
+from server.state import POOL_KEY
 
 __all__ = ["authenticate", "create_api_key", "hash_key"]
 
@@ -41,8 +42,6 @@ async def create_api_key(conn: Any, name: str) -> str:
 
 async def authenticate(request: web.Request) -> str:
     """The name of the operator whose key the request carries; Unauthorized otherwise."""
-    from server.app import POOL_KEY
-
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip()

@@ -20,11 +20,15 @@ __all__ = ["create_api_key", "migrate", "serve"]
 @click.option("--host", default=None, help="Override REFERENDUM_HOST.")
 @click.option("--port", type=int, default=None, help="Override REFERENDUM_PORT.")
 @click.option("--workers", type=int, default=None, help="Override REFERENDUM_WORKERS.")
-@click.option("--migrate/--no-migrate", default=True, show_default=True,
-              help="Apply pending migrations before serving.")  # fmt: skip
+@click.option(
+    "--migrate/--no-migrate",
+    default=True,
+    show_default=True,
+    help="Apply pending migrations before serving.",
+)
 def serve(host: str | None, port: int | None, workers: int | None, migrate: bool) -> None:
     """Run the HTTP servers (operator, voter and public APIs) until SIGTERM/SIGINT."""
-    from server.serving import run_servers  # imported lazily: written by the ingest part
+    from server.serving import run_servers  # imported lazily: the command group loads fast
 
     settings = Settings.from_env()
     changes = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v}

@@ -14,6 +14,7 @@ from prometheus_client import REGISTRY, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from referendum_service.db import ping
+from server.state import POOL_KEY
 
 __all__ = [
     "HTTP_REQUESTS",
@@ -85,8 +86,6 @@ async def livez(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     """The database answers ``SELECT 1`` within a second; 503 problem otherwise."""
-    from server.app import POOL_KEY
-
     await ping(request.app[POOL_KEY], READY_TIMEOUT_S)
     return web.json_response({"status": "ready"})
 

@@ -15,9 +15,9 @@ import orjson
 import yaml
 from aiohttp import web
 
-__all__ = ["OPENAPI_KEY", "load_document", "setup"]
+from server.state import OPENAPI_KEY
 
-OPENAPI_KEY = web.AppKey("openapi", bytes)
+__all__ = ["load_document", "setup"]
 
 
 def _merge_into(target: dict[str, Any], fragment: dict[str, Any], where: str) -> None:

@@ -30,7 +30,7 @@ import orjson
 
 from referendum_core.record import RECORD_FILES, RECORD_FORMAT, digest_chunks
 from referendum_service.store.log import block_from_row
-from referendum_service.store.tallies import load_tally
+from referendum_service.store.tallies import load_result, load_shares, load_tally, load_trustees
 from server.errors import Conflict
 from server.referendums import load_referendum
 
@@ -80,8 +80,6 @@ async def export_record(conn: Any, referendum_id: str, out: Path, log_key: str) 
 
 
 async def _export(conn: Any, referendum_id: str, out: Path, log_key: str) -> str:
-    from server.tally_api import load_result, load_shares, load_trustees
-
     ref = await load_referendum(conn, referendum_id)
     tally = await load_tally(conn, referendum_id)
     if tally is None or not tally.final:

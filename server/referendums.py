@@ -11,7 +11,6 @@ the audit log. Later parts (closing at ``closes_at``, the tally) call it too.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import coincurve
 import orjson
 
+from referendum_core.ids import is_referendum_id
 from referendum_service.db import translated
 from server.audit import record_action
 from server.errors import BadRequest, Conflict, NotFound, UnprocessableContent
@@ -42,10 +42,13 @@ __all__ = [
 STATES = ("draft", "open", "closed", "tallied", "published")
 NEXT_STATE = {"draft": "open", "open": "closed", "closed": "tallied", "tallied": "published"}
 """The one legal step out of each state."""
-_STAMP = {"open": "opened_at", "closed": "closed_at", "tallied": "tallied_at",
-          "published": "published_at"}  # fmt: skip
+_STAMP = {
+    "open": "opened_at",
+    "closed": "closed_at",
+    "tallied": "tallied_at",
+    "published": "published_at",
+}
 
-_ID = re.compile(r"[a-z0-9-]{1,64}")
 _MAX_OPTIONS = 64
 _MAX_TEXT = 1000
 _MAX_TRUSTEES = 100
@@ -141,8 +144,9 @@ def _invalid(field: str, detail: str) -> UnprocessableContent:
     return UnprocessableContent(f"{field}: {detail}", slug="invalid-value", field=field)
 
 
-def check_fields(body: dict[str, Any], fields: dict[str, type | tuple[type, ...]],
-                 optional: set[str]) -> None:  # fmt: skip
+def check_fields(
+    body: dict[str, Any], fields: dict[str, type | tuple[type, ...]], optional: set[str]
+) -> None:
     """Unknown, missing or mistyped fields -> 400 naming the first such field."""
     for name in body:
         if name not in fields:
@@ -186,7 +190,7 @@ def parse_election_key(value: str, field: str = "election_public_key") -> bytes:
 def parse_definition(body: dict[str, Any]) -> ReferendumDefinition:
     """Validate a create request: 400 for unknown/missing/mistyped fields, 422 for values."""
     check_fields(body, _FIELDS, _OPTIONAL)
-    if _ID.fullmatch(body["id"]) is None:
+    if not is_referendum_id(body["id"]):
         raise _invalid("id", "must be 1 to 64 of a-z 0-9 -")
     question = body["question"]
     if not 1 <= len(question) <= _MAX_TEXT:
@@ -286,8 +290,11 @@ async def set_election_key(conn: Any, rid: str, key: bytes, actor: str) -> Refer
     async with conn.transaction():
         ref = await load_referendum(conn, rid, for_update=True)
         if ref.state != "draft":
-            raise Conflict(f"referendum {rid!r} is {ref.state}; the key is fixed at open",
-                           slug="not-draft", state=ref.state)  # fmt: skip
+            raise Conflict(
+                f"referendum {rid!r} is {ref.state}; the key is fixed at open",
+                slug="not-draft",
+                state=ref.state,
+            )
         with translated():
             record = await conn.fetchrow(
                 "UPDATE referendums SET election_public_key = $2 WHERE id = $1 RETURNING *",

@@ -3,7 +3,6 @@ proofs (:mod:`.commitment`)."""
 
 from server.roll.commitment import (
     CHUNK_LEAVES,
-    ROLL_TREES_KEY,
     ChunkTreeCache,
     InclusionProof,
     commit_roll,
@@ -15,7 +14,6 @@ from server.roll.import_ import MAX_REPORTED_ERRORS, RollFormat, RollParser, imp
 __all__ = [
     "CHUNK_LEAVES",
     "MAX_REPORTED_ERRORS",
-    "ROLL_TREES_KEY",
     "ChunkTreeCache",
     "InclusionProof",
     "RollFormat",

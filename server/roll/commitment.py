@@ -9,7 +9,7 @@ the proof inside their chunk (1024 leaves recomputed) followed by the chunk's pr
 tree of chunk hashes: the same path RFC 9162 gives over the whole roll.
 
 The chunk trees (the tree over one roll's chunk roots) of the last few rolls proved against are
-kept by a :class:`ChunkTreeCache`, one per application (:data:`ROLL_TREES_KEY`).
+kept by a :class:`ChunkTreeCache`, one per application (``server.state.ROLL_TREES_KEY``).
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
-
 from referendum_core import merkle
 from referendum_core.ids import VOTER_ID_PATTERN
 from referendum_core.roll import roll_leaf_hash
@@ -30,7 +28,6 @@ from server.errors import NotFound
 
 __all__ = [
     "CHUNK_LEAVES",
-    "ROLL_TREES_KEY",
     "ChunkTreeCache",
     "InclusionProof",
     "commit_roll",
@@ -150,7 +147,6 @@ class ChunkTreeCache:
         return tree
 
 
-ROLL_TREES_KEY = web.AppKey("roll_trees", ChunkTreeCache)
 """The application's :class:`ChunkTreeCache` (sized by ``Settings.roll_trees_kept``)."""
 
 

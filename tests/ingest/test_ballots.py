@@ -455,7 +455,7 @@ async def test_process_pool_verification(database_url: str, tmp_path: Path) -> N
 
 async def test_saturated_server_refuses_at_once(database_url: str, tmp_path: Path) -> None:
     """With admission_limit submissions in progress, the next one gets 503 + Retry-After at once."""
-    from server.voter_api import BALLOT_BOX_KEY
+    from server.state import BALLOT_BOX_KEY
 
     electorate = await create_referendum(database_url, "ref-busy", voters=3)
     settings = ingest_settings(tmp_path, admission_limit=2)

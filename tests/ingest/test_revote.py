@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from server.ingest import current_ballots
+from referendum_service.store.ballots import current_ballots
 from tests.helpers import running_app
 from tests.ingest import count_ballots, create_referendum, ingest_settings
 

@@ -27,7 +27,7 @@ def test_migrate_then_create_api_key(empty_database_url: str) -> None:
     env = {"DATABASE_URL": empty_database_url}
     first = runner.invoke(main, ["migrate"], env=env)
     assert first.exit_code == 0, first.output
-    assert "applied 001_foundation" in first.output
+    assert "applied 001_schema" in first.output
     again = runner.invoke(main, ["migrate"], env=env)
     assert again.exit_code == 0 and "0 migration(s) applied" in again.output
     created = runner.invoke(main, ["create-api-key", "--name", "alice"], env=env)

@@ -38,7 +38,7 @@ from server.log_proofs import (
     StoredNodeError,
     right_edge,
 )
-from server.public_api import LOG_PROOFS_KEY
+from server.state import LOG_PROOFS_KEY
 from tests.batcher import LOG_ORIGIN, create_referendum, insert_ballots, make_signer
 from tests.helpers import running_app
 from tests.server.test_public_api import BASE, RID, app_settings, build_log, get_json, verifier_key

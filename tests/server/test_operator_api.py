@@ -16,7 +16,8 @@ from nacl.bindings import crypto_sign_seed_keypair
 
 from referendum_core.errors import ProofError
 from referendum_service.settings import Settings
-from server.app import POOL_KEY, make_app
+from server.app import make_app
+from server.state import POOL_KEY
 from tests.helpers import database_snapshot, operator_headers, running_app
 
 Client = TestClient[web.Request, web.Application]
@@ -285,8 +286,9 @@ async def test_missing_or_wrong_api_key_is_refused(
         {"Authorization": auth["Authorization"] + "x"},
     ]
     for headers in wrong:
-        response = await client.post("/v1/referendums", json={**DEFINITION, "id": "r2"},
-                                     headers=headers)  # fmt: skip
+        response = await client.post(
+            "/v1/referendums", json={**DEFINITION, "id": "r2"}, headers=headers
+        )
         body = await assert_problem(response, 401, "unauthorized")
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
         token = headers.get("Authorization", "").partition(" ")[2]
@@ -332,8 +334,12 @@ async def test_lifecycle_runs_in_order(client: Client, auth: dict[str, str]) -> 
     """draft -> open -> closed -> tallied -> published, each step answered with the new state."""
     await create(client, auth)
     assert (await put_roll(client, auth, roll_csv(range(10)))).status == 200
-    for action, state in [("open", "open"), ("close", "closed"), ("tally", "tallied"),
-                          ("publish", "published")]:  # fmt: skip
+    for action, state in [
+        ("open", "open"),
+        ("close", "closed"),
+        ("tally", "tallied"),
+        ("publish", "published"),
+    ]:
         response = await client.post(f"/v1/referendums/ref-1/{action}", headers=auth)
         assert response.status == 200, await response.text()
         assert (await response.json())["state"] == state
@@ -375,16 +381,18 @@ async def test_open_needs_key_and_roll(
     """Opening without an election key or without voters is 409; setting the key then works."""
     await create(client, auth, election_public_key=None)
     before = await database_snapshot(database_url)
-    await assert_problem(await client.post("/v1/referendums/ref-1/open", headers=auth), 409,
-                         "no-key")  # fmt: skip
+    await assert_problem(
+        await client.post("/v1/referendums/ref-1/open", headers=auth), 409, "no-key"
+    )
     response = await client.put(
         "/v1/referendums/ref-1/election-key",
         json={"election_public_key": ELECTION_KEY},
         headers=auth,
     )
     assert response.status == 200 and (await response.json())["election_public_key"]
-    await assert_problem(await client.post("/v1/referendums/ref-1/open", headers=auth), 409,
-                         "empty-roll")  # fmt: skip
+    await assert_problem(
+        await client.post("/v1/referendums/ref-1/open", headers=auth), 409, "empty-roll"
+    )
     after = await database_snapshot(database_url)
     assert after["referendum_rows"] != before["referendum_rows"]  # only the key changed
     assert (await put_roll(client, auth, roll_csv(range(2)))).status == 200
@@ -398,8 +406,7 @@ async def test_election_key_checks(client: Client, auth: dict[str, str], databas
     url = "/v1/referendums/ref-1/election-key"
     bad = await client.put(url, json={"election_public_key": "03" + "00" * 32}, headers=auth)
     await assert_problem(bad, 422, "invalid-value", "election_public_key")
-    extra = await client.put(url, json={"election_public_key": ELECTION_KEY, "x": 1},
-                             headers=auth)  # fmt: skip
+    extra = await client.put(url, json={"election_public_key": ELECTION_KEY, "x": 1}, headers=auth)
     await assert_problem(extra, 400, "unknown-field", "x")
     assert await database_snapshot(database_url) == before
     await put_roll(client, auth, roll_csv(range(2)))

@@ -9,13 +9,15 @@ from typing import Any
 
 import asyncpg
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from batcher.service import NODE_MIN_LEVEL, LogSigner, seal_block
 from referendum_core.block import Block, check_link
 from referendum_core.checkpoint import verify_checkpoint
 from referendum_core.merkle import EMPTY_ROOT, leaf_hash, verify_consistency, verify_inclusion
 from referendum_service.settings import Settings
-from server.public_api import STORED_NODE_MIN_LEVEL
+from server.api.public import STORED_NODE_MIN_LEVEL
 from tests.batcher import LOG_ORIGIN, create_referendum, insert_ballots, make_signer
 from tests.helpers import running_app
 
@@ -237,3 +239,40 @@ async def test_bad_parameters_are_problems(log_client: Any) -> None:
         ):
             wrong.append((path, response.status, problem))
     assert wrong == []
+
+
+_PATH_VALUES = {"rid": RID, "height": "1", "ballot_hash": "0" * 64, "voter_id": "v-1"}
+_QUERY_NAMES = st.sampled_from(["cursor", "limit", "from", "to", "tree_size"]) | st.text()
+# str.isdigit() holds for "²" and "٣", which int() refuses or reads: numbers of every script
+_QUERY_VALUES = st.text() | st.text(st.characters(categories=("Nd", "No")), min_size=1)
+
+
+def _get_routes(client: Any) -> list[str]:
+    """Every GET route of the app's router, its path variables filled in."""
+    paths = []
+    for route in client.app.router.routes():
+        if route.method == "GET":
+            paths.append(route.resource.canonical.format_map(_PATH_VALUES))
+    return sorted(set(paths))
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(query=st.dictionaries(_QUERY_NAMES, _QUERY_VALUES, max_size=4))
+@example(query={"limit": "\u00b2"})
+@example(query={"cursor": "\u0663"})
+async def test_arbitrary_query_values_never_answer_5xx(
+    log_client: Any, query: dict[str, str]
+) -> None:
+    """Arbitrary Unicode query values on every GET route: no 5xx, and a 4xx is problem+json."""
+    routes = _get_routes(log_client)
+    assert f"/v1/referendums/{RID}/supersessions" in routes
+    for path in routes:
+        response = await log_client.get(path, params=query)
+        await response.read()
+        assert response.status < 500, (path, query, await response.text())
+        if response.status >= 400:
+            assert response.content_type == "application/problem+json", (path, query)

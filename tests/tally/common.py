@@ -156,8 +156,8 @@ async def publish_small_election(
 
     from batcher.tally import fold_new_blocks
     from referendum_service.store.tallies import load_tally
+    from server.decryption import accept_share, publish_result, store_trustees
     from server.record import export_record
-    from server.tally_api import accept_share, publish_result, store_trustees
     from tests.tally.trustees import TrusteeBoard
 
     rng = random.Random(voters * 7 + revoters)

@@ -19,18 +19,24 @@ from aiohttp import web
 
 from referendum_service.db import acquire
 from server import referendums, roll
-from server.app import POOL_KEY, SETTINGS_KEY, json_response, read_json_object
 from server.audit import record_action
 from server.auth import authenticate
 from server.errors import NotFound, PayloadTooLarge, ServiceUnavailable, UnsupportedMediaType
+from server.http import json_response, read_json_object
 from server.observability import ROLL_ROWS_IMPORTED
+from server.roll import ChunkTreeCache
+from server.state import (
+    POOL_KEY,
+    ROLL_CONNECTIONS_LOCK_KEY,
+    ROLL_EXECUTOR_KEY,
+    ROLL_TREES_KEY,
+    SETTINGS_KEY,
+)
 
-__all__ = ["ROLL_EXECUTOR_KEY", "setup"]
+__all__ = ["setup"]
 
-log = structlog.get_logger("server.operator_api")
+log = structlog.get_logger("server.api.operator")
 
-ROLL_EXECUTOR_KEY = web.AppKey("roll_executor", ThreadPoolExecutor)
-_ROLL_CONNECTIONS_LOCK = web.AppKey("roll_connections_lock", asyncio.Lock)
 _READ_CHUNK = 1 << 20
 _ROLL_TYPES: dict[str, roll.RollFormat] = {
     "text/csv": "csv",
@@ -91,7 +97,7 @@ async def _roll_connections(app: web.Application) -> AsyncIterator[tuple[Any, An
     if pool.get_max_size() < 2:
         raise ServiceUnavailable("a roll import needs REFERENDUM_DB_POOL_MAX of 2 or more")
     async with contextlib.AsyncExitStack() as stack:
-        async with app[_ROLL_CONNECTIONS_LOCK]:
+        async with app[ROLL_CONNECTIONS_LOCK_KEY]:
             conn = await stack.enter_async_context(acquire(pool))
             lines_conn = await stack.enter_async_context(acquire(pool))
         yield conn, lines_conn
@@ -110,9 +116,14 @@ async def put_roll(request: web.Request) -> web.Response:
     body = _body_chunks(request, limit)
     async with _roll_connections(request.app) as (conn, lines_conn), conn.transaction():
         result = await roll.import_roll(
-            conn, rid, body, fmt, lines_conn=lines_conn,
-            executor=request.app[ROLL_EXECUTOR_KEY], threads=_threads(request),
-        )  # fmt: skip
+            conn,
+            rid,
+            body,
+            fmt,
+            lines_conn=lines_conn,
+            executor=request.app[ROLL_EXECUTOR_KEY],
+            threads=_threads(request),
+        )
         await record_action(conn, actor, "roll.import", rid, {"format": fmt, **result})
     ROLL_ROWS_IMPORTED.inc(result["imported"])
     log.info("roll_imported", referendum=rid, actor=actor, format=fmt, **result)
@@ -155,9 +166,7 @@ async def get_roll_proof(request: web.Request) -> web.Response:
     """GET /v1/referendums/{rid}/roll/proof/{voter_id}: a voter's inclusion proof."""
     rid, voter_id = request.match_info["rid"], request.match_info["voter_id"]
     async with acquire(request.app[POOL_KEY]) as conn:
-        proof = await roll.roll_inclusion_proof(
-            conn, rid, voter_id, request.app[roll.ROLL_TREES_KEY]
-        )
+        proof = await roll.roll_inclusion_proof(conn, rid, voter_id, request.app[ROLL_TREES_KEY])
     return json_response(proof.to_json())
 
 
@@ -167,8 +176,8 @@ async def _executor_context(app: web.Application) -> AsyncIterator[None]:
     threads = app[SETTINGS_KEY].roll_check_threads or os.cpu_count() or 1
     executor = ThreadPoolExecutor(threads, thread_name_prefix="roll-check")
     app[ROLL_EXECUTOR_KEY] = executor
-    app[_ROLL_CONNECTIONS_LOCK] = asyncio.Lock()
-    app[roll.ROLL_TREES_KEY] = roll.ChunkTreeCache(app[SETTINGS_KEY].roll_trees_kept)
+    app[ROLL_CONNECTIONS_LOCK_KEY] = asyncio.Lock()
+    app[ROLL_TREES_KEY] = ChunkTreeCache(app[SETTINGS_KEY].roll_trees_kept)
     try:
         yield
     finally:

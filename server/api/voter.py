@@ -17,14 +17,14 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from referendum_service.keys import load_or_create_key
-from server.app import POOL_KEY, SETTINGS_KEY, json_response, read_json_object
 from server.errors import UnsupportedMediaType
+from server.http import ballot_hash as parse_ballot_hash
+from server.http import json_response, read_json_object
 from server.ingest import BallotBox
 from server.receipts import receipt_key_document
+from server.state import BALLOT_BOX_KEY, POOL_KEY, SETTINGS_KEY
 
-__all__ = ["BALLOT_BOX_KEY", "setup"]
-
-BALLOT_BOX_KEY = web.AppKey("ballot_box", BallotBox)
+__all__ = ["setup"]
 
 
 async def submit_ballot(request: web.Request) -> web.Response:
@@ -46,9 +46,8 @@ async def submit_ballot(request: web.Request) -> web.Response:
 
 async def ballot_status(request: web.Request) -> web.Response:
     """Where a ballot is: accepted (committed) or sequenced into the log."""
-    status = await request.app[BALLOT_BOX_KEY].status(
-        request.match_info["rid"], request.match_info["ballot_hash"]
-    )
+    ballot_hash = parse_ballot_hash(request.match_info["ballot_hash"], slug="malformed-ballot-hash")
+    status = await request.app[BALLOT_BOX_KEY].status(request.match_info["rid"], ballot_hash)
     cache = "no-store" if status["status"] == "accepted" else "public, max-age=31536000"
     return json_response(status, headers={"Cache-Control": cache})
 
