@@ -57,13 +57,12 @@ import click
 from tqdm import tqdm
 
 from referendum_core import merkle
-from referendum_core.ballot import BallotSpec, plan, verify_canonical
+from referendum_core.ballot import BallotSpec, ciphertext_bytes, plan, verify_canonical, voter_of
 from referendum_core.block import Block, BlockError, check_link
 from referendum_core.checkpoint import parse_verifier_key
-from referendum_core.elgamal import Ciphertext
-from referendum_core.errors import CoreError
-from referendum_core.group import Point
+from referendum_core.errors import CoreError, EncodingError
 from referendum_core.record import RECORD_FILES, RECORD_FORMAT, digest_chunks
+from referendum_core.tally import full_tally, sum_explicit, supersessions, tally_hash
 
 __all__ = [
     "RECORD_FILES",
@@ -74,7 +73,6 @@ __all__ = [
     "verify_election_command",
 ]
 
-TALLY_DOMAIN = b"referendum/v1/encrypted-tally\x00"
 CHUNK_BALLOTS = 1000
 MAX_DETAILS = 20
 """Failures of one check listed in full; the rest are counted."""
@@ -163,18 +161,6 @@ def roll_leaf_hash(voter_id: str, public_key: bytes) -> bytes:
     """
     raw = voter_id.encode()
     return merkle.leaf_hash(len(raw).to_bytes(2, "big") + raw + public_key)
-
-
-def tally_hash(referendum_id: str, ciphertexts: Sequence[bytes]) -> bytes:
-    """``SHA-256(domain ‖ u16 len ‖ referendum id ‖ u8 count ‖ ciphertexts)`` (docs/record.md)."""
-    rid = referendum_id.encode()
-    return hashlib.sha256(
-        TALLY_DOMAIN
-        + len(rid).to_bytes(2, "big")
-        + rid
-        + bytes([len(ciphertexts)])
-        + b"".join(ciphertexts)
-    ).digest()
 
 
 # --- checks -------------------------------------------------------------------------------
@@ -335,9 +321,8 @@ def _scan_ballots(report: ElectionReport, path: Path) -> tuple[array[int], list[
                     break
                 offsets.append(pos)
                 try:
-                    p = pos + 4 + 6 + data[pos + 9]
-                    voters.append(bytes(data[p + 1 : p + 1 + data[p]]).decode("utf-8"))
-                except (IndexError, UnicodeDecodeError):
+                    voters.append(voter_of(data, pos + 4))
+                except EncodingError:
                     voters.append(None)
                 pos = end
             offsets.append(pos)
@@ -359,7 +344,8 @@ class _ChunkResult:
     leaf_hashes: bytes
     ballot_hashes: bytes
     failures: list[tuple[int, str, str]]
-    sums: list[bytes]
+    sums: bytes
+    """Per-option sums of the explicit ciphertexts of the ballots counted, as one blob."""
     counted_voters: list[str]
 
 
@@ -377,7 +363,7 @@ def _verify_chunk(first: int, offsets: Sequence[int], skip: frozenset[int]) -> _
     """
     spec: BallotSpec = _WORKER["spec"]
     roll: dict[str, bytes] = _WORKER["roll"]
-    k = len(spec.options)
+    explicit = plan(spec).explicit
     with open(_WORKER["ballots"], "rb") as handle:
         handle.seek(offsets[0])
         blob = handle.read(offsets[-1] - offsets[0])
@@ -385,38 +371,36 @@ def _verify_chunk(first: int, offsets: Sequence[int], skip: frozenset[int]) -> _
     leafs: list[bytes] = []
     hashes: list[bytes] = []
     failures: list[tuple[int, str, str]] = []
-    a_parts: list[list[Point]] = [[] for _ in range(k)]
-    b_parts: list[list[Point]] = [[] for _ in range(k)]
+    summed: list[bytes] = []
     counted: list[str] = []
     sha = hashlib.sha256
     for i in range(len(offsets) - 1):
         index = first + i
         canonical = blob[offsets[i] - base + 4 : offsets[i + 1] - base]
-        leafs.append(sha(b"\x00" + canonical).digest())
+        leafs.append(merkle.leaf_hash(canonical))
         hashes.append(sha(canonical).digest())
         try:
-            voter = canonical[7 + canonical[5] : 7 + canonical[5]
-                              + canonical[6 + canonical[5]]].decode()  # fmt: skip
-            key = roll.get(voter)
-            if key is None:
-                failures.append((index, "ballot.voter", f"ballot {index}: voter not on the roll"))
-                continue
-            verified = verify_canonical(spec, canonical, key)
-        except (IndexError, UnicodeDecodeError):
+            voter = voter_of(canonical)
+        except EncodingError:
             failures.append((index, "ballot.encoding", f"ballot {index}: malformed"))
             continue
+        key = roll.get(voter)
+        if key is None:
+            failures.append((index, "ballot.voter", f"ballot {index}: voter not on the roll"))
+            continue
+        try:
+            verified = verify_canonical(spec, canonical, key)
         except CoreError as exc:
             failures.append((index, f"ballot.{exc.check}", f"ballot {index}: {exc}"))
             continue
         if index in skip:
             continue
         counted.append(verified.voter_id)
-        for j, ct in enumerate(verified.ciphertexts):
-            a_parts[j].append(ct.a)
-            b_parts[j].append(ct.b)
-    sums = [Ciphertext(Point.sum(a_parts[j]), Point.sum(b_parts[j])).to_bytes() for j in range(k)]
-    return _ChunkResult(first, len(offsets) - 1, b"".join(leafs), b"".join(hashes), failures,
-                        sums, counted)  # fmt: skip
+        summed.append(ciphertext_bytes(canonical))
+    sums = b"".join(ct.to_bytes() for ct in sum_explicit(summed, explicit))
+    return _ChunkResult(
+        first, len(offsets) - 1, b"".join(leafs), b"".join(hashes), failures, sums, counted
+    )
 
 
 def _chunks(offsets: array[int], superseded: set[int], size: int) -> Iterator[
@@ -495,24 +479,6 @@ def _check_tree(report: ElectionReport, blocks: Sequence[Block], leaves: bytes, 
                                     "the block's")  # fmt: skip
 
 
-def recompute_supersessions(voters: Sequence[str | None]) -> list[tuple[int, int]]:
-    """``(superseded index, superseding index)`` pairs: each ballot of a voter by their next.
-
-    >>> recompute_supersessions(["a", "b", "a", "a"])
-    [(0, 2), (2, 3)]
-    """
-    last: dict[str, int] = {}
-    pairs = []
-    for index, voter in enumerate(voters):
-        if voter is None:
-            continue
-        if voter in last:
-            pairs.append((last[voter], index))
-        last[voter] = index
-    pairs.sort()
-    return pairs
-
-
 def _check_revotes(
     report: ElectionReport,
     root: Path,
@@ -576,14 +542,10 @@ def _check_tally(
     except _Stop:
         return None
     k = len(spec.options)
-    sums = [
-        Ciphertext(
-            Point.sum(Ciphertext.from_bytes(r.sums[j]).a for r in results),
-            Point.sum(Ciphertext.from_bytes(r.sums[j]).b for r in results),
-        ).to_bytes()
-        for j in range(k)
-    ]
+    shape = plan(spec)
     counted = [v for r in results for v in r.counted_voters]
+    explicit = sum_explicit([r.sums for r in results], shape.explicit)
+    sums = [ct.to_bytes() for ct in full_tally(explicit, len(counted), shape.implied)]
     report.ballots_counted = len(counted)
     if len(set(counted)) != len(counted):
         report.fail("tally", "some voter has more than one counted ballot")
@@ -654,7 +616,7 @@ def verify_election(
         report.fail("ballot", f"ballots.bin: {exc}")
         offsets, voters = array("Q", [0]), []
     report.ballots = len(voters)
-    pairs = recompute_supersessions(voters)
+    pairs = supersessions(enumerate(voters))
     superseded = {old for old, _ in pairs} if ref["revote_policy"] == "last_counts" else set()
     results = _run_ballots(report, root, spec, roll, offsets, superseded, jobs, progress)
     leaves = b"".join(r.leaf_hashes for r in results)

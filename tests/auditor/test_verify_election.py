@@ -10,7 +10,6 @@ import pytest
 
 from auditor.verify_election import (
     read_roll,
-    recompute_supersessions,
     roll_leaf_hash,
     verify_election,
 )
@@ -31,12 +30,6 @@ def _copy(record: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "copy"
     shutil.copytree(record, copy)
     return copy
-
-
-def test_recompute_supersessions_chains_each_voters_ballots() -> None:
-    """Each ballot of a voter is superseded by that voter's next one, in log order."""
-    assert recompute_supersessions(["a", "b", "a", None, "b", "a"]) == [(0, 2), (1, 4), (2, 5)]
-    assert recompute_supersessions(["a", "b", "c"]) == []
 
 
 def test_roll_leaf_hash_matches_the_server_encoding() -> None:
