@@ -201,14 +201,7 @@ def _check_manifest(report: ElectionReport, root: Path, pinned: str | None) -> N
 def _load_definition(report: ElectionReport, root: Path) -> tuple[dict[str, Any], BallotSpec]:
     ref = _json(report, root, "referendum.json", "definition")
     try:
-        spec = BallotSpec(
-            ref["id"],
-            tuple(ref["options"]),
-            int(ref["min_selections"]),
-            int(ref["max_selections"]),
-            _hex(ref["election_public_key"], 33),
-        )
-        plan(spec)
+        spec = BallotSpec.from_definition(ref)
         if ref["revote_policy"] not in ("forbid", "last_counts"):
             raise ValueError("unknown re-vote policy")
         int(ref["threshold_k"])

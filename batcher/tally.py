@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-import orjson
 import structlog
 
 from referendum_core.ballot import BallotSpec, ciphertext_bytes, plan
@@ -56,16 +55,6 @@ class FoldedBlock:
     ballots: int
     superseded: int
     final: bool
-
-
-def _spec(ref: Any) -> BallotSpec:
-    return BallotSpec(
-        ref["id"],
-        tuple(orjson.loads(ref["options"])),
-        ref["min_selections"],
-        ref["max_selections"],
-        bytes(ref["election_public_key"]),
-    )
 
 
 _BLOCK_BALLOTS = """
@@ -100,7 +89,7 @@ async def fold_block(conn: Any, referendum_id: str) -> FoldedBlock | None:
         )
         if ref is None or ref["election_public_key"] is None:
             return None
-        spec = _spec(ref)
+        spec = BallotSpec.from_row(referendum_id, ref)
         shape = plan(spec)
         explicit_n = shape.explicit
         empty = Ciphertext(Point.base_mul(0), Point.base_mul(0)).to_bytes()

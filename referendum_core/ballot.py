@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import mmap
 import struct
 from collections.abc import Mapping
@@ -96,6 +97,54 @@ class BallotSpec:
     max_selections: int
     election_public_key: bytes
     imply_last: bool = True
+
+    @classmethod
+    def from_definition(cls, definition: Mapping[str, Any]) -> BallotSpec:
+        """The spec of a public referendum definition (``GET /v1/referendums/{rid}``,
+        ``referendum.json`` of a record), validated as :func:`plan` does.
+
+        >>> key = "02" + "79be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798"
+        >>> BallotSpec.from_definition({"id": "r1", "options": ["yes", "no"],
+        ...     "min_selections": 1, "max_selections": 1, "election_public_key": key}).options
+        ('yes', 'no')
+
+        Raises:
+            BallotError: a field is missing or of the wrong type, or the spec is inconsistent
+                (check ``"spec"``).
+            EncodingError: the election key is not 33 bytes of lowercase hex.
+            InvalidPoint: the election key is not a canonical compressed point.
+        """
+        try:
+            options = definition["options"]
+            rid = definition["id"]
+            lo, hi = definition["min_selections"], definition["max_selections"]
+            key_hex = definition["election_public_key"]
+        except (KeyError, TypeError) as exc:
+            raise BallotError(f"definition lacks {exc}", check="spec") from exc
+        if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
+            raise BallotError("options must be a list of names", check="spec")
+        spec = cls(rid, tuple(options), lo, hi, _hex_field(key_hex, "election_public_key", 33))
+        plan(spec)
+        return spec
+
+    @classmethod
+    def from_row(cls, referendum_id: str, row: Mapping[str, Any]) -> BallotSpec:
+        """The spec of a ``referendums`` row with an election key (options as JSON text or list).
+
+        >>> BallotSpec.from_row("r1", {"options": '["yes", "no"]', "min_selections": 1,
+        ...     "max_selections": 1, "election_public_key": bytes(33)}).options
+        ('yes', 'no')
+        """
+        options = row["options"]
+        if isinstance(options, str):
+            options = json.loads(options)
+        return cls(
+            referendum_id,
+            tuple(str(o) for o in options),
+            row["min_selections"],
+            row["max_selections"],
+            bytes(row["election_public_key"]),
+        )
 
 
 @dataclass(frozen=True)

@@ -600,3 +600,33 @@ def test_option_encrypting_two_with_arbitrary_proof_bytes_rejected(proof: bytes)
     record = decode_canonical(_forged_ballot(YES_NO, [2], 1))
     with pytest.raises((ProofError, InvalidScalar)):
         verify_canonical(YES_NO, resign(dataclasses.replace(record, proofs=(proof,))), ALICE)
+
+
+def test_spec_from_definition_and_row_agree_and_reject_bad_fields() -> None:
+    """The public definition and the stored row give one spec; a bad definition is a CoreError."""
+    definition = {
+        "id": YES_NO.referendum_id,
+        "options": list(YES_NO.options),
+        "min_selections": 1,
+        "max_selections": 1,
+        "election_public_key": YES_NO.election_public_key.hex(),
+    }
+    row = {
+        **definition,
+        "options": '["o0", "o1"]',
+        "election_public_key": ELECTION_PK.to_compressed(),
+    }
+    assert BallotSpec.from_definition(definition) == YES_NO
+    assert BallotSpec.from_row(YES_NO.referendum_id, row) == YES_NO
+    for field, value in [
+        ("options", "o0"),
+        ("options", [1, 2]),
+        ("min_selections", "1"),
+        ("max_selections", 3),
+        ("election_public_key", YES_NO.election_public_key.hex().upper()),
+        ("election_public_key", "02" + "00" * 32),
+    ]:
+        with pytest.raises(CoreError):
+            BallotSpec.from_definition({**definition, field: value})
+    with pytest.raises(BallotError):
+        BallotSpec.from_definition({k: v for k, v in definition.items() if k != "id"})
