@@ -17,21 +17,9 @@ from auditor.follow import AuditFailure, parse_hex
 from referendum_core import merkle
 from referendum_core.ballot import BallotSpec, verify_canonical
 from referendum_core.errors import CoreError
+from referendum_core.roll import roll_leaf_hash
 
-__all__ = ["RollBallotVerifier", "roll_entry_leaf_hash"]
-
-
-def roll_entry_leaf_hash(voter_id: str, public_key: bytes) -> bytes:
-    """Leaf hash of a roll entry: ``leaf_hash(u16be(len(voter_id)) ‖ voter_id ‖ key)``.
-
-    The roll commitment's entry encoding (``docs/crypto.md``; the server's
-    ``server.roll.canonical_entry``), restated here because auditors import no server code.
-
-    >>> roll_entry_leaf_hash("v1", bytes(32)) == merkle.leaf_hash(b"\\x00\\x02v1" + bytes(32))
-    True
-    """
-    raw = voter_id.encode()
-    return merkle.leaf_hash(len(raw).to_bytes(2, "big") + raw + public_key)
+__all__ = ["RollBallotVerifier"]
 
 
 def _spec(obj: dict[str, Any]) -> BallotSpec:
@@ -92,7 +80,7 @@ class RollBallotVerifier:
             raise AuditFailure("roll.proof", f"malformed roll proof for {voter_id!r}")
         try:
             merkle.verify_inclusion(
-                roll_entry_leaf_hash(voter_id, key),
+                roll_leaf_hash(voter_id, key),
                 index,
                 self.roll_size,
                 [parse_hex(p, "roll proof element") for p in proof],

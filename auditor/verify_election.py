@@ -11,7 +11,8 @@ check                  what is recomputed
 ``manifest``           every file's SHA-256 and size against ``manifest.json`` (and the
                        manifest's own hash when ``--manifest-sha256`` pins it)
 ``definition``         ``referendum.json`` parses into a ballot spec
-``roll``               the roll's RFC 9162 root and size equal the published commitment
+``roll``               the roll's RFC 9162 root and size equal the published commitment;
+                       every key is a valid credential key
 ``log.blocks``         every block parses, its hash matches, heights and index ranges chain,
                        ``prev_hash`` links, exactly the last block is final
 ``log.checkpoint``     every checkpoint's Ed25519 signature by the log key, its origin, and
@@ -60,8 +61,10 @@ from referendum_core import merkle
 from referendum_core.ballot import BallotSpec, ciphertext_bytes, plan, verify_canonical, voter_of
 from referendum_core.block import Block, BlockError, check_link
 from referendum_core.checkpoint import parse_verifier_key
+from referendum_core.credential import bad_key_positions
 from referendum_core.errors import CoreError, EncodingError
 from referendum_core.record import RECORD_FILES, RECORD_FORMAT, digest_chunks
+from referendum_core.roll import roll_leaf_hash
 from referendum_core.tally import full_tally, sum_explicit, supersessions, tally_hash
 
 __all__ = [
@@ -153,16 +156,6 @@ def _hex(value: Any, size: int | None = None) -> bytes:
     return raw
 
 
-def roll_leaf_hash(voter_id: str, public_key: bytes) -> bytes:
-    """Leaf of the roll commitment: ``leaf_hash(u16be(len) ‖ voter_id ‖ public key)``.
-
-    >>> roll_leaf_hash("v1", bytes(32)) == merkle.leaf_hash(b"\\x00\\x02v1" + bytes(32))
-    True
-    """
-    raw = voter_id.encode()
-    return merkle.leaf_hash(len(raw).to_bytes(2, "big") + raw + public_key)
-
-
 # --- checks -------------------------------------------------------------------------------
 
 
@@ -238,6 +231,8 @@ def _check_roll(report: ElectionReport, root: Path, ref: dict[str, Any]) -> dict
         report.fail("roll", str(exc))
         return {}
     ordered = sorted(voters, key=lambda v: v.encode())
+    for position in bad_key_positions(b"".join(voters[v] for v in ordered)):
+        report.fail("roll", f"voter {ordered[position]!r} has no valid credential key")
     computed = merkle.root_from_leaf_hashes([roll_leaf_hash(v, voters[v]) for v in ordered])
     if ref.get("roll_root") != computed.hex():
         report.fail("roll", f"roll root {computed.hex()} is not the published commitment")

@@ -10,10 +10,8 @@ import pytest
 
 from auditor.verify_election import (
     read_roll,
-    roll_leaf_hash,
     verify_election,
 )
-from referendum_core import merkle
 from server.record import write_manifest
 from tests.tally.common import publish_small_election
 
@@ -30,15 +28,6 @@ def _copy(record: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "copy"
     shutil.copytree(record, copy)
     return copy
-
-
-def test_roll_leaf_hash_matches_the_server_encoding() -> None:
-    """The auditor's roll leaf equals the server's canonical entry hashed as an RFC 9162 leaf."""
-    from referendum_core.roll import roll_leaf_hash as server_leaf
-
-    key = bytes(range(32))
-    assert roll_leaf_hash("voter-1", key) == server_leaf("voter-1", key)
-    assert roll_leaf_hash("voter-1", key) != merkle.leaf_hash(b"voter-1" + key)
 
 
 async def test_serial_and_parallel_reports_agree(small_record: tuple[Path, list[int]]) -> None:

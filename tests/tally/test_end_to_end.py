@@ -340,7 +340,7 @@ def options_swapped(root: Path) -> None:
 
 def superseded_ballot_counted(root: Path) -> None:
     """Drop a supersession and add the superseded ballot's ciphertexts to the tally."""
-    from referendum_core.ballot import verify_canonical
+    from referendum_core.ballot import verify_canonical, voter_of
     from referendum_core.elgamal import Ciphertext
     from referendum_core.tally import tally_hash
 
@@ -348,12 +348,10 @@ def superseded_ballot_counted(root: Path) -> None:
     victim = rows.pop(0)
     _put_lines(root, "supersessions.jsonl", rows)
     ref = _json(root, "referendum.json")
-    spec = BallotSpec(ref["id"], tuple(ref["options"]), 1, 1,
-                      bytes.fromhex(ref["election_public_key"]))  # fmt: skip
+    spec = BallotSpec.from_definition(ref)
     roll = dict(line.split(",") for line in (root / "roll.csv").read_text().splitlines()[1:])
     canonical = _read_ballots(root)[victim["superseded_index"]]
-    voter = canonical[7 + canonical[5] : 7 + canonical[5] + canonical[6 + canonical[5]]].decode()
-    ballot = verify_canonical(spec, canonical, bytes.fromhex(roll[voter]))
+    ballot = verify_canonical(spec, canonical, bytes.fromhex(roll[voter_of(canonical)]))
     tally = _json(root, "tally.json")
     new = [
         (Ciphertext.from_bytes(bytes.fromhex(c)) + extra).to_bytes()
@@ -371,6 +369,25 @@ def roll_key_replaced(root: Path) -> None:
     (root / "roll.csv").write_text("\n".join(lines) + "\n")
 
 
+def roll_key_small_order(root: Path) -> None:
+    """Give a voter a small-order key (y = 1, the identity) and republish the roll root."""
+    from referendum_core import merkle
+    from referendum_core.roll import roll_leaf_hash
+
+    lines = (root / "roll.csv").read_text().splitlines()
+    voter = lines[5].split(",")[0]
+    identity = b"\x01" + bytes(31)
+    lines[5] = f"{voter},{identity.hex()}"
+    (root / "roll.csv").write_text("\n".join(lines) + "\n")
+    roll = {v: bytes.fromhex(k) for v, k in (line.split(",") for line in lines[1:])}
+    ordered = sorted(roll, key=lambda v: v.encode())
+    ref = _json(root, "referendum.json")
+    ref["roll_root"] = merkle.root_from_leaf_hashes(
+        [roll_leaf_hash(v, roll[v]) for v in ordered]
+    ).hex()
+    _put_json(root, "referendum.json", ref)
+
+
 TAMPERINGS: list[tuple[Callable[[Path], None], set[str]]] = [
     (ballot_changed, {"log.tree"}),
     (ballot_dropped, {"log.tree", "log.coverage"}),
@@ -383,6 +400,7 @@ TAMPERINGS: list[tuple[Callable[[Path], None], set[str]]] = [
     (options_swapped, {"result"}),
     (superseded_ballot_counted, {"revote", "tally"}),
     (roll_key_replaced, {"roll"}),
+    (roll_key_small_order, {"roll"}),
 ]
 
 
