@@ -46,6 +46,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from referendum_core.ballot import BallotSpec, verify_ballot
 from referendum_core.errors import CoreError
+from referendum_core.receipt import format_time
 from referendum_service.db import SerializationRetry, StorageError, translated
 from referendum_service.keys import ServiceKey
 from referendum_service.settings import Settings
@@ -60,7 +61,7 @@ from server.errors import (
     TooManyRequests,
     from_storage,
 )
-from server.receipts import format_time, issue_receipt
+from server.receipts import issue_receipt
 
 __all__ = [
     "BALLOTS_ACCEPTED",
