@@ -33,6 +33,7 @@ from referendum_core.ballot import BallotSpec, ciphertext_bytes, plan
 from referendum_core.elgamal import Ciphertext
 from referendum_core.group import Point
 from referendum_core.tally import fold, full_tally, split_ciphertexts, supersessions
+from referendum_service.settings import Settings
 
 __all__ = [
     "FoldedBlock",
@@ -43,7 +44,6 @@ __all__ = [
 
 log = structlog.get_logger("batcher.tally")
 
-_POLL_S = 0.2
 _ERROR_BACKOFF_S = 1.0
 
 
@@ -225,12 +225,15 @@ WHERE r.state <> 'draft' AND r.election_public_key IS NOT NULL
 
 
 async def run_tally_follower(
-    pool: asyncpg.Pool, stop_event: asyncio.Event, *, poll_s: float = _POLL_S
+    pool: asyncpg.Pool,
+    stop_event: asyncio.Event,
+    *,
+    poll_s: float = Settings.tally_poll_ms / 1000,
 ) -> None:
     """Keep every open or closing referendum's tally folded up to its last sealed block.
 
-    Polls every ``poll_s`` seconds until ``stop_event`` is set; errors (database down) are
-    logged and retried after a pause.
+    Polls every ``poll_s`` seconds (``Settings.tally_poll_ms``) until ``stop_event`` is set;
+    errors (database down) are logged and retried after a pause.
     """
     while not stop_event.is_set():
         pause = poll_s
