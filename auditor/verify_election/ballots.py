@@ -80,8 +80,9 @@ class ChunkResult:
     counted_voters: list[str]
 
 
-def _init_worker(ballots_path: str, spec: BallotSpec, roll: dict[str, bytes] | None,
-                 roll_path: str) -> None:  # fmt: skip
+def _init_worker(
+    ballots_path: str, spec: BallotSpec, roll: dict[str, bytes] | None, roll_path: str
+) -> None:
     _WORKER["ballots"] = ballots_path
     _WORKER["spec"] = spec
     _WORKER["roll"] = roll if roll is not None else read_roll(Path(roll_path))
@@ -134,8 +135,9 @@ def _verify_chunk(first: int, offsets: Sequence[int], skip: frozenset[int]) -> C
     )
 
 
-def _chunks(offsets: array[int], superseded: set[int], size: int) -> Iterator[
-        tuple[int, list[int], frozenset[int]]]:  # fmt: skip
+def _chunks(
+    offsets: array[int], superseded: set[int], size: int
+) -> Iterator[tuple[int, list[int], frozenset[int]]]:
     n = len(offsets) - 1
     for first in range(0, n, size):
         last = min(n, first + size)
@@ -163,14 +165,27 @@ def run_ballots(
     context = multiprocessing.get_context("fork" if forked else None)
     # Small chunks keep the bar moving and the cores even; big ones cost less to schedule.
     size = max(50, min(CHUNK_BALLOTS, total // (jobs * 4) or 1))
-    with ProcessPoolExecutor(
-        max_workers=jobs,
-        mp_context=context,
-        initializer=_init_worker,
-        initargs=(str(root / "ballots.bin"), spec, roll if forked else None,
-                  str(root / "roll.csv")),
-    ) as pool, tqdm(total=total, unit="ballot", disable=not progress, file=sys.stderr,
-                    desc="ballots", smoothing=0.1) as bar:  # fmt: skip
+    with (
+        ProcessPoolExecutor(
+            max_workers=jobs,
+            mp_context=context,
+            initializer=_init_worker,
+            initargs=(
+                str(root / "ballots.bin"),
+                spec,
+                roll if forked else None,
+                str(root / "roll.csv"),
+            ),
+        ) as pool,
+        tqdm(
+            total=total,
+            unit="ballot",
+            disable=not progress,
+            file=sys.stderr,
+            desc="ballots",
+            smoothing=0.1,
+        ) as bar,
+    ):
         pending: set[Future[ChunkResult]] = set()
         chunks = _chunks(offsets, superseded, size)
         for chunk in chunks:

@@ -93,11 +93,13 @@ def verify_election(
 @click.option("--log-key", default=None, help="Pin the log's verifier key (else the record's)")
 @click.option("--manifest-sha256", default=None, help="Pin the SHA-256 of manifest.json")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar")
-def verify_election_command(record: Path, jobs: int | None, log_key: str | None,
-                            manifest_sha256: str | None, progress: bool) -> None:  # fmt: skip
+def verify_election_command(
+    record: Path, jobs: int | None, log_key: str | None, manifest_sha256: str | None, progress: bool
+) -> None:
     """Recompute everything in an election RECORD: tree, checkpoints, ballots, tally, result."""
-    report = verify_election(record, jobs=jobs, log_key=log_key,
-                             manifest_sha256=manifest_sha256, progress=progress)  # fmt: skip
+    report = verify_election(
+        record, jobs=jobs, log_key=log_key, manifest_sha256=manifest_sha256, progress=progress
+    )
     rate = report.ballots / report.seconds if report.seconds else 0.0
     click.echo(
         f"{report.ballots} ballots ({report.ballots_counted} counted) verified in "

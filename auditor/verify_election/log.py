@@ -65,13 +65,15 @@ def check_blocks(
 
 def check_tree(report: ElectionReport, blocks: Sequence[Block], leaves: bytes, n: int) -> None:
     if blocks and blocks[-1].end_index != n:
-        report.fail("log.coverage", f"the blocks cover {blocks[-1].end_index} ballots, "
-                                    f"the record holds {n}")  # fmt: skip
+        report.fail(
+            "log.coverage", f"the blocks cover {blocks[-1].end_index} ballots, the record holds {n}"
+        )
     tree = merkle.CompactRange()
     for block in blocks:
         end = min(block.end_index, n)
         if end > tree.size:
             tree.extend(leaves[i * 32 : (i + 1) * 32] for i in range(tree.size, end))
         if block.end_index > n or tree.root() != block.root:
-            report.fail("log.tree", f"block {block.height}: the recomputed root differs from "
-                                    "the block's")  # fmt: skip
+            report.fail(
+                "log.tree", f"block {block.height}: the recomputed root differs from the block's"
+            )

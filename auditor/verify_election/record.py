@@ -99,6 +99,7 @@ def check_roll(report: ElectionReport, root: Path, ref: dict[str, Any]) -> dict[
     if ref.get("roll_root") != computed.hex():
         report.fail("roll", f"roll root {computed.hex()} is not the published commitment")
     if ref.get("roll_size") != len(voters):
-        report.fail("roll", f"roll has {len(voters)} voters, the commitment says "
-                            f"{ref.get('roll_size')}")  # fmt: skip
+        report.fail(
+            "roll", f"roll has {len(voters)} voters, the commitment says {ref.get('roll_size')}"
+        )
     return voters

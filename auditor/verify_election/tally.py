@@ -33,8 +33,10 @@ def check_revotes(
         return
     if policy == "forbid":
         for old, new in pairs:
-            report.fail("revote", f"re-voting is forbidden, yet ballot {new} repeats the voter "
-                                  f"of ballot {old}")  # fmt: skip
+            report.fail(
+                "revote",
+                f"re-voting is forbidden, yet ballot {new} repeats the voter of ballot {old}",
+            )
         if listed_rows:
             report.fail("revote", "supersessions listed under the 'forbid' policy")
         return
@@ -45,17 +47,24 @@ def check_revotes(
         except (KeyError, TypeError, ValueError):
             report.fail("revote", f"malformed supersession {row!r}")
     for pair in sorted(set(pairs) - set(listed)):
-        report.fail("revote", f"ballot {pair[0]} is superseded by ballot {pair[1]} but not "
-                              "listed as such")  # fmt: skip
+        report.fail(
+            "revote", f"ballot {pair[0]} is superseded by ballot {pair[1]} but not listed as such"
+        )
     for pair in sorted(set(listed) - set(pairs)):
         report.fail("revote", f"listed supersession {pair[0]} -> {pair[1]} is not the log's")
 
 
 def check_supersession_hashes(report: ElectionReport, root: Path, hashes: bytes, n: int) -> None:
     try:
-        rows = json.loads(b"[" + b",".join(
-            line for line in (root / "supersessions.jsonl").read_bytes().splitlines()
-            if line.strip()) + b"]")  # fmt: skip
+        rows = json.loads(
+            b"["
+            + b",".join(
+                line
+                for line in (root / "supersessions.jsonl").read_bytes().splitlines()
+                if line.strip()
+            )
+            + b"]"
+        )
     except (OSError, ValueError):
         return  # reported by check_revotes
     for row in rows:
@@ -100,11 +109,16 @@ def check_tally(
         return None
     for j, (mine, theirs) in enumerate(zip(sums, recorded, strict=True)):
         if mine != theirs:
-            report.fail("tally", f"option {j} ({spec.options[j]!r}): the recomputed encrypted "
-                                 "sum differs from tally.json")  # fmt: skip
+            report.fail(
+                "tally",
+                f"option {j} ({spec.options[j]!r}): the recomputed encrypted "
+                "sum differs from tally.json",
+            )
     if tally.get("ballots_counted") != len(counted):
-        report.fail("tally", f"tally.json counts {tally.get('ballots_counted')} ballots, "
-                             f"the log {len(counted)}")  # fmt: skip
+        report.fail(
+            "tally",
+            f"tally.json counts {tally.get('ballots_counted')} ballots, the log {len(counted)}",
+        )
     if blocks and (
         tally.get("block_height") != blocks[-1].height
         or tally.get("tree_size") != blocks[-1].tree_size

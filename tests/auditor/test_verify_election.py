@@ -88,8 +88,9 @@ async def test_forbid_record_passes_and_a_repeated_voter_fails(
 ) -> None:
     """Under 'forbid' a clean record passes; a second ballot of a voter fails the revote check."""
     record = tmp_path / "forbid"
-    election, counts = await publish_small_election(database_url, record, voters=12,
-                                                    policy="forbid")  # fmt: skip
+    election, counts = await publish_small_election(
+        database_url, record, voters=12, policy="forbid"
+    )
     report = verify_election(record, jobs=1)
     assert report.ok, report.failures
     assert report.result == counts
@@ -119,8 +120,17 @@ def test_not_a_folder_fails_cleanly(tmp_path: Path) -> None:
     assert report.failed_checks == ["manifest"]
 
 
-GARBAGE = [b"", b"null", b"[]", b"{}", b'"x"', b"[1, 2]", b'{"a": [null]}', b"\xff\xfe\x00",
-           b'{"ciphertexts": 5, "commitments": {}, "counts": "x", "files": []}']  # fmt: skip
+GARBAGE = [
+    b"",
+    b"null",
+    b"[]",
+    b"{}",
+    b'"x"',
+    b"[1, 2]",
+    b'{"a": [null]}',
+    b"\xff\xfe\x00",
+    b'{"ciphertexts": 5, "commitments": {}, "counts": "x", "files": []}',
+]
 
 
 @pytest.mark.parametrize(
@@ -159,10 +169,16 @@ def test_verifier_imports_only_the_core_stdlib_click_and_tqdm() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, auditor.verify_election, auditor.verify_decryption; "
-            "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))")  # fmt: skip
-    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                check=True).stdout.split())  # fmt: skip
-    assert loaded.isdisjoint({"server", "batcher", "aiohttp", "asyncpg", "orjson", "locust",
-                              "trustee", "bench"})  # fmt: skip
+    code = (
+        "import sys, auditor.verify_election, auditor.verify_decryption; "
+        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    loaded = set(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.split()
+    )
+    assert loaded.isdisjoint(
+        {"server", "batcher", "aiohttp", "asyncpg", "orjson", "locust", "trustee", "bench"}
+    )
     assert {"referendum_core", "click", "tqdm"} <= loaded
