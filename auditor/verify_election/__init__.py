@@ -33,6 +33,11 @@ check                  what is recomputed
 Ballots are verified in parallel (``ProcessPoolExecutor`` over chunks of the ballot file;
 ``--jobs`` defaults to every core) with a progress bar. Exit status 0 only when every check
 holds, 1 otherwise, 2 for bad usage.
+
+One module per check group: :mod:`.record` (manifest, definition, roll), :mod:`.log` (blocks,
+checkpoints, tree, coverage), :mod:`.ballots` (the parallel pass), :mod:`.tally` (re-votes
+and the tally), :mod:`auditor.verify_decryption` (shares, result); :mod:`.election` runs them
+in order and :mod:`.report` collects what failed.
 """
 
 from auditor.verify_election.election import verify_election, verify_election_command

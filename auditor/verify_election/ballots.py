@@ -17,9 +17,7 @@ from typing import Any
 from tqdm import tqdm
 
 from auditor.verify_election.record import read_roll
-from auditor.verify_election.report import (
-    ElectionReport,
-)
+from auditor.verify_election.report import ElectionReport
 from referendum_core import merkle
 from referendum_core.ballot import BallotSpec, ciphertext_bytes, plan, verify_canonical, voter_of
 from referendum_core.errors import CoreError, EncodingError
@@ -70,6 +68,8 @@ _WORKER: dict[str, Any] = {}
 
 @dataclass(frozen=True)
 class ChunkResult:
+    """What one worker found in ballots ``first .. first + count``."""
+
     first: int
     count: int
     leaf_hashes: bytes

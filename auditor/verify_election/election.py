@@ -15,11 +15,7 @@ from auditor.verify_decryption import check_decryption
 from auditor.verify_election.ballots import run_ballots, scan_ballots
 from auditor.verify_election.log import check_blocks, check_tree
 from auditor.verify_election.record import check_manifest, check_roll, load_definition
-from auditor.verify_election.report import (
-    MAX_DETAILS,
-    ElectionReport,
-    Stop,
-)
+from auditor.verify_election.report import MAX_DETAILS, ElectionReport, Stop
 from auditor.verify_election.tally import check_revotes, check_supersession_hashes, check_tally
 from referendum_core.tally import supersessions
 

@@ -5,11 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from auditor.verify_election.report import (
-    ElectionReport,
-    Stop,
-    read_jsonl,
-)
+from auditor.verify_election.report import ElectionReport, Stop, read_jsonl
 from referendum_core import merkle
 from referendum_core.block import Block, BlockError, check_link
 from referendum_core.checkpoint import parse_verifier_key

@@ -5,12 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from auditor.verify_election.report import (
-    ElectionReport,
-    Stop,
-    read_json,
-    sha256_file,
-)
+from auditor.verify_election.report import ElectionReport, Stop, read_json, sha256_file
 from referendum_core import merkle
 from referendum_core.ballot import BallotSpec
 from referendum_core.credential import bad_key_positions

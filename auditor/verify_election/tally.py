@@ -7,13 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from auditor.verify_election.ballots import ChunkResult
-from auditor.verify_election.report import (
-    ElectionReport,
-    Stop,
-    parse_hex,
-    read_json,
-    read_jsonl,
-)
+from auditor.verify_election.report import ElectionReport, Stop, parse_hex, read_json, read_jsonl
 from referendum_core.ballot import BallotSpec, plan
 from referendum_core.block import Block
 from referendum_core.tally import full_tally, sum_explicit, tally_hash
