@@ -17,38 +17,15 @@ from auditor.follow import AuditFailure, parse_hex
 from referendum_core import merkle
 from referendum_core.ballot import BallotSpec, verify_canonical
 from referendum_core.errors import CoreError
+from referendum_core.roll import roll_leaf_hash
 
-__all__ = ["RollBallotVerifier", "roll_entry_leaf_hash", "spec_from_referendum"]
-
-
-def roll_entry_leaf_hash(voter_id: str, public_key: bytes) -> bytes:
-    """Leaf hash of a roll entry: ``leaf_hash(u16be(len(voter_id)) ‖ voter_id ‖ key)``.
-
-    The roll commitment's entry encoding (``docs/crypto.md``; the server's
-    ``server.roll.canonical_entry``), restated here because auditors import no server code.
-
-    >>> roll_entry_leaf_hash("v1", bytes(32)) == merkle.leaf_hash(b"\\x00\\x02v1" + bytes(32))
-    True
-    """
-    raw = voter_id.encode()
-    return merkle.leaf_hash(len(raw).to_bytes(2, "big") + raw + public_key)
+__all__ = ["RollBallotVerifier"]
 
 
-def spec_from_referendum(obj: dict[str, Any]) -> BallotSpec:
-    """The ballot spec of a referendum definition (``GET /v1/referendums/{rid}``)."""
+def _spec(obj: dict[str, Any]) -> BallotSpec:
     try:
-        options = obj["options"]
-        if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
-            raise TypeError("options")
-        key = parse_hex(obj["election_public_key"], "election public key", 33)
-        return BallotSpec(
-            str(obj["id"]),
-            tuple(options),
-            int(obj["min_selections"]),
-            int(obj["max_selections"]),
-            key,
-        )
-    except (KeyError, TypeError, ValueError) as exc:
+        return BallotSpec.from_definition(obj)
+    except CoreError as exc:
         raise AuditFailure("referendum.format", f"bad referendum definition: {exc}") from exc
 
 
@@ -75,7 +52,7 @@ class RollBallotVerifier:
     async def create(cls, client: PublicLogClient) -> RollBallotVerifier:
         """Read the referendum definition and its roll commitment from the server."""
         obj = await client.referendum()
-        spec = spec_from_referendum(obj)
+        spec = _spec(obj)
         if obj.get("roll_root") is None:
             raise AuditFailure("roll.commitment", "the referendum has no roll commitment yet")
         root = parse_hex(obj.get("roll_root"), "roll root")
@@ -103,7 +80,7 @@ class RollBallotVerifier:
             raise AuditFailure("roll.proof", f"malformed roll proof for {voter_id!r}")
         try:
             merkle.verify_inclusion(
-                roll_entry_leaf_hash(voter_id, key),
+                roll_leaf_hash(voter_id, key),
                 index,
                 self.roll_size,
                 [parse_hex(p, "roll proof element") for p in proof],

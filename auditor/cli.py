@@ -7,7 +7,6 @@ server could not be read.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -23,6 +22,7 @@ from auditor.receipt import (
     parse_receipt_key,
     verify_receipt,
 )
+from auditor.verify_election import verify_election_command
 from referendum_core.checkpoint import parse_verifier_key
 from referendum_core.errors import CoreError
 
@@ -57,36 +57,7 @@ def _log_key(value: str) -> str:
     return value
 
 
-# Commands living in other auditor modules, imported only when used: name -> "module:attr".
-LAZY_COMMANDS: dict[str, str] = {
-    "verify-election": "auditor.verify_election:verify_election_command",
-}
-
-
-class _AuditGroup(click.Group):
-    """The ``audit`` group; commands of :data:`LAZY_COMMANDS` are imported on first use."""
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        target = LAZY_COMMANDS.get(cmd_name)
-        if target is None:
-            return super().get_command(ctx, cmd_name)
-        module_name, attr = target.split(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                return None  # registered but not built yet
-            raise
-        command = getattr(module, attr)
-        if not isinstance(command, click.Command):
-            raise TypeError(f"{target} is not a click command")
-        return command
-
-
-@click.group(name="audit", cls=_AuditGroup)
+@click.group(name="audit")
 def main() -> None:
     """Verify receipts and follow the public log of a referendum, from public data only."""
 
@@ -248,7 +219,5 @@ def follow_command(
 
     _run(go)
 
-
-from auditor.verify_election import verify_election_command  # noqa: E402 - registered last
 
 main.add_command(verify_election_command)

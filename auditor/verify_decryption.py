@@ -72,8 +72,9 @@ def _valid_shares(
     return valid
 
 
-def check_decryption(fail: Fail, root: Path, ref: dict[str, Any], spec: BallotSpec,
-                     tally_bytes: Sequence[bytes]) -> list[int] | None:  # fmt: skip
+def check_decryption(
+    fail: Fail, root: Path, ref: dict[str, Any], spec: BallotSpec, tally_bytes: Sequence[bytes]
+) -> list[int] | None:
     """Check trustees, shares and result; return the verified counts (``None`` if unproven)."""
     tally = [Ciphertext.from_bytes(c) for c in tally_bytes]
     tally_hash = json.loads((root / "tally.json").read_bytes()).get("tally_hash")
@@ -122,7 +123,9 @@ def check_decryption(fail: Fail, root: Path, ref: dict[str, Any], spec: BallotSp
     for j, (ct, count) in enumerate(zip(tally, counts, strict=True)):
         combined = Point.sum(valid[i].shares[j] * lambdas[i] for i in chosen)
         if ct.b - combined != Point.base_mul(count):
-            fail("result", f"option {j} ({spec.options[j]!r}): {count} is not the decryption "
-                           "of the tally")  # fmt: skip
+            fail(
+                "result",
+                f"option {j} ({spec.options[j]!r}): {count} is not the decryption of the tally",
+            )
             ok = False
     return list(counts) if ok else None

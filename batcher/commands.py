@@ -30,7 +30,9 @@ async def _main(settings: Settings, referendum_id: str | None) -> None:
     # seconds after close; its own small pool keeps it off the sealing connection.
     pool = await create_pool(dsn, dataclasses.replace(settings, db_pool_min=1, db_pool_max=2))
     follower_stop = asyncio.Event()
-    follower = asyncio.create_task(run_tally_follower(pool, follower_stop))
+    follower = asyncio.create_task(
+        run_tally_follower(pool, follower_stop, poll_s=settings.tally_poll_ms / 1000)
+    )
     try:
         await run_batcher(dsn, settings, signer, stop, referendum_id)
         if referendum_id is not None and not stop.is_set():
@@ -76,7 +78,7 @@ async def _follow(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     pool = await create_pool(resolve_database_url(settings), settings)
     try:
-        await run_tally_follower(pool, stop)
+        await run_tally_follower(pool, stop, poll_s=settings.tally_poll_ms / 1000)
     finally:
         await pool.close()
 

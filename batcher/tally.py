@@ -1,20 +1,18 @@
 """The running encrypted tally: every sealed block folded in as soon as it exists.
 
-Exponential ElGamal is additively homomorphic, so the tally of an option is the component-wise
-sum of that option's ciphertexts over the ballots that count. Under ``last_counts`` the ballot
-that counts for a voter is their ballot with the highest log index (the log order decides, as in
-``server.ingest.current_ballots``); a later ballot *supersedes* the earlier one, which is taken
-out of the tally by adding its negation ``(−a, −b)``. Under ``forbid`` each voter has one ballot.
+The rules (the homomorphic sum, the implied last option, which ballot supersedes which) are
+:mod:`referendum_core.tally`'s; this module keeps them up to date in the database. Under
+``last_counts`` the ballot that counts for a voter is their ballot with the highest log index
+(the log order decides, as in ``server.ingest.current_ballots``). Under ``forbid`` each voter
+has one ballot.
 
 One fold (:func:`fold_block`) is one transaction: lock the ``tallies`` row, read block
 ``folded_height + 1`` and its ballots, subtract the ballots they supersede, add the ones that
 now count, list the supersessions, and move ``folded_height`` on. A crash rolls it all back and
 the next run resumes at the same block; nothing is ever counted twice.
 
-For an exactly-one question the ballots carry ``k − 1`` ciphertexts (``referendum_core.ballot``)
-and the last option's ciphertext of a ballot is ``(−ΣA_i, G − ΣB_i)``; summed over the ``N``
-ballots that count it is ``(−ΣT_i.a, N·G − ΣT_i.b)`` where ``T_i`` are the explicit tallies, so
-only the explicit tallies and ``N`` are kept up to date and the last option is derived.
+For an exactly-one question only the explicit tallies and the number of ballots counted are
+kept up to date; the last option is derived (:func:`referendum_core.tally.full_tally`).
 
 Wiring: :func:`run_tally_follower` polls every referendum whose tally is not final; the
 batcher may instead call :func:`fold_new_blocks` right after each sealed block.
@@ -29,17 +27,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-import orjson
 import structlog
 
-from referendum_core.ballot import BallotSpec, plan
-from referendum_core.elgamal import CIPHERTEXT_BYTES, Ciphertext, aggregate_encoded
+from referendum_core.ballot import BallotSpec, ciphertext_bytes, plan
+from referendum_core.elgamal import Ciphertext
 from referendum_core.group import Point
-from referendum_core.tally import full_tally, split_ciphertexts
+from referendum_core.tally import fold, full_tally, split_ciphertexts, supersessions
+from referendum_service.settings import Settings
 
 __all__ = [
     "FoldedBlock",
-    "explicit_ciphertexts",
     "fold_block",
     "fold_new_blocks",
     "run_tally_follower",
@@ -47,31 +44,7 @@ __all__ = [
 
 log = structlog.get_logger("batcher.tally")
 
-_POLL_S = 0.2
 _ERROR_BACKOFF_S = 1.0
-
-
-def explicit_ciphertexts(body: bytes) -> bytes:
-    """The ciphertexts (``count × 130`` bytes) of canonical ballot bytes, found by offsets.
-
-    Requires a ballot already verified at ingest (the layout is in ``referendum_core.ballot``):
-    ``MAGIC(5) ‖ u8 ‖ referendum ‖ u8 ‖ voter ‖ u8 count ‖ ciphertexts ‖ …``.
-    """
-    pos = 6 + body[5]
-    pos += 1 + body[pos]
-    count = body[pos]
-    pos += 1
-    return bytes(body[pos : pos + count * CIPHERTEXT_BYTES])
-
-
-def _sum_option(blobs: Sequence[bytes], option: int) -> Ciphertext:
-    start = option * CIPHERTEXT_BYTES
-    end = start + CIPHERTEXT_BYTES
-    return aggregate_encoded(blob[start:end] for blob in blobs)
-
-
-def _negate(ct: Ciphertext) -> Ciphertext:
-    return Ciphertext(-ct.a, -ct.b)
 
 
 @dataclass(frozen=True)
@@ -82,16 +55,6 @@ class FoldedBlock:
     ballots: int
     superseded: int
     final: bool
-
-
-def _spec(ref: Any) -> BallotSpec:
-    return BallotSpec(
-        ref["id"],
-        tuple(orjson.loads(ref["options"])),
-        ref["min_selections"],
-        ref["max_selections"],
-        bytes(ref["election_public_key"]),
-    )
 
 
 _BLOCK_BALLOTS = """
@@ -107,20 +70,6 @@ FROM ballots AS b JOIN log_entries AS e ON e.ballot_id = b.id
 WHERE b.referendum_id = $1 AND b.voter_id = ANY($2::text[]) AND e.log_index < $3
 ORDER BY b.voter_id, e.log_index DESC
 """
-
-
-def _apply(
-    explicit: list[Ciphertext], added: Sequence[bytes], removed: Sequence[bytes]
-) -> list[Ciphertext]:
-    out = []
-    for i, total in enumerate(explicit):
-        parts = [total]
-        if added:
-            parts.append(_sum_option(added, i))
-        if removed:
-            parts.append(_negate(_sum_option(removed, i)))
-        out.append(Ciphertext(Point.sum(p.a for p in parts), Point.sum(p.b for p in parts)))
-    return out
 
 
 async def fold_block(conn: Any, referendum_id: str) -> FoldedBlock | None:
@@ -140,7 +89,7 @@ async def fold_block(conn: Any, referendum_id: str) -> FoldedBlock | None:
         )
         if ref is None or ref["election_public_key"] is None:
             return None
-        spec = _spec(ref)
+        spec = BallotSpec.from_row(referendum_id, ref)
         shape = plan(spec)
         explicit_n = shape.explicit
         empty = Ciphertext(Point.base_mul(0), Point.base_mul(0)).to_bytes()
@@ -180,7 +129,7 @@ async def fold_block(conn: Any, referendum_id: str) -> FoldedBlock | None:
         )
         stored = split_ciphertexts(bytes(row["ciphertexts"]))
         explicit = [Ciphertext.from_bytes(c) for c in stored[:explicit_n]]
-        explicit = _apply(explicit, added, removed)
+        explicit = fold(explicit, added, removed)
         counted = int(row["ballots_counted"]) + delta
         tally = full_tally(explicit, counted, shape.implied)
         if supersessions:
@@ -218,30 +167,29 @@ async def _block_changes(
 ) -> tuple[list[bytes], list[bytes], list[tuple[Any, ...]], int]:
     """Ciphertexts to add and to remove, supersession rows, and the change in voters counted."""
     if policy != "last_counts":
-        return [explicit_ciphertexts(r["body"]) for r in rows], [], [], len(rows)
-    latest: dict[str, Any] = {}
-    supersessions: list[tuple[Any, ...]] = []
-    for r in rows:  # in log order: each later ballot of a voter supersedes the one before
-        before = latest.get(r["voter_id"])
-        if before is not None:
-            supersessions.append(_supersession(referendum_id, before, r, height))
-        latest[r["voter_id"]] = r
-    firsts: dict[str, Any] = {}
-    for r in rows:
-        firsts.setdefault(r["voter_id"], r)
-    previous = await conn.fetch(_PREVIOUS, referendum_id, list(latest), first)
-    removed: list[bytes] = []
-    for p in previous:
-        supersessions.append(_supersession(referendum_id, p, firsts[p["voter_id"]], height))
-        removed.append(explicit_ciphertexts(p["body"]))
-    added = [explicit_ciphertexts(r["body"]) for r in latest.values()]
-    supersessions.sort(key=lambda s: s[1])
-    return added, removed, supersessions, len(latest) - len(previous)
+        return [ciphertext_bytes(r["body"]) for r in rows], [], [], len(rows)
+    voters = list(dict.fromkeys(r["voter_id"] for r in rows))
+    previous = await conn.fetch(_PREVIOUS, referendum_id, voters, first)
+    by_index = {int(r["log_index"]): r for r in (*previous, *rows)}
+    latest = {p["voter_id"]: int(p["log_index"]) for p in previous}
+    pairs = supersessions(((int(r["log_index"]), r["voter_id"]) for r in rows), latest)
+    rows_sup = [
+        _supersession(referendum_id, by_index[old], by_index[new], height) for old, new in pairs
+    ]
+    removed = [ciphertext_bytes(p["body"]) for p in previous]
+    added = [ciphertext_bytes(by_index[latest[v]]["body"]) for v in voters]
+    return added, removed, rows_sup, len(voters) - len(previous)
 
 
 def _supersession(rid: str, old: Any, new: Any, height: int) -> tuple[Any, ...]:
-    return (rid, int(old["log_index"]), bytes(old["ballot_hash"]), int(new["log_index"]),
-            bytes(new["ballot_hash"]), height)  # fmt: skip
+    return (
+        rid,
+        int(old["log_index"]),
+        bytes(old["ballot_hash"]),
+        int(new["log_index"]),
+        bytes(new["ballot_hash"]),
+        height,
+    )
 
 
 async def fold_new_blocks(conn: Any, referendum_id: str) -> int:
@@ -276,12 +224,16 @@ WHERE r.state <> 'draft' AND r.election_public_key IS NOT NULL
 """
 
 
-async def run_tally_follower(pool: asyncpg.Pool, stop_event: asyncio.Event,
-                             *, poll_s: float = _POLL_S) -> None:  # fmt: skip
+async def run_tally_follower(
+    pool: asyncpg.Pool,
+    stop_event: asyncio.Event,
+    *,
+    poll_s: float = Settings.tally_poll_ms / 1000,
+) -> None:
     """Keep every open or closing referendum's tally folded up to its last sealed block.
 
-    Polls every ``poll_s`` seconds until ``stop_event`` is set; errors (database down) are
-    logged and retried after a pause.
+    Polls every ``poll_s`` seconds (``Settings.tally_poll_ms``) until ``stop_event`` is set;
+    errors (database down) are logged and retried after a pause.
     """
     while not stop_event.is_set():
         pause = poll_s

@@ -27,18 +27,20 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
+import mmap
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeAlias
 
 from nacl.bindings import crypto_sign_open
 from nacl.exceptions import CryptoError
 
-from referendum_core.elgamal import CIPHERTEXT_BYTES, Ciphertext, aggregate_encoded
+from referendum_core.elgamal import CIPHERTEXT_BYTES, Ciphertext
 from referendum_core.errors import BallotError, EncodingError, InvalidPoint, SignatureError
-from referendum_core.group import GENERATOR, IDENTITY, Point, decode_key, transcript
+from referendum_core.group import GENERATOR, Point, decode_key, transcript
 from referendum_core.proofs import DisjunctiveProof, verify_disjunctive, verify_zero_one
 
 __all__ = [
@@ -57,13 +59,14 @@ __all__ = [
     "ballot_context",
     "ballot_from_json",
     "ballot_to_json",
+    "ciphertext_bytes",
     "decode_canonical",
     "encode_body",
     "plan",
-    "tally",
     "verify_ballot",
     "verify_canonical",
     "verify_record",
+    "voter_of",
 ]
 
 MAGIC = b"RBAL\x01"
@@ -94,6 +97,54 @@ class BallotSpec:
     max_selections: int
     election_public_key: bytes
     imply_last: bool = True
+
+    @classmethod
+    def from_definition(cls, definition: Mapping[str, Any]) -> BallotSpec:
+        """The spec of a public referendum definition (``GET /v1/referendums/{rid}``,
+        ``referendum.json`` of a record), validated as :func:`plan` does.
+
+        >>> key = "02" + "79be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798"
+        >>> BallotSpec.from_definition({"id": "r1", "options": ["yes", "no"],
+        ...     "min_selections": 1, "max_selections": 1, "election_public_key": key}).options
+        ('yes', 'no')
+
+        Raises:
+            BallotError: a field is missing or of the wrong type, or the spec is inconsistent
+                (check ``"spec"``).
+            EncodingError: the election key is not 33 bytes of lowercase hex.
+            InvalidPoint: the election key is not a canonical compressed point.
+        """
+        try:
+            options = definition["options"]
+            rid = definition["id"]
+            lo, hi = definition["min_selections"], definition["max_selections"]
+            key_hex = definition["election_public_key"]
+        except (KeyError, TypeError) as exc:
+            raise BallotError(f"definition lacks {exc}", check="spec") from exc
+        if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
+            raise BallotError("options must be a list of names", check="spec")
+        spec = cls(rid, tuple(options), lo, hi, _hex_field(key_hex, "election_public_key", 33))
+        plan(spec)
+        return spec
+
+    @classmethod
+    def from_row(cls, referendum_id: str, row: Mapping[str, Any]) -> BallotSpec:
+        """The spec of a ``referendums`` row with an election key (options as JSON text or list).
+
+        >>> BallotSpec.from_row("r1", {"options": '["yes", "no"]', "min_selections": 1,
+        ...     "max_selections": 1, "election_public_key": bytes(33)}).options
+        ('yes', 'no')
+        """
+        options = row["options"]
+        if isinstance(options, str):
+            options = json.loads(options)
+        return cls(
+            referendum_id,
+            tuple(str(o) for o in options),
+            row["min_selections"],
+            row["max_selections"],
+            bytes(row["election_public_key"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -270,6 +321,66 @@ def decode_canonical(canonical: bytes) -> BallotRecord:
     if pos != len(data):
         raise EncodingError("ballot length does not match its contents", check="length")
     return BallotRecord(fields[0], fields[1], cts, proofs, sum_proof, signature)
+
+
+Buffer: TypeAlias = bytes | bytearray | memoryview | mmap.mmap
+"""What the field accessors read: stored bytes or a mapped file of many ballots."""
+
+# The tally and the auditor's scan read one field of millions of stored ballots; these skip
+# the full parse of decode_canonical (and the copy of everything but the field).
+
+
+def _voter_field(data: Buffer, offset: int) -> tuple[int, int]:
+    start = offset + 6 + data[offset + 5]
+    return start + 1, start + 1 + data[start]
+
+
+def voter_of(canonical: Buffer, offset: int = 0) -> str:
+    """The voter id of the canonical ballot starting at ``offset`` of ``canonical``.
+
+    Checks nothing but the field itself: for bytes :func:`decode_canonical` accepts it
+    returns that record's ``voter_id``.
+
+    >>> record = BallotRecord("r1", "v9", (bytes(130),), (bytes(128),), None, bytes(64))
+    >>> voter_of(encode_body(record) + record.signature)
+    'v9'
+
+    Raises:
+        EncodingError: the bytes end inside the field, or it is not UTF-8.
+    """
+    try:
+        start, end = _voter_field(canonical, offset)
+        raw = bytes(canonical[start:end])
+        if len(raw) != end - start:
+            raise EncodingError("truncated", check="voter")
+        return raw.decode("utf-8")
+    except IndexError as exc:
+        raise EncodingError("truncated ballot", check="length") from exc
+    except UnicodeDecodeError as exc:
+        raise EncodingError("voter is not UTF-8", check="voter") from exc
+
+
+def ciphertext_bytes(canonical: Buffer) -> bytes:
+    """The ballot's ciphertexts as one ``count × 130``-byte string, in option order.
+
+    Checks nothing but the field itself: for bytes :func:`decode_canonical` accepts it is
+    ``b"".join(record.ciphertexts)``.
+
+    >>> record = BallotRecord("r1", "v9", (bytes(130),), (bytes(128),), None, bytes(64))
+    >>> ciphertext_bytes(encode_body(record) + record.signature) == bytes(130)
+    True
+
+    Raises:
+        EncodingError: the bytes end inside the field.
+    """
+    try:
+        _, pos = _voter_field(canonical, 0)
+        end = pos + 1 + canonical[pos] * CIPHERTEXT_BYTES
+    except IndexError as exc:
+        raise EncodingError("truncated ballot", check="length") from exc
+    if end > len(canonical):
+        raise EncodingError("truncated ballot", check="length")
+    return bytes(canonical[pos + 1 : end])
 
 
 def _hex_field(value: Any, field: str, size: int | None) -> bytes:
@@ -458,47 +569,3 @@ def verify_record(
         hash=hashlib.sha256(canonical).digest(),
         ciphertexts=tuple(cts),
     )
-
-
-def tally(
-    spec: BallotSpec, canonical_ballots: Iterable[bytes], *, chunk: int = 100_000
-) -> tuple[Ciphertext, ...]:
-    """The encrypted per-option tally of counted ballots, one ciphertext per option.
-
-    Requires ballots already verified (one per counted voter, e.g. the last valid ballot of
-    each); this only parses their ciphertexts and sums them, ``chunk`` ballots at a time. An
-    implied last option's tally is ``(−ΣA, N·G − ΣB)`` over the other options' sums of ``N``
-    ballots. No ballots: every option's tally is the identity.
-
-    Raises:
-        EncodingError / InvalidPoint: a ballot that does not parse.
-        BallotError: a ballot of another referendum or shape.
-    """
-    shape = plan(spec)
-    sums = [Ciphertext(IDENTITY, IDENTITY) for _ in range(shape.explicit)]
-    columns: list[list[bytes]] = [[] for _ in range(shape.explicit)]
-    count = 0
-
-    def flush() -> None:
-        for i, column in enumerate(columns):
-            part = aggregate_encoded(column)
-            sums[i] = Ciphertext(Point.sum((sums[i].a, part.a)), Point.sum((sums[i].b, part.b)))
-            column.clear()
-
-    for data in canonical_ballots:
-        record = decode_canonical(data)
-        if record.referendum_id != spec.referendum_id or len(record.ciphertexts) != (
-            shape.explicit
-        ):
-            raise BallotError("ballot does not belong to this tally", check="tally")
-        for i, ct in enumerate(record.ciphertexts):
-            columns[i].append(ct)
-        count += 1
-        if len(columns[0]) >= chunk:
-            flush()
-    flush()
-    if shape.implied:
-        total_a = Point.sum(c.a for c in sums)
-        total_b = Point.sum(c.b for c in sums)
-        sums.append(Ciphertext(-total_a, Point.sum((Point.base_mul(count), -total_b))))
-    return tuple(sums)

@@ -4,17 +4,28 @@ Every check in the core fails by raising one of these, never by returning ``None
 ``False`` and never by letting another exception escape. The tree::
 
     CoreError
-    ├── EncodingError          bytes or JSON that are not the one canonical form
-    ├── GroupError             a group element or scalar that is not acceptable
-    │   ├── InvalidPoint       not on the curve, not canonical, or the identity where forbidden
-    │   └── InvalidScalar      not below the group order
-    ├── SignatureError         a voter, server or log signature that does not verify
-    ├── ProofError             a zero-knowledge proof that does not verify
-    ├── BallotError            a ballot whose structure does not fit its referendum
-    ├── TrusteeError           a key share, commitment or decryption share that fails its check
-    ├── DecodingError          a plaintext outside the search bound
-    ├── MerkleError            an inclusion or consistency proof that does not verify
-    └── CheckpointError        a signed note that does not parse or verify
+    ├── EncodingError              bytes or JSON that are not the one canonical form
+    ├── GroupError                 a group element or scalar that is not acceptable
+    │   ├── InvalidPoint           not on the curve, not canonical, or the identity where forbidden
+    │   └── InvalidScalar          not below the group order
+    ├── SignatureError             a voter, server or log signature that does not verify
+    ├── ProofError                 a zero-knowledge proof that does not verify
+    ├── BallotError                a ballot whose structure does not fit its referendum
+    ├── TrusteeError               a key share, commitment or decryption share that fails its check
+    ├── DecodingError              a plaintext outside the search bound
+    ├── MerkleError                an inclusion or consistency proof that does not verify
+    │   ├── merkle.MalformedProof  a proof, hash, index or size no valid proof can have
+    │   ├── merkle.RootMismatch    a well-formed proof that leads to another root
+    │   └── merkle.InvalidTreeSize a proof asked for outside the tree
+    ├── CheckpointError            a signed note that does not parse or verify
+    │   ├── checkpoint.NoteFormatError    the note or its checkpoint does not parse
+    │   ├── checkpoint.UnknownKeyError    no signature line is by the expected key
+    │   └── checkpoint.SignatureMismatch  the expected key's signature does not verify
+    └── block.BlockError           a block that is malformed, unlike its checkpoint, or unlinked
+
+The subclasses named with a module live in that module (:mod:`referendum_core.merkle`,
+:mod:`referendum_core.checkpoint`, :mod:`referendum_core.block`), next to the checks that
+raise them.
 
 Each error carries ``check``: a short, stable name of the check that failed, so a report
 can name it (for example ``"option[2].proof"``).

@@ -12,8 +12,9 @@ A receipt is a JSON object with exactly these members (all ASCII)::
 
 **Signed message**: the receipt without ``signature``, encoded as JSON with keys sorted by
 code point and no whitespace (for these ASCII strings and integers this is exactly RFC 8785,
-the JSON Canonicalization Scheme). Servers issue receipts (``server.receipts``); voters and
-auditors check them here, with the server's published receipt key.
+the JSON Canonicalization Scheme). A server issues receipts with :func:`issue` and its
+receipt key; voters and auditors check them with :func:`verify_receipt` and the server's
+published receipt key.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -36,6 +38,7 @@ __all__ = [
     "RECEIPT_TYPE",
     "Receipt",
     "format_time",
+    "issue",
     "parse_time",
     "receipt_key_id",
     "signed_message",
@@ -80,6 +83,42 @@ def signed_message(fields: dict[str, Any]) -> bytes:
     """The bytes the signature covers: ``fields`` minus ``signature``, canonical JSON."""
     unsigned = {k: v for k, v in fields.items() if k != "signature"}
     return orjson.dumps(unsigned, option=orjson.OPT_SORT_KEYS)
+
+
+def issue(
+    referendum_id: str,
+    ballot_hash: bytes,
+    accepted_at: datetime,
+    merge_delay_ms: int,
+    *,
+    key_id: str,
+    sign: Callable[[bytes], bytes],
+) -> bytes:
+    """The served (and stored) bytes of a receipt: canonical JSON with ``signature`` added.
+
+    ``sign`` returns the 64-byte Ed25519 signature of a message under the receipt key whose
+    :func:`receipt_key_id` is ``key_id``. Requires ``len(ballot_hash) == 32`` and an ASCII
+    ``referendum_id``. The same arguments give the same bytes, so a resubmitted ballot's
+    receipt is identical to the first one.
+
+    >>> from nacl.signing import SigningKey
+    >>> key = SigningKey(bytes(32))
+    >>> public = bytes(key.verify_key)
+    >>> raw = issue("demo", bytes(32), parse_time("2026-01-01T00:00:00.000000Z"), 2000,
+    ...             key_id=receipt_key_id(public), sign=lambda m: key.sign(m).signature)
+    >>> verify_receipt(raw, public).referendum
+    'demo'
+    """
+    fields: dict[str, Any] = {
+        "accepted_at": format_time(accepted_at),
+        "ballot_hash": ballot_hash.hex(),
+        "key_id": key_id,
+        "merge_delay_ms": merge_delay_ms,
+        "referendum": referendum_id,
+        "type": RECEIPT_TYPE,
+    }
+    fields["signature"] = base64.b64encode(sign(signed_message(fields))).decode("ascii")
+    return orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
 
 
 def verify_receipt(raw: bytes, public_key: bytes) -> Receipt:

@@ -7,19 +7,20 @@ keeps signing with the same key.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from nacl.signing import SigningKey
 
+from referendum_core.receipt import receipt_key_id
+
 __all__ = ["ServiceKey", "load_or_create_key"]
 
 
 @dataclass(frozen=True)
 class ServiceKey:
-    """A signing key with its public half and a short key id (hex of SHA-256(pub)[:8])."""
+    """A signing key, its public half and its key id (``receipt.receipt_key_id`` of the core)."""
 
     signing_key: SigningKey
     public_key: bytes
@@ -37,7 +38,7 @@ class ServiceKey:
 def _from_seed(seed: bytes) -> ServiceKey:
     signing_key = SigningKey(seed)
     public = bytes(signing_key.verify_key)
-    return ServiceKey(signing_key, public, hashlib.sha256(public).hexdigest()[:16])
+    return ServiceKey(signing_key, public, receipt_key_id(public))
 
 
 def _read_seed(path: Path) -> bytes:

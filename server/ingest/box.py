@@ -27,7 +27,7 @@ from server.ingest.directory import ReferendumDirectory, ReferendumInfo, VoterRo
 from server.ingest.queue import BallotQueue, PendingBallot, StoredBallot
 from server.ingest.rate_limit import VoterRateLimit
 from server.ingest.verifier import BallotVerifier
-from server.receipts import format_time, issue_receipt
+from server.receipts import issue_receipt
 
 __all__ = ["BALLOTS_ACCEPTED", "BALLOTS_REJECTED", "BallotBox"]
 

@@ -14,7 +14,6 @@ import time
 from dataclasses import dataclass
 
 import asyncpg
-import orjson
 
 from referendum_core.ballot import BallotSpec
 from referendum_service.db import RETRY_AFTER_S, StorageError, translated
@@ -91,18 +90,9 @@ class ReferendumDirectory:
                 )
         if row is None:
             return None
-        options = row["options"]
-        if isinstance(options, str):
-            options = orjson.loads(options)
         spec = None
         if row["election_public_key"] is not None:
-            spec = BallotSpec(
-                referendum_id=referendum_id,
-                options=tuple(str(o) for o in options),
-                min_selections=row["min_selections"],
-                max_selections=row["max_selections"],
-                election_public_key=bytes(row["election_public_key"]),
-            )
+            spec = BallotSpec.from_row(referendum_id, row)
         return ReferendumInfo(referendum_id, row["state"], row["revote_policy"], spec)
 
 

@@ -9,13 +9,14 @@ from pathlib import Path
 import nacl.signing
 import pytest
 
-from auditor.ballots import RollBallotVerifier, roll_entry_leaf_hash
+from auditor.ballots import RollBallotVerifier
 from auditor.client import PublicLogClient
 from auditor.follow import AuditFailure, FollowResult, follow
 from referendum_core import merkle
 from referendum_core.ballot import BallotSpec, ballot_from_json, encode_body
 from referendum_core.client import make_ballot
 from referendum_core.group import Point
+from referendum_core.roll import roll_leaf_hash
 
 from .test_follow import LOG_KEY, ORIGIN, RID, CannedLog, serving
 
@@ -38,7 +39,7 @@ def roll_log(entries: list[tuple[str, bytes]], roll_voters: list[str]) -> Canned
     """A log of ``entries`` whose referendum commits to a roll of ``roll_voters``."""
     log = CannedLog(entries, [len(entries) // 2, len(entries) - len(entries) // 2])
     ordered = sorted(roll_voters)
-    leaves = [roll_entry_leaf_hash(v, public_key(v)) for v in ordered]
+    leaves = [roll_leaf_hash(v, public_key(v)) for v in ordered]
     root = merkle.root_from_leaf_hashes(leaves)
     log.definition = {
         "options": list(SPEC.options),

@@ -10,11 +10,8 @@ import pytest
 
 from auditor.verify_election import (
     read_roll,
-    recompute_supersessions,
-    roll_leaf_hash,
     verify_election,
 )
-from referendum_core import merkle
 from server.record import write_manifest
 from tests.tally.common import publish_small_election
 
@@ -31,21 +28,6 @@ def _copy(record: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "copy"
     shutil.copytree(record, copy)
     return copy
-
-
-def test_recompute_supersessions_chains_each_voters_ballots() -> None:
-    """Each ballot of a voter is superseded by that voter's next one, in log order."""
-    assert recompute_supersessions(["a", "b", "a", None, "b", "a"]) == [(0, 2), (1, 4), (2, 5)]
-    assert recompute_supersessions(["a", "b", "c"]) == []
-
-
-def test_roll_leaf_hash_matches_the_server_encoding() -> None:
-    """The auditor's roll leaf equals the server's canonical entry hashed as an RFC 9162 leaf."""
-    from referendum_core.roll import roll_leaf_hash as server_leaf
-
-    key = bytes(range(32))
-    assert roll_leaf_hash("voter-1", key) == server_leaf("voter-1", key)
-    assert roll_leaf_hash("voter-1", key) != merkle.leaf_hash(b"voter-1" + key)
 
 
 async def test_serial_and_parallel_reports_agree(small_record: tuple[Path, list[int]]) -> None:
@@ -106,8 +88,9 @@ async def test_forbid_record_passes_and_a_repeated_voter_fails(
 ) -> None:
     """Under 'forbid' a clean record passes; a second ballot of a voter fails the revote check."""
     record = tmp_path / "forbid"
-    election, counts = await publish_small_election(database_url, record, voters=12,
-                                                    policy="forbid")  # fmt: skip
+    election, counts = await publish_small_election(
+        database_url, record, voters=12, policy="forbid"
+    )
     report = verify_election(record, jobs=1)
     assert report.ok, report.failures
     assert report.result == counts
@@ -137,8 +120,17 @@ def test_not_a_folder_fails_cleanly(tmp_path: Path) -> None:
     assert report.failed_checks == ["manifest"]
 
 
-GARBAGE = [b"", b"null", b"[]", b"{}", b'"x"', b"[1, 2]", b'{"a": [null]}', b"\xff\xfe\x00",
-           b'{"ciphertexts": 5, "commitments": {}, "counts": "x", "files": []}']  # fmt: skip
+GARBAGE = [
+    b"",
+    b"null",
+    b"[]",
+    b"{}",
+    b'"x"',
+    b"[1, 2]",
+    b'{"a": [null]}',
+    b"\xff\xfe\x00",
+    b'{"ciphertexts": 5, "commitments": {}, "counts": "x", "files": []}',
+]
 
 
 @pytest.mark.parametrize(
@@ -177,10 +169,16 @@ def test_verifier_imports_only_the_core_stdlib_click_and_tqdm() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, auditor.verify_election, auditor.verify_decryption; "
-            "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))")  # fmt: skip
-    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                check=True).stdout.split())  # fmt: skip
-    assert loaded.isdisjoint({"server", "batcher", "aiohttp", "asyncpg", "orjson", "locust",
-                              "trustee", "bench"})  # fmt: skip
+    code = (
+        "import sys, auditor.verify_election, auditor.verify_decryption; "
+        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    loaded = set(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.split()
+    )
+    assert loaded.isdisjoint(
+        {"server", "batcher", "aiohttp", "asyncpg", "orjson", "locust", "trustee", "bench"}
+    )
     assert {"referendum_core", "click", "tqdm"} <= loaded

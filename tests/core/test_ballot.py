@@ -21,12 +21,13 @@ from referendum_core.ballot import (
     ballot_context,
     ballot_from_json,
     ballot_to_json,
+    ciphertext_bytes,
     decode_canonical,
     encode_body,
     record_to_json,
-    tally,
     verify_ballot,
     verify_canonical,
+    voter_of,
 )
 from referendum_core.client import (
     check_spoiled,
@@ -47,6 +48,7 @@ from referendum_core.errors import (
 )
 from referendum_core.group import ORDER, Point, seeded_scalars
 from referendum_core.proofs import prove_disjunctive
+from referendum_core.tally import encrypted_tally
 
 ELECTION_SK = 0x1234567890ABCDEF1234567890ABCDEF
 ELECTION_PK = Point.base_mul(ELECTION_SK)
@@ -112,6 +114,36 @@ def test_honest_ballots_verify_and_decrypt(case: tuple[BallotSpec, list[int]], v
     again = verify_canonical(spec, verified.canonical, public)
     assert again.hash == verified.hash and len(verified.hash) == 32
     assert ballot_to_json(verified.canonical) == body
+
+
+@SETTINGS
+@given(referendums_and_choices(), st.text(min_size=1, max_size=20).filter(str.isprintable))
+def test_field_accessors_agree_with_decode_canonical(
+    case: tuple[BallotSpec, list[int]], voter: str
+) -> None:
+    """voter_of and ciphertext_bytes read what decode_canonical parses, at any offset."""
+    spec, choices = case
+    canonical = verify_ballot(
+        spec, make_ballot(spec, voter, ALICE_SECRET, choices), ALICE
+    ).canonical
+    record = decode_canonical(canonical)
+    assert voter_of(canonical) == record.voter_id == voter
+    assert voter_of(b"\x00" * 7 + canonical, 7) == voter
+    assert ciphertext_bytes(canonical) == b"".join(record.ciphertexts)
+
+
+def test_field_accessors_reject_truncated_bytes() -> None:
+    """A ballot cut inside the voter or the ciphertexts is an EncodingError, not a short read."""
+    canonical = verify_ballot(
+        YES_NO, make_ballot(YES_NO, "v1", ALICE_SECRET, [1, 0]), ALICE
+    ).canonical
+    voter_end = 5 + 1 + len(YES_NO.referendum_id) + 1 + 2
+    with pytest.raises(EncodingError):
+        voter_of(canonical[: voter_end - 1])
+    with pytest.raises(EncodingError):
+        ciphertext_bytes(canonical[: voter_end + 100])
+    with pytest.raises(EncodingError):
+        voter_of(b"RBAL\x01")
 
 
 def test_yes_no_ballot_is_one_ciphertext_with_implied_last() -> None:
@@ -552,11 +584,13 @@ def test_tally_of_canonical_ballots_counts_every_option(spec: BallotSpec) -> Non
         verify_ballot(spec, make_ballot(spec, f"v{i}", ALICE_SECRET, c), ALICE).canonical
         for i, c in enumerate(choices)
     ]
-    sums = tally(spec, canonicals, chunk=3)
+    sums = encrypted_tally(spec, canonicals, chunk=3)
     assert [decrypt(ct) for ct in sums] == [sum(c[j] for c in choices) for j in range(k)]
-    assert all(ct.is_identity for ct in tally(spec, [])[: k - 1])
+    assert all(ct.is_identity for ct in encrypted_tally(spec, [])[: k - 1])
     with pytest.raises(BallotError):
-        tally(spec_of(k, spec.min_selections, spec.max_selections, rid="other"), canonicals)
+        encrypted_tally(
+            spec_of(k, spec.min_selections, spec.max_selections, rid="other"), canonicals
+        )
 
 
 @SETTINGS
@@ -566,3 +600,33 @@ def test_option_encrypting_two_with_arbitrary_proof_bytes_rejected(proof: bytes)
     record = decode_canonical(_forged_ballot(YES_NO, [2], 1))
     with pytest.raises((ProofError, InvalidScalar)):
         verify_canonical(YES_NO, resign(dataclasses.replace(record, proofs=(proof,))), ALICE)
+
+
+def test_spec_from_definition_and_row_agree_and_reject_bad_fields() -> None:
+    """The public definition and the stored row give one spec; a bad definition is a CoreError."""
+    definition = {
+        "id": YES_NO.referendum_id,
+        "options": list(YES_NO.options),
+        "min_selections": 1,
+        "max_selections": 1,
+        "election_public_key": YES_NO.election_public_key.hex(),
+    }
+    row = {
+        **definition,
+        "options": '["o0", "o1"]',
+        "election_public_key": ELECTION_PK.to_compressed(),
+    }
+    assert BallotSpec.from_definition(definition) == YES_NO
+    assert BallotSpec.from_row(YES_NO.referendum_id, row) == YES_NO
+    for field, value in [
+        ("options", "o0"),
+        ("options", [1, 2]),
+        ("min_selections", "1"),
+        ("max_selections", 3),
+        ("election_public_key", YES_NO.election_public_key.hex().upper()),
+        ("election_public_key", "02" + "00" * 32),
+    ]:
+        with pytest.raises(CoreError):
+            BallotSpec.from_definition({**definition, field: value})
+    with pytest.raises(BallotError):
+        BallotSpec.from_definition({k: v for k, v in definition.items() if k != "id"})

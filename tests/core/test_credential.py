@@ -121,8 +121,9 @@ def test_key_classes() -> None:
     for y in (P, P + 2, P + 5, 2**255 - 1):
         for sign in (0, 1):
             assert not is_valid_credential_key(encoding(y, sign))
-    off_curve = [k for k in (hashlib.sha256(b"%d" % i).digest() for i in range(64))
-                 if ref.decode(k) is None]  # fmt: skip
+    off_curve = [
+        k for k in (hashlib.sha256(b"%d" % i).digest() for i in range(64)) if ref.decode(k) is None
+    ]
     assert len(off_curve) > 10
     assert not any(is_valid_credential_key(k) for k in off_curve)
     assert not is_valid_credential_key(honest_key(5)[:31])
@@ -174,8 +175,9 @@ def test_bad_key_positions_equals_the_key_check(keys: list[bytes]) -> None:
 def test_bad_key_positions_in_a_long_run() -> None:
     """One bad key among many honest ones is found wherever it sits."""
     keys = [honest_key(i) for i in range(41)]
-    off_curve = next(k for k in (hashlib.sha256(b"%d" % i).digest() for i in range(64))
-                     if ref.decode(k) is None)  # fmt: skip
+    off_curve = next(
+        k for k in (hashlib.sha256(b"%d" % i).digest() for i in range(64)) if ref.decode(k) is None
+    )
     for position in (0, 1, 20, 39, 40):
         for bad in (SMALL_ORDER[4], encoding(P + 3), off_curve):
             trial = [*keys[:position], bad, *keys[position + 1 :]]

@@ -13,7 +13,13 @@ from typing import Any
 import pytest
 from nacl.signing import VerifyKey
 
-from referendum_core.ballot import BallotSpec, verify_canonical
+from referendum_core.ballot import (
+    BallotSpec,
+    ciphertext_bytes,
+    decode_canonical,
+    verify_canonical,
+    voter_of,
+)
 from referendum_core.elgamal import Ciphertext
 from referendum_core.errors import CoreError
 from referendum_core.group import Point, scalar_from_bytes
@@ -121,6 +127,8 @@ def test_valid_ballots_verify_in_core_and_naive_verifier() -> None:
         assert verified.hash.hex() == case["ballot_hash"]
         assert hashlib.sha256(canonical).hexdigest() == case["ballot_hash"]
         assert [c.to_bytes().hex() for c in verified.ciphertexts] == case["ciphertexts_all_options"]
+        assert voter_of(canonical) == decode_canonical(canonical).voter_id == verified.voter_id
+        assert ciphertext_bytes(canonical) == b"".join(decode_canonical(canonical).ciphertexts)
         VerifyKey(voter_key).verify(prefix + canonical[:-64], canonical[-64:])
         points = ref.verify_ballot(
             canonical,

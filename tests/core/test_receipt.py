@@ -3,23 +3,44 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from nacl.signing import SigningKey
 
 from auditor.follow import AuditFailure
 from auditor.receipt import check_receipt_signature, parse_receipt_key
 from referendum_core.errors import CoreError, EncodingError, SignatureError
-from referendum_core.receipt import parse_time, verify_receipt
-from referendum_service.keys import _from_seed
-from server.receipts import issue_receipt
+from referendum_core.receipt import issue, parse_time, receipt_key_id, verify_receipt
 
-KEY = _from_seed(bytes(range(32)))
-OTHER = _from_seed(bytes(32))
-RAW = issue_receipt(KEY, "city-2026", b"\x11" * 32, parse_time("2026-11-20T10:00:00.000001Z"), 2000)
+
+@dataclass(frozen=True)
+class _Key:
+    signing_key: SigningKey
+
+    @property
+    def public_key(self) -> bytes:
+        return bytes(self.signing_key.verify_key)
+
+    def sign(self, message: bytes) -> bytes:
+        return bytes(self.signing_key.sign(message).signature)
+
+
+KEY = _Key(SigningKey(bytes(range(32))))
+OTHER = _Key(SigningKey(bytes(32)))
+RAW = issue(
+    "city-2026",
+    b"\x11" * 32,
+    parse_time("2026-11-20T10:00:00.000001Z"),
+    2000,
+    key_id=receipt_key_id(KEY.public_key),
+    sign=KEY.sign,
+)
 
 
 def _with(**changes: object) -> bytes:
@@ -98,3 +119,17 @@ def test_auditor_checks_receipt_file_and_referendum(tmp_path: Path) -> None:
     with pytest.raises(AuditFailure) as caught:
         check_receipt_signature(path, key, "city-2026")
     assert caught.value.check == "receipt.signature"
+
+
+def test_issue_is_deterministic_and_names_the_key() -> None:
+    """The same receipt arguments give the same bytes, under the key's SHA-256-prefix id."""
+    again = issue(
+        "city-2026",
+        b"\x11" * 32,
+        parse_time("2026-11-20T10:00:00.000001Z"),
+        2000,
+        key_id=receipt_key_id(KEY.public_key),
+        sign=KEY.sign,
+    )
+    assert again == RAW
+    assert orjson.loads(RAW)["key_id"] == hashlib.sha256(KEY.public_key).hexdigest()[:16]

@@ -109,8 +109,9 @@ def signer(folder: Path | None = None) -> LogSigner:
     return LogSigner(key, "test.example/log")
 
 
-async def seal_all(conn: Any, rid: str, log_signer: LogSigner, *, close: bool = False,
-                   max_ballots: int = 10_000) -> int:  # fmt: skip
+async def seal_all(
+    conn: Any, rid: str, log_signer: LogSigner, *, close: bool = False, max_ballots: int = 10_000
+) -> int:
     """Seal blocks until nothing waits (and, with ``close``, the final block); return count."""
     sealed = 0
     while True:

@@ -91,24 +91,35 @@ def _ballots(
 
 
 @pytest.fixture(scope="module")
-async def published(pg_admin_dsn: str, tmp_path_factory: pytest.TempPathFactory
-                    ) -> AsyncIterator[Published]:  # fmt: skip
+async def published(
+    pg_admin_dsn: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Published]:
     """Run the whole election once for the module."""
     dsn = await _create_database(pg_admin_dsn, migrate=True)
     folder = tmp_path_factory.mktemp("e2e")
-    settings = Settings(database_url=dsn, data_dir=folder, voter_rate_per_minute=10_000,
-                        block_max_ballots=200, block_max_ms=100)  # fmt: skip
+    settings = Settings(
+        database_url=dsn,
+        data_dir=folder,
+        voter_rate_per_minute=10_000,
+        block_max_ballots=200,
+        block_max_ms=100,
+    )
     board = TrusteeBoard.create(RID, k=2, n=3)
     rng = random.Random(2026)
     now = datetime.now(UTC)
     definition = {
-        "id": RID, "question": "Adopt the proposal?", "options": ["yes", "no"],
-        "min_selections": 1, "max_selections": 1,
+        "id": RID,
+        "question": "Adopt the proposal?",
+        "options": ["yes", "no"],
+        "min_selections": 1,
+        "max_selections": 1,
         "opens_at": (now - timedelta(hours=1)).isoformat(),
         "closes_at": (now + timedelta(hours=1)).isoformat(),
-        "revote_policy": "last_counts", "threshold_k": 2, "trustees_n": 3,
+        "revote_policy": "last_counts",
+        "threshold_k": 2,
+        "trustees_n": 3,
         "election_public_key": board.election_public_key.hex(),
-    }  # fmt: skip
+    }
     spec = BallotSpec(RID, ("yes", "no"), 1, 1, board.election_public_key)
     keys, rounds, expected = _ballots(spec, rng)
     signer = LogSigner(load_or_create_key(None, folder, "log"), settings.log_origin)
@@ -122,11 +133,15 @@ async def published(pg_admin_dsn: str, tmp_path_factory: pytest.TempPathFactory
             r = await client.post("/v1/referendums", json=definition, headers=auth)
             assert r.status == 201, await r.text()
             roll = "voter_id,public_key\n" + "".join(f"{v},{k[1].hex()}\n" for v, k in keys.items())
-            r = await client.put(f"/v1/referendums/{RID}/roll", data=roll.encode(),
-                                 headers={**auth, "Content-Type": "text/csv"})  # fmt: skip
+            r = await client.put(
+                f"/v1/referendums/{RID}/roll",
+                data=roll.encode(),
+                headers={**auth, "Content-Type": "text/csv"},
+            )
             assert r.status == 200, await r.text()
-            r = await client.put(f"/v1/referendums/{RID}/trustees", json=board.commitments(),
-                                 headers=auth)  # fmt: skip
+            r = await client.put(
+                f"/v1/referendums/{RID}/trustees", json=board.commitments(), headers=auth
+            )
             assert r.status == 200, await r.text()
             r = await client.post(f"/v1/referendums/{RID}/open", headers=auth)
             assert r.status == 200, await r.text()
@@ -177,8 +192,9 @@ async def published(pg_admin_dsn: str, tmp_path_factory: pytest.TempPathFactory
             page = await r.json()
             supersessions = len(page["supersessions"])
             while page["next_cursor"] is not None:
-                r = await client.get(f"/v1/referendums/{RID}/supersessions"
-                                     f"?limit=100&cursor={page['next_cursor']}")  # fmt: skip
+                r = await client.get(
+                    f"/v1/referendums/{RID}/supersessions?limit=100&cursor={page['next_cursor']}"
+                )
                 page = await r.json()
                 supersessions += len(page["supersessions"])
         conn = await asyncpg.connect(dsn)
@@ -187,8 +203,9 @@ async def published(pg_admin_dsn: str, tmp_path_factory: pytest.TempPathFactory
             await export_record(conn, RID, record, signer.verifier_key())
         finally:
             await conn.close()
-        yield Published(record, expected, result, bad_problem, duplicate_status, early_status,
-                        supersessions)  # fmt: skip
+        yield Published(
+            record, expected, result, bad_problem, duplicate_status, early_status, supersessions
+        )
     finally:
         stop.set()
         for task in tasks:
@@ -201,8 +218,9 @@ async def published(pg_admin_dsn: str, tmp_path_factory: pytest.TempPathFactory
 def test_published_result_equals_the_plaintext_count(published: Published) -> None:
     """The published counts are the test's own count of every voter's last choice."""
     assert published.result["counts"] == published.expected
-    assert published.result["counts_by_option"] == dict(zip(("yes", "no"), published.expected,
-                                                             strict=True))  # fmt: skip
+    assert published.result["counts_by_option"] == dict(
+        zip(("yes", "no"), published.expected, strict=True)
+    )
     assert published.result["ballots_counted"] == VOTERS
     assert published.supersessions == REVOTERS + TWICE
 
@@ -340,7 +358,7 @@ def options_swapped(root: Path) -> None:
 
 def superseded_ballot_counted(root: Path) -> None:
     """Drop a supersession and add the superseded ballot's ciphertexts to the tally."""
-    from referendum_core.ballot import verify_canonical
+    from referendum_core.ballot import verify_canonical, voter_of
     from referendum_core.elgamal import Ciphertext
     from referendum_core.tally import tally_hash
 
@@ -348,12 +366,10 @@ def superseded_ballot_counted(root: Path) -> None:
     victim = rows.pop(0)
     _put_lines(root, "supersessions.jsonl", rows)
     ref = _json(root, "referendum.json")
-    spec = BallotSpec(ref["id"], tuple(ref["options"]), 1, 1,
-                      bytes.fromhex(ref["election_public_key"]))  # fmt: skip
+    spec = BallotSpec.from_definition(ref)
     roll = dict(line.split(",") for line in (root / "roll.csv").read_text().splitlines()[1:])
     canonical = _read_ballots(root)[victim["superseded_index"]]
-    voter = canonical[7 + canonical[5] : 7 + canonical[5] + canonical[6 + canonical[5]]].decode()
-    ballot = verify_canonical(spec, canonical, bytes.fromhex(roll[voter]))
+    ballot = verify_canonical(spec, canonical, bytes.fromhex(roll[voter_of(canonical)]))
     tally = _json(root, "tally.json")
     new = [
         (Ciphertext.from_bytes(bytes.fromhex(c)) + extra).to_bytes()
@@ -371,6 +387,25 @@ def roll_key_replaced(root: Path) -> None:
     (root / "roll.csv").write_text("\n".join(lines) + "\n")
 
 
+def roll_key_small_order(root: Path) -> None:
+    """Give a voter a small-order key (y = 1, the identity) and republish the roll root."""
+    from referendum_core import merkle
+    from referendum_core.roll import roll_leaf_hash
+
+    lines = (root / "roll.csv").read_text().splitlines()
+    voter = lines[5].split(",")[0]
+    identity = b"\x01" + bytes(31)
+    lines[5] = f"{voter},{identity.hex()}"
+    (root / "roll.csv").write_text("\n".join(lines) + "\n")
+    roll = {v: bytes.fromhex(k) for v, k in (line.split(",") for line in lines[1:])}
+    ordered = sorted(roll, key=lambda v: v.encode())
+    ref = _json(root, "referendum.json")
+    ref["roll_root"] = merkle.root_from_leaf_hashes(
+        [roll_leaf_hash(v, roll[v]) for v in ordered]
+    ).hex()
+    _put_json(root, "referendum.json", ref)
+
+
 TAMPERINGS: list[tuple[Callable[[Path], None], set[str]]] = [
     (ballot_changed, {"log.tree"}),
     (ballot_dropped, {"log.tree", "log.coverage"}),
@@ -383,6 +418,7 @@ TAMPERINGS: list[tuple[Callable[[Path], None], set[str]]] = [
     (options_swapped, {"result"}),
     (superseded_ballot_counted, {"revote", "tally"}),
     (roll_key_replaced, {"roll"}),
+    (roll_key_small_order, {"roll"}),
 ]
 
 

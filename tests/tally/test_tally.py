@@ -102,8 +102,9 @@ async def test_forbid_policy_adds_every_ballot(database_url: str) -> None:
     try:
         await store_referendum(conn, election)
         choices = {v: [i % 2, 1 - i % 2] for i, v in enumerate(election.voters)}
-        await insert_ballots(conn, election, [(v, election.ballot(v, s)[1])
-                                              for v, s in choices.items()])  # fmt: skip
+        await insert_ballots(
+            conn, election, [(v, election.ballot(v, s)[1]) for v, s in choices.items()]
+        )
         await seal_all(conn, election.rid, signer(), max_ballots=4)
         assert await fold_new_blocks(conn, election.rid) == 2
         state = await load_tally(conn, election.rid)
@@ -128,8 +129,9 @@ async def test_failed_fold_changes_nothing_and_resumes(
         await seal_all(conn, election.rid, log_signer)
         assert await fold_new_blocks(conn, election.rid) == 1
         # voter 0 and 1 change their minds; the fold of that block crashes midway
-        await insert_ballots(conn, election, [(v, election.ballot(v, [0, 1])[1])
-                                              for v in voters[:2]])  # fmt: skip
+        await insert_ballots(
+            conn, election, [(v, election.ballot(v, [0, 1])[1]) for v in voters[:2]]
+        )
         await seal_all(conn, election.rid, log_signer)
         real = tally_module.full_tally
 
@@ -163,8 +165,9 @@ async def test_follower_reaches_the_final_block(database_url: str) -> None:
     task = asyncio.create_task(run_tally_follower(pool, stop, poll_s=0.02))
     try:
         await store_referendum(conn, election)
-        await insert_ballots(conn, election, [(v, election.ballot(v, [0, 1])[1])
-                                              for v in election.voters])  # fmt: skip
+        await insert_ballots(
+            conn, election, [(v, election.ballot(v, [0, 1])[1]) for v in election.voters]
+        )
         await conn.execute("UPDATE referendums SET state = 'closed'")
         await seal_all(conn, election.rid, signer(), close=True, max_ballots=2)
         deadline = time.monotonic() + 30
@@ -214,8 +217,9 @@ async def test_tally_api_refuses_bad_requests_with_problems(
             r = await client.put(f"{base}/trustees", json=board.commitments(), headers=auth)
             assert r.status == 200, await r.text()
             await conn.execute("UPDATE referendums SET state = 'open'")
-            await problem(await client.put(f"{base}/trustees", json=board.commitments(),
-                                           headers=auth), 409)  # fmt: skip
+            await problem(
+                await client.put(f"{base}/trustees", json=board.commitments(), headers=auth), 409
+            )
             await problem(await client.get(f"{base}/tally"), 409)
             await problem(await client.get("/v1/referendums/nope/tally"), 404)
             await problem(await client.get(f"{base}/supersessions?cursor=x"), 400)
@@ -228,8 +232,12 @@ async def test_tally_api_refuses_bad_requests_with_problems(
             assert r.status == 200
             tally = await r.json()
             assert tally["ballots_counted"] == 0 and tally["final"]
-            await problem(await client.post(f"{base}/shares", data=b"{", headers={
-                "Content-Type": "application/json"}), 400)  # fmt: skip
+            await problem(
+                await client.post(
+                    f"{base}/shares", data=b"{", headers={"Content-Type": "application/json"}
+                ),
+                400,
+            )
             await problem(await client.post(f"{base}/shares", json={"trustee": 1}), 400)
             forged = board.forge(2, tally)
             refused = await problem(await client.post(f"{base}/shares", json=forged), 422)
@@ -261,8 +269,10 @@ async def test_record_export_command_writes_a_verifiable_record(
     monkeypatch.setenv("REFERENDUM_LOG_ORIGIN", "test.example/log")
     out = tmp_path / "record"
     result = await asyncio.to_thread(
-        CliRunner().invoke, record, ["export", "--referendum", "small-last-counts",
-                                     "--out", str(out)])  # fmt: skip
+        CliRunner().invoke,
+        record,
+        ["export", "--referendum", "small-last-counts", "--out", str(out)],
+    )
     assert result.exit_code == 0, result.output
     assert "manifest.json SHA-256" in result.output
     report = verify_election(out, jobs=1)
@@ -270,7 +280,9 @@ async def test_record_export_command_writes_a_verifiable_record(
     assert report.result == counts
     (out / "notes.txt").write_text("mine")
     again = await asyncio.to_thread(
-        CliRunner().invoke, record, ["export", "--referendum", "small-last-counts",
-                                     "--out", str(out)])  # fmt: skip
+        CliRunner().invoke,
+        record,
+        ["export", "--referendum", "small-last-counts", "--out", str(out)],
+    )
     assert again.exit_code == 1
     assert "other files" in again.output

@@ -1,0 +1,115 @@
+"""The entry points: :func:`verify_election` and the ``verify-election`` command."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from array import array
+from pathlib import Path
+
+import click
+
+from auditor.verify_decryption import check_decryption
+from auditor.verify_election.ballots import run_ballots, scan_ballots
+from auditor.verify_election.log import check_blocks, check_tree
+from auditor.verify_election.record import check_manifest, check_roll, load_definition
+from auditor.verify_election.report import MAX_DETAILS, ElectionReport, Stop
+from auditor.verify_election.tally import check_revotes, check_supersession_hashes, check_tally
+from referendum_core.tally import supersessions
+
+__all__ = ["verify_election", "verify_election_command"]
+
+
+def verify_election(
+    record: Path,
+    *,
+    jobs: int | None = None,
+    log_key: str | None = None,
+    manifest_sha256: str | None = None,
+    progress: bool = False,
+) -> ElectionReport:
+    """Verify the election record in folder ``record``; never raises for a bad record.
+
+    ``log_key`` and ``manifest_sha256`` pin what an auditor obtained independently (the log's
+    verifier key, the manifest's published hash); without them the record's own are used.
+    """
+    started = time.perf_counter()
+    jobs = max(1, jobs or os.cpu_count() or 1)
+    report = ElectionReport(jobs=jobs)
+    root = Path(record)
+    if not root.is_dir():
+        report.fail("manifest", f"{root} is not a folder")
+        return report
+    with contextlib.suppress(Stop):
+        check_manifest(report, root, manifest_sha256)
+    try:
+        ref, spec = load_definition(report, root)
+    except Stop:
+        report.seconds = time.perf_counter() - started
+        return report
+    roll = check_roll(report, root, ref)
+    try:
+        blocks = check_blocks(report, root, spec.referendum_id, log_key)
+    except Stop:
+        blocks = []
+    try:
+        offsets, voters = scan_ballots(report, root / "ballots.bin")
+    except OSError as exc:
+        report.fail("ballot", f"ballots.bin: {exc}")
+        offsets, voters = array("Q", [0]), []
+    report.ballots = len(voters)
+    pairs = supersessions(enumerate(voters))
+    superseded = {old for old, _ in pairs} if ref["revote_policy"] == "last_counts" else set()
+    results = run_ballots(report, root, spec, roll, offsets, superseded, jobs, progress)
+    leaves = b"".join(r.leaf_hashes for r in results)
+    hashes = b"".join(r.ballot_hashes for r in results)
+    if len(set(hashes[i : i + 32] for i in range(0, len(hashes), 32))) != len(voters):
+        report.fail("ballot", "the same ballot appears twice in the log")
+    check_tree(report, blocks, leaves, len(voters))
+    check_revotes(report, root, ref["revote_policy"], pairs)
+    if ref["revote_policy"] == "last_counts":
+        check_supersession_hashes(report, root, hashes, len(voters))
+    tally = check_tally(report, root, spec, blocks, results)
+    if tally is not None:
+        report.result = check_decryption(report.fail, root, ref, spec, tally)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+@click.command("verify-election")
+@click.argument("record", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes (default: every core)",
+)
+@click.option("--log-key", default=None, help="Pin the log's verifier key (else the record's)")
+@click.option("--manifest-sha256", default=None, help="Pin the SHA-256 of manifest.json")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar")
+def verify_election_command(
+    record: Path, jobs: int | None, log_key: str | None, manifest_sha256: str | None, progress: bool
+) -> None:
+    """Recompute everything in an election RECORD: tree, checkpoints, ballots, tally, result."""
+    report = verify_election(
+        record, jobs=jobs, log_key=log_key, manifest_sha256=manifest_sha256, progress=progress
+    )
+    rate = report.ballots / report.seconds if report.seconds else 0.0
+    click.echo(
+        f"{report.ballots} ballots ({report.ballots_counted} counted) verified in "
+        f"{report.seconds:.1f} s with {report.jobs} processes ({rate:,.0f} ballots/s)"
+    )
+    if report.ok:
+        if report.result is not None:
+            click.echo("result: " + ", ".join(str(c) for c in report.result))
+        click.echo("OK: every check holds")
+        return
+    for failure in report.failures:
+        click.echo(f"FAILED {failure.check}: {failure.detail}", err=True)
+    for check, count in report.counts.items():
+        if count > MAX_DETAILS:
+            click.echo(f"FAILED {check}: ... {count - MAX_DETAILS} more", err=True)
+    click.echo("FAILED checks: " + ", ".join(report.failed_checks), err=True)
+    sys.exit(1)
