@@ -128,8 +128,10 @@ class BallotSpec:
         return spec
 
     @classmethod
-    def from_row(cls, referendum_id: str, row: Mapping[str, Any]) -> BallotSpec:
+    def from_row(cls, referendum_id: str, row: Any) -> BallotSpec:
         """The spec of a ``referendums`` row with an election key (options as JSON text or list).
+
+        ``row`` is anything indexed by column name (a mapping, a database record).
 
         >>> BallotSpec.from_row("r1", {"options": '["yes", "no"]', "min_selections": 1,
         ...     "max_selections": 1, "election_public_key": bytes(33)}).options

@@ -11,6 +11,7 @@ import asyncpg
 from prometheus_client import Counter
 
 from referendum_core.ids import is_referendum_id, is_voter_id
+from referendum_core.receipt import format_time
 from referendum_service.db import RETRY_AFTER_S, StorageError, translated
 from referendum_service.keys import ServiceKey
 from referendum_service.settings import Settings
