@@ -34,12 +34,10 @@ import resource
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import click
 import orjson
@@ -109,23 +107,12 @@ def bare_verifier_rate(samples: list[tuple[str, bytes, bytes]], runs: int) -> tu
 # --- the database ------------------------------------------------------------------------
 
 
-def _with_database(dsn: str, name: str) -> str:
-    return urlunsplit(urlsplit(dsn)._replace(path="/" + name))
-
-
 async def _create_database(admin_dsn: str, voters: list[tuple[str, bytes, bytes]]) -> str:
     import asyncpg
 
-    from referendum_service.migrate import apply_migrations
+    from referendum_service.scratch import create_database
 
-    name = f"bench_ingest_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    dsn = _with_database(admin_dsn, name)
-    await apply_migrations(dsn)
+    dsn = await create_database(admin_dsn, prefix="bench_ingest")
     spec = _spec()
     conn = await asyncpg.connect(dsn)
     try:

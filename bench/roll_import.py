@@ -21,7 +21,6 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
@@ -30,7 +29,7 @@ from nacl.bindings import crypto_sign_seed_keypair
 
 from bench.common import median, write_results
 from referendum_service.db import resolve_database_url
-from referendum_service.migrate import apply_migrations
+from referendum_service.scratch import create_database, drop_database
 from referendum_service.settings import Settings
 from server.auth import create_api_key
 
@@ -58,10 +57,6 @@ def roll_file(folder: Path, voters: int) -> Path:
             out.write("".join(lines))
     partial.rename(path)
     return path
-
-
-def _with_database(dsn: str, name: str) -> str:
-    return urlunsplit(urlsplit(dsn)._replace(path="/" + name))
 
 
 def _free_port() -> int:
@@ -152,29 +147,13 @@ async def measure(dsn: str, token: str, path: Path, voters: int, commit: bool) -
 
 async def _prepare(settings: Settings) -> tuple[str, str, str]:
     admin = await asyncio.to_thread(resolve_database_url, settings)
-    name = f"referendum_bench_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(admin)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    dsn = _with_database(admin, name)
-    await apply_migrations(dsn)
+    dsn = await create_database(admin, prefix="referendum_bench")
     conn = await asyncpg.connect(dsn)
     try:
         token = await create_api_key(conn, "bench")
     finally:
         await conn.close()
     return admin, dsn, token
-
-
-async def _drop(admin: str, dsn: str) -> None:
-    conn = await asyncpg.connect(admin)
-    try:
-        name = urlsplit(dsn).path.lstrip("/")
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 def key_check_rate(path: Path, runs: int) -> float:
@@ -214,7 +193,7 @@ async def _run(sizes: list[int], runs: int, commit: bool) -> list[dict[str, Any]
             try:
                 result = await measure(dsn, token, paths[size], size, commit)
             finally:
-                await _drop(admin, dsn)
+                await drop_database(admin, dsn)
             click.echo(
                 f"  {size:,} voters, run {run + 1}: {result['rows_per_s']:,.0f} rows/s, "
                 f"peak {result['peak_mb']:.0f} MB, open {result['open_s']:.1f} s"

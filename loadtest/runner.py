@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import os
 import secrets
 import signal
@@ -32,12 +31,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
@@ -45,6 +43,7 @@ import orjson
 
 from loadtest.pool import BallotPool, generate_pool
 from loadtest.report import Objectives, Summary, build_report, load_samples
+from referendum_service.scratch import scratch_database
 
 __all__ = [
     "ChildProcesses",
@@ -154,55 +153,6 @@ class ChildProcesses:
 def _referendum_argv(*args: str) -> list[str]:
     """Run a ``referendum`` subcommand with this interpreter."""
     return [sys.executable, "-c", "from referendum_cli import main; main()", *args]
-
-
-def _has_command(name: str) -> bool:
-    """Whether ``referendum NAME`` is registered and its module exists."""
-    from referendum_cli import COMMANDS
-
-    target = COMMANDS.get(name)
-    return target is not None and importlib.util.find_spec(target.split(":")[0]) is not None
-
-
-def _serve_argv() -> list[str]:
-    if _has_command("serve"):
-        return _referendum_argv("serve")
-    # until ``referendum serve`` exists: the same supervisor it wraps
-    return [
-        sys.executable,
-        "-c",
-        "from server.serving import run_servers; from referendum_service.settings import Settings; "
-        "run_servers(Settings.from_env())",
-    ]
-
-
-def _dsn_with_database(dsn: str, database: str) -> str:
-    parts = urlsplit(dsn)
-    return urlunsplit(parts._replace(path="/" + database))
-
-
-@contextlib.asynccontextmanager
-async def fresh_database(admin_dsn: str, keep: bool = False) -> AsyncIterator[str]:
-    """A new, migrated database on the server of ``admin_dsn``, dropped afterwards."""
-    from referendum_service.migrate import apply_migrations
-
-    name = f"referendum_load_{secrets.token_hex(6)}"
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    dsn = _dsn_with_database(admin_dsn, name)
-    try:
-        await apply_migrations(dsn)
-        yield dsn
-    finally:
-        if not keep:
-            conn = await asyncpg.connect(admin_dsn)
-            try:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            finally:
-                await conn.close()
 
 
 async def create_operator_key(dsn: str) -> str:
@@ -591,7 +541,9 @@ async def run_load(config: LoadConfig) -> Summary:
         admin_dsn = _admin_dsn(config)
     samples_path = report_dir / "samples.jsonl"
     samples_path.unlink(missing_ok=True)
-    async with fresh_database(admin_dsn, keep=config.keep_database) as dsn:
+    async with scratch_database(
+        admin_dsn, prefix="referendum_load", keep=config.keep_database
+    ) as dsn:
         api_key = await create_operator_key(dsn)
         port = free_port()
         base_url = f"http://127.0.0.1:{port}"
@@ -607,7 +559,7 @@ async def run_load(config: LoadConfig) -> Summary:
         }
         with ChildProcesses(report_dir / "logs") as children:
             with timer.phase(f"start {config.servers} server process(es)"):
-                server = children.start("servers", _serve_argv(), env)
+                server = children.start("servers", _referendum_argv("serve"), env)
                 await wait_ready(base_url, [server])
             config.active_dsn = dsn
             await setup_referendum(
@@ -616,7 +568,7 @@ async def run_load(config: LoadConfig) -> Summary:
             batcher = children.start(
                 "batcher", _referendum_argv("batcher", "--referendum", rid), env
             )
-            if config.tally_follow and _has_command("tally-follow"):
+            if config.tally_follow:
                 children.start("tally-follow", _referendum_argv("tally-follow"), env)
             sampler = DatabaseSampler(dsn, rid, samples_path)
             expected = pool.meta.ballots + pool.meta.revotes
