@@ -18,7 +18,7 @@ Method:
   must (a stall is not hidden). It sends ``0.8 × saturation × --seconds`` ballots.
 * The bare verifier's rate (``verify_ballot`` in a loop, one core) is measured in the same run.
 * CPU accounting: on a small machine the client and PostgreSQL share the cores with the
-  server, so each run reports the server processes' CPU use (from /proc) and the client's
+  server, so each run reports the server processes' CPU use (from psutil) and the client's
   own; "per server core" divides the rate by the server's CPU fraction.
 
 Each figure is the median of ``--runs`` runs.
@@ -43,11 +43,10 @@ import click
 import orjson
 
 from bench.common import drop_bench_database, median, write_results
-from bench.loadgen import LoadResult
+from bench.loadgen import LoadResult, children, cpu_seconds, descendants
 
 REFERENDUM = "bench-ingest"
 ELECTION_SECRET = 0xB0B
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 # --- ballots, made before timing ---------------------------------------------------------
@@ -148,38 +147,6 @@ async def _stored(dsn: str) -> int:
 # --- the server under test -----------------------------------------------------------------
 
 
-def _cpu_seconds(pids: list[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
-    return total
-
-
-def _descendants(root: int) -> list[int]:
-    """The processes below ``root`` (server workers and their proof-checking processes)."""
-    found = []
-    frontier = [root]
-    while frontier:
-        children = _children(frontier.pop())
-        found.extend(children)
-        frontier.extend(children)
-    return found
-
-
-def _children(parent: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            if int(fields[1]) == parent:
-                found.append(int(entry.name))
-    return found
-
-
 @contextlib.contextmanager
 def server(dsn: str, port: int, workers: int, verify_workers: int, data_dir: Path) -> Iterator[int]:
     """``workers`` server processes on ``port``; yields the supervisor's pid."""
@@ -220,7 +187,7 @@ async def _wait_ready(url: str, workers: int, process: subprocess.Popen[bytes]) 
                 raise click.ClickException("the server exited during start-up")
             with contextlib.suppress(aiohttp.ClientError):
                 async with session.get(url) as response:
-                    if response.status == 200 and len(_children(process.pid)) >= workers:
+                    if response.status == 200 and len(children(process.pid)) >= workers:
                         return
             if time.monotonic() > deadline:
                 raise click.ClickException("the server did not start within 60 s")
@@ -325,8 +292,10 @@ def measure(
     """One run: closed loop (``rate`` None) or paced at ``rate`` requests/s."""
     import uvloop
 
-    pids = _descendants(root)  # after warm-up: proof-checking processes start on demand
-    server_before = _cpu_seconds(pids)
+    pids = descendants(root)[
+        1:
+    ]  # not the supervisor; after warm-up: proof-checking processes start on demand
+    server_before = cpu_seconds(pids)
     client_before = resource.getrusage(resource.RUSAGE_SELF)
     if rate is None:
         result = uvloop.run(_closed_loop(url, bodies, concurrency))
@@ -342,7 +311,7 @@ def measure(
         seconds,
         latencies,
         others,
-        (_cpu_seconds(pids) - server_before) / seconds,
+        (cpu_seconds(pids) - server_before) / seconds,
         client / seconds,
     )
 
@@ -479,7 +448,7 @@ def _saturation(
     client_cpus: str | None,
 ) -> tuple[Stats, list[dict[str, Any]]]:
     """``runs`` closed-loop runs by :func:`bench.loadgen.run_load`; the median one and all."""
-    from bench.loadgen import descendants, run_load
+    from bench.loadgen import run_load
 
     pids = descendants(root)
     measured = []
@@ -730,7 +699,7 @@ def ingest(
             "load_average_at_end": list(os.getloadavg()),
             "note": (
                 "client, server(s) and PostgreSQL share this machine's cores; server_cpu and "
-                "client_cpu are cores used during the run (from /proc and the client's rusage)"
+                "client_cpu are cores used during the run (from psutil and the client's rusage)"
             ),
         },
     )
