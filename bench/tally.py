@@ -224,30 +224,16 @@ async def _verify_record(admin_dsn: str, count: int, out: Path) -> dict[str, Any
     """
     from batcher.service import LogSigner, seal_block
     from batcher.tally import fold_new_blocks
-    from referendum_core.trustee import (
-        TrusteeParams,
-        dealer_commitment,
-        decrypt_share,
-        election_public_key,
-        new_dealer,
-        share_for,
-        trustee_share,
-    )
     from referendum_service.keys import load_or_create_key
     from referendum_service.store.tallies import load_tally
     from server.record import export_record
     from server.roll import roll_digest
     from server.tally_api import accept_share, publish_result, store_trustees
+    from trustee.ceremony import Ceremony
 
     rid = "bench-record"
-    params = TrusteeParams(rid, 2, 3)
-    dealers = [new_dealer(params, i) for i in (1, 2, 3)]
-    published = [dealer_commitment(params, d) for d in dealers]
-    key = election_public_key(params, published).to_compressed()
-    secrets = {
-        i: trustee_share(params, published, i, {d.index: share_for(d, i) for d in dealers})
-        for i in (1, 2)
-    }
+    trustees = Ceremony.run(rid, 2, 3)
+    key = trustees.election_key
     t = time.perf_counter()
     firsts, seconds = real_ballots(rid, key, count, revote_every=10)
     made_s = time.perf_counter() - t
@@ -257,7 +243,7 @@ async def _verify_record(admin_dsn: str, count: int, out: Path) -> dict[str, Any
         voters = [(v, k) for v, k, _, _ in firsts]
         await _store_referendum(conn, rid, key, "last_counts", voters, roll_digest(voters))
         await conn.execute("UPDATE referendums SET state = 'draft'")
-        await store_trustees(conn, rid, {"commitments": [c.to_json() for c in published]}, "b")
+        await store_trustees(conn, rid, trustees.commitments_json(), "b")
         await conn.execute("UPDATE referendums SET state = 'open'")
         rows = [(v, hashlib.sha256(c).digest(), c) for v, _, c, _ in [*firsts, *seconds]]
         await _copy_ballots(conn, rid, rows)
@@ -274,7 +260,7 @@ async def _verify_record(admin_dsn: str, count: int, out: Path) -> dict[str, Any
 
         tally = [Ciphertext.from_bytes(c) for c in state.ciphertexts]
         for i in (1, 2):
-            share = decrypt_share(params, i, secrets[i], tally).to_json()
+            share = trustees.decrypt(i, tally).to_json()
             await accept_share(conn, rid, {"referendum": rid, **share})
         result = await publish_result(conn, rid, "bench")
         await export_record(conn, rid, out, signer.verifier_key())
