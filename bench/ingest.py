@@ -34,8 +34,9 @@ import resource
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -106,30 +107,46 @@ def bare_verifier_rate(samples: list[tuple[str, bytes, bytes]], runs: int) -> tu
 # --- the database ------------------------------------------------------------------------
 
 
+async def _roll_csv(voters: list[tuple[str, bytes, bytes]]) -> AsyncIterator[bytes]:
+    """The roll of ``voters`` as CSV, in the ~1 MiB parts an upload arrives in."""
+    step = 10_000
+    for start in range(0, len(voters), step):
+        part = voters[start : start + step]
+        yield b"".join(f"{voter},{public.hex()}\n".encode() for voter, public, _ in part)
+
+
 async def _create_database(admin_dsn: str, voters: list[tuple[str, bytes, bytes]]) -> str:
+    """A fresh database holding the open referendum, its roll ``voters``, as an operator does."""
     import asyncpg
 
     from referendum_service.scratch import create_database
+    from server.referendums import ReferendumDefinition, create_referendum, transition
+    from server.roll import import_roll
 
     dsn = await create_database(admin_dsn, prefix="bench_ingest")
-    spec = _spec()
+    now = datetime.now(UTC)
+    definition = ReferendumDefinition(
+        id=REFERENDUM,
+        question="Benchmark?",
+        options=("yes", "no"),
+        min_selections=1,
+        max_selections=1,
+        opens_at=now,
+        closes_at=now + timedelta(days=1),
+        revote_policy="forbid",
+        threshold_k=1,
+        trustees_n=1,
+        election_public_key=_spec().election_public_key,
+    )
     conn = await asyncpg.connect(dsn)
+    lines_conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute(
-            """INSERT INTO referendums (id, question, options, min_selections, max_selections,
-                   opens_at, closes_at, revote_policy, threshold_k, trustees_n, state,
-                   election_public_key)
-               VALUES ($1, 'Benchmark?', '["yes", "no"]'::jsonb, 1, 1, now(),
-                       now() + interval '1 day', 'forbid', 1, 1, 'open', $2)""",
-            REFERENDUM,
-            spec.election_public_key,
-        )
-        await conn.copy_records_to_table(
-            "voters",
-            records=[(REFERENDUM, voter, public) for voter, public, _ in voters],
-            columns=["referendum_id", "voter_id", "public_key"],
-        )
+        await create_referendum(conn, definition, "bench")
+        async with conn.transaction():
+            await import_roll(conn, REFERENDUM, _roll_csv(voters), "csv", lines_conn=lines_conn)
+        await transition(conn, REFERENDUM, "open", "bench")
     finally:
+        await lines_conn.close()
         await conn.close()
     return dsn
 

@@ -134,6 +134,7 @@ async def _tally_run(admin_dsn: str, size: int, pool: list[tuple[str, bytes, byt
     from batcher.tally import fold_new_blocks
     from referendum_service.keys import load_or_create_key
     from referendum_service.store.tallies import load_tally
+    from server.referendums import transition
 
     rid = "bench-tally"
     rng = random.Random(seed)
@@ -172,8 +173,7 @@ async def _tally_run(admin_dsn: str, size: int, pool: list[tuple[str, bytes, byt
         voting_s = time.perf_counter() - t
         # close: the last block's ballots are still waiting
         t_close = time.perf_counter()
-        await conn.execute("UPDATE referendums SET state = 'closed', closed_at = now()"
-                           " WHERE id = $1", rid)  # fmt: skip
+        await transition(conn, rid, "closed", "bench")
         while True:
             done = await seal_block(conn, rid, signer, max_ballots=block, close=True)
             if done is None or done.final:
@@ -227,6 +227,7 @@ async def _verify_record(admin_dsn: str, count: int, out: Path) -> dict[str, Any
     from referendum_service.keys import load_or_create_key
     from referendum_service.store.tallies import load_tally
     from server.record import export_record
+    from server.referendums import transition
     from server.roll import roll_digest
     from server.tally_api import accept_share, publish_result, store_trustees
     from trustee.ceremony import Ceremony
@@ -251,7 +252,7 @@ async def _verify_record(admin_dsn: str, count: int, out: Path) -> dict[str, Any
                            "bench.example/log")  # fmt: skip
         while await seal_block(conn, rid, signer, max_ballots=10_000) is not None:
             await fold_new_blocks(conn, rid)
-        await conn.execute("UPDATE referendums SET state = 'closed'")
+        await transition(conn, rid, "closed", "bench")
         await seal_block(conn, rid, signer, max_ballots=10_000, close=True)
         await fold_new_blocks(conn, rid)
         state = await load_tally(conn, rid)

@@ -44,6 +44,7 @@ import orjson
 from loadtest.pool import BallotPool, generate_pool
 from loadtest.report import Objectives, Summary, build_report, load_samples
 from referendum_service.scratch import scratch_database
+from referendum_service.store.progress import ingest_progress, merge_delays
 
 __all__ = [
     "ChildProcesses",
@@ -368,25 +369,12 @@ class DatabaseSampler:
     async def _sample(self) -> dict[str, Any]:
         if self._conn is None:
             self._conn = await asyncpg.connect(self.dsn)
-        conn = self._conn
-        ballots = await conn.fetchval(
-            "SELECT count(*) FROM ballots WHERE referendum_id = $1", self.rid
-        )
-        sequenced = await conn.fetchval(
-            "SELECT tree_size FROM log_heads WHERE referendum_id = $1", self.rid
-        )
-        oldest = await conn.fetchval(
-            """SELECT extract(epoch FROM clock_timestamp() - b.accepted_at)::float8
-               FROM ballots AS b
-               WHERE b.id = (SELECT min(ballot_id) FROM log_pending
-                             WHERE referendum_id = $1)""",
-            self.rid,
-        )
+        progress = await ingest_progress(self._conn, self.rid)
         return {
             "t": time.time(),
-            "ballots": int(ballots),
-            "sequenced": int(sequenced or 0),
-            "oldest_unsequenced_s": float(oldest) if oldest is not None else 0.0,
+            "ballots": progress.ballots,
+            "sequenced": progress.sequenced,
+            "oldest_unsequenced_s": progress.oldest_unsequenced_s,
         }
 
     async def _loop(self) -> None:
@@ -413,27 +401,15 @@ class DatabaseSampler:
         """Per sequenced ballot, block ``sealed_at`` minus ``accepted_at``: p50, p99, max."""
         conn = await asyncpg.connect(self.dsn)
         try:
-            row = await conn.fetchrow(
-                """SELECT count(*) AS n,
-                          percentile_cont(0.5) WITHIN GROUP (ORDER BY d) AS p50,
-                          percentile_cont(0.99) WITHIN GROUP (ORDER BY d) AS p99,
-                          max(d) AS max
-                   FROM (SELECT k.sealed_at / 1000.0 - extract(epoch FROM b.accepted_at) AS d
-                         FROM log_entries e JOIN ballots b ON b.id = e.ballot_id
-                         JOIN blocks k
-                           ON k.referendum_id = e.referendum_id AND k.height = e.block_height
-                         WHERE e.referendum_id = $1) AS delays""",
-                self.rid,
-            )
+            delays = await merge_delays(conn, self.rid)
         finally:
             await conn.close()
-        assert row is not None  # an aggregate always returns one row
         return {
             "t": time.time(),
-            "sequenced_ballots": int(row["n"]),
-            "merge_delay_p50_s": float(row["p50"]) if row["p50"] is not None else None,
-            "merge_delay_p99_s": float(row["p99"]) if row["p99"] is not None else None,
-            "merge_delay_max_s": float(row["max"]) if row["max"] is not None else None,
+            "sequenced_ballots": delays.count,
+            "merge_delay_p50_s": delays.p50,
+            "merge_delay_p99_s": delays.p99,
+            "merge_delay_max_s": delays.max,
         }
 
 
