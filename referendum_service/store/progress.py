@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["IngestProgress", "MergeDelays", "ingest_progress", "merge_delays"]
+__all__ = ["IngestProgress", "MergeDelays", "ingest_progress", "log_final", "merge_delays"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,13 @@ async def ingest_progress(conn: Any, referendum_id: str) -> IngestProgress:
         ballots=int(ballots),
         sequenced=int(sequenced or 0),
         oldest_unsequenced_s=float(oldest) if oldest is not None else 0.0,
+    )
+
+
+async def log_final(conn: Any, referendum_id: str) -> bool:
+    """Whether the log's final block (sealed after closing) is in."""
+    return bool(
+        await conn.fetchval("SELECT final FROM log_heads WHERE referendum_id = $1", referendum_id)
     )
 
 

@@ -9,10 +9,10 @@ import pytest
 
 from loadtest.runner import (
     ChildProcesses,
-    _referendum_argv,
     create_operator_key,
     demo_load,
     free_port,
+    referendum_argv,
     wait_ready,
 )
 from referendum_service.scratch import scratch_database
@@ -33,9 +33,9 @@ async def test_demo_load_against_running_servers(pg_admin_dsn: str, tmp_path: Pa
             "REFERENDUM_DATA_DIR": str(tmp_path / "data"),
         }
         with ChildProcesses(tmp_path / "logs") as children:
-            server = children.start("servers", _referendum_argv("serve"), env)
+            server = children.start("servers", referendum_argv("serve"), env)
             await wait_ready(base_url, [server])
-            children.start("batcher", _referendum_argv("batcher"), env)
+            children.start("batcher", referendum_argv("batcher"), env)
             summary = await demo_load(
                 base_url, api_key, voters=200, duration_s=4, users=3, out_dir=tmp_path / "demo"
             )
