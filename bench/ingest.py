@@ -568,18 +568,97 @@ def ingest(
     total = per_run * runs * 4 + 4 * 300 + 2000
     click.echo(f"generating {total:,} ballots in {gen_processes} processes …", err=True)
     made = generate(total, gen_processes)
-    warm = [body for _, _, body in made[:2000]]
-    supply = BallotSupply([body for _, _, body in made[2000:]])
     verifier, verifier_cpu = bare_verifier_rate(made[:2000], runs)
     click.echo(
         f"  bare verifier: {verifier:,.0f}/s wall, {verifier_cpu:,.0f} per CPU second", err=True
     )
+    plan = _Plan(
+        runs=runs,
+        per_run=per_run,
+        seconds=seconds,
+        concurrency=concurrency,
+        threads=threads,
+        client_cpus=client_cpus or None,
+        port=port,
+        pool_workers=pool_workers,
+    )
     dsn = asyncio.run(_create_database(admin_dsn, made))
-    base_url = f"http://127.0.0.1:{port}"
+    try:
+        measured = _measure_servers(plan, dsn, made, Path(settings.data_dir))
+    finally:
+        asyncio.run(drop_bench_database(admin_dsn, dsn))
+    write_results(
+        "ingest",
+        _rows(measured, verifier, verifier_cpu, pool_workers),
+        meta={
+            "runs": runs,
+            "saturation_client": client,
+            "saturation_seconds": seconds,
+            "ballots_made_per_saturation_run": per_run,
+            "closed_loop_connections": concurrency,
+            "client_threads": threads,
+            "client_cpus": client_cpus or None,
+            "paced_client": "aiohttp open-loop pacer (latency from scheduled start)",
+            "paced_rate": round(measured.paced_rate, 1),
+            "paced_ballots_per_run": measured.paced_count,
+            "ballots_stored": measured.stored,
+            "cpus": os.cpu_count(),
+            "one_process_commits": measured.commit_stats,
+            "saturation_runs": measured.details,
+            "failures": {
+                "inline": measured.inline.failures,
+                "pooled": measured.pooled.failures,
+                "two": measured.two.failures,
+                "paced": measured.paced.failures,
+            },
+            "load_average_at_start": load_at_start,
+            "load_average_at_end": list(os.getloadavg()),
+            "note": (
+                "client, server(s) and PostgreSQL share this machine's cores; server_cpu and "
+                "client_cpu are cores used during the run (from psutil and the client's rusage)"
+            ),
+        },
+    )
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How the command's runs are sized (its options)."""
+
+    runs: int
+    per_run: int
+    seconds: float
+    concurrency: int
+    threads: int
+    client_cpus: str | None
+    port: int
+    pool_workers: int
+
+
+@dataclass
+class _Measured:
+    """Every server configuration's figures, and what the JSON meta says about them."""
+
+    inline: Stats
+    paced: Stats
+    pooled: Stats
+    two: Stats
+    paced_rate: float
+    paced_count: int
+    commit_stats: dict[str, float]
+    stored: int
+    details: dict[str, Any]
+
+
+def _measure_servers(
+    plan: _Plan, dsn: str, made: list[tuple[str, bytes, bytes]], data_dir: Path
+) -> _Measured:
+    """Inline (saturated and paced at 80%), with verify workers, and two processes."""
+    base_url = f"http://127.0.0.1:{plan.port}"
     path = f"/v1/referendums/{REFERENDUM}/ballots"
     url = base_url + path
-    data_dir = Path(settings.data_dir)
-    warm_supply = BallotSupply(warm)
+    warm_supply = BallotSupply([body for _, _, body in made[:2000]])
+    supply = BallotSupply([body for _, _, body in made[2000:]])
     details: dict[str, Any] = {}
 
     def saturation(label: str, root: int) -> Stats:
@@ -589,46 +668,56 @@ def ingest(
             path,
             supply,
             root,
-            runs=runs,
-            per_run=per_run,
-            seconds=seconds,
-            concurrency=concurrency,
-            threads=threads,
-            client_cpus=client_cpus or None,
+            runs=plan.runs,
+            per_run=plan.per_run,
+            seconds=plan.seconds,
+            concurrency=plan.concurrency,
+            threads=plan.threads,
+            client_cpus=plan.client_cpus,
         )
         details[label] = runs_json
         return stats
 
-    try:
-        with server(dsn, port, 1, 0, data_dir) as root:
-            measure(url, warm_supply.take(300), root, concurrency=concurrency, rate=None)
-            inline = saturation("1 process, inline", root)
-            paced_rate = 0.8 * inline.rate
-            paced_count = max(100, min(per_run, int(paced_rate * seconds)))
-            paced = Stats.of_run(
-                _series(
-                    "1 process, 80% paced",
-                    url,
-                    supply,
-                    root,
-                    runs=runs,
-                    per_run=paced_count,
-                    concurrency=concurrency,
-                    rate=paced_rate,
-                )
+    def warm_up(root: int) -> None:
+        measure(url, warm_supply.take(300), root, concurrency=plan.concurrency, rate=None)
+
+    with server(dsn, plan.port, 1, 0, data_dir) as root:
+        warm_up(root)
+        inline = saturation("1 process, inline", root)
+        paced_rate = 0.8 * inline.rate
+        paced_count = max(100, min(plan.per_run, int(paced_rate * plan.seconds)))
+        paced = Stats.of_run(
+            _series(
+                "1 process, 80% paced",
+                url,
+                supply,
+                root,
+                runs=plan.runs,
+                per_run=paced_count,
+                concurrency=plan.concurrency,
+                rate=paced_rate,
             )
-            commit_stats = _commit_stats(port)
-        with server(dsn, port, 1, pool_workers, data_dir) as root:
-            measure(url, warm_supply.take(300), root, concurrency=concurrency, rate=None)
-            pooled = saturation(f"1 process, {pool_workers} verify workers", root)
-        with server(dsn, port, 2, 0, data_dir) as root:
-            measure(url, warm_supply.take(300), root, concurrency=concurrency, rate=None)
-            two = saturation("2 processes, inline", root)
-        stored = asyncio.run(_stored(dsn))
-    finally:
-        asyncio.run(drop_bench_database(admin_dsn, dsn))
+        )
+        commit_stats = _commit_stats(plan.port)
+    with server(dsn, plan.port, 1, plan.pool_workers, data_dir) as root:
+        warm_up(root)
+        pooled = saturation(f"1 process, {plan.pool_workers} verify workers", root)
+    with server(dsn, plan.port, 2, 0, data_dir) as root:
+        warm_up(root)
+        two = saturation("2 processes, inline", root)
+    stored = asyncio.run(_stored(dsn))
+    return _Measured(
+        inline, paced, pooled, two, paced_rate, paced_count, commit_stats, stored, details
+    )
+
+
+def _rows(
+    m: _Measured, verifier: float, verifier_cpu: float, pool_workers: int
+) -> list[dict[str, Any]]:
+    """The table: each rate, and each ratio against the bare verifier or one process."""
+    inline, pooled, paced, two = m.inline, m.pooled, m.paced, m.two
     per_core = inline.per_core
-    rows = [
+    return [
         _row("bare verifier, one core", verifier, "ballots/s"),
         _row("bare verifier, per CPU second", verifier_cpu, "ballots/s/core"),
         _row(
@@ -688,35 +777,3 @@ def ingest(
             "ratio",
         ),
     ]
-    write_results(
-        "ingest",
-        rows,
-        meta={
-            "runs": runs,
-            "saturation_client": client,
-            "saturation_seconds": seconds,
-            "ballots_made_per_saturation_run": per_run,
-            "closed_loop_connections": concurrency,
-            "client_threads": threads,
-            "client_cpus": client_cpus or None,
-            "paced_client": "aiohttp open-loop pacer (latency from scheduled start)",
-            "paced_rate": round(paced_rate, 1),
-            "paced_ballots_per_run": paced_count,
-            "ballots_stored": stored,
-            "cpus": os.cpu_count(),
-            "one_process_commits": commit_stats,
-            "saturation_runs": details,
-            "failures": {
-                "inline": inline.failures,
-                "pooled": pooled.failures,
-                "two": two.failures,
-                "paced": paced.failures,
-            },
-            "load_average_at_start": load_at_start,
-            "load_average_at_end": list(os.getloadavg()),
-            "note": (
-                "client, server(s) and PostgreSQL share this machine's cores; server_cpu and "
-                "client_cpu are cores used during the run (from psutil and the client's rusage)"
-            ),
-        },
-    )
