@@ -218,16 +218,33 @@ def _print_outcome(facts: dict[str, Any], report_dir: Path) -> bool:
 
 
 @click.command()
-@click.option("--voters", type=click.IntRange(2, 10_000_000), default=100_000, show_default=True,
-              help="Voters on the roll.")  # fmt: skip
-@click.option("--ballots", type=click.IntRange(1, 10_000_000), default=10_000, show_default=True,
-              help="Voters who vote (ballots made in the pool).")  # fmt: skip
-@click.option("--duration", "duration_s", type=click.FloatRange(5, 3600), default=30.0,
-              show_default=True, help="Longest Locust run, seconds.")  # fmt: skip
+@click.option(
+    "--voters",
+    type=click.IntRange(2, 10_000_000),
+    default=100_000,
+    show_default=True,
+    help="Voters on the roll.",
+)
+@click.option(
+    "--ballots",
+    type=click.IntRange(1, 10_000_000),
+    default=10_000,
+    show_default=True,
+    help="Voters who vote (ballots made in the pool).",
+)
+@click.option(
+    "--duration",
+    "duration_s",
+    type=click.FloatRange(5, 3600),
+    default=30.0,
+    show_default=True,
+    help="Longest Locust run, seconds.",
+)
 @click.option("--servers", type=click.IntRange(1, 64), default=2, show_default=True)
 @click.option("--users", type=click.IntRange(1, 10_000), default=32, show_default=True)
-@click.option("--report-dir", type=click.Path(path_type=Path), default=Path("reports/demo"),
-              show_default=True)  # fmt: skip
+@click.option(
+    "--report-dir", type=click.Path(path_type=Path), default=Path("reports/demo"), show_default=True
+)
 def demo(
     voters: int, ballots: int, duration_s: float, servers: int, users: int, report_dir: Path
 ) -> None:

@@ -203,8 +203,9 @@ async def rehearse(
     everything = pool.meta.ballots + pool.meta.revotes
     if result.decrypted_tally is not None:
         all_cast = result.ballots_stored >= everything
-        result.tally_matches = (result.decrypted_tally == pool.meta.expected_tally) if all_cast \
-            else None  # fmt: skip
+        result.tally_matches = (
+            (result.decrypted_tally == pool.meta.expected_tally) if all_cast else None
+        )
     phases = timer.phases
     for name, seconds in phases.items():
         if name == "roll import" or name.startswith("open"):
