@@ -93,14 +93,25 @@ def real_ballots(
 
 
 async def _store_referendum(
-    conn: Any, rid: str, key: bytes, policy: str, voters: list[tuple[str, bytes]], root: bytes
+    conn: Any,
+    rid: str,
+    key: bytes,
+    policy: str,
+    voters: list[tuple[str, bytes]],
+    root: bytes | None,
+    state: str = "open",
 ) -> None:
+    """A 2-of-3 yes/no referendum with its roll, written in bulk (a million voters in seconds).
+
+    ``state`` "open" skips the roll commitment (``root`` stands in for it); "draft" leaves the
+    opening to :func:`server.referendums.transition`, which computes it.
+    """
     now = datetime.now(UTC)
     await conn.execute(
         """INSERT INTO referendums (id, question, options, min_selections, max_selections,
                opens_at, closes_at, revote_policy, threshold_k, trustees_n, state,
                election_public_key, roll_root, roll_size)
-           VALUES ($1, 'Bench?', '["yes", "no"]', 1, 1, $2, $3, $4, 2, 3, 'open', $5, $6, $7)""",
+           VALUES ($1, 'Bench?', '["yes", "no"]', 1, 1, $2, $3, $4, 2, 3, $8, $5, $6, $7)""",
         rid,
         now - timedelta(hours=1),
         now + timedelta(hours=1),
@@ -108,6 +119,7 @@ async def _store_referendum(
         key,
         root,
         len(voters),
+        state,
     )
     for start in range(0, len(voters), _COPY_CHUNK):
         await conn.copy_records_to_table(
@@ -259,10 +271,10 @@ async def _verify_record(admin_dsn: str, count: int, out: Path) -> dict[str, Any
     conn = await asyncpg.connect(dsn)
     try:
         voters = [(v, k) for v, k, _, _ in firsts]
-        await _store_referendum(conn, rid, key, "last_counts", voters, roll_digest(voters))
-        await conn.execute("UPDATE referendums SET state = 'draft'")
+        await _store_referendum(conn, rid, key, "last_counts", voters, None, state="draft")
         await store_trustees(conn, rid, trustees.commitments_json(), "b")
-        await conn.execute("UPDATE referendums SET state = 'open'")
+        opened = await transition(conn, rid, "open", "bench")
+        assert opened.roll_root == roll_digest(voters)
         rows = [(v, hashlib.sha256(c).digest(), c) for v, _, c, _ in [*firsts, *seconds]]
         await _copy_ballots(conn, rid, rows)
         signer = LogSigner(
