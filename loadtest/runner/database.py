@@ -20,6 +20,7 @@ def admin_dsn(database_url: str | None) -> str:
 
 
 async def create_operator_key(dsn: str) -> str:
+    """A new operator API key in the database of ``dsn``; the bearer token."""
     from server.auth import create_api_key
 
     conn = await asyncpg.connect(dsn)

@@ -23,6 +23,8 @@ DEFAULT_USER_CLASSES = ("Voter", "ReVoter", "Auditor", "Operator")
 
 @dataclass(frozen=True)
 class LocustOutcome:
+    """How a Locust run ended: where its CSV files are, its exit code, whether it was cut off."""
+
     csv_prefix: Path
     returncode: int | None
     timed_out: bool
