@@ -1,9 +1,15 @@
 # syntax=docker/dockerfile:1
-# One image for every role: `referendum serve` (servers), `referendum batcher`,
-# `referendum migrate` (the migrations Job) and Locust (`locust -f loadtest/locustfile.py`).
-# Kubernetes picks the role with the container's args; see k8s/base and docs/deploy.md.
+# Two images from one Dockerfile:
+# - the default target `runtime`, for every role of the product: `referendum serve` (servers),
+#   `referendum batcher`, `referendum migrate` (the migrations Job). It carries only the runtime
+#   dependencies (requirements.lock): no Locust, gevent or matplotlib.
+# - the target `locust`, for the load generators (`locust -f loadtest/locustfile.py`): the same
+#   package plus the `loadtest` extra (requirements-loadtest.lock).
+# Kubernetes picks the role with the container's args; see k8s/base, k8s/loadtest and
+# docs/deploy.md.
 #
 # Build: docker build -t registry.example/referendum:0.1.0 .
+#        docker build --target locust -t registry.example/referendum-locust:0.1.0 .
 # The base image is pinned by tag; pin it by digest too in your registry mirror
 # (python:3.11.11-slim-bookworm@sha256:...) once you have pulled and scanned it.
 
@@ -42,40 +48,72 @@ RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip check \
     && /opt/venv/bin/python -m compileall -q /opt/venv/lib
 
-# ---- runtime: slim, non-root, read-only root filesystem friendly ----
-FROM python:3.11.11-slim-bookworm AS runtime
+# ---- loadtest-builder: the same virtualenv plus the loadtest extra, for the Locust image ----
+FROM builder AS loadtest-builder
 
-LABEL org.opencontainers.image.title="referendum" \
-      org.opencontainers.image.description="Verifiable referendum backend: servers, batcher, migrations, Locust" \
-      org.opencontainers.image.licenses="Apache-2.0"
+COPY requirements-loadtest.lock ./
+RUN pip wheel --no-deps --wheel-dir /wheels --requirement requirements-loadtest.lock \
+    && /opt/venv/bin/pip install --no-index --find-links /wheels \
+       --requirement requirements-loadtest.lock \
+    && /opt/venv/bin/pip check \
+    && /opt/venv/bin/python -m compileall -q /opt/venv/lib
+
+# ---- base: what both images share; slim, non-root, read-only root filesystem friendly ----
+FROM python:3.11.11-slim-bookworm AS base
 
 # A fixed numeric user, so Kubernetes can check runAsNonRoot without resolving names.
 RUN groupadd --system --gid 10001 referendum \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /tmp \
        --shell /usr/sbin/nologin referendum
 
-COPY --from=builder /opt/venv /opt/venv
-# Locust takes a locustfile path; the package itself is installed in /opt/venv.
 WORKDIR /app
-COPY loadtest/locustfile.py loadtest/locustfile.py
 
 # The root filesystem is mounted read-only in Kubernetes; everything that writes goes to /tmp
 # (an emptyDir there). Bytecode was compiled in the builder, so Python needs no write access.
 ENV PATH="/opt/venv/bin:${PATH}" \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    HOME=/tmp \
-    MPLCONFIGDIR=/tmp/matplotlib \
-    REFERENDUM_HOST=0.0.0.0 \
-    REFERENDUM_PORT=8080 \
-    REFERENDUM_DATA_DIR=/tmp/referendum
-
-USER 10001:10001
-EXPOSE 8080
+    HOME=/tmp
 
 # The roles differ (the batcher serves no HTTP), so health is checked by each Kubernetes
 # container's own probes on /livez and /readyz, not by one image-wide HEALTHCHECK.
 HEALTHCHECK NONE
+
+USER 10001:10001
+
+# ---- locust: the load generators (k8s/loadtest) ----
+FROM base AS locust
+
+LABEL org.opencontainers.image.title="referendum-locust" \
+      org.opencontainers.image.description="Locust load generators for the referendum backend" \
+      org.opencontainers.image.licenses="Apache-2.0"
+
+COPY --from=loadtest-builder /opt/venv /opt/venv
+# Locust takes a locustfile path; the package itself is installed in /opt/venv.
+COPY loadtest/locustfile.py loadtest/locustfile.py
+
+ENV MPLCONFIGDIR=/tmp/matplotlib
+
+# The web UI, and the port workers connect to on the master.
+EXPOSE 8089 5557
+
+ENTRYPOINT ["locust"]
+CMD ["-f", "loadtest/locustfile.py"]
+
+# ---- runtime (the default target): servers, batcher, migrations ----
+FROM base AS runtime
+
+LABEL org.opencontainers.image.title="referendum" \
+      org.opencontainers.image.description="Verifiable referendum backend: servers, batcher, migrations" \
+      org.opencontainers.image.licenses="Apache-2.0"
+
+COPY --from=builder /opt/venv /opt/venv
+
+ENV REFERENDUM_HOST=0.0.0.0 \
+    REFERENDUM_PORT=8080 \
+    REFERENDUM_DATA_DIR=/tmp/referendum
+
+EXPOSE 8080
 
 ENTRYPOINT ["referendum"]
 CMD ["serve"]

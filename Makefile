@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,loadtest,embedded-db]'
+	$(BIN)/pip install --quiet -e '.[dev,loadtest,bench,embedded-db]'
 	touch $(STAMP)
 
 venv: $(STAMP)

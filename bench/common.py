@@ -9,7 +9,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
@@ -85,30 +84,13 @@ def write_results(
 
 async def create_bench_database(admin_dsn: str, label: str) -> str:
     """A fresh, migrated database named ``referendum_bench_LABEL_…``; its DSN."""
-    import uuid
+    from referendum_service.scratch import create_database
 
-    import asyncpg
-
-    from referendum_service.migrate import apply_migrations
-
-    name = f"referendum_bench_{label}_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    dsn = urlunsplit(urlsplit(admin_dsn)._replace(path="/" + name))
-    await apply_migrations(dsn)
-    return dsn
+    return await create_database(admin_dsn, prefix=f"referendum_bench_{label}")
 
 
 async def drop_bench_database(admin_dsn: str, dsn: str) -> None:
     """Drop the database of ``dsn`` (made by :func:`create_bench_database`)."""
-    import asyncpg
+    from referendum_service.scratch import drop_database
 
-    name = urlsplit(dsn).path.lstrip("/")
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    await drop_database(admin_dsn, dsn)

@@ -18,7 +18,7 @@ Method:
   must (a stall is not hidden). It sends ``0.8 × saturation × --seconds`` ballots.
 * The bare verifier's rate (``verify_ballot`` in a loop, one core) is measured in the same run.
 * CPU accounting: on a small machine the client and PostgreSQL share the cores with the
-  server, so each run reports the server processes' CPU use (from /proc) and the client's
+  server, so each run reports the server processes' CPU use (from psutil) and the client's
   own; "per server core" divides the rate by the server's CPU fraction.
 
 Each figure is the median of ``--runs`` runs.
@@ -34,22 +34,20 @@ import resource
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import click
 import orjson
 
 from bench.common import drop_bench_database, median, write_results
-from bench.loadgen import LoadResult
+from bench.loadgen import LoadResult, children, cpu_seconds, descendants
 
 REFERENDUM = "bench-ingest"
 ELECTION_SECRET = 0xB0B
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 # --- ballots, made before timing ---------------------------------------------------------
@@ -109,41 +107,46 @@ def bare_verifier_rate(samples: list[tuple[str, bytes, bytes]], runs: int) -> tu
 # --- the database ------------------------------------------------------------------------
 
 
-def _with_database(dsn: str, name: str) -> str:
-    return urlunsplit(urlsplit(dsn)._replace(path="/" + name))
+async def _roll_csv(voters: list[tuple[str, bytes, bytes]]) -> AsyncIterator[bytes]:
+    """The roll of ``voters`` as CSV, in the ~1 MiB parts an upload arrives in."""
+    step = 10_000
+    for start in range(0, len(voters), step):
+        part = voters[start : start + step]
+        yield b"".join(f"{voter},{public.hex()}\n".encode() for voter, public, _ in part)
 
 
 async def _create_database(admin_dsn: str, voters: list[tuple[str, bytes, bytes]]) -> str:
+    """A fresh database holding the open referendum, its roll ``voters``, as an operator does."""
     import asyncpg
 
-    from referendum_service.migrate import apply_migrations
+    from referendum_service.scratch import create_database
+    from server.referendums import ReferendumDefinition, create_referendum, transition
+    from server.roll import import_roll
 
-    name = f"bench_ingest_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    dsn = _with_database(admin_dsn, name)
-    await apply_migrations(dsn)
-    spec = _spec()
+    dsn = await create_database(admin_dsn, prefix="bench_ingest")
+    now = datetime.now(UTC)
+    definition = ReferendumDefinition(
+        id=REFERENDUM,
+        question="Benchmark?",
+        options=("yes", "no"),
+        min_selections=1,
+        max_selections=1,
+        opens_at=now,
+        closes_at=now + timedelta(days=1),
+        revote_policy="forbid",
+        threshold_k=1,
+        trustees_n=1,
+        election_public_key=_spec().election_public_key,
+    )
     conn = await asyncpg.connect(dsn)
+    lines_conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute(
-            """INSERT INTO referendums (id, question, options, min_selections, max_selections,
-                   opens_at, closes_at, revote_policy, threshold_k, trustees_n, state,
-                   election_public_key)
-               VALUES ($1, 'Benchmark?', '["yes", "no"]'::jsonb, 1, 1, now(),
-                       now() + interval '1 day', 'forbid', 1, 1, 'open', $2)""",
-            REFERENDUM,
-            spec.election_public_key,
-        )
-        await conn.copy_records_to_table(
-            "voters",
-            records=[(REFERENDUM, voter, public) for voter, public, _ in voters],
-            columns=["referendum_id", "voter_id", "public_key"],
-        )
+        await create_referendum(conn, definition, "bench")
+        async with conn.transaction():
+            await import_roll(conn, REFERENDUM, _roll_csv(voters), "csv", lines_conn=lines_conn)
+        await transition(conn, REFERENDUM, "open", "bench")
     finally:
+        await lines_conn.close()
         await conn.close()
     return dsn
 
@@ -159,38 +162,6 @@ async def _stored(dsn: str) -> int:
 
 
 # --- the server under test -----------------------------------------------------------------
-
-
-def _cpu_seconds(pids: list[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
-    return total
-
-
-def _descendants(root: int) -> list[int]:
-    """The processes below ``root`` (server workers and their proof-checking processes)."""
-    found = []
-    frontier = [root]
-    while frontier:
-        children = _children(frontier.pop())
-        found.extend(children)
-        frontier.extend(children)
-    return found
-
-
-def _children(parent: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            if int(fields[1]) == parent:
-                found.append(int(entry.name))
-    return found
 
 
 @contextlib.contextmanager
@@ -233,7 +204,7 @@ async def _wait_ready(url: str, workers: int, process: subprocess.Popen[bytes]) 
                 raise click.ClickException("the server exited during start-up")
             with contextlib.suppress(aiohttp.ClientError):
                 async with session.get(url) as response:
-                    if response.status == 200 and len(_children(process.pid)) >= workers:
+                    if response.status == 200 and len(children(process.pid)) >= workers:
                         return
             if time.monotonic() > deadline:
                 raise click.ClickException("the server did not start within 60 s")
@@ -338,8 +309,10 @@ def measure(
     """One run: closed loop (``rate`` None) or paced at ``rate`` requests/s."""
     import uvloop
 
-    pids = _descendants(root)  # after warm-up: proof-checking processes start on demand
-    server_before = _cpu_seconds(pids)
+    pids = descendants(root)[
+        1:
+    ]  # not the supervisor; after warm-up: proof-checking processes start on demand
+    server_before = cpu_seconds(pids)
     client_before = resource.getrusage(resource.RUSAGE_SELF)
     if rate is None:
         result = uvloop.run(_closed_loop(url, bodies, concurrency))
@@ -355,7 +328,7 @@ def measure(
         seconds,
         latencies,
         others,
-        (_cpu_seconds(pids) - server_before) / seconds,
+        (cpu_seconds(pids) - server_before) / seconds,
         client / seconds,
     )
 
@@ -492,7 +465,7 @@ def _saturation(
     client_cpus: str | None,
 ) -> tuple[Stats, list[dict[str, Any]]]:
     """``runs`` closed-loop runs by :func:`bench.loadgen.run_load`; the median one and all."""
-    from bench.loadgen import descendants, run_load
+    from bench.loadgen import run_load
 
     pids = descendants(root)
     measured = []
@@ -595,18 +568,97 @@ def ingest(
     total = per_run * runs * 4 + 4 * 300 + 2000
     click.echo(f"generating {total:,} ballots in {gen_processes} processes …", err=True)
     made = generate(total, gen_processes)
-    warm = [body for _, _, body in made[:2000]]
-    supply = BallotSupply([body for _, _, body in made[2000:]])
     verifier, verifier_cpu = bare_verifier_rate(made[:2000], runs)
     click.echo(
         f"  bare verifier: {verifier:,.0f}/s wall, {verifier_cpu:,.0f} per CPU second", err=True
     )
+    plan = _Plan(
+        runs=runs,
+        per_run=per_run,
+        seconds=seconds,
+        concurrency=concurrency,
+        threads=threads,
+        client_cpus=client_cpus or None,
+        port=port,
+        pool_workers=pool_workers,
+    )
     dsn = asyncio.run(_create_database(admin_dsn, made))
-    base_url = f"http://127.0.0.1:{port}"
+    try:
+        measured = _measure_servers(plan, dsn, made, Path(settings.data_dir))
+    finally:
+        asyncio.run(drop_bench_database(admin_dsn, dsn))
+    write_results(
+        "ingest",
+        _rows(measured, verifier, verifier_cpu, pool_workers),
+        meta={
+            "runs": runs,
+            "saturation_client": client,
+            "saturation_seconds": seconds,
+            "ballots_made_per_saturation_run": per_run,
+            "closed_loop_connections": concurrency,
+            "client_threads": threads,
+            "client_cpus": client_cpus or None,
+            "paced_client": "aiohttp open-loop pacer (latency from scheduled start)",
+            "paced_rate": round(measured.paced_rate, 1),
+            "paced_ballots_per_run": measured.paced_count,
+            "ballots_stored": measured.stored,
+            "cpus": os.cpu_count(),
+            "one_process_commits": measured.commit_stats,
+            "saturation_runs": measured.details,
+            "failures": {
+                "inline": measured.inline.failures,
+                "pooled": measured.pooled.failures,
+                "two": measured.two.failures,
+                "paced": measured.paced.failures,
+            },
+            "load_average_at_start": load_at_start,
+            "load_average_at_end": list(os.getloadavg()),
+            "note": (
+                "client, server(s) and PostgreSQL share this machine's cores; server_cpu and "
+                "client_cpu are cores used during the run (from psutil and the client's rusage)"
+            ),
+        },
+    )
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How the command's runs are sized (its options)."""
+
+    runs: int
+    per_run: int
+    seconds: float
+    concurrency: int
+    threads: int
+    client_cpus: str | None
+    port: int
+    pool_workers: int
+
+
+@dataclass
+class _Measured:
+    """Every server configuration's figures, and what the JSON meta says about them."""
+
+    inline: Stats
+    paced: Stats
+    pooled: Stats
+    two: Stats
+    paced_rate: float
+    paced_count: int
+    commit_stats: dict[str, float]
+    stored: int
+    details: dict[str, Any]
+
+
+def _measure_servers(
+    plan: _Plan, dsn: str, made: list[tuple[str, bytes, bytes]], data_dir: Path
+) -> _Measured:
+    """Inline (saturated and paced at 80%), with verify workers, and two processes."""
+    base_url = f"http://127.0.0.1:{plan.port}"
     path = f"/v1/referendums/{REFERENDUM}/ballots"
     url = base_url + path
-    data_dir = Path(settings.data_dir)
-    warm_supply = BallotSupply(warm)
+    warm_supply = BallotSupply([body for _, _, body in made[:2000]])
+    supply = BallotSupply([body for _, _, body in made[2000:]])
     details: dict[str, Any] = {}
 
     def saturation(label: str, root: int) -> Stats:
@@ -616,46 +668,56 @@ def ingest(
             path,
             supply,
             root,
-            runs=runs,
-            per_run=per_run,
-            seconds=seconds,
-            concurrency=concurrency,
-            threads=threads,
-            client_cpus=client_cpus or None,
+            runs=plan.runs,
+            per_run=plan.per_run,
+            seconds=plan.seconds,
+            concurrency=plan.concurrency,
+            threads=plan.threads,
+            client_cpus=plan.client_cpus,
         )
         details[label] = runs_json
         return stats
 
-    try:
-        with server(dsn, port, 1, 0, data_dir) as root:
-            measure(url, warm_supply.take(300), root, concurrency=concurrency, rate=None)
-            inline = saturation("1 process, inline", root)
-            paced_rate = 0.8 * inline.rate
-            paced_count = max(100, min(per_run, int(paced_rate * seconds)))
-            paced = Stats.of_run(
-                _series(
-                    "1 process, 80% paced",
-                    url,
-                    supply,
-                    root,
-                    runs=runs,
-                    per_run=paced_count,
-                    concurrency=concurrency,
-                    rate=paced_rate,
-                )
+    def warm_up(root: int) -> None:
+        measure(url, warm_supply.take(300), root, concurrency=plan.concurrency, rate=None)
+
+    with server(dsn, plan.port, 1, 0, data_dir) as root:
+        warm_up(root)
+        inline = saturation("1 process, inline", root)
+        paced_rate = 0.8 * inline.rate
+        paced_count = max(100, min(plan.per_run, int(paced_rate * plan.seconds)))
+        paced = Stats.of_run(
+            _series(
+                "1 process, 80% paced",
+                url,
+                supply,
+                root,
+                runs=plan.runs,
+                per_run=paced_count,
+                concurrency=plan.concurrency,
+                rate=paced_rate,
             )
-            commit_stats = _commit_stats(port)
-        with server(dsn, port, 1, pool_workers, data_dir) as root:
-            measure(url, warm_supply.take(300), root, concurrency=concurrency, rate=None)
-            pooled = saturation(f"1 process, {pool_workers} verify workers", root)
-        with server(dsn, port, 2, 0, data_dir) as root:
-            measure(url, warm_supply.take(300), root, concurrency=concurrency, rate=None)
-            two = saturation("2 processes, inline", root)
-        stored = asyncio.run(_stored(dsn))
-    finally:
-        asyncio.run(drop_bench_database(admin_dsn, dsn))
+        )
+        commit_stats = _commit_stats(plan.port)
+    with server(dsn, plan.port, 1, plan.pool_workers, data_dir) as root:
+        warm_up(root)
+        pooled = saturation(f"1 process, {plan.pool_workers} verify workers", root)
+    with server(dsn, plan.port, 2, 0, data_dir) as root:
+        warm_up(root)
+        two = saturation("2 processes, inline", root)
+    stored = asyncio.run(_stored(dsn))
+    return _Measured(
+        inline, paced, pooled, two, paced_rate, paced_count, commit_stats, stored, details
+    )
+
+
+def _rows(
+    m: _Measured, verifier: float, verifier_cpu: float, pool_workers: int
+) -> list[dict[str, Any]]:
+    """The table: each rate, and each ratio against the bare verifier or one process."""
+    inline, pooled, paced, two = m.inline, m.pooled, m.paced, m.two
     per_core = inline.per_core
-    rows = [
+    return [
         _row("bare verifier, one core", verifier, "ballots/s"),
         _row("bare verifier, per CPU second", verifier_cpu, "ballots/s/core"),
         _row(
@@ -715,35 +777,3 @@ def ingest(
             "ratio",
         ),
     ]
-    write_results(
-        "ingest",
-        rows,
-        meta={
-            "runs": runs,
-            "saturation_client": client,
-            "saturation_seconds": seconds,
-            "ballots_made_per_saturation_run": per_run,
-            "closed_loop_connections": concurrency,
-            "client_threads": threads,
-            "client_cpus": client_cpus or None,
-            "paced_client": "aiohttp open-loop pacer (latency from scheduled start)",
-            "paced_rate": round(paced_rate, 1),
-            "paced_ballots_per_run": paced_count,
-            "ballots_stored": stored,
-            "cpus": os.cpu_count(),
-            "one_process_commits": commit_stats,
-            "saturation_runs": details,
-            "failures": {
-                "inline": inline.failures,
-                "pooled": pooled.failures,
-                "two": two.failures,
-                "paced": paced.failures,
-            },
-            "load_average_at_start": load_at_start,
-            "load_average_at_end": list(os.getloadavg()),
-            "note": (
-                "client, server(s) and PostgreSQL share this machine's cores; server_cpu and "
-                "client_cpu are cores used during the run (from /proc and the client's rusage)"
-            ),
-        },
-    )

@@ -13,7 +13,7 @@ get. wrk (``apt-get install wrk``) needs a small fraction of that. Every run:
   errors are reported, never counted as throughput;
 * runs for a fixed duration; a thread that runs out of requests (no ``cycle``) sends cheap
   ``GET /livez`` fillers, which are counted apart (``filler``) and mark the run as exhausted;
-* measures the server's CPU (its processes, from ``/proc``) and the client's (the wrk child's
+* measures the server's CPU (its processes, from psutil) and the client's (the wrk child's
   rusage) over the run, in cores.
 
 The client can be pinned to CPUs with ``taskset`` (``cpus``). Without wrk (or with
@@ -41,15 +41,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 __all__ = [
     "LoadResult",
+    "children",
     "client_name",
     "cpu_seconds",
     "descendants",
     "run_load",
 ]
 
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _LIVEZ_BODY = '{"status": "ok"}'
 
 # Configuration comes from the environment (LOADGEN_*); one Lua state per wrk thread.
@@ -204,28 +206,24 @@ def cpu_seconds(pids: Sequence[int]) -> float:
     """User + system CPU seconds used so far by ``pids`` (those still alive)."""
     total = 0.0
     for pid in pids:
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+        with contextlib.suppress(psutil.Error):
+            times = psutil.Process(pid).cpu_times()
+            total += times.user + times.system
     return total
+
+
+def children(parent: int) -> list[int]:
+    """The processes started directly by ``parent`` (none once it has gone)."""
+    with contextlib.suppress(psutil.Error):
+        return [child.pid for child in psutil.Process(parent).children()]
+    return []
 
 
 def descendants(root: int) -> list[int]:
     """``root`` and every process below it (server workers, their helper processes)."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            parents.setdefault(int(fields[1]), []).append(int(entry.name))
-    found = [root]
-    frontier = [root]
-    while frontier:
-        children = parents.get(frontier.pop(), [])
-        found.extend(children)
-        frontier.extend(children)
-    return found
+    with contextlib.suppress(psutil.Error):
+        return [root, *(child.pid for child in psutil.Process(root).children(recursive=True))]
+    return [root]
 
 
 def _children_cpu() -> float:

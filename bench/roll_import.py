@@ -21,7 +21,6 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
@@ -30,7 +29,7 @@ from nacl.bindings import crypto_sign_seed_keypair
 
 from bench.common import median, write_results
 from referendum_service.db import resolve_database_url
-from referendum_service.migrate import apply_migrations
+from referendum_service.scratch import create_database, drop_database
 from referendum_service.settings import Settings
 from server.auth import create_api_key
 
@@ -58,10 +57,6 @@ def roll_file(folder: Path, voters: int) -> Path:
             out.write("".join(lines))
     partial.rename(path)
     return path
-
-
-def _with_database(dsn: str, name: str) -> str:
-    return urlunsplit(urlsplit(dsn)._replace(path="/" + name))
 
 
 def _free_port() -> int:
@@ -112,12 +107,18 @@ async def measure(dsn: str, token: str, path: Path, voters: int, commit: bool) -
             baseline_kb = _memory_kb(server.pid, "VmRSS")
             rid = f"bench-{uuid.uuid4().hex[:12]}"
             definition = {
-                "id": rid, "question": "bench?", "options": ["a", "b"],
-                "min_selections": 1, "max_selections": 1,
-                "opens_at": "2030-01-01T00:00:00Z", "closes_at": "2030-01-02T00:00:00Z",
-                "revote_policy": "forbid", "threshold_k": 1, "trustees_n": 1,
+                "id": rid,
+                "question": "bench?",
+                "options": ["a", "b"],
+                "min_selections": 1,
+                "max_selections": 1,
+                "opens_at": "2030-01-01T00:00:00Z",
+                "closes_at": "2030-01-02T00:00:00Z",
+                "revote_policy": "forbid",
+                "threshold_k": 1,
+                "trustees_n": 1,
                 "election_public_key": _ELECTION_KEY,
-            }  # fmt: skip
+            }
             async with http.post("/v1/referendums", json=definition, headers=headers) as r:
                 if r.status != 201:
                     raise click.ClickException(f"create: {r.status} {await r.text()}")
@@ -152,29 +153,13 @@ async def measure(dsn: str, token: str, path: Path, voters: int, commit: bool) -
 
 async def _prepare(settings: Settings) -> tuple[str, str, str]:
     admin = await asyncio.to_thread(resolve_database_url, settings)
-    name = f"referendum_bench_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(admin)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    dsn = _with_database(admin, name)
-    await apply_migrations(dsn)
+    dsn = await create_database(admin, prefix="referendum_bench")
     conn = await asyncpg.connect(dsn)
     try:
         token = await create_api_key(conn, "bench")
     finally:
         await conn.close()
     return admin, dsn, token
-
-
-async def _drop(admin: str, dsn: str) -> None:
-    conn = await asyncpg.connect(admin)
-    try:
-        name = urlsplit(dsn).path.lstrip("/")
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 def key_check_rate(path: Path, runs: int) -> float:
@@ -204,9 +189,14 @@ async def _run(sizes: list[int], runs: int, commit: bool) -> list[dict[str, Any]
         click.echo(f"roll of {size:,} voters: generating (cached in {folder}) ...")
         paths[size] = await asyncio.to_thread(roll_file, folder, size)
     rows: list[dict[str, Any]] = [
-        {"metric": "credential key check, one thread", "value": key_check_rate(paths[sizes[0]],
-         runs), "unit": "keys/s", "target": "", "ok": ""}
-    ]  # fmt: skip
+        {
+            "metric": "credential key check, one thread",
+            "value": key_check_rate(paths[sizes[0]], runs),
+            "unit": "keys/s",
+            "target": "",
+            "ok": "",
+        }
+    ]
     for size in sizes:
         results = []
         for run in range(runs):
@@ -214,7 +204,7 @@ async def _run(sizes: list[int], runs: int, commit: bool) -> list[dict[str, Any]
             try:
                 result = await measure(dsn, token, paths[size], size, commit)
             finally:
-                await _drop(admin, dsn)
+                await drop_database(admin, dsn)
             click.echo(
                 f"  {size:,} voters, run {run + 1}: {result['rows_per_s']:,.0f} rows/s, "
                 f"peak {result['peak_mb']:.0f} MB, open {result['open_s']:.1f} s"
@@ -222,30 +212,69 @@ async def _run(sizes: list[int], runs: int, commit: bool) -> list[dict[str, Any]
             results.append(result)
         rate = median([r["rows_per_s"] for r in results])
         peak = median([r["peak_mb"] for r in results])
-        rows.append({"metric": f"import {size:,} voters", "value": rate, "unit": "rows/s",
-                     "target": f">= {TARGET_ROWS_PER_S:,}",
-                     "ok": rate >= TARGET_ROWS_PER_S})  # fmt: skip
-        rows.append({"metric": f"server peak RSS, {size:,} voters", "value": peak,
-                     "unit": "MB", "target": f"< {TARGET_PEAK_MB}",
-                     "ok": peak < TARGET_PEAK_MB})  # fmt: skip
-        rows.append({"metric": f"server RSS at start, {size:,} voters",
-                     "value": median([r["baseline_mb"] for r in results]), "unit": "MB",
-                     "target": "", "ok": ""})  # fmt: skip
+        rows.append(
+            {
+                "metric": f"import {size:,} voters",
+                "value": rate,
+                "unit": "rows/s",
+                "target": f">= {TARGET_ROWS_PER_S:,}",
+                "ok": rate >= TARGET_ROWS_PER_S,
+            }
+        )
+        rows.append(
+            {
+                "metric": f"server peak RSS, {size:,} voters",
+                "value": peak,
+                "unit": "MB",
+                "target": f"< {TARGET_PEAK_MB}",
+                "ok": peak < TARGET_PEAK_MB,
+            }
+        )
+        rows.append(
+            {
+                "metric": f"server RSS at start, {size:,} voters",
+                "value": median([r["baseline_mb"] for r in results]),
+                "unit": "MB",
+                "target": "",
+                "ok": "",
+            }
+        )
         if commit:
-            rows.append({"metric": f"open (roll commitment), {size:,} voters",
-                         "value": median([r["open_s"] for r in results]), "unit": "s",
-                         "target": "", "ok": ""})  # fmt: skip
+            rows.append(
+                {
+                    "metric": f"open (roll commitment), {size:,} voters",
+                    "value": median([r["open_s"] for r in results]),
+                    "unit": "s",
+                    "target": "",
+                    "ok": "",
+                }
+            )
     return rows
 
 
 @click.command("roll-import")
-@click.option("--voters", type=click.IntRange(1000, 10_000_000), default=1_000_000,
-              show_default=True, help="The large roll.")  # fmt: skip
-@click.option("--small", type=click.IntRange(1000, 10_000_000), default=200_000,
-              show_default=True, help="The small roll (memory must not grow from it).")  # fmt: skip
+@click.option(
+    "--voters",
+    type=click.IntRange(1000, 10_000_000),
+    default=1_000_000,
+    show_default=True,
+    help="The large roll.",
+)
+@click.option(
+    "--small",
+    type=click.IntRange(1000, 10_000_000),
+    default=200_000,
+    show_default=True,
+    help="The small roll (memory must not grow from it).",
+)
 @click.option("--runs", type=click.IntRange(1, 20), default=3, show_default=True)
-@click.option("--open/--no-open", "commit", default=True, show_default=True,
-              help="Also time the open transition (computing the roll commitment).")  # fmt: skip
+@click.option(
+    "--open/--no-open",
+    "commit",
+    default=True,
+    show_default=True,
+    help="Also time the open transition (computing the roll commitment).",
+)
 def roll_import(voters: int, small: int, runs: int, commit: bool) -> None:
     """Import rolls over HTTP into a server subprocess: rows/s and the server's peak memory."""
     rows = asyncio.run(_run(sorted({small, voters}), runs, commit))

@@ -49,8 +49,9 @@ _COPY_CHUNK = 50_000
 # --- real ballots, made in parallel ------------------------------------------------------
 
 
-def _make_ballots(args: tuple[str, bytes, int, int, int, int]) -> tuple[
-        list[tuple[str, bytes, bytes, int]], list[tuple[str, bytes, bytes, int]]]:  # fmt: skip
+def _make_ballots(
+    args: tuple[str, bytes, int, int, int, int],
+) -> tuple[list[tuple[str, bytes, bytes, int]], list[tuple[str, bytes, bytes, int]]]:
     """Real yes/no ballots of voters ``start .. start+count``: (voter, key, canonical, yes);
     every ``revote_every``-th voter also casts a second ballot (second list)."""
     from referendum_core.ballot import BallotSpec, verify_ballot
@@ -73,13 +74,15 @@ def _make_ballots(args: tuple[str, bytes, int, int, int, int]) -> tuple[
     return firsts, seconds
 
 
-def real_ballots(rid: str, election_key: bytes, count: int, jobs: int = 2, seed: int = 6,
-                 revote_every: int = 0) -> tuple[list[tuple[str, bytes, bytes, int]],
-                                                 list[tuple[str, bytes, bytes, int]]]:  # fmt: skip
+def real_ballots(
+    rid: str, election_key: bytes, count: int, jobs: int = 2, seed: int = 6, revote_every: int = 0
+) -> tuple[list[tuple[str, bytes, bytes, int]], list[tuple[str, bytes, bytes, int]]]:
     """``count`` real ballots of distinct voters (and re-votes), made by ``jobs`` processes."""
     step = 500
-    tasks = [(rid, election_key, s, min(step, count - s), seed + s, revote_every)
-             for s in range(0, count, step)]  # fmt: skip
+    tasks = [
+        (rid, election_key, s, min(step, count - s), seed + s, revote_every)
+        for s in range(0, count, step)
+    ]
     firsts: list[tuple[str, bytes, bytes, int]] = []
     seconds: list[tuple[str, bytes, bytes, int]] = []
     with ProcessPoolExecutor(jobs) as pool:
@@ -89,16 +92,35 @@ def real_ballots(rid: str, election_key: bytes, count: int, jobs: int = 2, seed:
     return firsts, seconds
 
 
-async def _store_referendum(conn: Any, rid: str, key: bytes, policy: str,
-                            voters: list[tuple[str, bytes]], root: bytes) -> None:  # fmt: skip
+async def _store_referendum(
+    conn: Any,
+    rid: str,
+    key: bytes,
+    policy: str,
+    voters: list[tuple[str, bytes]],
+    root: bytes | None,
+    state: str = "open",
+) -> None:
+    """A 2-of-3 yes/no referendum with its roll, written in bulk (a million voters in seconds).
+
+    ``state`` "open" skips the roll commitment (``root`` stands in for it); "draft" leaves the
+    opening to :func:`server.referendums.transition`, which computes it.
+    """
     now = datetime.now(UTC)
     await conn.execute(
         """INSERT INTO referendums (id, question, options, min_selections, max_selections,
                opens_at, closes_at, revote_policy, threshold_k, trustees_n, state,
                election_public_key, roll_root, roll_size)
-           VALUES ($1, 'Bench?', '["yes", "no"]', 1, 1, $2, $3, $4, 2, 3, 'open', $5, $6, $7)""",
-        rid, now - timedelta(hours=1), now + timedelta(hours=1), policy, key, root, len(voters),
-    )  # fmt: skip
+           VALUES ($1, 'Bench?', '["yes", "no"]', 1, 1, $2, $3, $4, 2, 3, $8, $5, $6, $7)""",
+        rid,
+        now - timedelta(hours=1),
+        now + timedelta(hours=1),
+        policy,
+        key,
+        root,
+        len(voters),
+        state,
+    )
     for start in range(0, len(voters), _COPY_CHUNK):
         await conn.copy_records_to_table(
             "voters",
@@ -127,13 +149,21 @@ def _decrypt(ct_hex: str, secret: int, bound: int) -> int:
 # --- close → tally ready -----------------------------------------------------------------
 
 
-async def _tally_run(admin_dsn: str, size: int, pool: list[tuple[str, bytes, bytes, int]],
-                     secret: int, key: bytes, revote: float, block: int,
-                     seed: int) -> dict[str, Any]:  # fmt: skip
+async def _tally_run(
+    admin_dsn: str,
+    size: int,
+    pool: list[tuple[str, bytes, bytes, int]],
+    secret: int,
+    key: bytes,
+    revote: float,
+    block: int,
+    seed: int,
+) -> dict[str, Any]:
     from batcher.service import LogSigner, seal_block
     from batcher.tally import fold_new_blocks
     from referendum_service.keys import load_or_create_key
     from referendum_service.store.tallies import load_tally
+    from server.referendums import transition
 
     rid = "bench-tally"
     rng = random.Random(seed)
@@ -149,15 +179,15 @@ async def _tally_run(admin_dsn: str, size: int, pool: list[tuple[str, bytes, byt
         for n, v in enumerate(sequence):
             item = pool[rng.randrange(len(pool))]
             body = item[2]
-            rows.append((voters[v][0], hashlib.sha256(body + n.to_bytes(8, "big")).digest(),
-                         body))  # fmt: skip
+            rows.append((voters[v][0], hashlib.sha256(body + n.to_bytes(8, "big")).digest(), body))
             choice[v] = item[3]  # the later ballot of a voter overwrites: last counts
         t = time.perf_counter()
         await _copy_ballots(conn, rid, rows)
         copy_s = time.perf_counter() - t
         del rows
-        signer = LogSigner(load_or_create_key(None, Path(tempfile.mkdtemp()), "log"),
-                           "bench.example/log")  # fmt: skip
+        signer = LogSigner(
+            load_or_create_key(None, Path(tempfile.mkdtemp()), "log"), "bench.example/log"
+        )
         total = len(sequence)
         fold_times: list[float] = []
         sealed = 0
@@ -172,8 +202,7 @@ async def _tally_run(admin_dsn: str, size: int, pool: list[tuple[str, bytes, byt
         voting_s = time.perf_counter() - t
         # close: the last block's ballots are still waiting
         t_close = time.perf_counter()
-        await conn.execute("UPDATE referendums SET state = 'closed', closed_at = now()"
-                           " WHERE id = $1", rid)  # fmt: skip
+        await transition(conn, rid, "closed", "bench")
         while True:
             done = await seal_block(conn, rid, signer, max_ballots=block, close=True)
             if done is None or done.final:
@@ -224,30 +253,17 @@ async def _verify_record(admin_dsn: str, count: int, out: Path) -> dict[str, Any
     """
     from batcher.service import LogSigner, seal_block
     from batcher.tally import fold_new_blocks
-    from referendum_core.trustee import (
-        TrusteeParams,
-        dealer_commitment,
-        decrypt_share,
-        election_public_key,
-        new_dealer,
-        share_for,
-        trustee_share,
-    )
     from referendum_service.keys import load_or_create_key
     from referendum_service.store.tallies import load_tally
     from server.decryption import accept_share, publish_result, store_trustees
     from server.record import export_record
+    from server.referendums import transition
     from server.roll import roll_digest
+    from trustee.ceremony import Ceremony
 
     rid = "bench-record"
-    params = TrusteeParams(rid, 2, 3)
-    dealers = [new_dealer(params, i) for i in (1, 2, 3)]
-    published = [dealer_commitment(params, d) for d in dealers]
-    key = election_public_key(params, published).to_compressed()
-    secrets = {
-        i: trustee_share(params, published, i, {d.index: share_for(d, i) for d in dealers})
-        for i in (1, 2)
-    }
+    trustees = Ceremony.run(rid, 2, 3)
+    key = trustees.election_key
     t = time.perf_counter()
     firsts, seconds = real_ballots(rid, key, count, revote_every=10)
     made_s = time.perf_counter() - t
@@ -255,17 +271,18 @@ async def _verify_record(admin_dsn: str, count: int, out: Path) -> dict[str, Any
     conn = await asyncpg.connect(dsn)
     try:
         voters = [(v, k) for v, k, _, _ in firsts]
-        await _store_referendum(conn, rid, key, "last_counts", voters, roll_digest(voters))
-        await conn.execute("UPDATE referendums SET state = 'draft'")
-        await store_trustees(conn, rid, {"commitments": [c.to_json() for c in published]}, "b")
-        await conn.execute("UPDATE referendums SET state = 'open'")
+        await _store_referendum(conn, rid, key, "last_counts", voters, None, state="draft")
+        await store_trustees(conn, rid, trustees.commitments_json(), "b")
+        opened = await transition(conn, rid, "open", "bench")
+        assert opened.roll_root == roll_digest(voters)
         rows = [(v, hashlib.sha256(c).digest(), c) for v, _, c, _ in [*firsts, *seconds]]
         await _copy_ballots(conn, rid, rows)
-        signer = LogSigner(load_or_create_key(None, Path(tempfile.mkdtemp()), "log"),
-                           "bench.example/log")  # fmt: skip
+        signer = LogSigner(
+            load_or_create_key(None, Path(tempfile.mkdtemp()), "log"), "bench.example/log"
+        )
         while await seal_block(conn, rid, signer, max_ballots=10_000) is not None:
             await fold_new_blocks(conn, rid)
-        await conn.execute("UPDATE referendums SET state = 'closed'")
+        await transition(conn, rid, "closed", "bench")
         await seal_block(conn, rid, signer, max_ballots=10_000, close=True)
         await fold_new_blocks(conn, rid)
         state = await load_tally(conn, rid)
@@ -274,7 +291,7 @@ async def _verify_record(admin_dsn: str, count: int, out: Path) -> dict[str, Any
 
         tally = [Ciphertext.from_bytes(c) for c in state.ciphertexts]
         for i in (1, 2):
-            share = decrypt_share(params, i, secrets[i], tally).to_json()
+            share = trustees.decrypt(i, tally).to_json()
             await accept_share(conn, rid, {"referendum": rid, **share})
         result = await publish_result(conn, rid, "bench")
         await export_record(conn, rid, out, signer.verifier_key())
@@ -297,13 +314,7 @@ def _bare_rate(out: Path, limit: int = 2000) -> float:
     from referendum_core.ballot import BallotSpec, decode_canonical, verify_canonical
 
     ref = orjson.loads((out / "referendum.json").read_bytes())
-    spec = BallotSpec(
-        ref["id"],
-        tuple(ref["options"]),
-        ref["min_selections"],
-        ref["max_selections"],
-        bytes.fromhex(ref["election_public_key"]),
-    )
+    spec = BallotSpec.from_definition(ref)
     roll = read_roll(out / "roll.csv")
     data = (out / "ballots.bin").read_bytes()
     ballots: list[bytes] = []
@@ -339,8 +350,15 @@ def _verify(out: Path, jobs: int) -> tuple[float, float, bool, list[str]]:
 @click.option("--verify-ballots", default=20_000, help="Real ballots in the verified record")
 @click.option("--jobs", "jobs_list", default="1,2", help="verify-election process counts")
 @click.option("--runs", default=1, help="Runs per size (median reported)")
-def tally(sizes: str, pool_size: int, revote: float, block: int, verify_ballots: int,
-          jobs_list: str, runs: int) -> None:  # fmt: skip
+def tally(
+    sizes: str,
+    pool_size: int,
+    revote: float,
+    block: int,
+    verify_ballots: int,
+    jobs_list: str,
+    runs: int,
+) -> None:
     """Close → encrypted tally ready, and verify-election throughput (issue 6 targets)."""
     from referendum_core.group import Point, random_scalar
     from referendum_service.db import resolve_database_url
@@ -362,17 +380,43 @@ def tally(sizes: str, pool_size: int, revote: float, block: int, verify_ballots:
         ]
         details[str(size)] = results
         ready = median([r["close_to_ready_s"] for r in results])
-        rows.append({"metric": f"close -> tally ready, {size:,} voters", "value": ready,
-                     "unit": "s", "target": "<= 10", "ok": ready <= 10})  # fmt: skip
-        rows.append({"metric": f"  fold per block ({block:,}) p50", "unit": "s",
-                     "value": median([r["fold_p50_s"] for r in results]), "target": "",
-                     "ok": ""})  # fmt: skip
+        rows.append(
+            {
+                "metric": f"close -> tally ready, {size:,} voters",
+                "value": ready,
+                "unit": "s",
+                "target": "<= 10",
+                "ok": ready <= 10,
+            }
+        )
+        rows.append(
+            {
+                "metric": f"  fold per block ({block:,}) p50",
+                "unit": "s",
+                "value": median([r["fold_p50_s"] for r in results]),
+                "target": "",
+                "ok": "",
+            }
+        )
         cold = median([r["cold_fold_s"] for r in results])
-        rows.append({"metric": f"  cold re-fold of {results[0]['ballots']:,} ballots",
-                     "value": cold, "unit": "s", "target": "", "ok": ""})  # fmt: skip
-        rows.append({"metric": "  tally decrypts to the kept counts", "value": str(
-            all(r["correct"] for r in results)), "unit": "", "target": "True",
-            "ok": all(r["correct"] for r in results)})  # fmt: skip
+        rows.append(
+            {
+                "metric": f"  cold re-fold of {results[0]['ballots']:,} ballots",
+                "value": cold,
+                "unit": "s",
+                "target": "",
+                "ok": "",
+            }
+        )
+        rows.append(
+            {
+                "metric": "  tally decrypts to the kept counts",
+                "value": str(all(r["correct"] for r in results)),
+                "unit": "",
+                "target": "True",
+                "ok": all(r["correct"] for r in results),
+            }
+        )
     verify_info: dict[str, Any] = {}
     rates: dict[int, float] = {}
     out = Path(tempfile.mkdtemp(prefix="bench-tally-record-")) / "record"
@@ -383,11 +427,16 @@ def tally(sizes: str, pool_size: int, revote: float, block: int, verify_ballots:
         n = verify_info["record"]["ballots"]
         rates[jobs] = n / wall
         per_core = n / cpu if cpu else 0.0
-        verify_info[str(jobs)] = {"wall_s": wall, "worker_cpu_s": cpu, "ok": ok,
-                                  "failed": failed}  # fmt: skip
-        rows.append({"metric": f"verify-election, {jobs} process(es), {n:,} ballots",
-                     "value": rates[jobs], "unit": "ballots/s (wall)", "target": "",
-                     "ok": ok})  # fmt: skip
+        verify_info[str(jobs)] = {"wall_s": wall, "worker_cpu_s": cpu, "ok": ok, "failed": failed}
+        rows.append(
+            {
+                "metric": f"verify-election, {jobs} process(es), {n:,} ballots",
+                "value": rates[jobs],
+                "unit": "ballots/s (wall)",
+                "target": "",
+                "ok": ok,
+            }
+        )
         rows.append(
             {
                 "metric": f"  per core ({jobs} process(es))",
@@ -398,13 +447,27 @@ def tally(sizes: str, pool_size: int, revote: float, block: int, verify_ballots:
             }
         )
         for size in size_list:
-            rows.append({"metric": f"  -> {size:,} ballots at this rate", "unit": "s",
-                         "value": size / rates[jobs], "target": "", "ok": ""})  # fmt: skip
+            rows.append(
+                {
+                    "metric": f"  -> {size:,} ballots at this rate",
+                    "unit": "s",
+                    "value": size / rates[jobs],
+                    "target": "",
+                    "ok": "",
+                }
+            )
     if verify_ballots > 0:
         bare = _bare_rate(out)
         verify_info["bare_verify_canonical_per_cpu_s"] = bare
-        rows.append({"metric": "bare verify_canonical, one core (reference)", "value": bare,
-                     "unit": "ballots/CPU-s", "target": "", "ok": ""})  # fmt: skip
+        rows.append(
+            {
+                "metric": "bare verify_canonical, one core (reference)",
+                "value": bare,
+                "unit": "ballots/CPU-s",
+                "target": "",
+                "ok": "",
+            }
+        )
     if 1 in rates and 2 in rates:
         rows.append(
             {
@@ -415,16 +478,22 @@ def tally(sizes: str, pool_size: int, revote: float, block: int, verify_ballots:
                 "ok": rates[2] > rates[1],
             }
         )
-    write_results("tally", rows, meta={
-        "sizes": size_list,
-        "pool_real_ballots": pool_size,
-        "pool_generation_s": pool_s,
-        "revote_share": revote,
-        "block_ballots": block,
-        "reuse": ("tally rows reuse the bodies of the pool's real ballots under distinct voter "
-                  "ids and hashes; the fold does full work per row. verify-election runs on "
-                  f"{verify_ballots:,} real distinct ballots; larger sizes are extrapolated "
-                  "at the measured rate"),
-        "details": details,
-        "verify": verify_info,
-    })  # fmt: skip
+    write_results(
+        "tally",
+        rows,
+        meta={
+            "sizes": size_list,
+            "pool_real_ballots": pool_size,
+            "pool_generation_s": pool_s,
+            "revote_share": revote,
+            "block_ballots": block,
+            "reuse": (
+                "tally rows reuse the bodies of the pool's real ballots under distinct voter "
+                "ids and hashes; the fold does full work per row. verify-election runs on "
+                f"{verify_ballots:,} real distinct ballots; larger sizes are extrapolated "
+                "at the measured rate"
+            ),
+            "details": details,
+            "verify": verify_info,
+        },
+    )

@@ -23,33 +23,23 @@ Everything is sent to 127.0.0.1 only, and every wait is bounded.
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
 import click
-import orjson
 
 from loadtest.pool import BallotPool, generate_pool
 from loadtest.report import Objectives
 from loadtest.runner import LoadConfig, PhaseTimer, run_load
 from referendum_core.elgamal import Ciphertext
-from referendum_core.trustee import (
-    DealerCommitment,
-    TrusteeParams,
-    dealer_commitment,
-    decrypt_share,
-    election_public_key,
-    new_dealer,
-    share_for,
-    trustee_share,
-)
+from trustee.ceremony import Ceremony
 
-__all__ = ["Trustees", "demo", "run_demo", "tally_and_record"]
+__all__ = ["decryption_share", "demo", "register_trustees", "run_demo", "tally_and_record"]
 
 TALLY_TIMEOUT_S = 120.0
 
@@ -65,77 +55,26 @@ async def _json(response: aiohttp.ClientResponse, expected: int, what: str) -> A
     return body
 
 
-@dataclass(frozen=True)
-class Trustees:
-    """The demo's trustees; in a real referendum each runs ``referendum trustee`` on its own."""
+async def register_trustees(session: aiohttp.ClientSession, rid: str, trustees: Ceremony) -> None:
+    """The operator publishes the trustees' commitments while the referendum is a draft."""
+    body = trustees.commitments_json()
+    async with session.put(f"/v1/referendums/{rid}/trustees", json=body) as response:
+        await _json(response, 200, "register trustees")
+    click.echo(
+        f"trustees: {trustees.params.threshold}-of-{trustees.params.trustees} commitments"
+        f" published; election key {trustees.election_key.hex()[:20]}…"
+    )
 
-    params: TrusteeParams
-    commitments: list[DealerCommitment]
-    secrets: dict[int, int]
-    """Each trustee's share of the election key (test data: kept together only here)."""
 
-    @property
-    def election_key(self) -> bytes:
-        """The joint election key the commitments imply."""
-        key: bytes = election_public_key(self.params, self.commitments).to_compressed()
-        return key
-
-    @classmethod
-    def ceremony(cls, referendum_id: str, threshold: int = 2, count: int = 3) -> Trustees:
-        """Run the Joint-Feldman key generation among ``count`` trustees."""
-        params = TrusteeParams(referendum_id, threshold, count)
-        dealers = [new_dealer(params, i) for i in range(1, count + 1)]
-        commitments = [dealer_commitment(params, d) for d in dealers]
-        # each trustee combines the shares the others dealt to it; no one holds the whole key
-        secrets = {
-            i: trustee_share(params, commitments, i, {d.index: share_for(d, i) for d in dealers})
-            for i in range(1, count + 1)
-        }
-        return cls(params, commitments, secrets)
-
-    def save(self, path: Path) -> None:
-        """Keep the ceremony beside a ballot pool, so a cached pool can be tallied again."""
-        data = {
-            "referendum_id": self.params.referendum_id,
-            "threshold": self.params.threshold,
-            "trustees": self.params.trustees,
-            "commitments": [c.to_json() for c in self.commitments],
-            "secrets": {str(i): hex(x) for i, x in self.secrets.items()},
-        }
-        path.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
-
-    @classmethod
-    def load(cls, path: Path) -> Trustees:
-        """The ceremony :meth:`save` wrote."""
-        data = orjson.loads(path.read_bytes())
-        return cls(
-            TrusteeParams(data["referendum_id"], data["threshold"], data["trustees"]),
-            [DealerCommitment.from_json(c) for c in data["commitments"]],
-            {int(i): int(x, 16) for i, x in data["secrets"].items()},
-        )
-
-    async def register(self, session: aiohttp.ClientSession, rid: str) -> None:
-        """The operator publishes the trustees' commitments while the referendum is a draft."""
-        body = {"commitments": [c.to_json() for c in self.commitments]}
-        async with session.put(f"/v1/referendums/{rid}/trustees", json=body) as response:
-            await _json(response, 200, "register trustees")
-        click.echo(
-            f"trustees: {self.params.threshold}-of-{self.params.trustees} commitments published;"
-            f" election key {self.election_key.hex()[:20]}…"
-        )
-
-    def decryption_share(self, index: int, tally: dict[str, Any]) -> dict[str, Any]:
-        """What trustee ``index`` uploads: its partial decryption with Chaum–Pedersen proofs."""
-        cts = [Ciphertext.from_bytes(bytes.fromhex(c)) for c in tally["ciphertexts"]]
-        result: dict[str, Any] = decrypt_share(
-            self.params, index, self.secrets[index], cts
-        ).to_json()
-        return result
+def decryption_share(trustees: Ceremony, index: int, tally: dict[str, Any]) -> dict[str, Any]:
+    """What trustee ``index`` uploads: its partial decryption with Chaum–Pedersen proofs."""
+    cts = [Ciphertext.from_bytes(bytes.fromhex(c)) for c in tally["ciphertexts"]]
+    return trustees.decrypt(index, cts).to_json()
 
 
 async def tally_and_record(
     config: LoadConfig,
-    trustees: Trustees,
+    trustees: Ceremony,
     pool: BallotPool,
     record_dir: Path,
     facts: dict[str, Any],
@@ -163,7 +102,7 @@ async def tally_and_record(
         click.echo(f"tally: encrypted tally over {tally['ballots_counted']:,} voters is ready")
         with timer.phase("trustee decryption + publish"):
             for index in (1, 3):
-                share = trustees.decryption_share(index, tally)
+                share = decryption_share(trustees, index, tally)
                 async with session.post(f"/v1/referendums/{rid}/shares", json=share) as response:
                     await _json(response, 201, f"share of trustee {index}")
             async with session.post(f"/v1/referendums/{rid}/result", headers=headers) as response:
@@ -202,7 +141,7 @@ async def run_demo(
     timer = PhaseTimer()
     rid = f"demo-{secrets.token_hex(4)}"
     with timer.phase("trustee key ceremony"):
-        trustees = Trustees.ceremony(rid)
+        trustees = Ceremony.run(rid)
     pool_dir = report_dir / "pool"
     with timer.phase(f"ballot pool ({voters:,} voters, {ballots:,} ballots)"):
         meta = generate_pool(
@@ -241,7 +180,7 @@ async def run_demo(
         title="Demo referendum under load",
         stop_when_pool_used=True,
         close_after=True,
-        before_open=trustees.register,
+        before_open=functools.partial(register_trustees, trustees=trustees),
         after_close=after_close,
         timer=timer,
     )
@@ -279,16 +218,33 @@ def _print_outcome(facts: dict[str, Any], report_dir: Path) -> bool:
 
 
 @click.command()
-@click.option("--voters", type=click.IntRange(2, 10_000_000), default=100_000, show_default=True,
-              help="Voters on the roll.")  # fmt: skip
-@click.option("--ballots", type=click.IntRange(1, 10_000_000), default=10_000, show_default=True,
-              help="Voters who vote (ballots made in the pool).")  # fmt: skip
-@click.option("--duration", "duration_s", type=click.FloatRange(5, 3600), default=30.0,
-              show_default=True, help="Longest Locust run, seconds.")  # fmt: skip
+@click.option(
+    "--voters",
+    type=click.IntRange(2, 10_000_000),
+    default=100_000,
+    show_default=True,
+    help="Voters on the roll.",
+)
+@click.option(
+    "--ballots",
+    type=click.IntRange(1, 10_000_000),
+    default=10_000,
+    show_default=True,
+    help="Voters who vote (ballots made in the pool).",
+)
+@click.option(
+    "--duration",
+    "duration_s",
+    type=click.FloatRange(5, 3600),
+    default=30.0,
+    show_default=True,
+    help="Longest Locust run, seconds.",
+)
 @click.option("--servers", type=click.IntRange(1, 64), default=2, show_default=True)
 @click.option("--users", type=click.IntRange(1, 10_000), default=32, show_default=True)
-@click.option("--report-dir", type=click.Path(path_type=Path), default=Path("reports/demo"),
-              show_default=True)  # fmt: skip
+@click.option(
+    "--report-dir", type=click.Path(path_type=Path), default=Path("reports/demo"), show_default=True
+)
 def demo(
     voters: int, ballots: int, duration_s: float, servers: int, users: int, report_dir: Path
 ) -> None:

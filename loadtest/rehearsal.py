@@ -21,16 +21,18 @@ measured and which extrapolated.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loadtest.demo import Trustees, tally_and_record
+from loadtest.demo import register_trustees, tally_and_record
 from loadtest.pool import BallotPool, generate_pool
 from loadtest.report import Objectives, load_samples
 from loadtest.runner import LoadConfig, PhaseTimer, run_load
 from referendum_core.group import Point
+from trustee.ceremony import Ceremony
 
 __all__ = ["RehearsalResult", "decode_count", "extrapolate", "rehearse"]
 
@@ -137,7 +139,7 @@ async def rehearse(
     ceremony = folder / "trustees.json"
     if not (folder / "meta.json").exists() or not ceremony.exists():
         with timer.phase("trustee key ceremony (2 of 3)"):
-            trustees = Trustees.ceremony("loadtest")
+            trustees = Ceremony.run("loadtest")
         with timer.phase(f"ballot pool ({voters:,} voters, {ballots or voters:,} ballots)"):
             generate_pool(
                 folder,
@@ -148,7 +150,7 @@ async def rehearse(
                 trustees=(trustees.params.threshold, trustees.params.trustees),
             )
         trustees.save(ceremony)
-    trustees = Trustees.load(ceremony)
+    trustees = Ceremony.load(ceremony)
     pool = BallotPool(folder)
     print(
         f"pool: {pool.meta.voters:,} voter keys and {pool.meta.ballots + pool.meta.revotes:,} "
@@ -191,7 +193,7 @@ async def rehearse(
         title=f"Scale rehearsal: {pool.meta.voters:,} voters",
         stop_when_pool_used=True,
         close_after=True,
-        before_open=trustees.register,
+        before_open=functools.partial(register_trustees, trustees=trustees),
         after_close=after_close,
         timer=timer,
     )
@@ -201,8 +203,9 @@ async def rehearse(
     everything = pool.meta.ballots + pool.meta.revotes
     if result.decrypted_tally is not None:
         all_cast = result.ballots_stored >= everything
-        result.tally_matches = (result.decrypted_tally == pool.meta.expected_tally) if all_cast \
-            else None  # fmt: skip
+        result.tally_matches = (
+            (result.decrypted_tally == pool.meta.expected_tally) if all_cast else None
+        )
     phases = timer.phases
     for name, seconds in phases.items():
         if name == "roll import" or name.startswith("open"):

@@ -11,21 +11,14 @@ from __future__ import annotations
 
 import os
 import tempfile
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import pytest
 
-from referendum_service.migrate import apply_migrations
+from referendum_service.scratch import create_database, database_name, drop_database
 
-
-def dsn_with_database(dsn: str, database: str) -> str:
-    """The same server DSN pointing at another database."""
-    parts = urlsplit(dsn)
-    return urlunsplit(parts._replace(path="/" + database))
+PREFIX = "referendum_test"
 
 
 @pytest.fixture(scope="session")
@@ -42,56 +35,33 @@ def pg_admin_dsn() -> Iterator[str]:
     yield embedded_database_url(folder)
 
 
-async def _create_database(admin_dsn: str, migrate: bool, template: str | None = None) -> str:
-    name = f"referendum_test_{uuid.uuid4().hex[:16]}"
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        if template is None:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        else:
-            await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    finally:
-        await conn.close()
-    dsn = dsn_with_database(admin_dsn, name)
-    if migrate:
-        await apply_migrations(dsn)
-    return dsn
-
-
-async def _drop_database(admin_dsn: str, dsn: str) -> None:
-    name = urlsplit(dsn).path.lstrip("/")
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(scope="session")
 async def migrated_template(pg_admin_dsn: str) -> AsyncIterator[str]:
     """The name of a database with every migration applied, copied for each test."""
-    dsn = await _create_database(pg_admin_dsn, migrate=True)
+    dsn = await create_database(pg_admin_dsn, prefix=PREFIX)
     try:
-        yield urlsplit(dsn).path.lstrip("/")
+        yield database_name(dsn)
     finally:
-        await _drop_database(pg_admin_dsn, dsn)
+        await drop_database(pg_admin_dsn, dsn)
 
 
 @pytest.fixture
 async def database_url(pg_admin_dsn: str, migrated_template: str) -> AsyncIterator[str]:
     """A fresh, migrated database for one test, dropped afterwards."""
-    dsn = await _create_database(pg_admin_dsn, migrate=False, template=migrated_template)
+    dsn = await create_database(
+        pg_admin_dsn, prefix=PREFIX, migrate=False, template=migrated_template
+    )
     try:
         yield dsn
     finally:
-        await _drop_database(pg_admin_dsn, dsn)
+        await drop_database(pg_admin_dsn, dsn)
 
 
 @pytest.fixture
 async def empty_database_url(pg_admin_dsn: str) -> AsyncIterator[str]:
     """A fresh database with no migrations applied (for migration tests)."""
-    dsn = await _create_database(pg_admin_dsn, migrate=False)
+    dsn = await create_database(pg_admin_dsn, prefix=PREFIX, migrate=False)
     try:
         yield dsn
     finally:
-        await _drop_database(pg_admin_dsn, dsn)
+        await drop_database(pg_admin_dsn, dsn)

@@ -9,21 +9,20 @@ import pytest
 
 from loadtest.runner import (
     ChildProcesses,
-    _referendum_argv,
-    _serve_argv,
     create_operator_key,
     demo_load,
     free_port,
-    fresh_database,
+    referendum_argv,
     wait_ready,
 )
+from referendum_service.scratch import scratch_database
 
 pytestmark = pytest.mark.slow
 
 
 async def test_demo_load_against_running_servers(pg_admin_dsn: str, tmp_path: Path) -> None:
     """A fresh pool's referendum is set up on running servers and loaded without failures."""
-    async with fresh_database(pg_admin_dsn) as dsn:
+    async with scratch_database(pg_admin_dsn, prefix="referendum_load") as dsn:
         api_key = await create_operator_key(dsn)
         port = free_port()
         base_url = f"http://127.0.0.1:{port}"
@@ -34,9 +33,9 @@ async def test_demo_load_against_running_servers(pg_admin_dsn: str, tmp_path: Pa
             "REFERENDUM_DATA_DIR": str(tmp_path / "data"),
         }
         with ChildProcesses(tmp_path / "logs") as children:
-            server = children.start("servers", _serve_argv(), env)
+            server = children.start("servers", referendum_argv("serve"), env)
             await wait_ready(base_url, [server])
-            children.start("batcher", _referendum_argv("batcher"), env)
+            children.start("batcher", referendum_argv("batcher"), env)
             summary = await demo_load(
                 base_url, api_key, voters=200, duration_s=4, users=3, out_dir=tmp_path / "demo"
             )

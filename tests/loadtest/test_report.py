@@ -173,8 +173,7 @@ def test_missed_objective_exits_non_zero(tmp_path: Path) -> None:
 
 def test_extra_checks_join_the_verdict(tmp_path: Path) -> None:
     """A runner check (every ballot sequenced) that failed turns a passing run into a FAIL."""
-    check = {"objective": "every ballot sequenced", "limit": "yes", "measured": False,
-             "ok": False}  # fmt: skip
+    check = {"objective": "every ballot sequenced", "limit": "yes", "measured": False, "ok": False}
     result = build_report(
         CANNED, tmp_path, objectives=Objectives(max_error_ratio=0.0), extra_checks=[check]
     )

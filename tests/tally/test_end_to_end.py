@@ -32,9 +32,10 @@ from batcher.tally import run_tally_follower
 from referendum_core.ballot import BallotSpec
 from referendum_core.client import make_ballot, new_voter_key
 from referendum_service.keys import load_or_create_key
+from referendum_service.scratch import create_database as _create_database
+from referendum_service.scratch import drop_database as _drop_database
 from referendum_service.settings import Settings
 from server.record import export_record, write_manifest
-from tests.conftest import _create_database, _drop_database
 from tests.helpers import operator_headers, running_app
 from tests.tally.trustees import TrusteeBoard
 

@@ -38,19 +38,34 @@ class TrusteeBoard:
         common = ["--referendum", referendum_id, "--threshold", str(k), "--trustees", str(n)]
         for i in range(1, n + 1):
             _run("keygen", *common, "--index", str(i), "--out-dir", str(folder))
-        roster = [a for i in range(1, n + 1)
-                  for a in ("--roster", str(folder / f"trustee-{i}.public.json"))]  # fmt: skip
+        roster = [
+            a
+            for i in range(1, n + 1)
+            for a in ("--roster", str(folder / f"trustee-{i}.public.json"))
+        ]
         for i in range(1, n + 1):
-            _run("commitments", "--secret", str(folder / f"trustee-{i}.secret.json"), *roster,
-                 "--out", str(folder / f"trustee-{i}.commitments.json"))  # fmt: skip
+            _run(
+                "commitments",
+                "--secret",
+                str(folder / f"trustee-{i}.secret.json"),
+                *roster,
+                "--out",
+                str(folder / f"trustee-{i}.commitments.json"),
+            )
         published = [
             a
             for i in range(1, n + 1)
             for a in ("--commitments", str(folder / f"trustee-{i}.commitments.json"))
         ]
         for i in range(1, n + 1):
-            _run("check", "--secret", str(folder / f"trustee-{i}.secret.json"), *published,
-                 "--out", str(folder / f"trustee-{i}.share.json"))  # fmt: skip
+            _run(
+                "check",
+                "--secret",
+                str(folder / f"trustee-{i}.secret.json"),
+                *published,
+                "--out",
+                str(folder / f"trustee-{i}.share.json"),
+            )
         key = orjson.loads((folder / "trustee-1.share.json").read_bytes())["election_public_key"]
         return cls(folder, referendum_id, k, n, bytes.fromhex(key))
 
@@ -68,8 +83,15 @@ class TrusteeBoard:
         tally = self.folder / f"tally-{index}.json"
         tally.write_bytes(orjson.dumps(encrypted_tally))
         out = self.folder / f"partial-{index}.json"
-        _run("decrypt", "--share", str(self.folder / f"trustee-{index}.share.json"),
-             "--tally", str(tally), "--out", str(out))  # fmt: skip
+        _run(
+            "decrypt",
+            "--share",
+            str(self.folder / f"trustee-{index}.share.json"),
+            "--tally",
+            str(tally),
+            "--out",
+            str(out),
+        )
         share: dict[str, Any] = orjson.loads(out.read_bytes())
         return share
 
