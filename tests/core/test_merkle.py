@@ -351,7 +351,18 @@ def test_root_of_past_size_from_stored_nodes() -> None:
         assert merkle.subtree_hash_from_nodes(hashes) == merkle.root_from_leaf_hashes(ls[:n])
 
 
-@pytest.mark.parametrize("module", ["merkle", "checkpoint", "block"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "merkle.hashing",
+        "merkle.proof",
+        "merkle.verify",
+        "merkle.compact",
+        "merkle.stored",
+        "checkpoint",
+        "block",
+    ],
+)
 def test_documented_examples_run(module: str) -> None:
     """The >>> examples in the log core's docstrings run and give the output shown."""
     import doctest
