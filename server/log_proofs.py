@@ -1,6 +1,6 @@
 """Merkle proofs of the public log, assembled from a per-process cache of the stored nodes.
 
-The batcher stores every completed perfect subtree of level ≥ :data:`STORED_NODE_MIN_LEVEL`
+The batcher stores every completed perfect subtree of level ≥ :data:`STORED_MIN_LEVEL`
 in ``log_nodes`` (``docs/log.md`` §7); nodes below are recomputed from the ≤ 16 leaves of
 their aligned chunk. A sealed node never changes (the table refuses UPDATE and DELETE), so a
 process keeps them in memory and never has to invalidate anything:
@@ -30,44 +30,37 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import asyncpg
 
 from referendum_core.merkle import (
+    STORED_MIN_LEVEL,
+    TILE_WIDTH,
     NodeId,
+    StoredNodeError,
+    TileNodes,
     consistency_proof_nodes,
-    consistency_proof_ranges,
-    inclusion_proof,
+    inclusion_from_levels,
     inclusion_proof_nodes,
-    inclusion_proof_ranges,
-    root_from_leaf_hashes,
-    subtree_nodes,
+    proof_from_nodes,
+    right_edge,
+    stored_node,
+    tile_lookup,
+    tile_nodes,
 )
 from referendum_service.db import translated
 
 __all__ = [
-    "CHUNK",
     "INCLUSION_AT",
     "INCLUSION_LATEST",
     "LOG_POSITION_SQL",
-    "STORED_NODE_MIN_LEVEL",
     "InclusionRow",
     "LogNodes",
     "LogPositionSql",
     "LogProofs",
-    "StoredNodeError",
-    "chunk_nodes",
-    "proof_from",
-    "right_edge",
 ]
-
-STORED_NODE_MIN_LEVEL = 4
-"""Lowest level stored in ``log_nodes`` (migration 020; the batcher writes from this level)."""
-
-CHUNK = 1 << STORED_NODE_MIN_LEVEL
-"""Leaves under one stored node of the lowest stored level: the aligned chunk read as leaves."""
 
 _HASH = 32
 _PAGE = 1 << 14  # most nodes one query reads when the cache is filled or extended
@@ -191,148 +184,6 @@ def _chunks_query(count: int) -> str:
     )
 
 
-class StoredNodeError(RuntimeError):
-    """A node the log must hold is missing or wrong: a bug or a damaged database."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Assembling proofs (pure)
-
-ChunkNodes = list[list[bytes]]
-"""Levels 0..3 of one aligned chunk: ``nodes[level][offset]``, complete nodes only."""
-
-Lookup = Callable[[int, int], bytes]
-"""``lookup(level, position)``: the hash of a perfect node."""
-
-
-def chunk_nodes(leaf_hashes: Sequence[bytes]) -> ChunkNodes:
-    """Every complete node of levels 0..3 over the leaves of one aligned chunk (≤ 16).
-
-    >>> [len(level) for level in chunk_nodes([bytes(32)] * 11)]
-    [11, 5, 2, 1]
-    """
-    sha = _sha256
-    nodes = [list(leaf_hashes)]
-    for _ in range(STORED_NODE_MIN_LEVEL - 1):
-        below = nodes[-1]
-        nodes.append(
-            [sha(b"\x01" + below[i] + below[i + 1]).digest() for i in range(0, len(below) - 1, 2)]
-        )
-    return nodes
-
-
-def _subtree(begin: int, end: int, lookup: Lookup) -> bytes:
-    """Hash of the RFC 9162 subtree over ``[begin, end)`` from its perfect nodes."""
-    width = end - begin
-    if width & (width - 1) == 0:  # one perfect node, as every proof element but one
-        level = width.bit_length() - 1
-        return lookup(level, begin >> level)
-    parts = [lookup(node.level, node.position) for node in subtree_nodes(begin, end)]
-    folded = parts[-1]
-    for h in reversed(parts[:-1]):
-        folded = _sha256(b"\x01" + h + folded).digest()
-    return folded
-
-
-def proof_from(ranges: Iterable[tuple[int, int]], lookup: Lookup) -> list[bytes]:
-    """The proof whose elements are the subtree hashes of ``ranges`` (RFC 9162 order).
-
-    ``ranges`` as :func:`~referendum_core.merkle.inclusion_proof_ranges` or
-    :func:`~referendum_core.merkle.consistency_proof_ranges` give them.
-
-    >>> from referendum_core.merkle import leaf_hash
-    >>> leaves = [leaf_hash(bytes([i])) for i in range(7)]
-    >>> nodes = chunk_nodes(leaves)
-    >>> proof_from(inclusion_proof_ranges(2, 7), lambda lvl, pos: nodes[lvl][pos]) == (
-    ...     inclusion_proof(leaves, 2))
-    True
-    """
-    return [_subtree(begin, end, lookup) for begin, end in ranges]
-
-
-def right_edge(size: int, lookup: Lookup) -> dict[int, bytes]:
-    """``{b: MTH(D[b:size])}`` for ``b`` = the start of each perfect subtree covering
-    ``[0, size)`` (its compact range): every non-perfect range an inclusion proof in the tree
-    of ``size`` leaves may hold is one of them, and ``b = 0`` gives the root.
-
-    Requires ``size > 0``.
-
-    >>> from referendum_core.merkle import leaf_hash, root_from_leaf_hashes
-    >>> leaves = [leaf_hash(bytes([i])) for i in range(7)]
-    >>> nodes = chunk_nodes(leaves)
-    >>> edge = right_edge(7, lambda lvl, pos: nodes[lvl][pos])
-    >>> sorted(edge), edge[0] == root_from_leaf_hashes(leaves)
-    ([0, 4, 6], True)
-    """
-    parts = subtree_nodes(0, size)
-    last = parts[-1]
-    folded = lookup(last.level, last.position)
-    edge = {last.position << last.level: folded}
-    for node in reversed(parts[:-1]):
-        folded = _sha256(b"\x01" + lookup(node.level, node.position) + folded).digest()
-        edge[node.position << node.level] = folded
-    return edge
-
-
-def _full_chunk(leaves: Sequence[bytes], i: int) -> tuple[list[bytes], bytes]:
-    """The inclusion proof of leaf ``i`` in a perfect tree of 16 leaves, and its root.
-
-    15 hashes: the 11 of the proof's siblings and 4 up the leaf's own path.
-
-    >>> from referendum_core.merkle import leaf_hash, root_from_leaf_hashes
-    >>> leaves = [leaf_hash(bytes([i])) for i in range(16)]
-    >>> all(_full_chunk(leaves, i) == (inclusion_proof(leaves, i),
-    ...     root_from_leaf_hashes(leaves)) for i in range(16))
-    True
-    """
-    sha = _sha256
-    own = leaves[i]
-    sibling = leaves[i ^ 1]
-    own = sha(b"\x01" + (own + sibling if i & 1 == 0 else sibling + own)).digest()
-    j = (i >> 1 ^ 1) << 1
-    pair = sha(b"\x01" + leaves[j] + leaves[j + 1]).digest()
-    own = sha(b"\x01" + (own + pair if i & 2 == 0 else pair + own)).digest()
-    j = (i >> 2 ^ 1) << 2
-    quad = sha(
-        b"\x01"
-        + sha(b"\x01" + leaves[j] + leaves[j + 1]).digest()
-        + sha(b"\x01" + leaves[j + 2] + leaves[j + 3]).digest()
-    ).digest()
-    own = sha(b"\x01" + (own + quad if i & 4 == 0 else quad + own)).digest()
-    j = (i >> 3 ^ 1) << 3
-    octet = sha(
-        b"\x01"
-        + sha(
-            b"\x01"
-            + sha(b"\x01" + leaves[j] + leaves[j + 1]).digest()
-            + sha(b"\x01" + leaves[j + 2] + leaves[j + 3]).digest()
-        ).digest()
-        + sha(
-            b"\x01"
-            + sha(b"\x01" + leaves[j + 4] + leaves[j + 5]).digest()
-            + sha(b"\x01" + leaves[j + 6] + leaves[j + 7]).digest()
-        ).digest()
-    ).digest()
-    root = sha(b"\x01" + (own + octet if i & 8 == 0 else octet + own)).digest()
-    return [sibling, pair, quad, octet], root
-
-
-def _chunk_lookup(stored: Lookup, chunks: dict[int, ChunkNodes]) -> Lookup:
-    """Nodes of level ≥ 4 from ``stored``, those below from ``chunks`` (by chunk number)."""
-
-    def lookup(level: int, position: int) -> bytes:
-        if level >= STORED_NODE_MIN_LEVEL:
-            return stored(level, position)
-        shift = STORED_NODE_MIN_LEVEL - level
-        chunk = chunks.get(position >> shift)
-        offset = position - ((position >> shift) << shift)
-        if chunk is None or offset >= len(chunk[level]):
-            raise StoredNodeError(f"node {(level, position)} was not read")
-        return chunk[level][offset]
-
-    return lookup
-
-
 # ---------------------------------------------------------------------------------------------
 # The cache
 
@@ -359,100 +210,22 @@ class LogNodes:
 
     def node(self, level: int, position: int) -> bytes:
         """A stored node (level ≥ 4) of the tree of :attr:`size` leaves."""
-        k = level - STORED_NODE_MIN_LEVEL
-        start = position << 5
-        if not 0 <= k < len(self.levels) or start + _HASH > len(self.levels[k]):
-            raise StoredNodeError(f"node {(level, position)} is not cached")
-        return bytes(self.levels[k][start : start + _HASH])
+        return stored_node(self.levels, level, position)
 
     def holds(self, size: int) -> bool:
         """Whether every node a proof in the tree of ``size`` leaves needs is held."""
         return size in self.sizes and size <= self.size
 
-    def inclusion(self, index: int, size: int, chunk_leaves: Sequence[bytes]) -> list[bytes]:
+    def inclusion(self, index: int, size: int, tile_leaves: Sequence[bytes]) -> list[bytes]:
         """The inclusion proof of leaf ``index`` in the tree of ``size`` leaves.
 
-        Requires ``holds(size)`` and the leaf hashes of the leaf's aligned chunk clipped to
-        ``size``. Elements inside the chunk are hashed from ``chunk_leaves`` (whose root must
-        be the cached node above them), the others looked up: stored nodes, or a hash of the
-        right edge. A leaf in a complete chunk (all but the last ≤ 15 leaves) takes the
-        direct route: siblings up to the level where the paths to ``index`` and to ``size``
-        part, that fork's right sibling ``[end, size)``, then the perfect subtrees left of the
-        fork; a leaf of the partial last chunk walks the path down from the root.
+        Requires ``holds(size)`` and the leaf hashes of the leaf's tile clipped to ``size``
+        (:func:`~referendum_core.merkle.inclusion_from_levels`).
         """
-        start = index & -CHUNK
-        stop = start + len(chunk_leaves)
         edge = self.sizes.get(size)
         if edge is None or size > self.size:
             raise StoredNodeError(f"tree size {size} is not cached")
-        if not start <= index < stop or stop != min(start + CHUNK, size):
-            raise StoredNodeError(f"{len(chunk_leaves)} leaves in the chunk at {start}")
-        levels = self.levels
-        inner = (index ^ size).bit_length() - 1  # the level where the paths to index and size part
-        if inner >= STORED_NODE_MIN_LEVEL:  # the leaf's chunk is complete: the usual case
-            proof, top = _full_chunk(chunk_leaves, index - start)
-            if top != self.node(STORED_NODE_MIN_LEVEL, start >> STORED_NODE_MIN_LEVEL):
-                raise StoredNodeError(f"the leaves of [{start}, {stop}) do not match the log")
-            try:
-                # siblings up to the fork, all complete and stored
-                for level in range(STORED_NODE_MIN_LEVEL, inner):
-                    stored = levels[level - STORED_NODE_MIN_LEVEL]
-                    offset = ((index >> level) ^ 1) << 5
-                    proof.append(bytes(stored[offset : offset + _HASH]))
-                # the fork's right sibling, [end, size), when the tree goes on past the fork
-                end = (size >> inner) << inner
-                if end < size:
-                    proof.append(edge[end])
-                # then the perfect subtrees left of the fork, smallest first
-                begin = end - (1 << inner)
-                level = inner + 1
-                while begin >> level:
-                    if (begin >> level) & 1:
-                        stored = levels[level - STORED_NODE_MIN_LEVEL]
-                        offset = ((begin >> level) - 1) << 5
-                        proof.append(bytes(stored[offset : offset + _HASH]))
-                    level += 1
-            except (IndexError, KeyError) as exc:
-                raise StoredNodeError(f"a node of the proof of {index} is not cached") from exc
-            if any(len(h) != _HASH for h in proof):
-                raise StoredNodeError(f"a node of the proof of {index} is not cached")
-            return proof
-        proof = []
-        lo, hi = 0, size
-        while True:  # [lo, hi) holds the leaf; until it lies in the chunk it is over 1 wide
-            if lo >= start and hi <= stop:  # the rest of the path lies in the chunk
-                if hi - lo == CHUNK:
-                    below, top = _full_chunk(chunk_leaves, index - lo)
-                    known = self.node(STORED_NODE_MIN_LEVEL, start >> STORED_NODE_MIN_LEVEL)
-                else:  # the partial last chunk: [start, size) is on the right edge
-                    below = inclusion_proof(chunk_leaves[lo - start : hi - start], index - lo)
-                    top = root_from_leaf_hashes(chunk_leaves[lo - start : hi - start])
-                    known = edge.get(lo, b"")
-                if top != known:  # the leaves read do not give the verified node above them
-                    raise StoredNodeError(f"the leaves of [{lo}, {hi}) do not match the log")
-                below.reverse()
-                proof += below
-                break
-            mid = lo + (1 << ((hi - lo - 1).bit_length() - 1))
-            if index < mid:
-                begin, end, hi = mid, hi, mid
-            else:
-                begin, end, lo = lo, mid, mid
-            width = end - begin
-            if width & (width - 1) or width < CHUNK:  # not a stored node: the right edge
-                h = edge.get(begin)
-                if h is None:
-                    raise StoredNodeError(f"no right edge [{begin}, {size}) is cached")
-                proof.append(h)
-                continue
-            level = width.bit_length() - 1
-            k = level - STORED_NODE_MIN_LEVEL
-            offset = (begin >> level) << 5
-            if k >= len(levels) or offset + _HASH > len(levels[k]):
-                raise StoredNodeError(f"node {(level, begin >> level)} is not cached")
-            proof.append(bytes(levels[k][offset : offset + _HASH]))
-        proof.reverse()
-        return proof
+        return inclusion_from_levels(index, size, tile_leaves, self.levels, edge)
 
 
 class InclusionRow(NamedTuple):
@@ -611,7 +384,7 @@ class LogProofs:
     @staticmethod
     def _cost(size: int) -> int:
         """Bytes of the stored nodes of a tree of ``size`` leaves."""
-        return _HASH * sum(size >> level for level in range(STORED_NODE_MIN_LEVEL, 64))
+        return _HASH * sum(size >> level for level in range(STORED_MIN_LEVEL, 64))
 
     def cached(self, rid: str) -> LogNodes | None:
         """The cache of ``rid``, if this process holds one."""
@@ -647,16 +420,16 @@ class LogProofs:
         """Read the nodes up to ``size`` and the leaves of its partial last chunk; keep them
         if they give ``root``."""
         grown: list[bytes] = []
-        chunks: dict[int, ChunkNodes] = {}
+        chunks: dict[int, TileNodes] = {}
         with translated():
             async with self._pool.acquire() as conn:
-                for level in range(STORED_NODE_MIN_LEVEL, size.bit_length()):
-                    k = level - STORED_NODE_MIN_LEVEL
+                for level in range(STORED_MIN_LEVEL, size.bit_length()):
+                    k = level - STORED_MIN_LEVEL
                     have = len(log.levels[k]) // _HASH if k < len(log.levels) else 0
                     grown.append(await _node_range(conn, rid, level, have, size >> level))
-                if size % CHUNK:
-                    last = size >> STORED_NODE_MIN_LEVEL
-                    rows = await conn.fetch(_chunks_query(1), rid, last * CHUNK, size)
+                if size % TILE_WIDTH:
+                    last = size >> STORED_MIN_LEVEL
+                    rows = await conn.fetch(_chunks_query(1), rid, last * TILE_WIDTH, size)
                     chunks[last] = _chunk_of(rid, last, size, rows)
         # Requests only read nodes of sizes already taken in, below what is appended here.
         while len(log.levels) < len(grown):
@@ -666,7 +439,7 @@ class LogProofs:
             log.levels[k] += data
         try:
             await _check_parents(log.levels, before)
-            edge = right_edge(size, _chunk_lookup(log.node, chunks))
+            edge = right_edge(size, tile_lookup(log.node, chunks))
             if edge[0] != root:
                 raise StoredNodeError(f"the stored nodes do not give the root of size {size}")
         except StoredNodeError as exc:
@@ -699,12 +472,11 @@ class LogProofs:
         log = await self._nodes(rid, size, root)
         if log is not None:
             return log.inclusion(index, size, chunk_leaves)
-        start = index & -CHUNK
-        if len(chunk_leaves) != min(CHUNK, size - start):
+        start = index & -TILE_WIDTH
+        if len(chunk_leaves) != min(TILE_WIDTH, size - start):
             raise StoredNodeError(f"{len(chunk_leaves)} leaves in the chunk at {start}")
-        chunks = {index >> STORED_NODE_MIN_LEVEL: chunk_nodes(chunk_leaves)}
-        ranges = inclusion_proof_ranges(index, size)
-        return await self._uncached(rid, inclusion_proof_nodes(index, size), ranges, size, chunks)
+        chunks = {index >> STORED_MIN_LEVEL: tile_nodes(chunk_leaves)}
+        return await self._uncached(rid, inclusion_proof_nodes(index, size), size, chunks)
 
     async def consistency(
         self, rid: str, first: int, second: int, latest: int, root: bytes
@@ -713,35 +485,34 @@ class LogProofs:
 
         ``root`` is the signed root of the ``latest`` size, which the cache is brought to.
         """
-        ranges = consistency_proof_ranges(first, second)
         plan = consistency_proof_nodes(first, second)
         log = await self._nodes(rid, latest, root)
         if log is None:
-            return await self._uncached(rid, plan, ranges, second, {})
+            return await self._uncached(rid, plan, second, {})
         chunks = await self._chunks(rid, plan, second, {})
-        return proof_from(ranges, _chunk_lookup(log.node, chunks))
+        return proof_from_nodes(plan, tile_lookup(log.node, chunks))
 
     async def _chunks(
-        self, rid: str, plan: Sequence[Sequence[NodeId]], size: int, have: dict[int, ChunkNodes]
-    ) -> dict[int, ChunkNodes]:
+        self, rid: str, plan: Sequence[Sequence[NodeId]], size: int, have: dict[int, TileNodes]
+    ) -> dict[int, TileNodes]:
         """``have`` and levels 0..3 of every other chunk below the stored levels in ``plan``."""
         wanted = sorted(
             {
-                position >> (STORED_NODE_MIN_LEVEL - level)
+                position >> (STORED_MIN_LEVEL - level)
                 for element in plan
                 for level, position in element
-                if level < STORED_NODE_MIN_LEVEL
+                if level < STORED_MIN_LEVEL
             }
             - have.keys()
         )
         if not wanted:
             return have
-        bounds = [b for c in wanted for b in (c * CHUNK, min((c + 1) * CHUNK, size))]
+        bounds = [b for c in wanted for b in (c * TILE_WIDTH, min((c + 1) * TILE_WIDTH, size))]
         with translated():
             rows = await self._pool.fetch(_chunks_query(len(wanted)), rid, *bounds)
         chunks = dict(have)
         for c in wanted:
-            mine = [r for r in rows if r[0] >> STORED_NODE_MIN_LEVEL == c]
+            mine = [r for r in rows if r[0] >> STORED_MIN_LEVEL == c]
             chunks[c] = _chunk_of(rid, c, size, mine)
         return chunks
 
@@ -749,14 +520,13 @@ class LogProofs:
         self,
         rid: str,
         plan: Sequence[Sequence[NodeId]],
-        ranges: Sequence[tuple[int, int]],
         size: int,
-        chunks: dict[int, ChunkNodes],
+        chunks: dict[int, TileNodes],
     ) -> list[bytes]:
         """A proof in a log too large for the cache: every node read from the database."""
         chunks = await self._chunks(rid, plan, size, chunks)
         needed = sorted(
-            {node for element in plan for node in element if node.level >= STORED_NODE_MIN_LEVEL}
+            {node for element in plan for node in element if node.level >= STORED_MIN_LEVEL}
         )
         with translated():
             rows = await self._pool.fetch(
@@ -770,7 +540,7 @@ class LogProofs:
                 raise StoredNodeError(f"node {(level, position)} of {rid!r} is not stored")
             return h
 
-        return proof_from(ranges, _chunk_lookup(node, chunks))
+        return proof_from_nodes(plan, tile_lookup(node, chunks))
 
 
 async def _check_parents(levels: list[bytearray], before: Sequence[int]) -> None:
@@ -781,26 +551,26 @@ async def _check_parents(levels: list[bytearray], before: Sequence[int]) -> None
     a node is either checked against its parent or, lacking one, is part of the compact range
     that gives the root.
     """
-    sha = _sha256
+    sha = _sha256  # node hash inline, children sliced as one 64-byte run: ~n/16 nodes a fill
     checked = 0
     for k in range(1, len(levels)):
         parents, children = levels[k], levels[k - 1]
         for p in range(before[k], len(parents) // _HASH):
             c = p << 6  # two children of 32 bytes each
             if sha(b"\x01" + children[c : c + 64]).digest() != parents[p << 5 : (p + 1) << 5]:
-                level = STORED_NODE_MIN_LEVEL + k
+                level = STORED_MIN_LEVEL + k
                 raise StoredNodeError(f"node {(level, p)} is not the hash of its children")
             checked += 1
             if checked % 4096 == 0:
                 await asyncio.sleep(0)  # a first fill checks ~n/16 nodes: let requests run
 
 
-def _chunk_of(rid: str, chunk: int, size: int, rows: Iterable[Any]) -> ChunkNodes:
+def _chunk_of(rid: str, chunk: int, size: int, rows: Iterable[Any]) -> TileNodes:
     """Levels 0..3 of ``chunk`` from its ``(log_index, leaf_hash)`` rows, clipped to ``size``."""
     leaves = [bytes(leaf) for _, leaf in sorted((r[0], r[1]) for r in rows)]
-    if len(leaves) != min(CHUNK, size - chunk * CHUNK):
+    if len(leaves) != min(TILE_WIDTH, size - chunk * TILE_WIDTH):
         raise StoredNodeError(f"{len(leaves)} sequenced ballots in chunk {chunk} of {rid!r}")
-    return chunk_nodes(leaves)
+    return tile_nodes(leaves)
 
 
 async def _node_range(

@@ -35,12 +35,13 @@ from aiohttp import web
 
 from referendum_core.checkpoint import verifier_key_string
 from referendum_core.merkle import EMPTY_ROOT
+from referendum_core.merkle import STORED_MIN_LEVEL as STORED_NODE_MIN_LEVEL
 from referendum_service.db import acquire
 from referendum_service.keys import load_or_create_key
 from referendum_service.store.log import block_from_row
 from server.app import POOL_KEY, SETTINGS_KEY
 from server.errors import BadRequest, NotFound
-from server.log_proofs import LOG_POSITION_SQL, STORED_NODE_MIN_LEVEL, LogProofs
+from server.log_proofs import LOG_POSITION_SQL, LogProofs
 
 __all__ = ["LOG_PROOFS_KEY", "LOG_VERIFIER_KEY", "STORED_NODE_MIN_LEVEL", "setup"]
 

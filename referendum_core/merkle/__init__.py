@@ -18,8 +18,9 @@ The package follows the cut of transparency-dev/merkle:
   :class:`~referendum_core.errors.MerkleError`;
 * :mod:`~referendum_core.merkle.compact`: :class:`CompactRange` appends leaves in amortised
   O(1) hashing and reports every perfect subtree it completes (:class:`Subtree`);
-* :mod:`~referendum_core.merkle.stored`: proofs from stored nodes, the one implementation the
-  server's proof cache and the tests share. See ``docs/log.md``.
+* :mod:`~referendum_core.merkle.stored`: proofs from stored nodes (one planner, one fold), the
+  one implementation the server's proof cache, the batcher and the tests share, with
+  :mod:`~referendum_core.merkle.tiles` for the unstored levels below. See ``docs/log.md``.
 
 A node id ``(level, position)`` names the perfect subtree over leaves
 ``[position·2^level, (position+1)·2^level)``; level 0 is a leaf hash.
@@ -43,38 +44,62 @@ from referendum_core.merkle.proof import (
     inclusion_proof_ranges,
 )
 from referendum_core.merkle.stored import (
+    STORED_MIN_LEVEL,
+    TILE_WIDTH,
+    Lookup,
     NodeId,
+    StoredNodeError,
     consistency_proof_nodes,
     inclusion_proof_nodes,
-    proof_from_node_hashes,
+    node_lookup,
+    proof_from_nodes,
+    right_edge,
     root_nodes,
     subtree_hash_from_nodes,
     subtree_nodes,
+)
+from referendum_core.merkle.tiles import (
+    TileNodes,
+    inclusion_from_levels,
+    stored_node,
+    tile_lookup,
+    tile_nodes,
 )
 from referendum_core.merkle.verify import verify_consistency, verify_inclusion
 
 __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
+    "STORED_MIN_LEVEL",
+    "TILE_WIDTH",
     "CompactRange",
     "InvalidTreeSize",
+    "Lookup",
     "MalformedProof",
     "NodeId",
     "RootMismatch",
+    "StoredNodeError",
     "Subtree",
+    "TileNodes",
     "consistency_proof",
     "consistency_proof_nodes",
     "consistency_proof_ranges",
+    "inclusion_from_levels",
     "inclusion_proof",
     "inclusion_proof_nodes",
     "inclusion_proof_ranges",
     "leaf_hash",
     "node_hash",
-    "proof_from_node_hashes",
+    "node_lookup",
+    "proof_from_nodes",
+    "right_edge",
     "root_from_leaf_hashes",
     "root_nodes",
+    "stored_node",
     "subtree_hash_from_nodes",
     "subtree_nodes",
+    "tile_lookup",
+    "tile_nodes",
     "verify_consistency",
     "verify_inclusion",
 ]
