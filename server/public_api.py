@@ -38,10 +38,10 @@ from referendum_core.merkle import EMPTY_ROOT
 from referendum_core.merkle import STORED_MIN_LEVEL as STORED_NODE_MIN_LEVEL
 from referendum_service.db import acquire
 from referendum_service.keys import load_or_create_key
-from referendum_service.store.log import block_from_row
+from referendum_service.store.log import LOG_POSITION_SQL, block_from_row
 from server.app import POOL_KEY, SETTINGS_KEY
 from server.errors import BadRequest, NotFound
-from server.log_proofs import LOG_POSITION_SQL, LogProofs
+from server.log_cache import LogProofs
 
 __all__ = ["LOG_PROOFS_KEY", "LOG_VERIFIER_KEY", "STORED_NODE_MIN_LEVEL", "setup"]
 

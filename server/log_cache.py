@@ -2,7 +2,7 @@
 
 The batcher stores every completed perfect subtree of level ≥ :data:`STORED_MIN_LEVEL`
 in ``log_nodes`` (``docs/log.md`` §7); nodes below are recomputed from the ≤ 16 leaves of
-their aligned chunk. A sealed node never changes (the table refuses UPDATE and DELETE), so a
+their tile. A sealed node never changes (the table refuses UPDATE and DELETE), so a
 process keeps them in memory and never has to invalidate anything:
 
 * :class:`LogNodes` holds one referendum's stored nodes for the tree of its ``size`` leaves:
@@ -11,18 +11,21 @@ process keeps them in memory and never has to invalidate anything:
   request that sees a checkpoint newer than the cache reads only the nodes after the ones
   held, level by level, as position ranges. For each recent checkpoint size it also keeps the
   hashes of that tree's right edge (the ranges ``[b, size)`` a proof may need, folded from the
-  stored nodes and the leaves of the partial last chunk). A size is only taken in once the
+  stored nodes and the leaves of the partial tile). A size is only taken in once the
   root folded from the cache equals the block's signed root, so a missing or wrong node fails
   loudly (a logged 500) and never yields a proof that does not verify.
 * :class:`LogProofs` keeps them for every referendum the process serves, least recently used
   first out, within ``settings.proof_cache_mb``: about 4 bytes a sealed ballot (n/8 nodes of
   32 bytes: 40 MB for 10,000,000 ballots) plus ≤ 1 KB per cached checkpoint size. A log too
   large for the whole budget is not cached: its proofs read their nodes from ``log_nodes``.
-* An inclusion proof costs a share of one query (:data:`INCLUSION_LATEST`,
-  :data:`INCLUSION_AT`): the checkpoint, the ballot's log index and body, and the leaf hashes
-  of its chunk. Requests that arrive together share a query (:class:`_InclusionReader`).
+* An inclusion proof costs a share of one query
+  (:data:`~referendum_service.store.log.INCLUSION_LATEST`, ``INCLUSION_AT``): the checkpoint,
+  the ballot's log index and body, and the leaf hashes of its tile. Requests that arrive
+  together share a query (:class:`_InclusionReader`).
 
-All SQL that reads *where a ballot sits in the log* is built from :data:`LOG_POSITION_SQL`.
+The proofs themselves are assembled by the core (:mod:`referendum_core.merkle.stored`, one
+planner and one fold); this module only fetches and keeps hashes. Its SQL is in
+:mod:`referendum_service.store.log`.
 """
 
 from __future__ import annotations
@@ -51,137 +54,19 @@ from referendum_core.merkle import (
     tile_nodes,
 )
 from referendum_service.db import translated
+from referendum_service.store.log import (
+    INCLUSION_AT,
+    INCLUSION_LATEST,
+    NODE_RANGE,
+    NODES_BY_ID,
+    tiles_query,
+)
 
-__all__ = [
-    "INCLUSION_AT",
-    "INCLUSION_LATEST",
-    "LOG_POSITION_SQL",
-    "InclusionRow",
-    "LogNodes",
-    "LogPositionSql",
-    "LogProofs",
-]
+__all__ = ["InclusionRow", "LogNodes", "LogProofs"]
 
 _HASH = 32
-_PAGE = 1 << 14  # most nodes one query reads when the cache is filled or extended
-_SIZES_PER_LOG = 256  # checkpoint sizes whose right edge is kept, per referendum
 _SIZE_BYTES = 1024  # what one kept size costs, at most (≤ 25 hashes in a dict)
-_QUERY_SLOTS = 4  # inclusion queries in flight at once, per process
-_BATCH_MAX = 256  # most ballots one inclusion query reads
 _sha256 = hashlib.sha256
-
-
-class LogPositionSql(NamedTuple):
-    """SQL templates that read where ballots sit in the log; placeholders in braces.
-
-    Every query of this module and of the public API that needs a ballot's log index is
-    composed from these, so the log position's storage (``log_entries``, migration 022) is
-    named here only. Range bounds must stay values or per-row parameters, never an array or
-    a join (``docs/log.md`` §7, "Reading stored chunks").
-    """
-
-    index_of_hash: str
-    """Rows ``(log_index, body)`` for the ballot ``{ballot_hash}`` of referendum ``{rid}``
-    (one, or none for an unknown ballot); a NULL index while it waits to be sequenced."""
-
-    ballots_in_range: str
-    """Rows ``(log_index, ballot_hash, body, voter_id)`` of referendum ``{rid}`` with
-    ``{lo} <= log_index < {hi}``."""
-
-    leaves_in_range: str
-    """Rows ``(log_index, leaf_hash)`` of referendum ``{rid}`` with ``{lo} <= log_index <
-    {hi}``: one range scan of ``log_entries``' primary key, no ballot read."""
-
-
-LOG_POSITION_SQL = LogPositionSql(
-    index_of_hash=(
-        "SELECT e.log_index, b.body FROM ballots AS b"
-        " LEFT JOIN log_entries AS e ON e.ballot_id = b.id"
-        " WHERE b.referendum_id = {rid} AND b.ballot_hash = {ballot_hash}"
-    ),
-    ballots_in_range=(
-        "SELECT e.log_index, b.ballot_hash, b.body, b.voter_id FROM log_entries AS e"
-        " JOIN ballots AS b ON b.id = e.ballot_id"
-        " WHERE e.referendum_id = {rid} AND e.log_index >= {lo} AND e.log_index < {hi}"
-    ),
-    leaves_in_range=(
-        "SELECT log_index, leaf_hash FROM log_entries"
-        " WHERE referendum_id = {rid} AND log_index >= {lo} AND log_index < {hi}"
-    ),
-)
-
-# For a known referendum ($1; no rows otherwise), one row per ballot hash of the array $2,
-# in array order (n from 1): its log index and body and, when that index is below the
-# checkpoint's size, the leaf hashes of its chunk clipped to that size, in log order; the
-# first row also carries the checkpoint (the latest, or the first block of tree size $3).
-# The ballot is a lateral subquery with a LIMIT and the chunk an ARRAY subquery, so both run
-# per hash with per-row parameters: a unique-index probe and an index range scan, whatever
-# the statistics say (no join the planner could turn into a scan of the referendum). The
-# chunk's LIMIT 16 changes no result but keeps the estimate honest: without it a generic plan
-# priced each range at the default selectivity (10,000 rows of a 2,000,000-ballot table), a
-# batch crossed jit_above_cost and every execution paid ~25 ms of JIT compilation.
-_INCLUSION = """
-SELECT h.n, p.log_index, p.body,
-       CASE WHEN p.log_index < k.tree_size THEN ARRAY(
-           SELECT c.leaf_hash FROM ({chunk}) AS c
-           ORDER BY c.log_index LIMIT 16
-       ) END AS leaves,
-       CASE WHEN h.n = 1 THEN k.tree_size END AS tree_size,
-       CASE WHEN h.n = 1 THEN k.root END AS root,
-       CASE WHEN h.n = 1 THEN k.checkpoint END AS checkpoint
-FROM referendums AS r
-LEFT JOIN LATERAL ({checkpoint}) AS k ON true
-CROSS JOIN unnest($2::bytea[]) WITH ORDINALITY AS h(hash, n)
-LEFT JOIN LATERAL ({index} LIMIT 1) AS p ON true
-WHERE r.id = $1
-ORDER BY h.n
-"""
-_INCLUSION_PARTS = {
-    "chunk": LOG_POSITION_SQL.leaves_in_range.format(
-        rid="$1",
-        lo="(p.log_index & -16)",
-        hi="least((p.log_index & -16) + 16, k.tree_size)",
-    ),
-    "index": LOG_POSITION_SQL.index_of_hash.format(rid="$1", ballot_hash="h.hash"),
-}
-INCLUSION_LATEST = _INCLUSION.format(
-    checkpoint="SELECT tree_size, root, checkpoint FROM blocks WHERE referendum_id = $1"
-    " ORDER BY height DESC LIMIT 1",
-    **_INCLUSION_PARTS,
-)
-"""Inclusion rows against the latest checkpoint: ``(rid, ballot_hashes)``."""
-INCLUSION_AT = _INCLUSION.format(
-    checkpoint="SELECT tree_size, root, checkpoint FROM blocks"
-    " WHERE referendum_id = $1 AND tree_size = $3 ORDER BY height LIMIT 1",
-    **_INCLUSION_PARTS,
-)
-"""Inclusion rows against the checkpoint of a given size: ``(rid, ballot_hashes, size)``."""
-
-# Stored nodes of one level, positions [$3, $4), concatenated in position order.
-_NODE_RANGE = """
-SELECT string_agg(hash, ''::bytea ORDER BY position) AS hashes, count(*) AS n
-FROM log_nodes WHERE referendum_id = $1 AND level = $2 AND position >= $3 AND position < $4
-"""
-
-# Stored nodes by id (only for a log too large for the cache).
-_NODES_BY_ID = """
-SELECT level::integer AS level, position, hash FROM log_nodes
-WHERE referendum_id = $1
-  AND (level, position) IN (SELECT * FROM unnest($2::smallint[], $3::bigint[]))
-"""
-
-
-def _chunks_query(count: int) -> str:
-    """Leaf hashes of ``count`` chunks of referendum $1, one range each ($2k+2, $2k+3), as
-    ``(log_index, leaf_hash)``: separate range scans whose bounds are values."""
-    return "\nUNION ALL\n".join(
-        "SELECT c.log_index, c.leaf_hash FROM ("  # noqa: S608 (templates)
-        + LOG_POSITION_SQL.leaves_in_range.format(
-            rid="$1", lo=f"${2 * k + 2}::bigint", hi=f"${2 * k + 3}::bigint"
-        )
-        + ") AS c"
-        for k in range(count)
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,7 +114,7 @@ class LogNodes:
 
 
 class InclusionRow(NamedTuple):
-    """What the database holds for one inclusion proof (one row of :data:`INCLUSION_LATEST`)."""
+    """What the database holds for one inclusion proof (one row of ``INCLUSION_LATEST``)."""
 
     tree_size: int | None
     """The checkpoint's size; None when the log is empty or no block has the asked size."""
@@ -239,7 +124,7 @@ class InclusionRow(NamedTuple):
     """None for a ballot the referendum does not hold or has not sequenced yet."""
     body: bytes | None
     leaves: list[bytes] | None
-    """Leaf hashes of the ballot's chunk up to ``tree_size``; None unless the index is below."""
+    """Leaf hashes of the ballot's tile up to ``tree_size``; None unless the index is below."""
 
 
 class _Batch:
@@ -256,15 +141,16 @@ class _InclusionReader:
 
     Requests for the same referendum and checkpoint that arrive while the event loop is busy
     (in the same loop iteration, or while every query slot is taken) share one
-    :data:`INCLUSION_LATEST` / :data:`INCLUSION_AT` query: a round trip and a pooled
+    ``INCLUSION_LATEST`` / ``INCLUSION_AT`` query: a round trip and a pooled
     connection cost a request more than its share of a shared query, on the server and in
     PostgreSQL. An idle server adds no wait: a lone request's query starts on the next loop
     iteration.
     """
 
-    def __init__(self, pool: asyncpg.Pool, *, slots: int = _QUERY_SLOTS) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, slots: int, batch_max: int) -> None:
         self._pool = pool
         self._free = slots
+        self._batch_max = batch_max
         self._open: dict[tuple[str, int | None], _Batch] = {}
         self._queue: deque[_Batch] = deque()
         self._scheduled = False
@@ -284,7 +170,7 @@ class _InclusionReader:
         waiter: asyncio.Future[InclusionRow | None] = loop.create_future()
         batch.hashes.append(ballot_hash)
         batch.waiters.append(waiter)
-        if len(batch.hashes) >= _BATCH_MAX:
+        if len(batch.hashes) >= self._batch_max:
             del self._open[key]
         if self._free and not self._scheduled:
             self._scheduled = True
@@ -360,13 +246,29 @@ class LogProofs:
 
     ``budget_bytes`` bounds the cached nodes of all referendums together (least recently used
     referendum out first); a log whose nodes alone exceed it is served from the database.
+    The keywords are the ``proof_*`` settings: ``page_nodes``, the most nodes one query reads
+    when the cache is filled or extended; ``sizes_per_log``, the checkpoint sizes whose right
+    edge is kept per referendum; ``query_slots``, the inclusion queries in flight at once;
+    ``batch_max``, the most ballots one inclusion query reads.
     """
 
-    def __init__(self, pool: asyncpg.Pool, budget_bytes: int) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        budget_bytes: int,
+        *,
+        page_nodes: int = 1 << 14,
+        sizes_per_log: int = 256,
+        query_slots: int = 4,
+        batch_max: int = 256,
+    ) -> None:
         self._pool = pool
         self._budget = budget_bytes
+        self._page = page_nodes
+        self.sizes_per_log = sizes_per_log
+        """Checkpoint sizes whose right edge is kept, per referendum."""
         self._logs: OrderedDict[str, LogNodes] = OrderedDict()
-        self._reader = _InclusionReader(pool)
+        self._reader = _InclusionReader(pool, slots=query_slots, batch_max=batch_max)
 
     async def close(self) -> None:
         """Wait for the inclusion queries in flight; call before closing the pool."""
@@ -417,20 +319,22 @@ class LogProofs:
         return log
 
     async def _take_in(self, rid: str, log: LogNodes, size: int, root: bytes) -> None:
-        """Read the nodes up to ``size`` and the leaves of its partial last chunk; keep them
+        """Read the nodes up to ``size`` and the leaves of its partial tile; keep them
         if they give ``root``."""
         grown: list[bytes] = []
-        chunks: dict[int, TileNodes] = {}
+        tiles: dict[int, TileNodes] = {}
         with translated():
             async with self._pool.acquire() as conn:
                 for level in range(STORED_MIN_LEVEL, size.bit_length()):
                     k = level - STORED_MIN_LEVEL
                     have = len(log.levels[k]) // _HASH if k < len(log.levels) else 0
-                    grown.append(await _node_range(conn, rid, level, have, size >> level))
+                    grown.append(
+                        await _node_range(conn, rid, level, have, size >> level, self._page)
+                    )
                 if size % TILE_WIDTH:
                     last = size >> STORED_MIN_LEVEL
-                    rows = await conn.fetch(_chunks_query(1), rid, last * TILE_WIDTH, size)
-                    chunks[last] = _chunk_of(rid, last, size, rows)
+                    rows = await conn.fetch(tiles_query(1), rid, last * TILE_WIDTH, size)
+                    tiles[last] = _tile_of(rid, last, size, rows)
         # Requests only read nodes of sizes already taken in, below what is appended here.
         while len(log.levels) < len(grown):
             log.levels.append(bytearray())
@@ -439,7 +343,7 @@ class LogProofs:
             log.levels[k] += data
         try:
             await _check_parents(log.levels, before)
-            edge = right_edge(size, tile_lookup(log.node, chunks))
+            edge = right_edge(size, tile_lookup(log.node, tiles))
             if edge[0] != root:
                 raise StoredNodeError(f"the stored nodes do not give the root of size {size}")
         except StoredNodeError as exc:
@@ -448,7 +352,7 @@ class LogProofs:
             raise StoredNodeError(f"{rid!r}: {exc}") from exc
         log.size = max(size, log.size)
         log.sizes[size] = edge
-        while len(log.sizes) > _SIZES_PER_LOG:
+        while len(log.sizes) > self.sizes_per_log:
             log.sizes.popitem(last=False)
 
     def _evict(self, *, keep: str) -> None:
@@ -462,21 +366,21 @@ class LogProofs:
     # -- proofs ---------------------------------------------------------------------------
 
     async def inclusion(
-        self, rid: str, index: int, size: int, root: bytes, chunk_leaves: Sequence[bytes]
+        self, rid: str, index: int, size: int, root: bytes, tile_leaves: Sequence[bytes]
     ) -> list[bytes]:
         """The inclusion proof of leaf ``index`` in the tree of ``size`` leaves.
 
-        ``chunk_leaves`` are the leaf hashes of the leaf's aligned chunk, clipped to ``size``,
+        ``tile_leaves`` are the leaf hashes of the leaf's tile, clipped to ``size``,
         in log order (:attr:`InclusionRow.leaves`); ``root`` is the signed root of that size.
         """
         log = await self._nodes(rid, size, root)
         if log is not None:
-            return log.inclusion(index, size, chunk_leaves)
+            return log.inclusion(index, size, tile_leaves)
         start = index & -TILE_WIDTH
-        if len(chunk_leaves) != min(TILE_WIDTH, size - start):
-            raise StoredNodeError(f"{len(chunk_leaves)} leaves in the chunk at {start}")
-        chunks = {index >> STORED_MIN_LEVEL: tile_nodes(chunk_leaves)}
-        return await self._uncached(rid, inclusion_proof_nodes(index, size), size, chunks)
+        if len(tile_leaves) != min(TILE_WIDTH, size - start):
+            raise StoredNodeError(f"{len(tile_leaves)} leaves in the tile at {start}")
+        tiles = {index >> STORED_MIN_LEVEL: tile_nodes(tile_leaves)}
+        return await self._uncached(rid, inclusion_proof_nodes(index, size), size, tiles)
 
     async def consistency(
         self, rid: str, first: int, second: int, latest: int, root: bytes
@@ -489,13 +393,13 @@ class LogProofs:
         log = await self._nodes(rid, latest, root)
         if log is None:
             return await self._uncached(rid, plan, second, {})
-        chunks = await self._chunks(rid, plan, second, {})
-        return proof_from_nodes(plan, tile_lookup(log.node, chunks))
+        tiles = await self._tiles(rid, plan, second, {})
+        return proof_from_nodes(plan, tile_lookup(log.node, tiles))
 
-    async def _chunks(
+    async def _tiles(
         self, rid: str, plan: Sequence[Sequence[NodeId]], size: int, have: dict[int, TileNodes]
     ) -> dict[int, TileNodes]:
-        """``have`` and levels 0..3 of every other chunk below the stored levels in ``plan``."""
+        """``have`` and levels 0..3 of every other tile below the stored levels in ``plan``."""
         wanted = sorted(
             {
                 position >> (STORED_MIN_LEVEL - level)
@@ -509,28 +413,28 @@ class LogProofs:
             return have
         bounds = [b for c in wanted for b in (c * TILE_WIDTH, min((c + 1) * TILE_WIDTH, size))]
         with translated():
-            rows = await self._pool.fetch(_chunks_query(len(wanted)), rid, *bounds)
-        chunks = dict(have)
+            rows = await self._pool.fetch(tiles_query(len(wanted)), rid, *bounds)
+        tiles = dict(have)
         for c in wanted:
             mine = [r for r in rows if r[0] >> STORED_MIN_LEVEL == c]
-            chunks[c] = _chunk_of(rid, c, size, mine)
-        return chunks
+            tiles[c] = _tile_of(rid, c, size, mine)
+        return tiles
 
     async def _uncached(
         self,
         rid: str,
         plan: Sequence[Sequence[NodeId]],
         size: int,
-        chunks: dict[int, TileNodes],
+        tiles: dict[int, TileNodes],
     ) -> list[bytes]:
         """A proof in a log too large for the cache: every node read from the database."""
-        chunks = await self._chunks(rid, plan, size, chunks)
+        tiles = await self._tiles(rid, plan, size, tiles)
         needed = sorted(
             {node for element in plan for node in element if node.level >= STORED_MIN_LEVEL}
         )
         with translated():
             rows = await self._pool.fetch(
-                _NODES_BY_ID, rid, [n.level for n in needed], [n.position for n in needed]
+                NODES_BY_ID, rid, [n.level for n in needed], [n.position for n in needed]
             )
         stored = {(level, position): bytes(h) for level, position, h in rows}
 
@@ -540,7 +444,7 @@ class LogProofs:
                 raise StoredNodeError(f"node {(level, position)} of {rid!r} is not stored")
             return h
 
-        return proof_from_nodes(plan, tile_lookup(node, chunks))
+        return proof_from_nodes(plan, tile_lookup(node, tiles))
 
 
 async def _check_parents(levels: list[bytearray], before: Sequence[int]) -> None:
@@ -565,22 +469,28 @@ async def _check_parents(levels: list[bytearray], before: Sequence[int]) -> None
                 await asyncio.sleep(0)  # a first fill checks ~n/16 nodes: let requests run
 
 
-def _chunk_of(rid: str, chunk: int, size: int, rows: Iterable[Any]) -> TileNodes:
-    """Levels 0..3 of ``chunk`` from its ``(log_index, leaf_hash)`` rows, clipped to ``size``."""
+def _tile_of(rid: str, tile: int, size: int, rows: Iterable[Any]) -> TileNodes:
+    """Levels 0..3 of ``tile`` from its ``(log_index, leaf_hash)`` rows, clipped to ``size``."""
     leaves = [bytes(leaf) for _, leaf in sorted((r[0], r[1]) for r in rows)]
-    if len(leaves) != min(TILE_WIDTH, size - chunk * TILE_WIDTH):
-        raise StoredNodeError(f"{len(leaves)} sequenced ballots in chunk {chunk} of {rid!r}")
+    if len(leaves) != min(TILE_WIDTH, size - tile * TILE_WIDTH):
+        raise StoredNodeError(f"{len(leaves)} sequenced ballots in tile {tile} of {rid!r}")
     return tile_nodes(leaves)
 
 
 async def _node_range(
-    conn: asyncpg.pool.PoolConnectionProxy[Any], rid: str, level: int, begin: int, end: int
+    conn: asyncpg.pool.PoolConnectionProxy[Any],
+    rid: str,
+    level: int,
+    begin: int,
+    end: int,
+    page: int,
 ) -> bytes:
-    """Stored nodes of ``level`` at positions ``[begin, end)``, concatenated, page by page."""
+    """Stored nodes of ``level`` at positions ``[begin, end)``, concatenated, ``page`` at a
+    time."""
     parts = []
-    for lo in range(begin, end, _PAGE):
-        hi = min(lo + _PAGE, end)
-        row = await conn.fetchrow(_NODE_RANGE, rid, level, lo, hi)
+    for lo in range(begin, end, page):
+        hi = min(lo + page, end)
+        row = await conn.fetchrow(NODE_RANGE, rid, level, lo, hi)
         found = None if row is None else row["n"]
         if row is None or found != hi - lo:
             raise StoredNodeError(f"{found} of nodes {level}:[{lo}, {hi}) of {rid!r} stored")

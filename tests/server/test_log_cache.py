@@ -1,4 +1,4 @@
-"""Proofs from the per-process node cache (``server/log_proofs.py``).
+"""Proofs from the per-process node cache (``server/log_cache.py``).
 
 Every proof must equal the core's (``referendum_core.merkle``) and verify against the signed
 checkpoint it is served with: across blocks sealed after the cache was filled, for older tree
@@ -31,8 +31,8 @@ from referendum_core.merkle import (
 )
 from referendum_service.db import create_pool
 from referendum_service.settings import Settings
-from server import log_proofs
-from server.log_proofs import LogNodes, LogProofs
+from server import log_cache
+from server.log_cache import LogNodes, LogProofs
 from server.public_api import LOG_PROOFS_KEY
 from tests.batcher import LOG_ORIGIN, create_referendum, insert_ballots, make_signer
 from tests.helpers import running_app
@@ -137,14 +137,14 @@ async def test_cache_grows_with_new_blocks(database_url: str, tmp_path: Path) ->
 
 
 async def test_old_sizes_after_their_edges_left_the_cache(
-    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    database_url: str, tmp_path: Path
 ) -> None:
     """With room for two sizes only, each older size is taken in again, and right."""
-    monkeypatch.setattr(log_proofs, "_SIZES_PER_LOG", 2)
     signer, key_file = make_signer(tmp_path)
     sizes = await build_log(database_url, signer)
     bodies = await _bodies(database_url)
     async with running_app(app_settings(key_file, tmp_path), database_url) as client:
+        client.app[LOG_PROOFS_KEY].sizes_per_log = 2  # before any request fills the cache
         vkey = await verifier_key(client)
         for _ in range(2):
             for size in sizes:
@@ -191,13 +191,13 @@ async def test_concurrent_requests_share_queries(
     """Many requests at once (two sizes, unknown ballots, an unknown referendum) are answered
     from shared queries, each with its own ballot's bundle."""
     batches: list[int] = []
-    run = log_proofs._InclusionReader._run
+    run = log_cache._InclusionReader._run
 
     async def counting(reader: Any, batch: Any) -> None:
         batches.append(len(batch.hashes))
         await run(reader, batch)
 
-    monkeypatch.setattr(log_proofs._InclusionReader, "_run", counting)
+    monkeypatch.setattr(log_cache._InclusionReader, "_run", counting)
     signer, key_file = make_signer(tmp_path)
     sizes = await build_log(database_url, signer)
     bodies = await _bodies(database_url)
@@ -266,7 +266,7 @@ async def test_budget_evicts_the_least_recently_used_log(database_url: str, tmp_
             await _seal(database_url, signer, count, rid)
     pool = await create_pool(database_url, Settings(db_pool_min=1, db_pool_max=2))
     try:
-        one_log = 32 * (49 // 16 + 49 // 32) + log_proofs._SIZE_BYTES
+        one_log = 32 * (49 // 16 + 49 // 32) + log_cache._SIZE_BYTES
         proofs = LogProofs(pool, budget_bytes=one_log + 100)
         for rid in ("r-a", "r-b", "r-a"):
             bodies = await _bodies(database_url, rid)
