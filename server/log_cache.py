@@ -54,6 +54,7 @@ from referendum_core.merkle import (
     tile_nodes,
 )
 from referendum_service.db import translated
+from referendum_service.settings import Settings
 from referendum_service.store.log import (
     INCLUSION_AT,
     INCLUSION_LATEST,
@@ -257,10 +258,10 @@ class LogProofs:
         pool: asyncpg.Pool,
         budget_bytes: int,
         *,
-        page_nodes: int = 1 << 14,
-        sizes_per_log: int = 256,
-        query_slots: int = 4,
-        batch_max: int = 256,
+        page_nodes: int = Settings.proof_page_nodes,
+        sizes_per_log: int = Settings.proof_sizes_per_log,
+        query_slots: int = Settings.proof_query_slots,
+        batch_max: int = Settings.proof_batch_max,
     ) -> None:
         self._pool = pool
         self._budget = budget_bytes

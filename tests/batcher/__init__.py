@@ -18,9 +18,9 @@ from typing import Any
 import asyncpg
 from nacl.signing import SigningKey
 
-from batcher.service import NODE_MIN_LEVEL, LogSigner
+from batcher.service import LogSigner
 from referendum_core.block import Block, check_link
-from referendum_core.merkle import CompactRange, leaf_hash, root_from_leaf_hashes
+from referendum_core.merkle import STORED_MIN_LEVEL, CompactRange, leaf_hash, root_from_leaf_hashes
 from referendum_service.keys import load_or_create_key
 
 __all__ = [
@@ -199,6 +199,6 @@ async def verify_log(
     )
     for node in nodes:
         assert levels[node["level"]][node["position"]] == bytes(node["hash"]), "stored node"
-    expected = sum(len(level) for level in levels[NODE_MIN_LEVEL:])
+    expected = sum(len(level) for level in levels[STORED_MIN_LEVEL:])
     assert len(nodes) == expected, f"{len(nodes)} stored nodes, expected {expected}"
     return {"ballots": len(ballots), "blocks": len(blocks), "nodes": len(nodes)}

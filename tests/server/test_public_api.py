@@ -10,10 +10,11 @@ from typing import Any
 import asyncpg
 import pytest
 
-from batcher.service import NODE_MIN_LEVEL, LogSigner, seal_block
+from batcher.service import LogSigner, seal_block
 from referendum_core.block import Block, check_link
 from referendum_core.checkpoint import verify_checkpoint
 from referendum_core.merkle import EMPTY_ROOT, leaf_hash, verify_consistency, verify_inclusion
+from referendum_core.merkle import STORED_MIN_LEVEL as NODE_MIN_LEVEL
 from referendum_service.settings import Settings
 from server.public_api import STORED_NODE_MIN_LEVEL
 from tests.batcher import LOG_ORIGIN, create_referendum, insert_ballots, make_signer
