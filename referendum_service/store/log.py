@@ -34,7 +34,7 @@ class LogPositionSql(NamedTuple):
     ballot's log index is composed from these, so the log position's storage
     (``log_entries``, migration 022) is named here only. Range bounds must stay values or
     per-row parameters, never an array or a join (``docs/log.md`` §7, "Reading stored
-    chunks").
+    tiles").
     """
 
     index_of_hash: str
@@ -71,7 +71,7 @@ LOG_POSITION_SQL = LogPositionSql(
 # in array order (n from 1): its log index and body and, when that index is below the
 # checkpoint's size, the leaf hashes of its tile clipped to that size, in log order; the
 # first row also carries the checkpoint (the latest, or the first block of tree size $3).
-# The ballot is a lateral subquery with a LIMIT and the chunk an ARRAY subquery, so both run
+# The ballot is a lateral subquery with a LIMIT and the tile an ARRAY subquery, so both run
 # per hash with per-row parameters: a unique-index probe and an index range scan, whatever
 # the statistics say (no join the planner could turn into a scan of the referendum). The
 # tile's LIMIT (TILE_WIDTH) changes no result but keeps the estimate honest: without it a

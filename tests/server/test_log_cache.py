@@ -34,7 +34,7 @@ from referendum_service.settings import Settings
 from server import log_cache
 from server.log_cache import LogNodes, LogProofs
 from server.public_api import LOG_PROOFS_KEY
-from tests.batcher import LOG_ORIGIN, create_referendum, insert_ballots, make_signer
+from tests.batcher.logs import LOG_ORIGIN, create_referendum, insert_ballots, make_signer
 from tests.helpers import running_app
 from tests.server.test_public_api import BASE, RID, app_settings, build_log, get_json, verifier_key
 
@@ -302,3 +302,40 @@ async def test_a_referendum_id_postgresql_cannot_hold_is_unknown(
         ):
             problem = await get_json(client, path, 404)
             assert problem["type"].endswith("/unknown-referendum"), path
+
+
+async def test_knobs_bound_the_inclusion_queries(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With batch_max 2 and one query slot, seven reads at once take four queries of at most
+    two ballots, each answered with its own row; a small page reads the same nodes."""
+    batches: list[int] = []
+    run = log_cache._InclusionReader._run
+
+    async def counting(reader: Any, batch: Any) -> None:
+        batches.append(len(batch.hashes))
+        await run(reader, batch)
+
+    monkeypatch.setattr(log_cache._InclusionReader, "_run", counting)
+    signer, _ = make_signer(tmp_path)
+    conn = await asyncpg.connect(database_url)
+    try:
+        await create_referendum(conn, RID)
+    finally:
+        await conn.close()
+    size = await _seal(database_url, signer, 70)
+    bodies = await _bodies(database_url)
+    leaves = [leaf_hash(b) for b in bodies]
+    pool = await create_pool(database_url, Settings(db_pool_min=1, db_pool_max=2))
+    try:
+        proofs = LogProofs(pool, 1 << 20, page_nodes=1, query_slots=1, batch_max=2)
+        hashes = [hashlib.sha256(bodies[i]).digest() for i in range(7)]
+        rows = await asyncio.gather(*(proofs.read_inclusion(RID, h, None) for h in hashes))
+        assert sorted(batches) == [1, 2, 2, 2]
+        assert [r.log_index if r else None for r in rows] == list(range(7))
+        for index, row in enumerate(rows):
+            assert row is not None and row.root is not None and row.leaves is not None
+            proof = await proofs.inclusion(RID, index, size, row.root, row.leaves)
+            assert proof == inclusion_proof(leaves, index)
+    finally:
+        await pool.close()

@@ -17,7 +17,7 @@ from referendum_core.merkle import EMPTY_ROOT, leaf_hash, verify_consistency, ve
 from referendum_core.merkle import STORED_MIN_LEVEL as NODE_MIN_LEVEL
 from referendum_service.settings import Settings
 from server.public_api import STORED_NODE_MIN_LEVEL
-from tests.batcher import LOG_ORIGIN, create_referendum, insert_ballots, make_signer
+from tests.batcher.logs import LOG_ORIGIN, create_referendum, insert_ballots, make_signer
 from tests.helpers import running_app
 
 RID = "r-public"
