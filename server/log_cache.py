@@ -1,4 +1,4 @@
-"""Merkle proofs of the public log, assembled from a per-process cache of the stored nodes.
+"""The per-process cache of the public log's stored nodes, from which its proofs are served.
 
 The batcher stores every completed perfect subtree of level ≥ :data:`STORED_MIN_LEVEL`
 in ``log_nodes`` (``docs/log.md`` §7); nodes below are recomputed from the ≤ 16 leaves of

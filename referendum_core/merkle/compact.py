@@ -97,7 +97,7 @@ class CompactRange:
         size = self._size
         done: list[Subtree] = []
         report = done.append
-        sha = _sha256
+        sha = _sha256  # node hash inline: the batcher hashes every node of the log here
         for h in leaf_hashes:
             if not isinstance(h, bytes) or len(h) != HASH_SIZE:
                 self._size = size

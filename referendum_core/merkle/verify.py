@@ -12,7 +12,7 @@ from referendum_core.merkle.hashing import MalformedProof, RootMismatch, check_h
 
 __all__ = ["verify_consistency", "verify_inclusion"]
 
-_sha256 = hashlib.sha256
+_sha256 = hashlib.sha256  # node hash inline: an auditor verifies a proof per ballot
 
 
 def verify_inclusion(

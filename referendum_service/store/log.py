@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+import asyncpg
+
 from referendum_core.block import Block
 from referendum_core.merkle import TILE_WIDTH
 
@@ -152,7 +154,7 @@ LOGGED_BODIES = (
 """Rows ``(log_index, body)`` of referendum $1 below log index $2, in log order."""
 
 
-def block_from_row(referendum_id: str, row: Mapping[str, Any]) -> Block:
+def block_from_row(referendum_id: str, row: Mapping[str, Any] | asyncpg.Record) -> Block:
     """The :class:`Block` of a ``blocks`` row (any row holding its columns)."""
     return Block(
         referendum_id,
