@@ -4,7 +4,7 @@ A batcher holds, per referendum, one dedicated connection with a session-level a
 (:func:`leader_lock_key`). The same connection runs every sealing round, so a leader whose
 connection dies loses its lock and its open transaction together: it can never commit a block
 after a standby took over. A standby polls ``pg_try_advisory_lock`` every
-``STANDBY_POLL_S`` seconds and leads as soon as the lock is free.
+``settings.standby_poll_ms`` and leads as soon as the lock is free.
 
 One round (:func:`seal_block`) is one transaction:
 
@@ -16,14 +16,15 @@ One round (:func:`seal_block`) is one transaction:
    on and COPY them into ``log_entries`` with the block's height. The ballots themselves are
    neither read nor written (migration 022);
 3. extend the compact range with their leaf hashes (never rehashing the tree) and store the
-   perfect subtrees it completes at levels ≥ :data:`NODE_MIN_LEVEL` in ``log_nodes``;
+   perfect subtrees it completes at levels ≥
+   :data:`~referendum_core.merkle.STORED_MIN_LEVEL` in ``log_nodes``;
 4. sign the checkpoint, insert the block (a trigger checks it extends the chain) and move the
    head.
 
 A crash anywhere rolls the whole round back. A block closes at ``block_max_ballots`` ballots or
 once the oldest waiting ballot has waited ``block_max_ms``. When the referendum is no longer
 open the leader seals what is left and marks the last block final (an empty block when nothing
-was left), then stops. Every :data:`PENDING_VACUUM_EVERY` ballots it seals, the leader VACUUMs
+was left), then stops. Every ``settings.pending_vacuum_every`` ballots it seals, the leader VACUUMs
 the queue (:class:`PendingVacuum`), whose dead rows would otherwise slow every later round.
 """
 
@@ -40,16 +41,13 @@ import structlog
 
 from referendum_core.block import Block
 from referendum_core.checkpoint import Checkpoint, sign_checkpoint, verifier_key_string
-from referendum_core.merkle import CompactRange
+from referendum_core.merkle import STORED_MIN_LEVEL, CompactRange
 from referendum_service.db import translated, vacuum
 from referendum_service.keys import ServiceKey
 from referendum_service.settings import Settings
 
 __all__ = [
     "CLOSED_STATES",
-    "NODE_MIN_LEVEL",
-    "PENDING_VACUUM_EVERY",
-    "STANDBY_POLL_S",
     "LogSigner",
     "PendingVacuum",
     "ReferendumBatcher",
@@ -61,20 +59,10 @@ __all__ = [
 
 log = structlog.get_logger("batcher")
 
-NODE_MIN_LEVEL = 4
-"""Lowest level of the Merkle nodes stored in ``log_nodes`` (fixed by migration 020)."""
-
-STANDBY_POLL_S = 0.5
-"""How often a standby tries to take the leader lock."""
-
 CLOSED_STATES = frozenset({"closed", "tallied", "published"})
 """Referendum states in which no ballot is accepted any more: the log is finalised."""
 
-PENDING_VACUUM_EVERY = 100_000
-"""Ballots a leader seals between two VACUUMs of ``log_pending`` (its dead rows)."""
-
 _BALLOT_ID = operator.itemgetter(1)
-_DISCOVERY_POLL_S = 2.0
 _ERROR_BACKOFF_S = 1.0
 
 # The round takes the oldest waiting ballots (lowest ids) out of log_pending with their leaf
@@ -205,7 +193,7 @@ async def seal_block(
                 ],
                 columns=["referendum_id", "log_index", "ballot_id", "block_height", "leaf_hash"],
             )
-        completed = tree.extend([r[2] for r in rows], min_level=NODE_MIN_LEVEL)
+        completed = tree.extend([r[2] for r in rows], min_level=STORED_MIN_LEVEL)
         if completed:
             await conn.copy_records_to_table(
                 "log_nodes",
@@ -269,7 +257,7 @@ class PendingVacuum:
     ballot. It runs outside any transaction; a failure is logged, never fatal.
     """
 
-    def __init__(self, every: int = PENDING_VACUUM_EVERY) -> None:
+    def __init__(self, every: int = Settings.pending_vacuum_every) -> None:
         self.every = every
         self.since = 0
 
@@ -300,8 +288,9 @@ class ReferendumBatcher:
         self.max_ms = max(0, settings.block_max_ms)
         # checks for waiting ballots this often, so a block closes within ~poll of its deadline
         self.poll_s = min(0.1, max(0.01, self.max_ms / 5000))
+        self.standby_poll_s = settings.standby_poll_ms / 1000
         self.stop = stop
-        self.vacuum = PendingVacuum()
+        self.vacuum = PendingVacuum(settings.pending_vacuum_every)
         self.is_leader = False
         self.final = False
 
@@ -337,7 +326,7 @@ class ReferendumBatcher:
         while not self.stop.is_set():
             if await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
                 break
-            await self._pause(STANDBY_POLL_S)
+            await self._pause(self.standby_poll_s)
         else:
             return
         self.is_leader = True
@@ -411,6 +400,7 @@ async def run_batcher(
         await ReferendumBatcher(dsn, referendum_id, signer, settings, stop).run()
         return
     tasks: dict[str, asyncio.Task[None]] = {}
+    discovery_poll_s = settings.discovery_poll_ms / 1000
     try:
         while not stop.is_set():
             try:
@@ -434,7 +424,7 @@ async def run_batcher(
                     batcher = ReferendumBatcher(dsn, rid, signer, settings, stop)
                     tasks[rid] = asyncio.create_task(batcher.run(), name=f"batcher-{rid}")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=_DISCOVERY_POLL_S)
+                await asyncio.wait_for(stop.wait(), timeout=discovery_poll_s)
     finally:
         stop.set()
         if tasks:

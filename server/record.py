@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 
 from referendum_core.record import RECORD_FILES, RECORD_FORMAT, digest_chunks
-from referendum_service.store.log import block_from_row
+from referendum_service.store.log import LOGGED_BODIES, block_from_row
 from referendum_service.store.tallies import load_result, load_shares, load_tally, load_trustees
 from server.errors import Conflict
 from server.referendums import load_referendum
@@ -104,14 +104,7 @@ async def _export(conn: Any, referendum_id: str, out: Path, log_key: str) -> str
 
     with (out / "ballots.bin").open("wb") as handle:
         expected = 0
-        async for row in _stream(
-            conn,
-            "SELECT e.log_index, b.body FROM log_entries AS e"
-            " JOIN ballots AS b ON b.id = e.ballot_id"
-            " WHERE e.referendum_id = $1 AND e.log_index < $2 ORDER BY e.log_index",
-            referendum_id,
-            tally.folded_size,
-        ):
+        async for row in _stream(conn, LOGGED_BODIES, referendum_id, tally.folded_size):
             if row["log_index"] != expected:
                 raise RuntimeError(f"log index {expected} of {referendum_id} is missing")
             body = bytes(row["body"])
@@ -136,12 +129,13 @@ async def _export(conn: Any, referendum_id: str, out: Path, log_key: str) -> str
             "SELECT * FROM supersessions WHERE referendum_id = $1 ORDER BY superseded_index",
             referendum_id,
         ):
-            handle.write(orjson.dumps({
+            entry = {
                 "superseded_index": row["superseded_index"],
                 "superseded_hash": bytes(row["superseded_hash"]).hex(),
                 "superseding_index": row["superseding_index"],
                 "superseding_hash": bytes(row["superseding_hash"]).hex(),
-            }) + b"\n")  # fmt: skip
+            }
+            handle.write(orjson.dumps(entry) + b"\n")
 
     _write_json(out / "tally.json", tally.to_json(ref.options))
     _write_json(out / "trustees.json", await load_trustees(conn, referendum_id))

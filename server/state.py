@@ -15,7 +15,7 @@ from aiohttp import web
 
 from referendum_service.settings import Settings
 from server.ingest import BallotBox
-from server.log_proofs import LogProofs
+from server.log_cache import LogProofs
 from server.roll import ChunkTreeCache
 
 __all__ = [
@@ -42,7 +42,7 @@ LOG_VERIFIER_KEY = web.AppKey("log_verifier_key", str)
 """The C2SP verifier key of the log's checkpoints."""
 
 LOG_PROOFS_KEY = web.AppKey("log_proofs", LogProofs)
-"""This process's cache of stored log nodes (:class:`server.log_proofs.LogProofs`)."""
+"""This process's cache of stored log nodes (:class:`server.log_cache.LogProofs`)."""
 
 ROLL_EXECUTOR_KEY = web.AppKey("roll_executor", ThreadPoolExecutor)
 """Worker threads checking credential keys during roll imports."""

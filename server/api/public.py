@@ -10,10 +10,10 @@ Routes (all ``GET``)::
     /v1/keys/log                                               the checkpoint verifier key
 
 Proofs are assembled from stored nodes, never by recomputing the tree
-(:mod:`server.log_proofs`): the nodes of level ≥ 4 that the batcher wrote to ``log_nodes``
+(:mod:`server.log_cache`): the nodes of level ≥ 4 that the batcher wrote to ``log_nodes``
 are cached in memory per process, those below are recomputed from the ≤ 16 leaves of their
-aligned chunk. An inclusion proof is a share of one query (the checkpoint, the ballot's log
-index, body and chunk), which requests arriving together share. See ``docs/log.md`` §7.
+aligned tile. An inclusion proof is a share of one query (the checkpoint, the ballot's log
+index, body and tile), which requests arriving together share. See ``docs/log.md`` §7.
 
 Chunks of ballots are always read as ``log_entries.log_index`` *ranges* whose bounds are
 values (then joined to ``ballots`` by id for the bodies), never by ``log_index = ANY(array)``
@@ -35,13 +35,14 @@ from referendum_core.checkpoint import verifier_key_string
 from referendum_service.db import acquire, translated
 from referendum_service.keys import load_or_create_key
 from referendum_service.store.blocks import block_at, log_head
+from referendum_service.store.log import LOG_POSITION_SQL
 from server.errors import BadRequest, NotFound
 from server.http import IMMUTABLE, cached_json_response, integer
 from server.http import ballot_hash as parse_ballot_hash
-from server.log_proofs import LOG_POSITION_SQL, STORED_NODE_MIN_LEVEL, LogProofs
+from server.log_cache import LogProofs
 from server.state import LOG_PROOFS_KEY, LOG_VERIFIER_KEY, POOL_KEY, SETTINGS_KEY
 
-__all__ = ["STORED_NODE_MIN_LEVEL", "setup"]
+__all__ = ["setup"]
 
 _LATEST = "no-cache"
 _DEFAULT_LIMIT = 1000
@@ -50,7 +51,7 @@ _MAX_LIMIT = 10000
 
 # ---------------------------------------------------------------------------------------------
 # Reads (the block and the head are shared store queries; a ballot page is composed from the
-# log-position SQL of server.log_proofs)
+# log-position SQL of referendum_service.store.log)
 
 _BLOCK_BALLOTS = (
     "SELECT p.log_index, p.ballot_hash, p.body, p.voter_id FROM ("  # noqa: S608 (a template)
@@ -162,8 +163,8 @@ async def block_ballots(request: web.Request) -> web.Response:
 async def inclusion(request: web.Request) -> web.Response:
     """The inclusion proof bundle of a ballot against the latest or a given checkpoint.
 
-    A share of one query (checkpoint, log index, body, the leaves of the ballot's chunk);
-    the nodes above the chunk come from this process's cache (:mod:`server.log_proofs`).
+    A share of one query (checkpoint, log index, body, the leaves of the ballot's tile);
+    the nodes above the tile come from this process's cache (:mod:`server.log_cache`).
     """
     rid = _rid(request)
     ballot_hash = parse_ballot_hash(request.match_info["ballot_hash"], any_case=True)
@@ -232,7 +233,14 @@ async def _log_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS_KEY]
     key = load_or_create_key(settings.log_key_file, settings.data_dir, "log")
     app[LOG_VERIFIER_KEY] = verifier_key_string(settings.log_origin, key.public_key)
-    proofs = app[LOG_PROOFS_KEY] = LogProofs(app[POOL_KEY], settings.proof_cache_mb << 20)
+    proofs = app[LOG_PROOFS_KEY] = LogProofs(
+        app[POOL_KEY],
+        settings.proof_cache_mb << 20,
+        page_nodes=settings.proof_page_nodes,
+        sizes_per_log=settings.proof_sizes_per_log,
+        query_slots=settings.proof_query_slots,
+        batch_max=settings.proof_batch_max,
+    )
     yield
     await proofs.close()
 

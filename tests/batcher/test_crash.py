@@ -10,7 +10,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.batcher import (
+from tests.batcher.logs import (
     batcher_env,
     create_referendum,
     insert_ballots,

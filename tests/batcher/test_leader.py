@@ -10,24 +10,17 @@ import asyncpg
 
 from batcher.service import ReferendumBatcher, seal_block
 from referendum_service.settings import Settings
-from tests.batcher import (
+from tests.batcher.logs import (
     batcher_env,
     create_referendum,
     insert_ballots,
     make_signer,
     start_batcher,
     verify_log,
+    wait_for,
 )
 
 RID = "r-leader"
-
-
-async def _wait_for(conn: asyncpg.Connection, query: str, timeout: float = 30.0) -> None:
-    """Poll ``query`` (a boolean) until true; fail after ``timeout`` seconds."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await conn.fetchval(query):
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {query}"
-        await asyncio.sleep(0.05)
 
 
 async def test_two_sealers_racing_never_fork(database_url: str, tmp_path: Path) -> None:
@@ -58,7 +51,7 @@ async def test_two_sealers_racing_never_fork(database_url: str, tmp_path: Path) 
     try:
         feeder = asyncio.create_task(feed())
         racers = [asyncio.create_task(race(c)) for c in (first, second)]
-        await _wait_for(setup, "SELECT count(*) >= 200 FROM blocks")
+        await wait_for(setup, "SELECT count(*) >= 200 FROM blocks")
         stop.set()
         await feeder
         counts = await asyncio.gather(*racers)
@@ -82,14 +75,14 @@ async def test_only_one_of_two_batchers_leads(database_url: str, tmp_path: Path)
     tasks = [asyncio.create_task(s.run()) for s in services]
     try:
         await insert_ballots(conn, RID, 50)
-        await _wait_for(conn, "SELECT count(*) = 50 FROM log_entries")
+        await wait_for(conn, "SELECT count(*) = 50 FROM log_entries")
         leaders = [s.is_leader for s in services]
         assert sorted(leaders) == [False, True]
         leader = leaders.index(True)
         stops[leader].set()
         await asyncio.wait_for(tasks[leader], timeout=30)
         await insert_ballots(conn, RID, 30)
-        await _wait_for(conn, "SELECT count(*) = 80 FROM log_entries")
+        await wait_for(conn, "SELECT count(*) = 80 FROM log_entries")
         assert services[1 - leader].is_leader
         await verify_log(conn, RID, signer.verifier_key())
     finally:
@@ -109,10 +102,10 @@ async def test_standby_takes_over_after_sigkill(database_url: str, tmp_path: Pat
         await create_referendum(conn, RID)
         await insert_ballots(conn, RID, 10)
         processes.append(await start_batcher(env, RID))
-        await _wait_for(conn, "SELECT count(*) = 10 FROM log_entries")
+        await wait_for(conn, "SELECT count(*) = 10 FROM log_entries")
         processes.append(await start_batcher(env, RID))
         # the standby is up once it has a session polling for the lock
-        await _wait_for(
+        await wait_for(
             conn,
             "SELECT count(*) = 2 FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()",
@@ -120,7 +113,7 @@ async def test_standby_takes_over_after_sigkill(database_url: str, tmp_path: Pat
         processes[0].send_signal(signal.SIGKILL)
         await processes[0].wait()
         await insert_ballots(conn, RID, 10)
-        await _wait_for(conn, "SELECT count(*) = 20 FROM log_entries", timeout=15)
+        await wait_for(conn, "SELECT count(*) = 20 FROM log_entries", timeout=15)
         assert processes[1].returncode is None
         processes[1].send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(processes[1].wait(), timeout=30) == 0
@@ -131,3 +124,11 @@ async def test_standby_takes_over_after_sigkill(database_url: str, tmp_path: Pat
                 process.kill()
                 await process.wait()
         await conn.close()
+
+
+def test_batcher_timings_come_from_settings(tmp_path: Path) -> None:
+    """The standby poll and the queue's VACUUM cadence are the settings' values."""
+    signer, _ = make_signer(tmp_path)
+    settings = Settings(standby_poll_ms=250, pending_vacuum_every=7)
+    batcher = ReferendumBatcher("postgresql://unused", RID, signer, settings, asyncio.Event())
+    assert batcher.standby_poll_s == 0.25 and batcher.vacuum.every == 7

@@ -16,7 +16,7 @@ import pytest
 
 from batcher.service import _TAKE_BALLOTS, PendingVacuum, seal_block
 from referendum_core.merkle import leaf_hash
-from tests.batcher import (
+from tests.batcher.logs import (
     insert_ballots,
     make_signer,
     open_referendum_connection,

@@ -12,7 +12,7 @@ import pytest
 from batcher.service import ReferendumBatcher, leader_lock_key, run_batcher, seal_block
 from referendum_core.merkle import CompactRange, leaf_hash
 from referendum_service.settings import Settings
-from tests.batcher import (
+from tests.batcher.logs import (
     create_referendum,
     insert_ballots,
     make_signer,
@@ -20,6 +20,7 @@ from tests.batcher import (
     random_body,
     set_state,
     verify_log,
+    wait_for,
 )
 
 RID = "r-seal"
@@ -157,7 +158,7 @@ async def test_service_closes_blocks_by_count_and_time(
     task = asyncio.create_task(service.run())
     try:
         await insert_ballots(conn, RID, 12)
-        await _wait_for(conn, "SELECT count(*) = 12 FROM log_entries")
+        await wait_for(conn, "SELECT count(*) = 12 FROM log_entries")
         assert (
             await conn.fetchval("SELECT pg_try_advisory_lock($1)", leader_lock_key(RID)) is False
         ), "the service holds the leader lock"
@@ -187,9 +188,9 @@ async def test_batcher_serves_every_referendum(
     try:
         for rid in (RID, "r-other"):
             await insert_ballots(conn, rid, 7)
-        await _wait_for(conn, "SELECT count(*) = 14 FROM log_entries")
+        await wait_for(conn, "SELECT count(*) = 14 FROM log_entries")
         await set_state(conn, "r-other", "closed")
-        await _wait_for(conn, "SELECT final FROM log_heads WHERE referendum_id = 'r-other'")
+        await wait_for(conn, "SELECT final FROM log_heads WHERE referendum_id = 'r-other'")
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=30)
@@ -198,11 +199,3 @@ async def test_batcher_serves_every_referendum(
     assert (
         await conn.fetchval("SELECT count(*) FROM log_heads WHERE referendum_id = 'r-draft'") == 0
     )
-
-
-async def _wait_for(conn: asyncpg.Connection, query: str, timeout: float = 30.0) -> None:
-    """Poll ``query`` (a boolean) until true; fail after ``timeout`` seconds."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await conn.fetchval(query):
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {query}"
-        await asyncio.sleep(0.05)

@@ -8,8 +8,7 @@ import asyncpg
 
 from batcher.service import seal_block
 from server.referendums import referendum_status
-
-from . import create_referendum, insert_ballots, make_signer
+from tests.batcher.logs import create_referendum, insert_ballots, make_signer
 
 
 async def test_status_adds_sequenced_and_waiting_ballots(database_url: str, tmp_path: Path) -> None:

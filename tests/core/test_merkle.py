@@ -150,7 +150,7 @@ def test_inclusion_proofs_match_reference_and_verify(case: tuple[int, int]) -> N
     acc = merkle.CompactRange()
     stored = {(s.level, s.position): s.hash for s in acc.extend(ls)}
     plan = merkle.inclusion_proof_nodes(i, n)
-    assert merkle.proof_from_node_hashes(plan, stored) == p
+    assert merkle.proof_from_nodes(plan, merkle.node_lookup(stored)) == p
 
 
 @SETTINGS
@@ -169,7 +169,8 @@ def test_consistency_proofs_match_reference_and_verify(case: tuple[int, int]) ->
     merkle.verify_consistency(m, n, p, mth(es[:m]), mth(es))
     acc = merkle.CompactRange()
     stored = {(s.level, s.position): s.hash for s in acc.extend(ls)}
-    assert merkle.proof_from_node_hashes(merkle.consistency_proof_nodes(m, n), stored) == p
+    plan = merkle.consistency_proof_nodes(m, n)
+    assert merkle.proof_from_nodes(plan, merkle.node_lookup(stored)) == p
 
 
 def _mutate(data: st.DataObject, p: list[bytes]) -> list[bytes]:
@@ -337,7 +338,7 @@ def test_missing_stored_node_is_named() -> None:
     stored = {(s.level, s.position): s.hash for s in acc.extend(ls)}
     del stored[(1, 2)]
     with pytest.raises(merkle.InvalidTreeSize) as err:
-        merkle.proof_from_node_hashes(merkle.inclusion_proof_nodes(0, 6), stored)
+        merkle.proof_from_nodes(merkle.inclusion_proof_nodes(0, 6), merkle.node_lookup(stored))
     assert "(1, 2)" in str(err.value)
 
 
@@ -351,7 +352,19 @@ def test_root_of_past_size_from_stored_nodes() -> None:
         assert merkle.subtree_hash_from_nodes(hashes) == merkle.root_from_leaf_hashes(ls[:n])
 
 
-@pytest.mark.parametrize("module", ["merkle", "checkpoint", "block"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "merkle.hashing",
+        "merkle.proof",
+        "merkle.verify",
+        "merkle.compact",
+        "merkle.stored",
+        "merkle.tiles",
+        "checkpoint",
+        "block",
+    ],
+)
 def test_documented_examples_run(module: str) -> None:
     """The >>> examples in the log core's docstrings run and give the output shown."""
     import doctest

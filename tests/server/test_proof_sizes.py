@@ -9,7 +9,7 @@ import asyncpg
 
 from batcher.service import seal_block
 from referendum_core.merkle import inclusion_proof, leaf_hash, verify_inclusion
-from tests.batcher import insert_ballots, make_signer
+from tests.batcher.logs import insert_ballots, make_signer
 from tests.helpers import running_app
 from tests.server.test_public_api import BASE, RID, app_settings, build_log, get_json
 

@@ -12,13 +12,12 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from batcher.service import NODE_MIN_LEVEL, LogSigner, seal_block
+from batcher.service import LogSigner, seal_block
 from referendum_core.block import Block, check_link
 from referendum_core.checkpoint import verify_checkpoint
 from referendum_core.merkle import EMPTY_ROOT, leaf_hash, verify_consistency, verify_inclusion
 from referendum_service.settings import Settings
-from server.api.public import STORED_NODE_MIN_LEVEL
-from tests.batcher import LOG_ORIGIN, create_referendum, insert_ballots, make_signer
+from tests.batcher.logs import LOG_ORIGIN, create_referendum, insert_ballots, make_signer
 from tests.helpers import running_app
 
 RID = "r-public"
@@ -67,11 +66,6 @@ async def get_json(client: Any, path: str, status: int = 200) -> Any:
 async def verifier_key(client: Any) -> str:
     """The log's verifier key as the API publishes it."""
     return str((await get_json(client, "/v1/keys/log"))["verifier_key"])
-
-
-def test_stored_levels_agree() -> None:
-    """The read API recomputes exactly the node levels the batcher does not store."""
-    assert STORED_NODE_MIN_LEVEL == NODE_MIN_LEVEL
 
 
 async def test_checkpoint_is_latest_and_signed(log_client: Any) -> None:

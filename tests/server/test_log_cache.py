@@ -1,4 +1,4 @@
-"""Proofs from the per-process node cache (``server/log_proofs.py``).
+"""Proofs from the per-process node cache (``server/log_cache.py``).
 
 Every proof must equal the core's (``referendum_core.merkle``) and verify against the signed
 checkpoint it is served with: across blocks sealed after the cache was filled, for older tree
@@ -9,6 +9,7 @@ damaged node.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import random
 from pathlib import Path
@@ -20,114 +21,42 @@ import pytest
 from batcher.service import LogSigner, seal_block
 from referendum_core.checkpoint import verify_checkpoint
 from referendum_core.merkle import (
+    StoredNodeError,
     consistency_proof,
     inclusion_proof,
     leaf_hash,
+    right_edge,
     root_from_leaf_hashes,
     verify_consistency,
     verify_inclusion,
 )
 from referendum_service.db import create_pool
 from referendum_service.settings import Settings
-from server import log_proofs
-from server.log_proofs import (
-    CHUNK,
-    STORED_NODE_MIN_LEVEL,
-    LogNodes,
-    LogProofs,
-    StoredNodeError,
-    right_edge,
-)
+from server import log_cache
+from server.log_cache import LogNodes, LogProofs
 from server.state import LOG_PROOFS_KEY
-from tests.batcher import LOG_ORIGIN, create_referendum, insert_ballots, make_signer
+from tests.batcher.logs import LOG_ORIGIN, create_referendum, insert_ballots, make_signer
 from tests.helpers import running_app
 from tests.server.test_public_api import BASE, RID, app_settings, build_log, get_json, verifier_key
 
 # ---------------------------------------------------------------------------------------------
-# The cache alone, against the core
+# The cache alone (its proofs are the core's: tests/core/test_merkle_stored.py)
+
+
+def test_cache_refuses_a_size_it_never_took_in() -> None:
+    """A LogNodes holding the nodes of a larger tree still refuses a size it never checked."""
+    leaves = [leaf_hash(i.to_bytes(4, "big")) for i in range(100)]
+    log = LogNodes()
+    log.size = len(leaves)
+    for size in (64, 100):
+        log.sizes[size] = right_edge(size, lambda lvl, pos: _perfect(leaves, lvl, pos))
+    with pytest.raises(StoredNodeError):
+        log.inclusion(3, 80, leaves[0:16])  # a size never taken in
+    assert 80 not in log.sizes and log.holds(64) and not log.holds(80)
 
 
 def _perfect(leaves: list[bytes], level: int, position: int) -> bytes:
     return root_from_leaf_hashes(leaves[position << level : (position + 1) << level])
-
-
-def _cache(leaves: list[bytes], sizes: list[int]) -> LogNodes:
-    """A LogNodes holding the stored levels of the tree of all ``leaves``, and the right
-    edges of each of ``sizes``, built from the core's hashes."""
-    log = LogNodes()
-    log.size = len(leaves)
-    for level in range(STORED_NODE_MIN_LEVEL, len(leaves).bit_length()):
-        count = len(leaves) >> level
-        log.levels.append(bytearray(b"".join(_perfect(leaves, level, p) for p in range(count))))
-    for size in sizes:
-        log.sizes[size] = right_edge(size, lambda lvl, pos: _perfect(leaves, lvl, pos))
-    return log
-
-
-def _chunk(leaves: list[bytes], index: int, size: int) -> list[bytes]:
-    start = index - index % CHUNK
-    return leaves[start : min(start + CHUNK, size)]
-
-
-def test_right_edge_gives_every_root() -> None:
-    leaves = [leaf_hash(i.to_bytes(4, "big")) for i in range(300)]
-    for size in range(1, 301):
-        edge = right_edge(size, lambda lvl, pos: _perfect(leaves, lvl, pos))
-        assert edge[0] == root_from_leaf_hashes(leaves[:size]), size
-        for begin, h in edge.items():
-            assert h == root_from_leaf_hashes(leaves[begin:size]), (size, begin)
-
-
-def test_cached_inclusion_equals_core_for_every_small_tree() -> None:
-    """Every index of every size up to 140, from one cache filled for a larger tree: nodes
-    beyond a size must never leak into its proofs."""
-    leaves = [leaf_hash(i.to_bytes(4, "big")) for i in range(200)]
-    sizes = list(range(1, 141))
-    log = _cache(leaves, sizes)
-    for size in sizes:
-        for index in range(size):
-            expected = inclusion_proof(leaves[:size], index)
-            got = log.inclusion(index, size, _chunk(leaves, index, size))
-            assert got == expected, (index, size)
-
-
-def test_cached_inclusion_equals_core_for_larger_trees() -> None:
-    leaves = [leaf_hash(i.to_bytes(4, "big")) for i in range(5000)]
-    sizes = [1024, 1040, 1041, 2047, 2048, 2049, 4097, 4111, 4112, 5000]
-    log = _cache(leaves, sizes)
-    pick = random.Random(5)
-    for size in sizes:
-        indexes = {0, size - 1, size // 2, *pick.sample(range(size), 40)}
-        for index in indexes:
-            expected = inclusion_proof(leaves[:size], index)
-            assert log.inclusion(index, size, _chunk(leaves, index, size)) == expected
-
-
-def test_cache_refuses_what_it_does_not_hold() -> None:
-    leaves = [leaf_hash(i.to_bytes(4, "big")) for i in range(100)]
-    log = _cache(leaves, [64, 100])
-    with pytest.raises(StoredNodeError):
-        log.inclusion(3, 80, _chunk(leaves, 3, 80))  # a size never taken in
-    with pytest.raises(StoredNodeError):
-        log.inclusion(3, 100, _chunk(leaves, 3, 100)[:-1])  # a chunk short of a leaf
-    wrong = _chunk(leaves, 3, 100)
-    wrong[7] = leaf_hash(b"another ballot")  # a leaf the log does not hold
-    with pytest.raises(StoredNodeError):
-        log.inclusion(3, 100, wrong)
-    wrong = _chunk(leaves, 97, 100)
-    wrong[0] = leaf_hash(b"another ballot")  # the same in the partial last chunk
-    with pytest.raises(StoredNodeError):
-        log.inclusion(97, 100, wrong)
-    log = _cache(leaves[:17], [1, 17])
-    with pytest.raises(StoredNodeError):
-        log.inclusion(0, 1, [leaf_hash(b"another ballot")])  # a tree of one leaf
-    with pytest.raises(StoredNodeError):
-        log.inclusion(16, 17, [leaf_hash(b"another ballot")])  # a lone last leaf
-    assert log.inclusion(16, 17, leaves[16:17]) == inclusion_proof(leaves[:17], 16)
-    log = _cache(leaves, [64, 100])
-    log.levels[0] = log.levels[0][:32]  # keep node (4, 0) only
-    with pytest.raises(StoredNodeError):
-        log.inclusion(3, 100, _chunk(leaves, 3, 100))  # needs (4, 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,14 +138,14 @@ async def test_cache_grows_with_new_blocks(database_url: str, tmp_path: Path) ->
 
 
 async def test_old_sizes_after_their_edges_left_the_cache(
-    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    database_url: str, tmp_path: Path
 ) -> None:
     """With room for two sizes only, each older size is taken in again, and right."""
-    monkeypatch.setattr(log_proofs, "_SIZES_PER_LOG", 2)
     signer, key_file = make_signer(tmp_path)
     sizes = await build_log(database_url, signer)
     bodies = await _bodies(database_url)
-    async with running_app(app_settings(key_file, tmp_path), database_url) as client:
+    settings = dataclasses.replace(app_settings(key_file, tmp_path), proof_sizes_per_log=2)
+    async with running_app(settings, database_url) as client:
         vkey = await verifier_key(client)
         for _ in range(2):
             for size in sizes:
@@ -263,13 +192,13 @@ async def test_concurrent_requests_share_queries(
     """Many requests at once (two sizes, unknown ballots, an unknown referendum) are answered
     from shared queries, each with its own ballot's bundle."""
     batches: list[int] = []
-    run = log_proofs._InclusionReader._run
+    run = log_cache._InclusionReader._run
 
     async def counting(reader: Any, batch: Any) -> None:
         batches.append(len(batch.hashes))
         await run(reader, batch)
 
-    monkeypatch.setattr(log_proofs._InclusionReader, "_run", counting)
+    monkeypatch.setattr(log_cache._InclusionReader, "_run", counting)
     signer, key_file = make_signer(tmp_path)
     sizes = await build_log(database_url, signer)
     bodies = await _bodies(database_url)
@@ -320,7 +249,8 @@ async def test_a_damaged_node_is_never_served(
         ballot_hash = hashlib.sha256(bodies[0]).hexdigest()
         problem = await get_json(client, f"{BASE}/proof/inclusion/{ballot_hash}", 500)
         assert problem["type"].endswith("/internal")
-        assert client.app[LOG_PROOFS_KEY].cached(RID).size == 0  # nothing was taken in
+        cache = client.app[LOG_PROOFS_KEY].cached(RID)
+        assert cache is not None and cache.size == 0  # nothing was taken in
 
 
 async def test_budget_evicts_the_least_recently_used_log(database_url: str, tmp_path: Path) -> None:
@@ -337,7 +267,7 @@ async def test_budget_evicts_the_least_recently_used_log(database_url: str, tmp_
             await _seal(database_url, signer, count, rid)
     pool = await create_pool(database_url, Settings(db_pool_min=1, db_pool_max=2))
     try:
-        one_log = 32 * (49 // 16 + 49 // 32) + log_proofs._SIZE_BYTES
+        one_log = 32 * (49 // 16 + 49 // 32) + log_cache._SIZE_BYTES
         proofs = LogProofs(pool, budget_bytes=one_log + 100)
         for rid in ("r-a", "r-b", "r-a"):
             bodies = await _bodies(database_url, rid)
@@ -373,3 +303,40 @@ async def test_a_referendum_id_postgresql_cannot_hold_is_unknown(
         ):
             problem = await get_json(client, path, 404)
             assert problem["type"].endswith("/unknown-referendum"), path
+
+
+async def test_knobs_bound_the_inclusion_queries(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With batch_max 2 and one query slot, seven reads at once take four queries of at most
+    two ballots, each answered with its own row; a small page reads the same nodes."""
+    batches: list[int] = []
+    run = log_cache._InclusionReader._run
+
+    async def counting(reader: Any, batch: Any) -> None:
+        batches.append(len(batch.hashes))
+        await run(reader, batch)
+
+    monkeypatch.setattr(log_cache._InclusionReader, "_run", counting)
+    signer, _ = make_signer(tmp_path)
+    conn = await asyncpg.connect(database_url)
+    try:
+        await create_referendum(conn, RID)
+    finally:
+        await conn.close()
+    size = await _seal(database_url, signer, 70)
+    bodies = await _bodies(database_url)
+    leaves = [leaf_hash(b) for b in bodies]
+    pool = await create_pool(database_url, Settings(db_pool_min=1, db_pool_max=2))
+    try:
+        proofs = LogProofs(pool, 1 << 20, page_nodes=1, query_slots=1, batch_max=2)
+        hashes = [hashlib.sha256(bodies[i]).digest() for i in range(7)]
+        rows = await asyncio.gather(*(proofs.read_inclusion(RID, h, None) for h in hashes))
+        assert sorted(batches) == [1, 2, 2, 2]
+        assert [r.log_index if r else None for r in rows] == list(range(7))
+        for index, row in enumerate(rows):
+            assert row is not None and row.root is not None and row.leaves is not None
+            proof = await proofs.inclusion(RID, index, size, row.root, row.leaves)
+            assert proof == inclusion_proof(leaves, index)
+    finally:
+        await pool.close()
