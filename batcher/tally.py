@@ -29,7 +29,8 @@ from typing import Any
 import asyncpg
 import structlog
 
-from referendum_core.ballot import BallotSpec, ciphertext_bytes, plan
+from referendum_core.ballot import BallotSpec, plan
+from referendum_core.ballot_codec import ciphertext_bytes
 from referendum_core.elgamal import Ciphertext
 from referendum_core.group import Point
 from referendum_core.tally import fold, full_tally, split_ciphertexts, supersessions

@@ -21,10 +21,9 @@ from referendum_core.ballot import (
     TAG_PROOF01,
     BallotSpec,
     ballot_context,
-    ballot_from_json,
-    encode_body,
     verify_ballot,
 )
+from referendum_core.ballot_codec import ballot_from_json, encode_body
 from referendum_core.client import make_ballot, new_voter_key
 from referendum_core.elgamal import Ciphertext, aggregate_encoded, encrypt
 from referendum_core.group import Point, random_scalar

@@ -311,7 +311,8 @@ async def _verify_record(admin_dsn: str, count: int, out: Path) -> dict[str, Any
 def _bare_rate(out: Path, limit: int = 2000) -> float:
     """verify_canonical alone on one core (CPU time), over the record's first ballots."""
     from auditor.verify_election import read_roll
-    from referendum_core.ballot import BallotSpec, decode_canonical, verify_canonical
+    from referendum_core.ballot import BallotSpec, verify_canonical
+    from referendum_core.ballot_codec import decode_canonical
 
     ref = orjson.loads((out / "referendum.json").read_bytes())
     spec = BallotSpec.from_definition(ref)

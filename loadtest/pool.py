@@ -37,7 +37,8 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from referendum_core.ballot import BallotSpec, ballot_from_json, ballot_to_json, encode_body
+from referendum_core.ballot import BallotSpec
+from referendum_core.ballot_codec import ballot_from_json, ballot_to_json, encode_body
 from referendum_core.client import make_ballot, new_voter_key
 from referendum_core.group import Point, random_scalar, scalar_to_bytes
 

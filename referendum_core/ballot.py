@@ -1,4 +1,4 @@
-"""Encrypted, signed ballots: the one canonical encoding and its verification.
+"""Encrypted, signed ballots: the spec a referendum implies and the verification of a ballot.
 
 A ballot for a referendum with ``k`` options carries one exponential-ElGamal ciphertext per
 *explicit* option, a 0/1 proof for each, an optional proof that the number of selections is
@@ -7,20 +7,7 @@ within ``[min, max]``, and the voter's Ed25519 signature. For an exactly-one que
 reconstructs its ciphertext as ``(−ΣA_i, G − ΣB_i)``, so :attr:`VerifiedBallot.ciphertexts`
 always has one ciphertext per option.
 
-Canonical bytes (``docs/crypto.md`` §5), what the public log's leaf hash covers::
-
-    body      = "RBAL" ‖ u8 version=1
-              ‖ u8 len(referendum) ‖ referendum (UTF-8) ‖ u8 len(voter) ‖ voter (UTF-8)
-              ‖ u8 count ‖ count × ciphertext (130) ‖ count × 0/1 proof (128)
-              ‖ u8 L ‖ sum proof (64·L bytes; L = 0: none)
-    canonical = body ‖ signature (64)
-    signature = Ed25519(voter key, "referendum/v1/ballot-signature" ‖ 0x00 ‖ body)
-    ballot_hash = SHA-256(canonical)
-
-The JSON body the server accepts holds the same fields as lowercase hex strings::
-
-    {"referendum": str, "voter": str, "ciphertexts": [hex130, …], "proofs": [hex128, …],
-     "sum_proof": hex or null, "signature": hex64}
+The canonical bytes and the JSON form are :mod:`referendum_core.ballot_codec`.
 """
 
 from __future__ import annotations
@@ -28,57 +15,49 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import mmap
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, TypeAlias
+from typing import Any
 
 from nacl.bindings import crypto_sign_open
 from nacl.exceptions import CryptoError
 
-from referendum_core.elgamal import CIPHERTEXT_BYTES, Ciphertext
+from referendum_core.ballot_codec import (
+    MAX_OPTIONS,
+    SIGNATURE_BYTES,
+    BallotRecord,
+    ballot_from_json,
+    decode_canonical,
+    encode_body,
+    hex_field,
+    id_bytes,
+)
+from referendum_core.elgamal import Ciphertext
 from referendum_core.errors import BallotError, EncodingError, InvalidPoint, SignatureError
 from referendum_core.group import GENERATOR, Point, decode_key, transcript
 from referendum_core.proofs import DisjunctiveProof, verify_disjunctive, verify_zero_one
 
 __all__ = [
-    "MAGIC",
-    "MAX_ID_BYTES",
-    "MAX_OPTIONS",
-    "PROOF01_BYTES",
     "SIGNING_PREFIX",
     "TAG_CONTEXT",
     "TAG_PROOF01",
     "TAG_SUM",
     "BallotPlan",
-    "BallotRecord",
     "BallotSpec",
     "VerifiedBallot",
     "ballot_context",
-    "ballot_from_json",
-    "ballot_to_json",
-    "ciphertext_bytes",
-    "decode_canonical",
-    "encode_body",
     "plan",
     "verify_ballot",
     "verify_canonical",
     "verify_record",
-    "voter_of",
 ]
 
-MAGIC = b"RBAL\x01"
-MAX_ID_BYTES = 255
-MAX_OPTIONS = 64
-PROOF01_BYTES = 128
-SIGNATURE_BYTES = 64
 SIGNING_PREFIX = b"referendum/v1/ballot-signature\x00"
 TAG_CONTEXT = b"referendum/v1/ballot-context"
 TAG_PROOF01 = b"referendum/v1/proof01"
 TAG_SUM = b"referendum/v1/proof-sum"
-_FIELDS = frozenset({"referendum", "voter", "ciphertexts", "proofs", "sum_proof", "signature"})
 
 
 @dataclass(frozen=True)
@@ -123,7 +102,7 @@ class BallotSpec:
             raise BallotError(f"definition lacks {exc}", check="spec") from exc
         if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
             raise BallotError("options must be a list of names", check="spec")
-        spec = cls(rid, tuple(options), lo, hi, _hex_field(key_hex, "election_public_key", 33))
+        spec = cls(rid, tuple(options), lo, hi, hex_field(key_hex, "election_public_key", 33))
         plan(spec)
         return spec
 
@@ -157,18 +136,6 @@ class BallotPlan:
     explicit: int
     implied: bool
     sum_range: tuple[int, int] | None
-
-
-@dataclass(frozen=True)
-class BallotRecord:
-    """A ballot's fields, decoded from canonical bytes or JSON; nothing checked beyond shape."""
-
-    referendum_id: str
-    voter_id: str
-    ciphertexts: tuple[bytes, ...]
-    proofs: tuple[bytes, ...]
-    sum_proof: bytes | None
-    signature: bytes
 
 
 @dataclass(frozen=True)
@@ -220,7 +187,7 @@ def _plan(spec: BallotSpec) -> BallotPlan:
             "selection bounds must satisfy 0 <= min <= max <= k, max >= 1", check="spec"
         )
     try:
-        _id_bytes(spec.referendum_id, "referendum")
+        id_bytes(spec.referendum_id, "referendum")
     except EncodingError as exc:
         raise BallotError(
             "referendum id must be 1..255 printable UTF-8 bytes", check="spec"
@@ -234,228 +201,6 @@ def _plan(spec: BallotSpec) -> BallotPlan:
     # Each option is proven 0 or 1, so [0, explicit] needs no further proof.
     sum_range = None if (lo == 0 and hi == explicit) else (lo, hi)
     return BallotPlan(pk, explicit, implied, sum_range)
-
-
-# --- canonical bytes ---------------------------------------------------------------------
-
-
-def _id_bytes(value: str, field: str) -> bytes:
-    try:
-        raw = value.encode("utf-8", "strict") if value.isprintable() else b""
-    except UnicodeEncodeError:  # lone surrogates
-        raw = b""
-    if not 1 <= len(raw) <= MAX_ID_BYTES:
-        raise EncodingError(f"{field} must be 1..255 printable UTF-8 bytes", check=field)
-    return raw
-
-
-def encode_body(record: BallotRecord) -> bytes:
-    """The signed part of the canonical bytes (everything but the signature).
-
-    Requires a record whose fields have the right lengths (as from :func:`ballot_from_json`).
-    """
-    rid = _id_bytes(record.referendum_id, "referendum")
-    voter = _id_bytes(record.voter_id, "voter")
-    sum_proof = record.sum_proof or b""
-    return b"".join(
-        (
-            MAGIC,
-            struct.pack(">B", len(rid)),
-            rid,
-            struct.pack(">B", len(voter)),
-            voter,
-            struct.pack(">B", len(record.ciphertexts)),
-            *record.ciphertexts,
-            *record.proofs,
-            struct.pack(">B", len(sum_proof) // 64),
-            sum_proof,
-        )
-    )
-
-
-def decode_canonical(canonical: bytes) -> BallotRecord:
-    """Parse canonical signed-ballot bytes into their fields (no cryptographic checks).
-
-    Raises:
-        EncodingError: anything but exactly one well-formed canonical ballot.
-    """
-    if not isinstance(canonical, bytes | bytearray | memoryview):
-        raise EncodingError("canonical ballot must be bytes", check="body")
-    data = bytes(canonical)
-    try:
-        if data[:5] != MAGIC:
-            raise EncodingError("not a version-1 ballot", check="magic")
-        pos = 5
-        fields: list[str] = []
-        for name in ("referendum", "voter"):
-            n = data[pos]
-            raw = data[pos + 1 : pos + 1 + n]
-            pos += 1 + n
-            if len(raw) != n:
-                raise EncodingError("truncated", check=name)
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise EncodingError(f"{name} is not UTF-8", check=name) from exc
-            _id_bytes(text, name)
-            fields.append(text)
-        count = data[pos]
-        pos += 1
-        if count == 0:
-            raise EncodingError("a ballot has at least one ciphertext", check="ciphertexts")
-        cts = tuple(
-            data[pos + i * CIPHERTEXT_BYTES : pos + (i + 1) * CIPHERTEXT_BYTES]
-            for i in range(count)
-        )
-        pos += count * CIPHERTEXT_BYTES
-        proofs = tuple(
-            data[pos + i * PROOF01_BYTES : pos + (i + 1) * PROOF01_BYTES] for i in range(count)
-        )
-        pos += count * PROOF01_BYTES
-        branches = data[pos]
-        pos += 1
-        sum_proof = data[pos : pos + 64 * branches] if branches else None
-        pos += 64 * branches
-        signature = data[pos : pos + SIGNATURE_BYTES]
-        pos += SIGNATURE_BYTES
-    except IndexError as exc:
-        raise EncodingError("truncated ballot", check="length") from exc
-    if pos != len(data):
-        raise EncodingError("ballot length does not match its contents", check="length")
-    return BallotRecord(fields[0], fields[1], cts, proofs, sum_proof, signature)
-
-
-Buffer: TypeAlias = bytes | bytearray | memoryview | mmap.mmap
-"""What the field accessors read: stored bytes or a mapped file of many ballots."""
-
-# The tally and the auditor's scan read one field of millions of stored ballots; these skip
-# the full parse of decode_canonical (and the copy of everything but the field).
-
-
-def _voter_field(data: Buffer, offset: int) -> tuple[int, int]:
-    start = offset + 6 + data[offset + 5]
-    return start + 1, start + 1 + data[start]
-
-
-def voter_of(canonical: Buffer, offset: int = 0) -> str:
-    """The voter id of the canonical ballot starting at ``offset`` of ``canonical``.
-
-    Checks nothing but the field itself: for bytes :func:`decode_canonical` accepts it
-    returns that record's ``voter_id``.
-
-    >>> record = BallotRecord("r1", "v9", (bytes(130),), (bytes(128),), None, bytes(64))
-    >>> voter_of(encode_body(record) + record.signature)
-    'v9'
-
-    Raises:
-        EncodingError: the bytes end inside the field, or it is not UTF-8.
-    """
-    try:
-        start, end = _voter_field(canonical, offset)
-        raw = bytes(canonical[start:end])
-        if len(raw) != end - start:
-            raise EncodingError("truncated", check="voter")
-        return raw.decode("utf-8")
-    except IndexError as exc:
-        raise EncodingError("truncated ballot", check="length") from exc
-    except UnicodeDecodeError as exc:
-        raise EncodingError("voter is not UTF-8", check="voter") from exc
-
-
-def ciphertext_bytes(canonical: Buffer) -> bytes:
-    """The ballot's ciphertexts as one ``count × 130``-byte string, in option order.
-
-    Checks nothing but the field itself: for bytes :func:`decode_canonical` accepts it is
-    ``b"".join(record.ciphertexts)``.
-
-    >>> record = BallotRecord("r1", "v9", (bytes(130),), (bytes(128),), None, bytes(64))
-    >>> ciphertext_bytes(encode_body(record) + record.signature) == bytes(130)
-    True
-
-    Raises:
-        EncodingError: the bytes end inside the field.
-    """
-    try:
-        _, pos = _voter_field(canonical, 0)
-        end = pos + 1 + canonical[pos] * CIPHERTEXT_BYTES
-    except IndexError as exc:
-        raise EncodingError("truncated ballot", check="length") from exc
-    if end > len(canonical):
-        raise EncodingError("truncated ballot", check="length")
-    return bytes(canonical[pos + 1 : end])
-
-
-def _hex_field(value: Any, field: str, size: int | None) -> bytes:
-    if not isinstance(value, str):
-        raise EncodingError(f"{field} must be a hex string", check=field)
-    try:
-        raw = bytes.fromhex(value)
-    except ValueError as exc:
-        raise EncodingError(f"{field} is not hex", check=field) from exc
-    if raw.hex() != value:
-        raise EncodingError(f"{field} must be lowercase hex without spaces", check=field)
-    if size is not None and len(raw) != size:
-        raise EncodingError(f"{field} must be {size} bytes", check=field)
-    return raw
-
-
-def _hex_list(value: Any, field: str, size: int) -> tuple[bytes, ...]:
-    if not isinstance(value, list) or not 1 <= len(value) <= MAX_OPTIONS:
-        raise EncodingError(f"{field} must be a list of 1..{MAX_OPTIONS} items", check=field)
-    return tuple(_hex_field(item, f"{field}[{i}]", size) for i, item in enumerate(value))
-
-
-def ballot_from_json(body: Mapping[str, Any]) -> BallotRecord:
-    """Parse the JSON ballot body (already decoded) into a record, strictly.
-
-    Raises:
-        EncodingError: not an object, unknown or missing fields, wrong types or lengths.
-    """
-    if not isinstance(body, Mapping):
-        raise EncodingError("ballot must be a JSON object", check="body")
-    keys = set(body.keys())
-    if keys != _FIELDS:
-        missing, unknown = sorted(_FIELDS - keys), sorted(map(str, keys - _FIELDS))
-        raise EncodingError(
-            f"missing fields {missing}, unknown fields {unknown}", check="body.fields"
-        )
-    for name in ("referendum", "voter"):
-        if not isinstance(body[name], str):
-            raise EncodingError(f"{name} must be a string", check=name)
-        _id_bytes(body[name], name)
-    cts = _hex_list(body["ciphertexts"], "ciphertexts", CIPHERTEXT_BYTES)
-    proofs = _hex_list(body["proofs"], "proofs", PROOF01_BYTES)
-    raw_sum = body["sum_proof"]
-    sum_proof = None if raw_sum is None else _hex_field(raw_sum, "sum_proof", None)
-    if sum_proof is not None and not (
-        sum_proof and len(sum_proof) % 64 == 0 and len(sum_proof) <= 64 * 255
-    ):
-        raise EncodingError("sum_proof must be 64·L bytes, 1 <= L <= 255", check="sum_proof")
-    if len(proofs) != len(cts):
-        raise BallotError("one proof per ciphertext", check="proofs.count")
-    signature = _hex_field(body["signature"], "signature", SIGNATURE_BYTES)
-    return BallotRecord(body["referendum"], body["voter"], cts, proofs, sum_proof, signature)
-
-
-def ballot_to_json(canonical: bytes) -> dict[str, Any]:
-    """The JSON form of stored canonical bytes (inverse of the server's parsing).
-
-    Raises:
-        EncodingError: ``canonical`` is not a well-formed ballot.
-    """
-    return record_to_json(decode_canonical(canonical))
-
-
-def record_to_json(record: BallotRecord) -> dict[str, Any]:
-    """The JSON body for a record."""
-    return {
-        "referendum": record.referendum_id,
-        "voter": record.voter_id,
-        "ciphertexts": [c.hex() for c in record.ciphertexts],
-        "proofs": [p.hex() for p in record.proofs],
-        "sum_proof": None if record.sum_proof is None else record.sum_proof.hex(),
-        "signature": record.signature.hex(),
-    }
 
 
 # --- verification ------------------------------------------------------------------------

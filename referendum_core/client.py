@@ -21,15 +21,13 @@ from referendum_core.ballot import (
     SIGNING_PREFIX,
     TAG_PROOF01,
     TAG_SUM,
-    BallotRecord,
     BallotSpec,
     VerifiedBallot,
     ballot_context,
-    encode_body,
     plan,
-    record_to_json,
     verify_ballot,
 )
+from referendum_core.ballot_codec import BallotRecord, encode_body, record_to_json
 from referendum_core.elgamal import Ciphertext, encrypt
 from referendum_core.errors import BallotError, EncodingError
 from referendum_core.group import (

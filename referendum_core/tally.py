@@ -20,7 +20,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, MutableMapping, Sequence
 
-from referendum_core.ballot import BallotSpec, ciphertext_bytes, decode_canonical, plan
+from referendum_core.ballot import BallotSpec, plan
+from referendum_core.ballot_codec import ciphertext_bytes, decode_canonical
 from referendum_core.elgamal import CIPHERTEXT_BYTES, Ciphertext, aggregate_encoded
 from referendum_core.errors import BallotError
 from referendum_core.group import IDENTITY, Point
@@ -85,7 +86,7 @@ def split_ciphertexts(blob: bytes) -> tuple[bytes, ...]:
 def sum_explicit(blobs: Sequence[bytes], explicit: int) -> list[Ciphertext]:
     """Per-option sums of ballots' explicit ciphertexts, each blob ``explicit × 130`` bytes.
 
-    A blob is what :func:`referendum_core.ballot.ciphertext_bytes` returns (or a partial sum
+    A blob is what :func:`referendum_core.ballot_codec.ciphertext_bytes` returns (or a partial sum
     in the same layout); no blobs sum to the identity.
 
     >>> one = Ciphertext(Point.base_mul(2), Point.base_mul(3)).to_bytes()

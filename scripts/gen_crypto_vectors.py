@@ -23,14 +23,12 @@ from nacl.signing import SigningKey
 from referendum_core.ballot import (
     SIGNING_PREFIX,
     TAG_PROOF01,
-    BallotRecord,
     BallotSpec,
     ballot_context,
-    ballot_from_json,
-    encode_body,
     verify_ballot,
     verify_canonical,
 )
+from referendum_core.ballot_codec import BallotRecord, ballot_from_json, encode_body
 from referendum_core.client import make_spoilable_ballot
 from referendum_core.elgamal import aggregate, encrypt
 from referendum_core.errors import CoreError

@@ -19,7 +19,8 @@ from tqdm import tqdm
 from auditor.verify_election.record import read_roll
 from auditor.verify_election.report import ElectionReport
 from referendum_core import merkle
-from referendum_core.ballot import BallotSpec, ciphertext_bytes, plan, verify_canonical, voter_of
+from referendum_core.ballot import BallotSpec, plan, verify_canonical
+from referendum_core.ballot_codec import ciphertext_bytes, voter_of
 from referendum_core.errors import CoreError, EncodingError
 from referendum_core.tally import sum_explicit
 

@@ -13,7 +13,8 @@ from auditor.ballots import RollBallotVerifier
 from auditor.client import PublicLogClient
 from auditor.follow import AuditFailure, FollowResult, follow
 from referendum_core import merkle
-from referendum_core.ballot import BallotSpec, ballot_from_json, encode_body
+from referendum_core.ballot import BallotSpec
+from referendum_core.ballot_codec import ballot_from_json, encode_body
 from referendum_core.client import make_ballot
 from referendum_core.group import Point
 from referendum_core.roll import roll_leaf_hash

@@ -16,17 +16,19 @@ from referendum_core.ballot import (
     SIGNING_PREFIX,
     TAG_PROOF01,
     TAG_SUM,
-    BallotRecord,
     BallotSpec,
     ballot_context,
+    verify_ballot,
+    verify_canonical,
+)
+from referendum_core.ballot_codec import (
+    BallotRecord,
     ballot_from_json,
     ballot_to_json,
     ciphertext_bytes,
     decode_canonical,
     encode_body,
     record_to_json,
-    verify_ballot,
-    verify_canonical,
     voter_of,
 )
 from referendum_core.client import (

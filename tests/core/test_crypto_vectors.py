@@ -13,13 +13,8 @@ from typing import Any
 import pytest
 from nacl.signing import VerifyKey
 
-from referendum_core.ballot import (
-    BallotSpec,
-    ciphertext_bytes,
-    decode_canonical,
-    verify_canonical,
-    voter_of,
-)
+from referendum_core.ballot import BallotSpec, verify_canonical
+from referendum_core.ballot_codec import ciphertext_bytes, decode_canonical, voter_of
 from referendum_core.elgamal import Ciphertext
 from referendum_core.errors import CoreError
 from referendum_core.group import Point, scalar_from_bytes

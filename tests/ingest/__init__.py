@@ -11,12 +11,8 @@ import asyncpg
 import orjson
 from nacl.signing import SigningKey
 
-from referendum_core.ballot import (
-    SIGNING_PREFIX,
-    BallotSpec,
-    ballot_from_json,
-    encode_body,
-)
+from referendum_core.ballot import SIGNING_PREFIX, BallotSpec
+from referendum_core.ballot_codec import ballot_from_json, encode_body
 from referendum_core.client import make_ballot, new_voter_key
 from referendum_core.group import Point
 from referendum_service.settings import Settings

@@ -9,7 +9,8 @@ import orjson
 import pytest
 
 from loadtest.pool import BallotPool, canonical_bytes, generate_pool, json_body, voter_id
-from referendum_core.ballot import ballot_from_json, verify_canonical
+from referendum_core.ballot import verify_canonical
+from referendum_core.ballot_codec import ballot_from_json
 from referendum_core.client import voter_public_key
 from referendum_core.group import GENERATOR, scalar_from_bytes
 

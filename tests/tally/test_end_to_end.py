@@ -359,7 +359,8 @@ def options_swapped(root: Path) -> None:
 
 def superseded_ballot_counted(root: Path) -> None:
     """Drop a supersession and add the superseded ballot's ciphertexts to the tally."""
-    from referendum_core.ballot import verify_canonical, voter_of
+    from referendum_core.ballot import verify_canonical
+    from referendum_core.ballot_codec import voter_of
     from referendum_core.elgamal import Ciphertext
     from referendum_core.tally import tally_hash
 
