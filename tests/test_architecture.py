@@ -181,6 +181,51 @@ def test_third_party_imports_fit_the_layer() -> None:
     assert not wrong, "third-party imports against the layers:\n" + "\n".join(wrong)
 
 
+def _runtime_libraries() -> set[str]:
+    """Top-level modules installed by pyproject's runtime dependencies (no extras), with theirs."""
+    import tomllib
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    by_distribution: dict[str, set[str]] = {}
+    for module, distributions in metadata.packages_distributions().items():
+        for distribution in distributions:
+            by_distribution.setdefault(distribution.lower().replace("_", "-"), set()).add(module)
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [Requirement(spec).name for spec in project["dependencies"]]
+    seen: set[str] = set()
+    modules: set[str] = set()
+    while wanted:
+        name = wanted.pop().lower().replace("_", "-")
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requires = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue  # a dependency for another platform
+        modules |= by_distribution.get(name, set())
+        for spec in requires:
+            requirement = Requirement(spec)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                wanted.append(requirement.name)
+    return modules
+
+
+def test_production_imports_are_runtime_dependencies() -> None:
+    """What the production packages import at module level is installed by
+    ``pip install referendum`` alone, without any extra: a dev-only library would crash the
+    server image at start."""
+    allowed = FIRST_PARTY | set(sys.stdlib_module_names) | _runtime_libraries() | {""}
+    wrong = [
+        f"{imp}: {_top(imp.module)} is not installed by the runtime dependencies"
+        for package, imp in _all_imports()
+        if package in PRODUCTION and not imp.in_function and _top(imp.module) not in allowed
+    ]
+    assert not wrong, "production imports outside the runtime dependencies:\n" + "\n".join(wrong)
+
+
 def _module_graph() -> dict[str, dict[str, Import]]:
     """Module -> the first-party modules it imports, each with one import naming it."""
     modules = {module_name(path) for _, path in _sources()}
