@@ -3,31 +3,39 @@
 The record is the folder ``referendum record export`` writes (format: ``docs/record.md``).
 Nothing here talks to a server; it imports only the pure core, the standard library, click and
 tqdm. Every check that fails is reported by name, and verification goes on, so one run lists
-everything that is wrong:
+everything that is wrong. Every member of every file is checked against what it must be
+(``docs/record.md`` lists them field by field): a JSON object with a member missing, an unknown
+member or a member twice fails the check of its file.
 
 =====================  ======================================================================
 check                  what is recomputed
 =====================  ======================================================================
 ``manifest``           every file's SHA-256 and size against ``manifest.json`` (and the
-                       manifest's own hash when ``--manifest-sha256`` pins it)
-``definition``         ``referendum.json`` parses into a ballot spec
+                       manifest's own hash when ``--manifest-sha256`` pins it); nothing
+                       else in the folder; the referendum it names
+``definition``         ``referendum.json`` parses into a ballot spec; ids, timestamps,
+                       policy, k of n, state, roll commitment well formed
 ``roll``               the roll's RFC 9162 root and size equal the published commitment;
-                       every key is a valid credential key
+                       every key is a valid credential key; the file is canonical
 ``log.blocks``         every block parses, its hash matches, heights and index ranges chain,
                        ``prev_hash`` links, exactly the last block is final
-``log.checkpoint``     every checkpoint's Ed25519 signature by the log key, its origin, and
-                       that it states the block's size and root
+``log.checkpoint``     every checkpoint's Ed25519 signature by the log key, its origin
+                       (``<key name>/<referendum>``), and that it states the block's size
+                       and root; ``log_key.txt`` is one key
 ``log.tree``           the Merkle root recomputed from the ballots after every block
 ``log.coverage``       the blocks cover exactly the ballots in the record
 ``ballot``             every ballot: voter on the roll, signature, every proof
                        (``verify_canonical``), no ballot twice
 ``revote``             the re-vote policy: which ballot is the last of each voter,
                        recomputed from log order, against ``supersessions.jsonl``
-``tally``              the homomorphic sum of the ballots that count against ``tally.json``
-``shares``             every decryption share's Chaum–Pedersen proof against the tally and the
+``tally``              the homomorphic sum of the ballots that count against ``tally.json``,
+                       and its referendum, options, final block, count and hash
+``shares``             ``trustees.json`` is this referendum's k-of-n ceremony; every
+                       decryption share's Chaum–Pedersen proof against the tally and the
                        trustee's public key share derived from ``trustees.json``
 ``result``             the Lagrange combination of the shares, and each count ``c`` of
-                       ``result.json`` satisfying ``c·G = combined`` for its option
+                       ``result.json`` satisfying ``c·G = combined`` for its option; the
+                       trustees combined, ballots counted, block, tally hash it states
 =====================  ======================================================================
 
 Ballots are verified in parallel (``ProcessPoolExecutor`` over chunks of the ballot file;

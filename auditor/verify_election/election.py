@@ -16,7 +16,7 @@ from auditor.verify_election.ballots import run_ballots, scan_ballots
 from auditor.verify_election.log import check_blocks, check_tree
 from auditor.verify_election.record import check_manifest, check_roll, load_definition
 from auditor.verify_election.report import MAX_DETAILS, ElectionReport, Stop
-from auditor.verify_election.tally import check_revotes, check_supersession_hashes, check_tally
+from auditor.verify_election.tally import check_revotes, check_tally
 from referendum_core.tally import supersessions
 
 __all__ = ["verify_election", "verify_election_command"]
@@ -42,13 +42,16 @@ def verify_election(
     if not root.is_dir():
         report.fail("manifest", f"{root} is not a folder")
         return report
+    manifest_rid: str | None = None
     with contextlib.suppress(Stop):
-        check_manifest(report, root, manifest_sha256)
+        manifest_rid = check_manifest(report, root, manifest_sha256)
     try:
         ref, spec = load_definition(report, root)
     except Stop:
         report.seconds = time.perf_counter() - started
         return report
+    if manifest_rid != spec.referendum_id:
+        report.fail("manifest", f"the manifest names referendum {manifest_rid!r}, not the record's")
     roll = check_roll(report, root, ref)
     try:
         blocks = check_blocks(report, root, spec.referendum_id, log_key)
@@ -68,9 +71,7 @@ def verify_election(
     if len(set(hashes[i : i + 32] for i in range(0, len(hashes), 32))) != len(voters):
         report.fail("ballot", "the same ballot appears twice in the log")
     check_tree(report, blocks, leaves, len(voters))
-    check_revotes(report, root, ref["revote_policy"], pairs)
-    if ref["revote_policy"] == "last_counts":
-        check_supersession_hashes(report, root, hashes, len(voters))
+    check_revotes(report, root, ref["revote_policy"], pairs, hashes)
     tally = check_tally(report, root, spec, blocks, results)
     if tally is not None:
         report.result = check_decryption(report.fail, root, ref, spec, tally)

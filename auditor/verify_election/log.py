@@ -5,31 +5,53 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from auditor.verify_election.report import ElectionReport, Stop, read_jsonl
+from auditor.verify_election.report import ElectionReport, Stop, check_members, read_jsonl
 from referendum_core import merkle
 from referendum_core.block import Block, BlockError, check_link
 from referendum_core.checkpoint import parse_verifier_key
 from referendum_core.errors import CoreError
+from referendum_core.record import BLOCK_MEMBERS
 
 __all__ = ["check_blocks", "check_tree"]
+
+
+def _read_log_key(report: ElectionReport, root: Path) -> tuple[str, str]:
+    """The record's verifier key and its key name; ``("", "")`` when it is unusable."""
+    try:
+        text = (root / "log_key.txt").read_text(encoding="utf-8")
+        key = text.removesuffix("\n")
+        # one line, the key alone: whatever else the file held would be read by some
+        # verifiers and not by others
+        if not key or text != key + "\n" or key != key.strip() or "\n" in key:
+            report.fail("log.checkpoint", "log_key.txt is not one verifier key and a newline")
+            key = key.strip()
+        name, _ = parse_verifier_key(key)
+    except (OSError, UnicodeDecodeError, CoreError) as exc:
+        report.fail("log.checkpoint", f"log_key.txt: {exc}")
+        return "", ""
+    return key, name
 
 
 def check_blocks(
     report: ElectionReport, root: Path, rid: str, pinned_key: str | None
 ) -> list[Block]:
-    try:
-        log_key = (root / "log_key.txt").read_text(encoding="utf-8").strip()
-        parse_verifier_key(log_key)
-    except (OSError, UnicodeDecodeError, CoreError) as exc:
-        report.fail("log.checkpoint", f"log_key.txt: {exc}")
-        log_key = ""
+    log_key, key_name = _read_log_key(report, root)
     if pinned_key is not None and log_key != pinned_key:
         report.fail("log.checkpoint", "the record's log key is not the pinned --log-key")
         log_key = pinned_key
+        try:
+            key_name = parse_verifier_key(pinned_key)[0]
+        except CoreError as exc:
+            report.fail("log.checkpoint", f"--log-key: {exc}")
+            log_key = ""
+    # the batcher signs as its log origin and names each referendum's log below it
+    # (docs/log.md §3): a checkpoint of another log, even one by this key, is not this one's
+    origin = f"{key_name}/{rid}"
     rows = read_jsonl(report, root, "blocks.jsonl", "log.blocks")
     blocks: list[Block] = []
     prev: Block | None = None
     for number, obj in enumerate(rows, start=1):
+        check_members(report, "log.blocks", f"block line {number}", obj, BLOCK_MEMBERS)
         try:
             block = Block.from_json(obj, rid)
         except CoreError as exc:
@@ -45,10 +67,10 @@ def check_blocks(
         if log_key:
             try:
                 cp = block.verify_checkpoint(log_key)
-                if cp.origin.rsplit("/", 1)[-1] != rid:
+                if cp.origin != origin:
                     report.fail(
                         "log.checkpoint",
-                        f"block {block.height}: origin {cp.origin!r} is another log",
+                        f"block {block.height}: origin {cp.origin!r} is not {origin!r}",
                     )
             except CoreError as exc:
                 report.fail("log.checkpoint", f"block {block.height}: {exc.check}: {exc}")

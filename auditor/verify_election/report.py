@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from referendum_core.record import digest_chunks
+from referendum_core.record import digest_chunks, member_problems, parse_json
 
 __all__ = [
     "MAX_DETAILS",
     "ElectionReport",
     "Failure",
     "Stop",
+    "check_members",
+    "is_count",
     "parse_hex",
     "read_json",
     "read_jsonl",
@@ -75,20 +77,39 @@ def sha256_file(path: Path) -> tuple[str, int]:
 
 
 def read_json(report: ElectionReport, root: Path, name: str, check: str) -> Any:
+    """The JSON document ``name`` of the record; a failure of ``check`` and :class:`Stop`
+    when it is unreadable, not JSON or repeats a member of an object."""
     try:
-        return json.loads((root / name).read_bytes())
+        return parse_json((root / name).read_bytes())
     except (OSError, ValueError) as exc:
         report.fail(check, f"{name}: {exc}")
         raise Stop from exc
 
 
 def read_jsonl(report: ElectionReport, root: Path, name: str, check: str) -> list[Any]:
+    """The JSON lines of ``name`` (blank lines skipped), as :func:`read_json` reads each."""
     try:
         text = (root / name).read_bytes()
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+        return [parse_json(line) for line in text.splitlines() if line.strip()]
     except (OSError, ValueError) as exc:
         report.fail(check, f"{name}: {exc}")
         raise Stop from exc
+
+
+def check_members(
+    report: ElectionReport, check: str, where: str, obj: Any, members: Sequence[str]
+) -> bool:
+    """Report (as ``check``) every member of ``members`` that ``obj`` lacks and every member
+    it has besides them; return whether ``obj`` is an object holding them all."""
+    problems = member_problems(obj, members)
+    for problem in problems:
+        report.fail(check, f"{where} {problem}")
+    return isinstance(obj, dict) and all(m in obj for m in members)
+
+
+def is_count(value: Any) -> bool:
+    """Whether ``value`` is a JSON integer ``>= 0`` (``true`` and ``1.0`` are not)."""
+    return type(value) is int and value >= 0
 
 
 def parse_hex(value: Any, size: int | None = None) -> bytes:

@@ -114,6 +114,36 @@ def test_read_roll_rejects_repeated_voters(tmp_path: Path) -> None:
         read_roll(path)
 
 
+def test_read_roll_reports_what_the_canonical_roll_forbids(tmp_path: Path) -> None:
+    """Voters out of byte order, upper-case hex, CRLF and no final newline are each reported."""
+    path = tmp_path / "roll.csv"
+    key = "ab" * 32
+    path.write_bytes(
+        f"voter_id,public_key\nv2,{key}\nv1,{key}\nv3,{key.upper()}\r\nv4,{key}".encode()
+    )
+    problems: list[str] = []
+    voters = read_roll(path, problems)
+    assert sorted(voters) == ["v1", "v2", "v3", "v4"]
+    assert len(problems) == 3, problems
+    assert "line 3" in problems[0] and "byte order" in problems[0]
+    assert "line 4" in problems[1] and "line 5" in problems[2]
+    canonical = tmp_path / "canonical.csv"
+    canonical.write_text(f"voter_id,public_key\nv1,{key}\nv2,{key}\n")
+    problems = []
+    read_roll(canonical, problems)
+    assert problems == []
+
+
+def test_record_shape_doctests() -> None:
+    """The examples of referendum_core.record (strict JSON, member problems) hold."""
+    import doctest
+
+    import referendum_core.record
+
+    result = doctest.testmod(referendum_core.record)
+    assert result.attempted >= 5 and result.failed == 0
+
+
 def test_not_a_folder_fails_cleanly(tmp_path: Path) -> None:
     """A missing record is a failed manifest check, not an exception."""
     report = verify_election(tmp_path / "absent", jobs=1)

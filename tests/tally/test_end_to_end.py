@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import random
 import shutil
 import time
@@ -408,6 +409,123 @@ def roll_key_small_order(root: Path) -> None:
     _put_json(root, "referendum.json", ref)
 
 
+def _edit_json(name: str, edit: Callable[[Any], None]) -> Callable[[Path], None]:
+    """A tampering that loads JSON document ``name``, applies ``edit`` and writes it back."""
+
+    def tamper(root: Path) -> None:
+        value = _json(root, name)
+        edit(value)
+        _put_json(root, name, value)
+
+    return tamper
+
+
+def _edit_lines(name: str, edit: Callable[[list[Any]], None]) -> Callable[[Path], None]:
+    """A tampering that loads JSON-lines file ``name``, applies ``edit`` and writes it back."""
+
+    def tamper(root: Path) -> None:
+        rows = _lines(root, name)
+        edit(rows)
+        _put_lines(root, name, rows)
+
+    return tamper
+
+
+def _named(name: str, tamper: Callable[[Path], None]) -> Callable[[Path], None]:
+    tamper.__name__ = name
+    return tamper
+
+
+def definition_window_inverted(root: Path) -> None:
+    ref = _json(root, "referendum.json")
+    ref["closes_at"] = ref["opens_at"]
+    _put_json(root, "referendum.json", ref)
+
+
+def roll_out_of_order(root: Path) -> None:
+    """Swap two voters of the roll: the root (over the sorted roll) stays the same."""
+    lines = (root / "roll.csv").read_text().splitlines()
+    lines[5], lines[6] = lines[6], lines[5]
+    (root / "roll.csv").write_text("\n".join(lines) + "\n")
+
+
+def roll_key_upper_case(root: Path) -> None:
+    """Spell one key in upper-case hex: the same key, another file."""
+    lines = (root / "roll.csv").read_text().splitlines()
+    voter, key = lines[5].split(",")
+    lines[5] = f"{voter},{key.upper()}"
+    (root / "roll.csv").write_text("\n".join(lines) + "\n")
+
+
+def block_final_moved(root: Path) -> None:
+    rows = _lines(root, "blocks.jsonl")
+    rows[-1]["final"], rows[-2]["final"] = False, True
+    _put_lines(root, "blocks.jsonl", rows)
+
+
+def log_key_padded(root: Path) -> None:
+    key = (root / "log_key.txt").read_text().strip()
+    (root / "log_key.txt").write_text(f"  {key}\n\n")
+
+
+def checkpoints_of_another_log(root: Path) -> None:
+    """Re-sign every checkpoint with a fresh key whose name is not its origin's log."""
+    from nacl.signing import SigningKey
+
+    from referendum_core.block import Block
+    from referendum_core.checkpoint import Checkpoint, sign_checkpoint, verifier_key_string
+
+    seed = bytes(range(32))
+    name = "mirror.example/log"
+    public = SigningKey(seed).verify_key.encode()
+    rows = _lines(root, "blocks.jsonl")
+    prev = bytes(32)
+    for row in rows:
+        cp = Checkpoint(f"{name}/copy/{RID}", row["tree_size"], bytes.fromhex(row["root"]))
+        row["checkpoint"] = sign_checkpoint(cp, name, seed)
+        row["prev_hash"] = prev.hex()
+        fields = {k: v for k, v in row.items() if k not in ("block_hash", "final")}
+        prev = Block.from_json(fields, RID).block_hash()
+        row["block_hash"] = prev.hex()
+    _put_lines(root, "blocks.jsonl", rows)
+    (root / "log_key.txt").write_text(verifier_key_string(name, public) + "\n")
+
+
+def supersession_index_as_text(rows: list[Any]) -> None:
+    rows[0]["superseded_index"] = str(rows[0]["superseded_index"])
+
+
+def trustees_key_changed(trustees: Any) -> None:
+    from referendum_core.group import Point
+
+    trustees["election_public_key"] = Point.base_mul(7).to_compressed().hex()
+
+
+def share_of_another_referendum(shares: Any) -> None:
+    shares[0]["referendum"] = "another-referendum"
+
+
+def result_duplicate_member(root: Path) -> None:
+    """Repeat ``counts`` with other numbers first: a first-member-wins reader sees those."""
+    result = _json(root, "result.json")
+    wrong = orjson.dumps({"counts": [c + 1 for c in result["counts"]]})[:-1]
+    (root / "result.json").write_bytes(wrong + b"," + orjson.dumps(result)[1:])
+
+
+def _set(member: str, value: Any) -> Callable[[Any], None]:
+    def edit(doc: Any) -> None:
+        doc[member] = value
+
+    return edit
+
+
+def _bump(member: str) -> Callable[[Any], None]:
+    def edit(doc: Any) -> None:
+        doc[member] += 1
+
+    return edit
+
+
 TAMPERINGS: list[tuple[Callable[[Path], None], set[str]]] = [
     (ballot_changed, {"log.tree"}),
     (ballot_dropped, {"log.tree", "log.coverage"}),
@@ -421,6 +539,99 @@ TAMPERINGS: list[tuple[Callable[[Path], None], set[str]]] = [
     (superseded_ballot_counted, {"revote", "tally"}),
     (roll_key_replaced, {"roll"}),
     (roll_key_small_order, {"roll"}),
+    # every member of every file (issue 16 §5): each of these passed before it was checked
+    (
+        _named("definition_state_changed", _edit_json("referendum.json", _set("state", "closed"))),
+        {"definition"},
+    ),
+    (
+        _named("definition_extra_member", _edit_json("referendum.json", _set("note", "x"))),
+        {"definition"},
+    ),
+    (definition_window_inverted, {"definition"}),
+    (roll_out_of_order, {"roll"}),
+    (roll_key_upper_case, {"roll"}),
+    (
+        _named("block_hash_removed", _edit_lines("blocks.jsonl", lambda r: r[0].pop("block_hash"))),
+        {"log.blocks"},
+    ),
+    (
+        _named("block_extra_member", _edit_lines("blocks.jsonl", lambda r: r[0].update(note="x"))),
+        {"log.blocks"},
+    ),
+    (block_final_moved, {"log.blocks"}),
+    (log_key_padded, {"log.checkpoint"}),
+    (checkpoints_of_another_log, {"log.checkpoint"}),
+    (
+        _named(
+            "supersession_index_as_text",
+            _edit_lines("supersessions.jsonl", supersession_index_as_text),
+        ),
+        {"revote"},
+    ),
+    (
+        _named("supersessions_reordered", _edit_lines("supersessions.jsonl", list.reverse)),
+        {"revote"},
+    ),
+    (
+        _named(
+            "supersession_extra_member",
+            _edit_lines("supersessions.jsonl", lambda r: r[0].update(block_height=1)),
+        ),
+        {"revote"},
+    ),
+    (_named("tally_not_final", _edit_json("tally.json", _set("final", False))), {"tally"}),
+    (
+        _named("tally_options_renamed", _edit_json("tally.json", _set("options", ["no", "yes"]))),
+        {"tally"},
+    ),
+    (_named("tally_extra_member", _edit_json("tally.json", _set("note", "x"))), {"tally"}),
+    (
+        _named("trustees_threshold_changed", _edit_json("trustees.json", _set("threshold", 3))),
+        {"shares"},
+    ),
+    (_named("trustees_key_changed", _edit_json("trustees.json", trustees_key_changed)), {"shares"}),
+    (_named("trustees_extra_member", _edit_json("trustees.json", _set("note", "x"))), {"shares"}),
+    (
+        _named(
+            "share_of_another_referendum", _edit_json("shares.json", share_of_another_referendum)
+        ),
+        {"shares"},
+    ),
+    (
+        _named("share_extra_member", _edit_json("shares.json", lambda s: s[0].update(note="x"))),
+        {"shares"},
+    ),
+    (_named("shares_reordered", _edit_json("shares.json", list.reverse)), {"shares"}),
+    (
+        _named("result_trustees_changed", _edit_json("result.json", _set("trustees", [2, 3]))),
+        {"result"},
+    ),
+    (_named("result_extra_member", _edit_json("result.json", _set("note", "x"))), {"result"}),
+    (
+        _named(
+            "result_ballots_counted_changed", _edit_json("result.json", _bump("ballots_counted"))
+        ),
+        {"result"},
+    ),
+    (
+        _named("result_block_height_changed", _edit_json("result.json", _bump("block_height"))),
+        {"result"},
+    ),
+    (
+        _named(
+            "result_tally_hash_changed", _edit_json("result.json", _set("tally_hash", "00" * 32))
+        ),
+        {"result"},
+    ),
+    (
+        _named(
+            "result_of_another_referendum",
+            _edit_json("result.json", _set("referendum_id", "another-referendum")),
+        ),
+        {"result"},
+    ),
+    (result_duplicate_member, {"result"}),
 ]
 
 
@@ -437,6 +648,50 @@ def test_tampered_record_fails_naming_the_check(
     assert not report.ok
     assert checks <= set(report.failed_checks), report.failures
     assert "manifest" not in report.failed_checks
+
+
+def file_added_and_listed(root: Path) -> None:
+    """Add a file and list it, with its right digest, in the manifest."""
+    (root / "notes.txt").write_text("trust me\n")
+    manifest = _json(root, "manifest.json")
+    manifest["files"]["notes.txt"] = {
+        "sha256": hashlib.sha256(b"trust me\n").hexdigest(),
+        "bytes": 9,
+    }
+    _put_json(root, "manifest.json", manifest)
+
+
+def folder_added(root: Path) -> None:
+    (root / "extra").mkdir()
+
+
+MANIFEST_TAMPERINGS: list[Callable[[Path], None]] = [
+    file_added_and_listed,
+    folder_added,
+    _named(
+        "manifest_of_another_referendum",
+        _edit_json("manifest.json", _set("referendum_id", "another-referendum")),
+    ),
+    _named("manifest_extra_member", _edit_json("manifest.json", _set("note", "x"))),
+    _named(
+        "manifest_entry_extra_member",
+        _edit_json("manifest.json", lambda m: m["files"]["tally.json"].update(note="x")),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "tamper", MANIFEST_TAMPERINGS, ids=[t.__name__ for t in MANIFEST_TAMPERINGS]
+)
+def test_tampered_manifest_fails_the_manifest_check(
+    published: Published, tmp_path: Path, tamper: Callable[[Path], None]
+) -> None:
+    """A manifest listing more than the record, or saying more than it must, fails (alone)."""
+    copy = tmp_path / "record"
+    shutil.copytree(published.record, copy)
+    tamper(copy)
+    report = verify_election(copy, jobs=2)
+    assert report.failed_checks == ["manifest"], report.failures
 
 
 def test_ballot_change_names_the_failed_ballot_check(published: Published, tmp_path: Path) -> None:
