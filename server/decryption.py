@@ -1,10 +1,13 @@
 """The tally's decryption: the trustees' public commitments, their decryption shares, the result.
 
 A share is verified with the core before anything is stored: a failing proof is answered 422
-naming the trustee and the check, a second share of the same trustee 409, a share outside the
-``closed`` state 409. Combining needs ``threshold_k`` shares; it stores the result and moves the
-referendum ``closed → tallied → published`` with :func:`server.referendums.transition`.
-The statements are in :mod:`referendum_service.store.tallies`.
+naming the trustee and the check, a second share of the same trustee 409, a share before the
+tally is final or after publication 409 (shares are taken while ``closed`` or ``tallied``, so a
+referendum the operator marked tallied still gets its shares). Combining needs
+``threshold_k`` valid shares; it stores the result and moves the referendum ``closed →
+tallied → published`` (or ``tallied → published``) with :func:`server.referendums.transition`
+in the same transaction, so no referendum is ever published without a result. The
+statements are in :mod:`referendum_service.store.tallies`.
 """
 
 from __future__ import annotations
@@ -47,6 +50,10 @@ __all__ = [
 ]
 
 
+_SHARE_STATES = ("closed", "tallied")
+"""The states that take decryption shares (and a result): after close, before publication."""
+
+
 def _tally_ready(ref: Referendum, tally: TallyState | None) -> TallyState:
     if ref.state in ("draft", "open"):
         raise Conflict(
@@ -58,6 +65,7 @@ def _tally_ready(ref: Referendum, tally: TallyState | None) -> TallyState:
         raise Conflict(
             "the final block is not folded into the tally yet",
             slug="tally-not-ready",
+            missing="final-tally",
             retry_after=RETRY_AFTER_S,
         )
     return tally
@@ -162,16 +170,17 @@ async def accept_share(conn: Any, rid: str, body: dict[str, Any]) -> dict[str, A
     """Verify a trustee's decryption share against the final tally and store it.
 
     Nothing is stored unless every proof holds: 422 naming trustee and check otherwise; 409
-    when the referendum is not ``closed`` with its tally final, or the trustee sent one before.
+    when the referendum is not ``closed`` or ``tallied`` with its tally final, or the trustee
+    sent one before.
     """
     if body.get("referendum", rid) != rid:
         raise UnprocessableContent(
             "share of another referendum", slug="invalid-decryption-share", check="referendum"
         )
     ref = await load_referendum(conn, rid)
-    if ref.state != "closed":
+    if ref.state not in _SHARE_STATES:
         raise Conflict(
-            f"referendum {rid!r} is {ref.state}; shares are taken while closed",
+            f"referendum {rid!r} is {ref.state}; shares are taken while closed or tallied",
             slug="wrong-state",
             state=ref.state,
         )
@@ -185,7 +194,7 @@ async def accept_share(conn: Any, rid: str, body: dict[str, Any]) -> dict[str, A
     stored = {"referendum": rid, "tally_hash": tally.tally_hash().hex(), **share.to_json()}
     async with conn.transaction():
         locked = await load_referendum(conn, rid, for_update=True)
-        if locked.state != "closed":
+        if locked.state not in _SHARE_STATES:
             raise Conflict(
                 f"referendum {rid!r} is {locked.state}", slug="wrong-state", state=locked.state
             )
@@ -204,41 +213,75 @@ async def accept_share(conn: Any, rid: str, body: dict[str, Any]) -> dict[str, A
 def _combine(
     params: TrusteeParams, document: Any, tally: TallyState, shares: Sequence[Any]
 ) -> tuple[list[int], list[int]]:
+    """Combine the stored shares (verified again by the core) into the counts."""
     parsed = [DecryptionShare.from_json(s) for s in shares]
-    counts = combine_decryption(
-        params,
-        _commitments(document),
-        _tally_ciphertexts(tally),
-        parsed,
-        max(tally.ballots_counted, 0),
-    )
+    try:
+        counts = combine_decryption(
+            params,
+            _commitments(document),
+            _tally_ciphertexts(tally),
+            parsed,
+            max(tally.ballots_counted, 0),
+        )
+    except CoreError as exc:
+        # every stored share was verified at arrival against this same final tally, so this
+        # means the stored record was altered: refuse to publish rather than answer a 500
+        raise Conflict(
+            f"the stored decryption shares do not combine: {exc}",
+            slug="shares-do-not-combine",
+            check=exc.check,
+        ) from exc
     chosen = sorted(s.trustee for s in parsed)[: params.threshold]
     return counts, chosen
 
 
-async def publish_result(conn: Any, rid: str, actor: str) -> dict[str, Any]:
-    """Combine ``threshold_k`` shares, decode, store the result and publish the referendum.
-
-    The referendum moves ``closed → tallied → published`` (or ``tallied → published`` if the
-    operator already marked it tallied). 409 when fewer than k shares are in or the state is
-    wrong.
-    """
-    ref = await load_referendum(conn, rid)
-    if ref.state not in ("closed", "tallied"):
+def _ready_to_publish(ref: Referendum, from_tallied: bool) -> None:
+    if from_tallied and ref.state != "tallied":
+        # the lifecycle route takes the one legal step only, like every other transition
         raise Conflict(
-            f"referendum {rid!r} is {ref.state}; a result follows its close",
+            f"referendum {ref.id!r} is {ref.state}; it cannot become published",
+            slug="illegal-transition",
+            state=ref.state,
+        )
+    if ref.state not in _SHARE_STATES:
+        raise Conflict(
+            f"referendum {ref.id!r} is {ref.state}; a result follows its close",
             slug="wrong-state",
             state=ref.state,
         )
+
+
+async def publish_result(
+    conn: Any, rid: str, actor: str, *, from_tallied: bool = False
+) -> dict[str, Any]:
+    """Combine ``threshold_k`` valid shares, decode, store the result and publish.
+
+    The referendum moves ``closed → tallied → published`` (or ``tallied → published`` if the
+    operator already marked it tallied), in the transaction that stores the result; with
+    ``from_tallied`` (``POST .../publish``) only from ``tallied``. 409 when the tally is not
+    final, fewer than k shares are in (``not-enough-shares``, with ``shares`` and ``needed``)
+    or the state is wrong; nothing changes then.
+    """
+    ref = await load_referendum(conn, rid)
+    _ready_to_publish(ref, from_tallied)
     tally = _tally_ready(ref, await load_tally(conn, rid))
     document = await load_trustees(conn, rid)
     shares = await load_shares(conn, rid)
     params = _params(ref)
-    if document is None or len(shares) < params.threshold:
+    if document is None:
+        # opened with a bare election key: no share can be verified, so none was taken
+        raise Conflict(
+            "no trustee commitments stored for this referendum; shares cannot be checked",
+            slug="no-trustees",
+            missing="trustee-commitments",
+        )
+    if len(shares) < params.threshold:
         raise Conflict(
             f"{len(shares)} decryption shares in, {params.threshold} needed",
             slug="not-enough-shares",
+            missing="decryption-shares",
             shares=len(shares),
+            needed=params.threshold,
         )
     loop = asyncio.get_running_loop()
     counts, chosen = await loop.run_in_executor(None, _combine, params, document, tally, shares)
@@ -254,7 +297,10 @@ async def publish_result(conn: Any, rid: str, actor: str) -> dict[str, Any]:
         "trustees": chosen,
     }
     async with conn.transaction():
-        if ref.state == "closed":
+        # a concurrent publication may have won while the shares were combined
+        locked = await load_referendum(conn, rid, for_update=True)
+        _ready_to_publish(locked, from_tallied)
+        if locked.state == "closed":
             await transition(conn, rid, "tallied", actor)
         await insert_result(conn, rid, counts, result)
         await transition(conn, rid, "published", actor)

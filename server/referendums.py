@@ -5,8 +5,19 @@ Lifecycle::
     draft --open--> open --close--> closed --tally--> tallied --publish--> published
 
 :func:`transition` is the one place a state changes: it locks the referendum row, refuses an
-illegal step with 409, commits the roll at open (which freezes it) and records the action in
-the audit log. Later parts (closing at ``closes_at``, the tally) call it too.
+illegal step with 409, checks the step's preconditions (409 naming what is missing), commits
+the roll at open (which freezes it) and records the action in the audit log. The
+preconditions, so that no sequence of operator calls can leave a referendum stuck:
+
+- ``open``: an election public key and a non-empty roll;
+- ``close``: ``closes_at`` reached, or an explicit early close with the operator's reason
+  (``early`` and ``reason``, both kept in the audit log); nothing closes a referendum by
+  itself at ``closes_at``: closing stays an operator action, and ingestion refuses ballots
+  outside ``[opens_at, closes_at]`` on its own (:mod:`server.ingest`);
+- ``tally``: the log's final block sealed (``log_heads.final``, written by the batcher once the
+  referendum is closed) and the encrypted tally folded up to it;
+- ``publish``: a stored result, which :func:`server.decryption.publish_result` combines from
+  ``threshold_k`` valid decryption shares in the same transaction.
 """
 
 from __future__ import annotations
@@ -19,7 +30,9 @@ import coincurve
 import orjson
 
 from referendum_core.ids import is_referendum_id
-from referendum_service.db import translated
+from referendum_service.db import RETRY_AFTER_S, translated
+from referendum_service.store.progress import log_final
+from referendum_service.store.tallies import load_result, load_tally
 from server.audit import record_action
 from server.errors import BadRequest, Conflict, NotFound, UnprocessableContent
 from server.roll import commit_roll
@@ -32,6 +45,7 @@ __all__ = [
     "check_fields",
     "create_referendum",
     "load_referendum",
+    "parse_close",
     "parse_definition",
     "parse_election_key",
     "referendum_status",
@@ -305,11 +319,103 @@ async def set_election_key(conn: Any, rid: str, key: bytes, actor: str) -> Refer
     return Referendum.from_record(record)
 
 
-async def transition(conn: Any, rid: str, to_state: str, actor: str) -> Referendum:
+def parse_close(body: dict[str, Any] | None) -> tuple[bool, str | None]:
+    """The optional body of a close, ``{"early": true, "reason": "..."}``: (early, reason).
+
+    No body is ``(False, None)``. 400 for an unknown or mistyped field and for an early close
+    without a reason; 422 for a blank or over-long reason.
+    """
+    if body is None:
+        return False, None
+    for name in body:
+        if name not in ("early", "reason"):
+            raise BadRequest(f"unknown field {name!r}", slug="unknown-field", field=name)
+    early = body.get("early", False)
+    if not isinstance(early, bool):
+        raise BadRequest("field 'early' must be true or false", slug="wrong-type", field="early")
+    reason = body.get("reason")
+    if reason is None:
+        if early:
+            raise BadRequest(
+                "an early close needs a 'reason'", slug="missing-field", field="reason"
+            )
+        return early, None
+    if not isinstance(reason, str):
+        raise BadRequest("field 'reason' must be a string", slug="wrong-type", field="reason")
+    if not reason.strip() or len(reason) > _MAX_TEXT:
+        raise _invalid("reason", f"must have 1 to {_MAX_TEXT} characters, not only spaces")
+    return early, reason
+
+
+async def _check_close(
+    conn: Any, ref: Referendum, early: bool, reason: str | None
+) -> dict[str, Any]:
+    """Closing before ``closes_at`` needs ``early`` and a reason; the audit details."""
+    with translated():
+        now = await conn.fetchval("SELECT now()")
+    before = now < ref.closes_at
+    if before and not (early and reason):
+        raise Conflict(
+            f"referendum {ref.id!r} closes at {ref.closes_at.isoformat()}; closing it before "
+            'then is an explicit decision: send {"early": true, "reason": "..."}',
+            slug="closes-at-not-reached",
+            closes_at=ref.closes_at.isoformat(),
+        )
+    details: dict[str, Any] = {"closes_at": ref.closes_at.isoformat(), "early": before}
+    if reason is not None:
+        details["reason"] = reason
+    return details
+
+
+async def _check_tally(conn: Any, rid: str) -> None:
+    """The log is final and the encrypted tally folded up to its final block."""
+    with translated():
+        final = await log_final(conn, rid)
+        tally = await load_tally(conn, rid) if final else None
+    if not final:
+        raise Conflict(
+            "the log's final block is not sealed yet (the batcher seals it after close)",
+            slug="log-not-final",
+            missing="final-block",
+            retry_after=RETRY_AFTER_S,
+        )
+    if tally is None or not tally.final:
+        raise Conflict(
+            "the final block is not folded into the tally yet",
+            slug="tally-not-ready",
+            missing="final-tally",
+            retry_after=RETRY_AFTER_S,
+        )
+
+
+async def _check_publish(conn: Any, rid: str) -> None:
+    """A result is stored (combined from threshold_k valid decryption shares)."""
+    with translated():
+        result = await load_result(conn, rid)
+    if result is None:
+        raise Conflict(
+            "no result yet: it is combined from threshold_k valid decryption shares",
+            slug="no-result",
+            missing="result",
+        )
+
+
+async def transition(
+    conn: Any,
+    rid: str,
+    to_state: str,
+    actor: str,
+    *,
+    early: bool = False,
+    reason: str | None = None,
+) -> Referendum:
     """Move ``rid`` to ``to_state`` if that is its one legal next step; 409 otherwise.
 
     Opening requires an election public key and a non-empty roll; it computes and stores the
-    roll commitment in the same transaction, so the roll is frozen from then on.
+    roll commitment in the same transaction, so the roll is frozen from then on. Closing
+    before ``closes_at`` requires ``early`` and a ``reason`` (recorded in the audit log);
+    tallying requires the final block sealed and folded into the tally; publishing requires a
+    stored result. Each refusal is a 409 naming what is missing, and changes nothing.
     """
     if to_state not in STATES:
         raise ValueError(f"no state {to_state!r}")
@@ -330,6 +436,12 @@ async def transition(conn: Any, rid: str, to_state: str, actor: str) -> Referend
                 raise Conflict("import a voter roll before opening", slug="empty-roll")
             root, size = await commit_roll(conn, rid)
             details.update(roll_root=root.hex(), roll_size=size)
+        elif to_state == "closed":
+            details.update(await _check_close(conn, ref, early, reason))
+        elif to_state == "tallied":
+            await _check_tally(conn, rid)
+        elif to_state == "published":
+            await _check_publish(conn, rid)
         with translated():
             record = await conn.fetchrow(
                 f"""UPDATE referendums SET state = $2, roll_root = $3, roll_size = $4,

@@ -1,7 +1,8 @@
 """Stored tallies: the running encrypted tally of each referendum, as the batcher folds it.
 
-The batcher writes the ``tallies`` table (:mod:`batcher.tally`); the server's tally API and the
-record export read it through :func:`load_tally`. The rest of a tally's record is written by the
+The batcher writes the ``tallies`` table (:mod:`batcher.tally`); the server's tally API, the
+lifecycle's tally step (:func:`server.referendums.transition`) and the record export read it
+through :func:`load_tally`. The rest of a tally's record is written by the
 server (:mod:`server.decryption`) and read by the record export too: the supersessions the
 batcher found, the trustees' public commitments, their decryption shares and the result.
 """
@@ -64,12 +65,13 @@ class TallyState:
 
 async def load_tally(conn: Any, referendum_id: str) -> TallyState | None:
     """The stored tally of a referendum, or ``None`` before its first fold."""
-    row = await conn.fetchrow(
-        "SELECT t.*, coalesce(b.final, false) AS final FROM tallies AS t"
-        " LEFT JOIN blocks AS b ON b.referendum_id = t.referendum_id"
-        " AND b.height = t.folded_height WHERE t.referendum_id = $1",
-        referendum_id,
-    )
+    with translated():
+        row = await conn.fetchrow(
+            "SELECT t.*, coalesce(b.final, false) AS final FROM tallies AS t"
+            " LEFT JOIN blocks AS b ON b.referendum_id = t.referendum_id"
+            " AND b.height = t.folded_height WHERE t.referendum_id = $1",
+            referendum_id,
+        )
     if row is None:
         return None
     return TallyState(

@@ -3,6 +3,12 @@
 Handlers parse, call the domain (:mod:`server.referendums`, :mod:`server.roll`) and serialise.
 State-changing routes need a bearer API key (:mod:`server.auth`) and are audited by the
 domain. ``GET /v1/referendums/{rid}`` and the roll commitment and proof are public.
+
+The lifecycle routes (``open``, ``close``, ``tally``, ``publish``) are refused with a 409 naming
+what is missing until the step's preconditions hold (:func:`server.referendums.transition`);
+``close`` before ``closes_at`` takes ``{"early": true, "reason": "..."}``; ``publish`` combines
+the trustees' shares into the result first (:func:`server.decryption.publish_result`, as
+``POST .../result`` does), so a referendum is never published without one.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from referendum_service.db import acquire
 from server import referendums, roll
 from server.audit import record_action
 from server.auth import authenticate
+from server.decryption import publish_result
 from server.errors import NotFound, PayloadTooLarge, ServiceUnavailable, UnsupportedMediaType
 from server.http import json_response, read_json_object
 from server.observability import ROLL_ROWS_IMPORTED
@@ -135,8 +142,21 @@ def _transition_handler(action: str) -> Callable[[web.Request], Awaitable[web.Re
 
     async def handler(request: web.Request) -> web.Response:
         actor = await authenticate(request)
+        rid = request.match_info["rid"]
+        early: bool = False
+        reason: str | None = None
+        if action == "close":
+            # the body is optional: closing at or after closes_at needs none
+            body = await read_json_object(request) if request.body_exists else None
+            early, reason = referendums.parse_close(body)
         async with acquire(request.app[POOL_KEY]) as conn:
-            ref = await referendums.transition(conn, request.match_info["rid"], to_state, actor)
+            if action == "publish":
+                await publish_result(conn, rid, actor, from_tallied=True)
+                ref = await referendums.load_referendum(conn, rid)
+            else:
+                ref = await referendums.transition(
+                    conn, rid, to_state, actor, early=early, reason=reason
+                )
         log.info("referendum_state", referendum=ref.id, actor=actor, state=ref.state)
         return json_response(ref.to_json())
 
