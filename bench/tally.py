@@ -202,7 +202,7 @@ async def _tally_run(
         voting_s = time.perf_counter() - t
         # close: the last block's ballots are still waiting
         t_close = time.perf_counter()
-        await transition(conn, rid, "closed", "bench")
+        await transition(conn, rid, "closed", "bench", early=True, reason="benchmark")
         while True:
             done = await seal_block(conn, rid, signer, max_ballots=block, close=True)
             if done is None or done.final:
@@ -282,7 +282,7 @@ async def _verify_record(admin_dsn: str, count: int, out: Path) -> dict[str, Any
         )
         while await seal_block(conn, rid, signer, max_ballots=10_000) is not None:
             await fold_new_blocks(conn, rid)
-        await transition(conn, rid, "closed", "bench")
+        await transition(conn, rid, "closed", "bench", early=True, reason="benchmark")
         await seal_block(conn, rid, signer, max_ballots=10_000, close=True)
         await fold_new_blocks(conn, rid)
         state = await load_tally(conn, rid)

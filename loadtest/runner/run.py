@@ -282,7 +282,9 @@ async def _close_and_after(
     headers = {"Authorization": f"Bearer {api_key}"}
     async with aiohttp.ClientSession(base_url, headers=headers) as session:
         with timer.phase("close + final block"):
-            async with session.post(f"/v1/referendums/{rid}/close") as response:
+            # the pool's referendum closes a day after it opens: this close is early
+            early = {"early": True, "reason": "the load run ended"}
+            async with session.post(f"/v1/referendums/{rid}/close", json=early) as response:
                 await _check(response, "close")
             if not await wait_final(sampler, config.drain_timeout_s, batcher):
                 raise RuntimeError("the batcher did not seal the final block in time")

@@ -162,7 +162,8 @@ async def published(
 
             r = await client.get(f"/v1/referendums/{RID}/tally")
             early_status = r.status
-            r = await client.post(f"/v1/referendums/{RID}/close", headers=auth)
+            early = {"early": True, "reason": "every round cast"}
+            r = await client.post(f"/v1/referendums/{RID}/close", json=early, headers=auth)
             assert r.status == 200, await r.text()
             late = make_ballot(spec, "voter-0000", keys["voter-0000"][0], [1, 0])
             r = await client.post(f"/v1/referendums/{RID}/ballots", json=late)
