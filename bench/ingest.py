@@ -36,6 +36,9 @@ Under attack (``--attack``, the default; ``--no-throughput`` runs only this part
   connections, against a server with its default settings; 16 slow-body connections (a
   partial ballot, 2 bytes a second) against one whose ``admission_limit`` is
   ``--slow-admission-limit`` (16: the slow connections can take every place).
+* An honest ballot not answered ``--attack-seconds`` after its scheduled start is given up
+  and counted as a ``timeout`` failure (so that a server falling behind cannot stretch a
+  run without bound); the p50/p99 are of the 201 answers.
 * A row is ok when the honest p99 under attack is at most twice the quiet one and every
   honest ballot got 201. The attacker's outcomes (400, 429, 408, closed, open …) are in the
   row and in the JSON, with its CPU use.
@@ -267,6 +270,9 @@ async def _wait_ready(url: str, workers: int, process: subprocess.Popen[bytes]) 
 
 SOCKET_ERROR = 0
 """The status a paced run counts a request under when no answer came (a socket error)."""
+TIMED_OUT = -1
+"""The status a paced run counts a request under when it gave up waiting for the answer."""
+_FAILURE_NAMES = {SOCKET_ERROR: "socket-error", TIMED_OUT: "timeout"}
 
 
 @dataclass
@@ -323,7 +329,7 @@ async def _closed_loop(
 
 
 async def _open_loop(
-    url: str, bodies: list[bytes], rate: float
+    url: str, bodies: list[bytes], rate: float, timeout_s: float | None = None
 ) -> tuple[int, float, list[float], dict[int, int]]:
     import aiohttp
 
@@ -334,13 +340,23 @@ async def _open_loop(
     connector = aiohttp.TCPConnector(limit=512)
     async with aiohttp.ClientSession(connector=connector) as session:
 
+        async def post(body: bytes) -> int:
+            async with session.post(url, data=body, headers=headers) as response:
+                await response.read()
+                return response.status
+
         async def send(body: bytes, scheduled: float) -> None:
             nonlocal accepted
             try:
-                async with session.post(url, data=body, headers=headers) as response:
-                    await response.read()
-                    status = response.status
-            except (aiohttp.ClientError, TimeoutError):
+                if timeout_s is None:
+                    status = await post(body)
+                else:
+                    # from the scheduled start, like the latency
+                    async with asyncio.timeout(scheduled + timeout_s - time.perf_counter()):
+                        status = await post(body)
+            except TimeoutError:
+                status = TIMED_OUT
+            except aiohttp.ClientError:
                 status = SOCKET_ERROR  # under attack a connection may fail: count it
             if status == 201:
                 accepted += 1
@@ -363,9 +379,19 @@ async def _open_loop(
 
 
 def measure(
-    url: str, bodies: list[bytes], root: int, *, concurrency: int, rate: float | None
+    url: str,
+    bodies: list[bytes],
+    root: int,
+    *,
+    concurrency: int,
+    rate: float | None,
+    timeout_s: float | None = None,
 ) -> Run:
-    """One run: closed loop (``rate`` None) or paced at ``rate`` requests/s."""
+    """One run: closed loop (``rate`` None) or paced at ``rate`` requests/s.
+
+    A paced request not answered ``timeout_s`` after its scheduled start is given up and
+    counted as :data:`TIMED_OUT` (None: waited for).
+    """
     import uvloop
 
     pids = descendants(root)[
@@ -376,7 +402,7 @@ def measure(
     if rate is None:
         result = uvloop.run(_closed_loop(url, bodies, concurrency))
     else:
-        result = uvloop.run(_open_loop(url, bodies, rate))
+        result = uvloop.run(_open_loop(url, bodies, rate, timeout_s))
     client_after = resource.getrusage(resource.RUSAGE_SELF)
     accepted, seconds, latencies, others = result
     client = (client_after.ru_utime + client_after.ru_stime) - (
@@ -454,10 +480,7 @@ class Stats:
             run.server_cpu,
             run.client_cpu,
             "aiohttp",
-            {
-                "socket-error" if k == SOCKET_ERROR else str(k): v
-                for k, v in run.other_statuses.items()
-            },
+            {_FAILURE_NAMES.get(k, str(k)): v for k, v in run.other_statuses.items()},
         )
 
     @classmethod
@@ -1019,10 +1042,10 @@ def _measure_attacks(
     if plan.slow_admission_limit > 0:
         slow_env = {"REFERENDUM_ADMISSION_LIMIT": str(plan.slow_admission_limit)}
         slow_server = f"admission_limit {plan.slow_admission_limit}"
-    groups = (
+    groups: list[tuple[dict[str, str], str, list[_AttackCase]]] = [
         ({}, "server defaults", [c for c in ATTACK_CASES if c.kind == "costly"]),
         (slow_env, slow_server, [c for c in ATTACK_CASES if c.kind == "slow"]),
-    )
+    ]
 
     def honest(label: str, root: int) -> Run:
         run = measure(
@@ -1031,8 +1054,10 @@ def _measure_attacks(
             root,
             concurrency=plan.concurrency,
             rate=plan.rate,
+            timeout_s=plan.seconds,  # a server that falls behind must not stretch the run
         )
-        others = f" non-201 answers {run.other_statuses}" if run.other_statuses else ""
+        failures = Stats.of_run(run).failures
+        others = f" non-201 answers {failures}" if failures else ""
         click.echo(
             f"  honest {plan.rate:g}/s, {label}: {run.rate:,.0f}/s p50 "
             f"{run.percentile(0.5):.1f} ms p99 {run.percentile(0.99):.1f} ms server cpu "

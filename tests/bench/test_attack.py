@@ -23,6 +23,7 @@ from bench.attack import (
 from bench.ingest import (
     ATTACK_CASES,
     SOCKET_ERROR,
+    TIMED_OUT,
     Run,
     _attack_rows,
     _Attacked,
@@ -199,3 +200,25 @@ def test_attack_rows_hold_p99_to_twice_quiet_and_refuse_any_honest_failure() -> 
     assert [row["honest_503"] for row in during] == [0, 0, 1]
     assert during[0]["value"] == 1.9 and during[0]["attacker"] == "400×50"
     assert all(row["ok"] == "" and row["unit"] == "ballots/s" for row in rows[0::2])
+
+
+async def test_paced_run_gives_up_on_a_server_that_never_answers() -> None:
+    """A paced request unanswered past its timeout is counted as timed out, not waited for."""
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # until the client gives up and closes
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        accepted, _, latencies, others = await _open_loop(
+            f"http://127.0.0.1:{port}/v1/referendums/r/ballots",
+            [b"{}"] * 2,
+            rate=100.0,
+            timeout_s=0.2,
+        )
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert (accepted, latencies, others) == (0, [], {TIMED_OUT: 2})
