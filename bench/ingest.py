@@ -1077,6 +1077,7 @@ def _measure_attacks(
             # closed loop on a few connections: a small admission limit must not refuse it
             measure(url, warm_supply.take(300), root, concurrency=8, rate=None)
             for case in cases:
+                _wait_idle(root)  # the previous attack's backlog must not slow the quiet run
                 quiet = honest(f"quiet ({server_label})", root)
                 process = AttackProcess(
                     attacker(case), max_seconds=SETTLE_S + 3 * plan.seconds + 60
@@ -1092,6 +1093,20 @@ def _measure_attacks(
                 )
                 results.append(_Attacked(case, server_label, quiet, attacked, process.report))
     return results
+
+
+def _wait_idle(
+    root: int, *, cores: float = 0.2, window_s: float = 0.5, limit_s: float = 30
+) -> None:
+    """Wait (up to ``limit_s``) until the server uses under ``cores`` over ``window_s``."""
+    pids = descendants(root)[1:]
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        before = cpu_seconds(pids)
+        time.sleep(window_s)
+        if (cpu_seconds(pids) - before) / window_s < cores:
+            return
+    click.echo(f"  the server was still busy after {limit_s:g} s; measuring anyway", err=True)
 
 
 def _attack_rows(plan: _AttackPlan, attacked: list[_Attacked]) -> list[dict[str, Any]]:
