@@ -31,7 +31,8 @@ Under attack (``--attack``, the default; ``--no-throughput`` runs only this part
   scheduled start) as the 80% run; every other answer (503 above all) is counted apart.
 * Each attack (:data:`ATTACK_CASES`) is one such run while an attacker of
   :mod:`bench.attack` runs in its own process, started ``SETTLE_S`` before it and stopped
-  after it, next to a quiet run just before it on the same server: costly invalid ballots
+  after it, next to a quiet run just before it on the same server (once the server is idle
+  again after the previous attack's backlog): costly invalid ballots
   (64 options, a valid voter signature, another ballot's sum proof) on 4 and on 32
   connections, against a server with its default settings; 16 slow-body connections (a
   partial ballot, 2 bytes a second) against one whose ``admission_limit`` is
@@ -43,8 +44,10 @@ Under attack (``--attack``, the default; ``--no-throughput`` runs only this part
   honest ballot got 201. The attacker's outcomes (400, 429, 408, closed, open …) are in the
   row and in the JSON, with its CPU use.
 
-One run per figure: the attack part takes about ``6 × --attack-seconds`` plus two server
-starts.
+One run per figure: the attack part takes 6 to 9 × ``--attack-seconds`` (the attacked runs
+wait out their timeouts) plus two server starts. On a machine so loaded that 16 honest
+ballots are in progress at once (p50 of ~80 ms at 200/s), the quiet run beside the slow
+bodies gets 503s of its own: raise ``--slow-admission-limit`` (and read the row so) there.
 """
 
 from __future__ import annotations
