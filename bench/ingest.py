@@ -21,7 +21,33 @@ Method:
   server, so each run reports the server processes' CPU use (from psutil) and the client's
   own; "per server core" divides the rate by the server's CPU fraction.
 
-Each figure is the median of ``--runs`` runs.
+Each throughput figure is the median of ``--runs`` runs.
+
+Under attack (``--attack``, the default; ``--no-throughput`` runs only this part):
+
+* Honest yes/no ballots are paced at ``--attack-rate`` (a fixed, modest rate, so that an
+  attacker, not saturation, is what moves their latency) for ``--attack-seconds``, by the
+  same open-loop pacer and with the same p50/p99 (of 201 answers, from each request's
+  scheduled start) as the 80% run; every other answer (503 above all) is counted apart.
+* Each attack (:data:`ATTACK_CASES`) is one such run while an attacker of
+  :mod:`bench.attack` runs in its own process, started ``SETTLE_S`` before it and stopped
+  after it, next to a quiet run just before it on the same server (once the server is idle
+  again after the previous attack's backlog): costly invalid ballots
+  (64 options, a valid voter signature, another ballot's sum proof) on 4 and on 32
+  connections, against a server with its default settings; 16 slow-body connections (a
+  partial ballot, 2 bytes a second) against one whose ``admission_limit`` is
+  ``--slow-admission-limit`` (16: the slow connections can take every place).
+* An honest ballot not answered ``--attack-seconds`` after its scheduled start is given up
+  and counted as a ``timeout`` failure (so that a server falling behind cannot stretch a
+  run without bound); the p50/p99 are of the 201 answers.
+* A row is ok when the honest p99 under attack is at most twice the quiet one and every
+  honest ballot got 201. The attacker's outcomes (400, 429, 408, closed, open …) are in the
+  row and in the JSON, with its CPU use.
+
+One run per figure: the attack part takes 6 to 9 × ``--attack-seconds`` (the attacked runs
+wait out their timeouts) plus two server starts. On a machine so loaded that 16 honest
+ballots are in progress at once (p50 of ~80 ms at 200/s), the quiet run beside the slow
+bodies gets 503s of its own: raise ``--slow-admission-limit`` (and read the row so) there.
 """
 
 from __future__ import annotations
@@ -43,10 +69,12 @@ from typing import Any
 import click
 import orjson
 
+from bench.attack import AttackReport
 from bench.common import drop_bench_database, median, write_results
 from bench.loadgen import LoadResult, children, cpu_seconds, descendants
 
 REFERENDUM = "bench-ingest"
+BALLOTS_PATH = f"/v1/referendums/{REFERENDUM}/ballots"
 ELECTION_SECRET = 0xB0B
 
 
@@ -115,10 +143,19 @@ async def _roll_csv(voters: list[tuple[str, bytes, bytes]]) -> AsyncIterator[byt
         yield b"".join(f"{voter},{public.hex()}\n".encode() for voter, public, _ in part)
 
 
-async def _create_database(admin_dsn: str, voters: list[tuple[str, bytes, bytes]]) -> str:
-    """A fresh database holding the open referendum, its roll ``voters``, as an operator does."""
+async def _create_database(
+    admin_dsn: str,
+    voters: list[tuple[str, bytes, bytes]],
+    attackers: list[tuple[str, bytes, bytes]] | None = None,
+) -> str:
+    """A fresh database holding the open referendum, its roll ``voters``, as an operator does.
+
+    With ``attackers`` (voter id, public key, secret) it also holds the open 64-option
+    referendum of :func:`bench.attack.attack_spec` with them on its roll.
+    """
     import asyncpg
 
+    from bench.attack import attack_spec, create_attack_referendum
     from referendum_service.scratch import create_database
     from server.referendums import ReferendumDefinition, create_referendum, transition
     from server.roll import import_roll
@@ -145,6 +182,10 @@ async def _create_database(admin_dsn: str, voters: list[tuple[str, bytes, bytes]
         async with conn.transaction():
             await import_roll(conn, REFERENDUM, _roll_csv(voters), "csv", lines_conn=lines_conn)
         await transition(conn, REFERENDUM, "open", "bench")
+        if attackers:
+            spec = attack_spec(_spec().election_public_key)
+            roll = [(voter, public) for voter, public, _ in attackers]
+            await create_attack_referendum(conn, lines_conn, spec, roll, now=now)
     finally:
         await lines_conn.close()
         await conn.close()
@@ -164,9 +205,28 @@ async def _stored(dsn: str) -> int:
 # --- the server under test -----------------------------------------------------------------
 
 
+# Saturation runs push far more ballots at once than a server's defaults admit.
+SATURATION_ENV = {
+    "REFERENDUM_VOTER_RATE_PER_MINUTE": "100",
+    "REFERENDUM_ADMISSION_LIMIT": "20000",
+    "REFERENDUM_QUEUE_LIMIT": "20000",
+}
+
+
 @contextlib.contextmanager
-def server(dsn: str, port: int, workers: int, verify_workers: int, data_dir: Path) -> Iterator[int]:
-    """``workers`` server processes on ``port``; yields the supervisor's pid."""
+def server(
+    dsn: str,
+    port: int,
+    workers: int,
+    verify_workers: int,
+    data_dir: Path,
+    settings_env: dict[str, str] | None = None,
+) -> Iterator[int]:
+    """``workers`` server processes on ``port``; yields the supervisor's pid.
+
+    ``settings_env`` (``REFERENDUM_*`` variables) defaults to :data:`SATURATION_ENV`; the
+    attack runs pass their own, keeping the server's defaults for the rest.
+    """
     env = {
         **os.environ,
         "DATABASE_URL": dsn,
@@ -176,9 +236,7 @@ def server(dsn: str, port: int, workers: int, verify_workers: int, data_dir: Pat
         "REFERENDUM_VERIFY_WORKERS": str(verify_workers),
         "REFERENDUM_DATA_DIR": str(data_dir),
         "REFERENDUM_LOG_LEVEL": "warning",
-        "REFERENDUM_VOTER_RATE_PER_MINUTE": "100",
-        "REFERENDUM_ADMISSION_LIMIT": "20000",
-        "REFERENDUM_QUEUE_LIMIT": "20000",
+        **(SATURATION_ENV if settings_env is None else settings_env),
     }
     referendum = str(Path(sys.executable).with_name("referendum"))
     process = subprocess.Popen([referendum, "serve", "--no-migrate"], env=env)
@@ -212,6 +270,12 @@ async def _wait_ready(url: str, workers: int, process: subprocess.Popen[bytes]) 
 
 
 # --- load ------------------------------------------------------------------------------
+
+SOCKET_ERROR = 0
+"""The status a paced run counts a request under when no answer came (a socket error)."""
+TIMED_OUT = -1
+"""The status a paced run counts a request under when it gave up waiting for the answer."""
+_FAILURE_NAMES = {SOCKET_ERROR: "socket-error", TIMED_OUT: "timeout"}
 
 
 @dataclass
@@ -268,7 +332,7 @@ async def _closed_loop(
 
 
 async def _open_loop(
-    url: str, bodies: list[bytes], rate: float
+    url: str, bodies: list[bytes], rate: float, timeout_s: float | None = None
 ) -> tuple[int, float, list[float], dict[int, int]]:
     import aiohttp
 
@@ -279,16 +343,30 @@ async def _open_loop(
     connector = aiohttp.TCPConnector(limit=512)
     async with aiohttp.ClientSession(connector=connector) as session:
 
-        async def send(body: bytes, scheduled: float) -> None:
-            nonlocal accepted
+        async def post(body: bytes) -> int:
             async with session.post(url, data=body, headers=headers) as response:
                 await response.read()
-                if response.status == 201:
-                    accepted += 1
-                    # from the scheduled start: a late send counts against the server
-                    latencies.append((time.perf_counter() - scheduled) * 1000)
+                return response.status
+
+        async def send(body: bytes, scheduled: float) -> None:
+            nonlocal accepted
+            try:
+                if timeout_s is None:
+                    status = await post(body)
                 else:
-                    others[response.status] = others.get(response.status, 0) + 1
+                    # from the scheduled start, like the latency
+                    async with asyncio.timeout(scheduled + timeout_s - time.perf_counter()):
+                        status = await post(body)
+            except TimeoutError:
+                status = TIMED_OUT
+            except aiohttp.ClientError:
+                status = SOCKET_ERROR  # under attack a connection may fail: count it
+            if status == 201:
+                accepted += 1
+                # from the scheduled start: a late send counts against the server
+                latencies.append((time.perf_counter() - scheduled) * 1000)
+            else:
+                others[status] = others.get(status, 0) + 1
 
         tasks = []
         start = time.perf_counter()
@@ -304,9 +382,19 @@ async def _open_loop(
 
 
 def measure(
-    url: str, bodies: list[bytes], root: int, *, concurrency: int, rate: float | None
+    url: str,
+    bodies: list[bytes],
+    root: int,
+    *,
+    concurrency: int,
+    rate: float | None,
+    timeout_s: float | None = None,
 ) -> Run:
-    """One run: closed loop (``rate`` None) or paced at ``rate`` requests/s."""
+    """One run: closed loop (``rate`` None) or paced at ``rate`` requests/s.
+
+    A paced request not answered ``timeout_s`` after its scheduled start is given up and
+    counted as :data:`TIMED_OUT` (None: waited for).
+    """
     import uvloop
 
     pids = descendants(root)[
@@ -317,7 +405,7 @@ def measure(
     if rate is None:
         result = uvloop.run(_closed_loop(url, bodies, concurrency))
     else:
-        result = uvloop.run(_open_loop(url, bodies, rate))
+        result = uvloop.run(_open_loop(url, bodies, rate, timeout_s))
     client_after = resource.getrusage(resource.RUSAGE_SELF)
     accepted, seconds, latencies, others = result
     client = (client_after.ru_utime + client_after.ru_stime) - (
@@ -395,7 +483,7 @@ class Stats:
             run.server_cpu,
             run.client_cpu,
             "aiohttp",
-            {str(k): v for k, v in run.other_statuses.items()},
+            {_FAILURE_NAMES.get(k, str(k)): v for k, v in run.other_statuses.items()},
         )
 
     @classmethod
@@ -543,6 +631,40 @@ def _series(
     show_default=True,
     help="verify_workers for the process-pool variant.",
 )
+@click.option(
+    "--throughput/--no-throughput",
+    default=True,
+    show_default=True,
+    help="The saturation, 80% paced and bare verifier rows.",
+)
+@click.option(
+    "--attack/--no-attack",
+    default=True,
+    show_default=True,
+    help="The under-attack rows (costly invalid ballots, slow bodies), each beside a quiet run.",
+)
+@click.option(
+    "--attack-seconds", default=10.0, show_default=True, help="Length of each attack-part run."
+)
+@click.option(
+    "--attack-rate",
+    default=200.0,
+    show_default=True,
+    help="Honest yes/no ballots per second (paced) in the attack part.",
+)
+@click.option(
+    "--attack-voters",
+    default=1,
+    show_default=True,
+    help="Voters on the roll whose credentials the costly attacker signs with.",
+)
+@click.option(
+    "--slow-admission-limit",
+    default=16,
+    show_default=True,
+    help="admission_limit of the slow-body server (the slow connections take every place); "
+    "0 keeps the server's default.",
+)
 def ingest(
     runs: int,
     per_run: int,
@@ -553,72 +675,117 @@ def ingest(
     port: int,
     gen_processes: int,
     pool_workers: int,
+    throughput: bool,
+    attack: bool,
+    attack_seconds: float,
+    attack_rate: float,
+    attack_voters: int,
+    slow_admission_limit: int,
 ) -> None:
-    """Accepted ballots/s and latency of one and two server processes (see module docs)."""
+    """Accepted ballots/s and latency of one and two server processes, and under attack."""
     from bench.loadgen import client_name
     from referendum_service.db import resolve_database_url
     from referendum_service.settings import Settings
 
+    if not (throughput or attack):
+        raise click.UsageError("nothing to measure: --no-throughput and --no-attack")
     settings = Settings.from_env()
     admin_dsn = resolve_database_url(settings)
     load_at_start = list(os.getloadavg())
     client = client_name()
-    click.echo(f"load client for saturation runs: {client}", err=True)
+    attack_plan = _AttackPlan(
+        seconds=attack_seconds,
+        rate=attack_rate,
+        voters=max(1, attack_voters),
+        slow_admission_limit=slow_admission_limit,
+        port=port,
+        concurrency=concurrency,
+    )
     # saturation: inline, pool, two processes; paced: one process (80% of inline)
-    total = per_run * runs * 4 + 4 * 300 + 2000
+    total = WARM_BALLOTS
+    if throughput:
+        total += per_run * runs * 4 + 4 * 300
+    if attack:
+        total += len(ATTACK_CASES) * 2 * attack_plan.honest_count + 1  # + the slow body
     click.echo(f"generating {total:,} ballots in {gen_processes} processes …", err=True)
     made = generate(total, gen_processes)
-    verifier, verifier_cpu = bare_verifier_rate(made[:2000], runs)
-    click.echo(
-        f"  bare verifier: {verifier:,.0f}/s wall, {verifier_cpu:,.0f} per CPU second", err=True
-    )
-    plan = _Plan(
-        runs=runs,
-        per_run=per_run,
-        seconds=seconds,
-        concurrency=concurrency,
-        threads=threads,
-        client_cpus=client_cpus or None,
-        port=port,
-        pool_workers=pool_workers,
-    )
-    dsn = asyncio.run(_create_database(admin_dsn, made))
+    costly: list[bytes] = []
+    attackers: list[tuple[str, bytes, bytes]] = []
+    if attack:
+        attackers, costly = _attack_ballots(attack_plan.voters, gen_processes)
+    dsn = asyncio.run(_create_database(admin_dsn, made, attackers))
+    warm_supply = BallotSupply([body for _, _, body in made[:WARM_BALLOTS]])
+    supply = BallotSupply([body for _, _, body in made[WARM_BALLOTS:]])
+    rows: list[dict[str, Any]] = []
+    meta: dict[str, Any] = {"runs": runs, "parts": {"throughput": throughput, "attack": attack}}
     try:
-        measured = _measure_servers(plan, dsn, made, Path(settings.data_dir))
+        if throughput:
+            click.echo(f"load client for saturation runs: {client}", err=True)
+            verifier, verifier_cpu = bare_verifier_rate(made[:2000], runs)
+            click.echo(
+                f"  bare verifier: {verifier:,.0f}/s wall, {verifier_cpu:,.0f} per CPU second",
+                err=True,
+            )
+            plan = _Plan(
+                runs=runs,
+                per_run=per_run,
+                seconds=seconds,
+                concurrency=concurrency,
+                threads=threads,
+                client_cpus=client_cpus or None,
+                port=port,
+                pool_workers=pool_workers,
+            )
+            measured = _measure_servers(plan, dsn, warm_supply, supply, Path(settings.data_dir))
+            rows += _rows(measured, verifier, verifier_cpu, pool_workers)
+            meta.update(_throughput_meta(plan, measured, client))
+        if attack:
+            attacked = _measure_attacks(
+                attack_plan, dsn, warm_supply, supply, costly, Path(settings.data_dir)
+            )
+            rows += _attack_rows(attack_plan, attacked)
+            meta["attack"] = _attack_meta(attack_plan, attacked, costly)
     finally:
         asyncio.run(drop_bench_database(admin_dsn, dsn))
-    write_results(
-        "ingest",
-        _rows(measured, verifier, verifier_cpu, pool_workers),
-        meta={
-            "runs": runs,
-            "saturation_client": client,
-            "saturation_seconds": seconds,
-            "ballots_made_per_saturation_run": per_run,
-            "closed_loop_connections": concurrency,
-            "client_threads": threads,
-            "client_cpus": client_cpus or None,
-            "paced_client": "aiohttp open-loop pacer (latency from scheduled start)",
-            "paced_rate": round(measured.paced_rate, 1),
-            "paced_ballots_per_run": measured.paced_count,
-            "ballots_stored": measured.stored,
+    meta.update(
+        {
             "cpus": os.cpu_count(),
-            "one_process_commits": measured.commit_stats,
-            "saturation_runs": measured.details,
-            "failures": {
-                "inline": measured.inline.failures,
-                "pooled": measured.pooled.failures,
-                "two": measured.two.failures,
-                "paced": measured.paced.failures,
-            },
             "load_average_at_start": load_at_start,
             "load_average_at_end": list(os.getloadavg()),
             "note": (
                 "client, server(s) and PostgreSQL share this machine's cores; server_cpu and "
                 "client_cpu are cores used during the run (from psutil and the client's rusage)"
             ),
-        },
+        }
     )
+    write_results("ingest", rows, meta=meta)
+
+
+WARM_BALLOTS = 2000
+"""Ballots kept for warm-ups (300 a server started) and the bare verifier's sample."""
+
+
+def _throughput_meta(plan: _Plan, measured: _Measured, client: str) -> dict[str, Any]:
+    return {
+        "saturation_client": client,
+        "saturation_seconds": plan.seconds,
+        "ballots_made_per_saturation_run": plan.per_run,
+        "closed_loop_connections": plan.concurrency,
+        "client_threads": plan.threads,
+        "client_cpus": plan.client_cpus,
+        "paced_client": "aiohttp open-loop pacer (latency from scheduled start)",
+        "paced_rate": round(measured.paced_rate, 1),
+        "paced_ballots_per_run": measured.paced_count,
+        "ballots_stored": measured.stored,
+        "one_process_commits": measured.commit_stats,
+        "saturation_runs": measured.details,
+        "failures": {
+            "inline": measured.inline.failures,
+            "pooled": measured.pooled.failures,
+            "two": measured.two.failures,
+            "paced": measured.paced.failures,
+        },
+    }
 
 
 @dataclass(frozen=True)
@@ -651,14 +818,12 @@ class _Measured:
 
 
 def _measure_servers(
-    plan: _Plan, dsn: str, made: list[tuple[str, bytes, bytes]], data_dir: Path
+    plan: _Plan, dsn: str, warm_supply: BallotSupply, supply: BallotSupply, data_dir: Path
 ) -> _Measured:
     """Inline (saturated and paced at 80%), with verify workers, and two processes."""
     base_url = f"http://127.0.0.1:{plan.port}"
-    path = f"/v1/referendums/{REFERENDUM}/ballots"
+    path = BALLOTS_PATH
     url = base_url + path
-    warm_supply = BallotSupply([body for _, _, body in made[:2000]])
-    supply = BallotSupply([body for _, _, body in made[2000:]])
     details: dict[str, Any] = {}
 
     def saturation(label: str, root: int) -> Stats:
@@ -777,3 +942,247 @@ def _rows(
             "ratio",
         ),
     ]
+
+
+# --- under attack ---------------------------------------------------------------------------
+
+SETTLE_S = 1.0
+"""How long an attack runs before the honest run starts: its steady state, not its ramp-up."""
+
+
+@dataclass(frozen=True)
+class _AttackCase:
+    """One attack of the table: what kind, on how many connections."""
+
+    label: str
+    kind: str  # "costly" or "slow"
+    connections: int
+
+
+ATTACK_CASES = (
+    _AttackCase("4 connections of costly invalid ballots", "costly", 4),
+    _AttackCase("32 connections of costly invalid ballots", "costly", 32),
+    _AttackCase("16 slow-body connections", "slow", 16),
+)
+
+
+@dataclass(frozen=True)
+class _AttackPlan:
+    """How the attack part is sized (its options)."""
+
+    seconds: float
+    rate: float
+    voters: int
+    slow_admission_limit: int
+    port: int
+    concurrency: int
+
+    @property
+    def honest_count(self) -> int:
+        """Honest ballots of one paced run."""
+        return max(100, int(self.rate * self.seconds))
+
+
+@dataclass
+class _Attacked:
+    """One attack and the quiet run just before it, on the same server."""
+
+    case: _AttackCase
+    server: str  # the settings that server ran with, as the table names them
+    quiet: Run
+    attacked: Run
+    report: AttackReport
+
+
+def _attack_ballots(
+    voters: int, processes: int
+) -> tuple[list[tuple[str, bytes, bytes]], list[bytes]]:
+    """The attacking voters (id, public key, secret) and their costly invalid ballots."""
+    from bench.attack import attack_spec, costly_invalid_ballots
+    from referendum_core.client import new_voter_key
+
+    attackers = []
+    for i in range(voters):
+        secret, public = new_voter_key()
+        attackers.append((f"attacker-{i:04d}", public, secret))
+    spec = attack_spec(_spec().election_public_key)
+    click.echo(
+        f"making costly invalid ballots ({len(spec.options)} options) for {voters} attacking "
+        "voter(s) …",
+        err=True,
+    )
+    signers = [(voter, secret) for voter, _, secret in attackers]
+    return attackers, costly_invalid_ballots(spec, signers, processes=processes)
+
+
+def _measure_attacks(
+    plan: _AttackPlan,
+    dsn: str,
+    warm_supply: BallotSupply,
+    supply: BallotSupply,
+    costly: list[bytes],
+    data_dir: Path,
+) -> list[_Attacked]:
+    """Each attack of :data:`ATTACK_CASES` during a paced honest run, after a quiet one.
+
+    The costly attacks go to a server with its default settings; the slow bodies to one
+    whose ``admission_limit`` is ``--slow-admission-limit`` (the slow connections can take
+    every place: without body deadlines, honest ballots then get 503).
+    """
+    from bench.attack import (
+        ATTACK_REFERENDUM,
+        AttackProcess,
+        CostlyAttacker,
+        SlowBodyAttacker,
+    )
+
+    host = "127.0.0.1"
+    url = f"http://{host}:{plan.port}{BALLOTS_PATH}"
+    attack_path = f"/v1/referendums/{ATTACK_REFERENDUM}/ballots"
+    slow_body = supply.take(1)[0]  # a real ballot's bytes, never sent in full
+    slow_env: dict[str, str] = {}
+    slow_server = "server defaults"
+    if plan.slow_admission_limit > 0:
+        slow_env = {"REFERENDUM_ADMISSION_LIMIT": str(plan.slow_admission_limit)}
+        slow_server = f"admission_limit {plan.slow_admission_limit}"
+    groups: list[tuple[dict[str, str], str, list[_AttackCase]]] = [
+        ({}, "server defaults", [c for c in ATTACK_CASES if c.kind == "costly"]),
+        (slow_env, slow_server, [c for c in ATTACK_CASES if c.kind == "slow"]),
+    ]
+
+    def honest(label: str, root: int) -> Run:
+        run = measure(
+            url,
+            supply.take(plan.honest_count),
+            root,
+            concurrency=plan.concurrency,
+            rate=plan.rate,
+            timeout_s=plan.seconds,  # a server that falls behind must not stretch the run
+        )
+        failures = Stats.of_run(run).failures
+        others = f" non-201 answers {failures}" if failures else ""
+        click.echo(
+            f"  honest {plan.rate:g}/s, {label}: {run.rate:,.0f}/s p50 "
+            f"{run.percentile(0.5):.1f} ms p99 {run.percentile(0.99):.1f} ms server cpu "
+            f"{run.server_cpu:.2f}{others}",
+            err=True,
+        )
+        return run
+
+    def attacker(case: _AttackCase) -> CostlyAttacker | SlowBodyAttacker:
+        if case.kind == "costly":
+            return CostlyAttacker(host, plan.port, attack_path, costly, case.connections)
+        return SlowBodyAttacker(host, plan.port, BALLOTS_PATH, slow_body, case.connections)
+
+    results = []
+    for env, server_label, cases in groups:
+        with server(dsn, plan.port, 1, 0, data_dir, env) as root:
+            # closed loop on a few connections: a small admission limit must not refuse it
+            measure(url, warm_supply.take(300), root, concurrency=8, rate=None)
+            for case in cases:
+                _wait_idle(root)  # the previous attack's backlog must not slow the quiet run
+                quiet = honest(f"quiet ({server_label})", root)
+                process = AttackProcess(
+                    attacker(case), max_seconds=SETTLE_S + 3 * plan.seconds + 60
+                )
+                with process:
+                    time.sleep(SETTLE_S)
+                    attacked = honest(f"under {case.label} ({server_label})", root)
+                assert process.report is not None  # set on leaving the block
+                click.echo(
+                    f"  attacker, {case.label}: {process.report.rate:,.0f}/s "
+                    f"{process.report.summary()} cpu {process.report.cpu:.2f}",
+                    err=True,
+                )
+                results.append(_Attacked(case, server_label, quiet, attacked, process.report))
+    return results
+
+
+def _wait_idle(
+    root: int, *, cores: float = 0.2, window_s: float = 0.5, limit_s: float = 30
+) -> None:
+    """Wait (up to ``limit_s``) until the server uses under ``cores`` over ``window_s``."""
+    pids = descendants(root)[1:]
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        before = cpu_seconds(pids)
+        time.sleep(window_s)
+        if (cpu_seconds(pids) - before) / window_s < cores:
+            return
+    click.echo(f"  the server was still busy after {limit_s:g} s; measuring anyway", err=True)
+
+
+def _attack_rows(plan: _AttackPlan, attacked: list[_Attacked]) -> list[dict[str, Any]]:
+    """Per attack: the quiet run's rate, then the attacked run's p99 against the quiet one."""
+    rows = []
+    for a in attacked:
+        quiet, under = Stats.of_run(a.quiet), Stats.of_run(a.attacked)
+        ratio = under.p99 / quiet.p99 if quiet.p99 > 0 else float("nan")
+        before = _row(
+            f"honest {plan.rate:g}/s, quiet ({a.server})", quiet.rate, "ballots/s", run=quiet
+        )
+        during = _row(
+            f"honest {plan.rate:g}/s, under {a.case.label} ({a.server})",
+            ratio,
+            "x quiet p99",
+            run=under,
+            target="<= 2, no honest 503",
+            ok=ratio <= 2 and not under.failures,
+        )
+        before.update(honest_503=quiet.failures.get("503", 0), attacker="")
+        during.update(honest_503=under.failures.get("503", 0), attacker=a.report.summary())
+        rows += [before, during]
+    return rows
+
+
+def _run_json(run: Run) -> dict[str, Any]:
+    return {
+        "accepted": run.accepted,
+        "seconds": round(run.seconds, 3),
+        "p50_ms": round(run.percentile(0.5), 2),
+        "p99_ms": round(run.percentile(0.99), 2),
+        "max_ms": round(max(run.latencies_ms), 2) if run.latencies_ms else None,
+        "other_statuses": Stats.of_run(run).failures,
+        "server_cpu": round(run.server_cpu, 3),
+        "client_cpu": round(run.client_cpu, 3),
+    }
+
+
+def _attack_meta(
+    plan: _AttackPlan, attacked: list[_Attacked], costly: list[bytes]
+) -> dict[str, Any]:
+    from bench.attack import ATTACK_OPTIONS, SLOW_INTERVAL_S, SLOW_STEP_BYTES
+
+    return {
+        "honest_rate": plan.rate,
+        "honest_ballots_per_run": plan.honest_count,
+        "honest_client": "aiohttp open-loop pacer (latency from scheduled start), as the 80% run",
+        "settle_seconds": SETTLE_S,
+        "costly_ballot": {
+            "options": ATTACK_OPTIONS,
+            "selections": f"1..{ATTACK_OPTIONS}",
+            "ciphertexts": ATTACK_OPTIONS,
+            "sum_proof_branches": ATTACK_OPTIONS,
+            "json_bytes": len(costly[0]) if costly else 0,
+            "distinct_bodies": len(costly),
+            "attacking_voters": plan.voters,
+            "invalid_because": "its sum proof is another ballot's; its signature verifies",
+        },
+        "slow_body": {
+            "interval_s": SLOW_INTERVAL_S,
+            "step_bytes": SLOW_STEP_BYTES,
+            "admission_limit": plan.slow_admission_limit or "server default",
+        },
+        "runs": [
+            {
+                "attack": a.case.label,
+                "kind": a.case.kind,
+                "connections": a.case.connections,
+                "server": a.server,
+                "quiet": _run_json(a.quiet),
+                "attacked": _run_json(a.attacked),
+                "attacker": a.report.as_json(),
+            }
+            for a in attacked
+        ],
+    }
