@@ -106,7 +106,8 @@ def _resigned(body: dict[str, Any], secret: bytes) -> dict[str, Any]:
     """``body`` signed again by ``secret``: its signature verifies whatever it now holds."""
     from nacl.signing import SigningKey
 
-    from referendum_core.ballot import SIGNING_PREFIX, ballot_from_json, encode_body
+    from referendum_core.ballot import SIGNING_PREFIX
+    from referendum_core.ballot_codec import ballot_from_json, encode_body
 
     signed = SigningKey(secret).sign(SIGNING_PREFIX + encode_body(ballot_from_json(body)))
     return {**body, "signature": bytes(signed.signature).hex()}
