@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 from server.state import BALLOT_BOX_KEY
 from tests.helpers import running_app
 from tests.ingest import count_ballots, create_referendum, ingest_settings, wait_until
-from tests.server.raw_http import RawResponse, read_response, served_app
+from tests.server.raw_http import RawResponse, raw_request, read_response, served_app
 
 ROUTE = "/v1/referendums/{rid}/ballots"
 PARTIAL = b'{"voter": "v0", "ciphertexts": ['
@@ -171,3 +171,47 @@ async def test_slow_request_head_is_closed(database_url: str, tmp_path: Path) ->
             for _, writer in (silent, slow):
                 writer.close()
         assert (await client.get("/livez")).status == 200
+
+
+async def test_broken_body_encoding_is_a_400(database_url: str, tmp_path: Path) -> None:
+    """A ballot body that is not the gzip its Content-Encoding says is a 400 problem, not a
+    500."""
+    electorate = await create_referendum(database_url, "ref-gzip")
+    before = requests_answered(500)
+    async with served_app(ingest_settings(tmp_path), database_url) as server:
+        answer = await raw_request(
+            server.host,
+            server.port,
+            f"POST {electorate.path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            "Content-Encoding: gzip\r\nContent-Length: 10\r\nConnection: close\r\n\r\n"
+            "notgzip!!!".encode(),
+        )
+    assert answer.status == 400, answer
+    assert answer.problem()["type"].endswith("/malformed-body")
+    assert requests_answered(500) == before
+    assert await count_ballots(database_url) == 0
+
+
+async def test_broken_chunked_framing_frees_the_place(database_url: str, tmp_path: Path) -> None:
+    """Chunked framing that breaks while the handler reads the body (aiohttp does not tell the
+    handler) ends in a 4xx problem at the body deadline, the admission place freed."""
+    electorate = await create_referendum(database_url, "ref-chunks")
+    settings = ingest_settings(tmp_path, body_timeout_ms=60_000, body_min_bytes_per_s=100)
+    async with served_app(settings, database_url) as server:
+        box = server.app[BALLOT_BOX_KEY]
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        try:
+            writer.write(
+                f"POST {electorate.path} HTTP/1.1\r\nHost: x\r\n"
+                "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                '5\r\n{"vot\r\n'.encode()
+            )
+            await wait_until(lambda: box.in_flight == 1, 20, "the body to be read")
+            writer.write(b"zz\r\nmore\r\n")
+            answer = await read_response(reader)
+        finally:
+            writer.close()
+        assert 400 <= answer.status < 500, answer
+        answer.problem()
+        assert box.in_flight == 0
+    assert await count_ballots(database_url) == 0
