@@ -55,6 +55,12 @@ class Settings:
     log_level: str = "info"
     max_body_bytes: int = 64 * 1024
     """Largest JSON request body accepted (ballots, referendum definitions)."""
+    body_timeout_ms: int = 10_000
+    """Longest a JSON request body may take to arrive, however steadily; then 408."""
+    body_min_bytes_per_s: int = 1024
+    """Slowest a JSON body may arrive: one second of credit, plus one per this many bytes."""
+    connection_idle_timeout_ms: int = 75_000
+    """Longest a connection may wait for its next complete request head, idle or slow."""
     max_roll_bytes: int = 4 * 1024 * 1024 * 1024
     """Largest voter-roll upload accepted in one part."""
     roll_check_threads: int = 0

@@ -41,13 +41,18 @@ def make_app(settings: Settings, *, database_url: str | None = None) -> web.Appl
     """Build the application: pool, routes of every API module, health, metrics, OpenAPI.
 
     ``database_url`` overrides ``settings.database_url`` (tests pass their fresh database).
-    JSON bodies are limited to ``settings.max_body_bytes``; roll uploads stream under their own
-    limit (``settings.max_roll_bytes``). Serve it with ``handler_cancellation`` off (aiohttp's
+    JSON bodies are limited to ``settings.max_body_bytes`` and read under the body deadlines
+    (``body_timeout_ms``, ``body_min_bytes_per_s``); roll uploads stream under their own limit
+    (``settings.max_roll_bytes``). A connection gets ``connection_idle_timeout_ms`` for each
+    request head. Serve it with ``handler_cancellation`` off (aiohttp's
     default) so a client disconnect cannot cut a database write in half.
     """
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[observability.metrics_middleware, problem_middleware],
+        # aiohttp's keep-alive timer also runs while a request head is arriving: it is the
+        # only deadline on a connection that sends its headers slowly, or nothing at all
+        handler_args={"keepalive_timeout": settings.connection_idle_timeout_ms / 1000.0},
     )
     app[SETTINGS_KEY] = settings
     app.cleanup_ctx.append(_pool_context(settings, database_url))

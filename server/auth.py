@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from typing import Any
 
@@ -18,6 +19,8 @@ from server.errors import Unauthorized
 from server.state import POOL_KEY
 
 __all__ = ["authenticate", "create_api_key", "hash_key"]
+
+_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
 
 def hash_key(token: str) -> bytes:
@@ -47,7 +50,9 @@ async def authenticate(request: web.Request) -> str:
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("an operator API key is required (Authorization: Bearer <key>)")
-    if len(token) > 256:
+    # RFC 6750's token68 alphabet only: aiohttp hands on other header bytes as surrogates,
+    # which no key holds (keys are URL-safe base64) and which would not even encode
+    if len(token) > 256 or not _TOKEN.fullmatch(token):
         raise Unauthorized("unknown or revoked API key")
     digest = hash_key(token)
     async with acquire(request.app[POOL_KEY]) as conn:

@@ -9,15 +9,19 @@ Nothing else in the services builds error responses. The tree::
     ├── Unauthorized          401 missing or wrong operator API key
     ├── Forbidden             403 the key may not do this
     ├── NotFound              404 unknown referendum, ballot, block, voter
+    ├── RequestTimeout        408 a body that did not arrive in time (the connection closes)
     ├── Conflict              409 wrong state (illegal transition, closed referendum,
     │                             already voted under ``forbid``)
     ├── PayloadTooLarge       413 body over the configured limit
     ├── UnsupportedMediaType  415 wrong Content-Type
     ├── UnprocessableContent  422 well-formed but invalid (bad roll file, bad key)
     ├── TooManyRequests       429 per-voter rate limit (carries Retry-After)
+    ├── ClientClosedRequest   499 the client left before its body arrived: counted as a
+    │                             client event, never answered (there is no one to answer)
     └── ServiceUnavailable    503 database down, queue saturated (carries Retry-After)
 
-Driver errors (asyncpg) are translated into these in ``referendum_service.db`` only.
+Driver errors (asyncpg) are translated into these in ``referendum_service.db`` only, and
+:func:`from_storage` answers them with fixed texts: what the database said is logged, never sent.
 """
 
 from __future__ import annotations
@@ -30,18 +34,19 @@ from referendum_service.db import (
     Duplicate,
     SerializationRetry,
     StorageError,
-    Unavailable,
 )
 
 __all__ = [
     "PROBLEM_BASE",
     "ApiError",
     "BadRequest",
+    "ClientClosedRequest",
     "Conflict",
     "Forbidden",
     "InvalidBallot",
     "NotFound",
     "PayloadTooLarge",
+    "RequestTimeout",
     "ServiceUnavailable",
     "TooManyRequests",
     "Unauthorized",
@@ -121,6 +126,12 @@ class NotFound(ApiError):
     title = "Not found"
 
 
+class RequestTimeout(ApiError):
+    status = 408
+    default_slug = "body-timeout"
+    title = "Request timeout"
+
+
 class Conflict(ApiError):
     status = 409
     default_slug = "conflict"
@@ -151,6 +162,15 @@ class TooManyRequests(ApiError):
     title = "Too many requests"
 
 
+class ClientClosedRequest(ApiError):
+    """The client closed its connection mid-request; 499 is nginx's status for it, kept so
+    that metrics tell a client leaving from a server failing (nothing reaches the client)."""
+
+    status = 499
+    default_slug = "client-closed-request"
+    title = "Client closed the request"
+
+
 class ServiceUnavailable(ApiError):
     status = 503
     default_slug = "unavailable"
@@ -162,17 +182,22 @@ def from_storage(exc: StorageError) -> ApiError:
 
     A unique-constraint refusal is a 409, a value the database refused a 400 (the statement
     failed, nothing was stored), and an unreachable or contended database a 503 with
-    ``Retry-After``.
+    ``Retry-After``. Each detail is a fixed text: the driver's message (which can name tables,
+    constraints, encodings and the refused value) is for the server's log
+    (:func:`server.http.problem_middleware` writes it), never for the client.
 
-    >>> from_storage(Duplicate("already exists (x)", "x")).status
-    409
+    >>> from_storage(Duplicate("already exists (x)", "x")).detail
+    'already exists'
+    >>> from_storage(BadValue("invalid input syntax for type uuid: ...")).detail
+    'a value was refused by the database (for example a NUL character in text)'
     """
     if isinstance(exc, Duplicate):
-        return Conflict(str(exc), slug="duplicate")
+        return Conflict("already exists", slug="duplicate")
     if isinstance(exc, BadValue):
-        return BadRequest(str(exc), slug="bad-value")
+        return BadRequest(
+            "a value was refused by the database (for example a NUL character in text)",
+            slug="bad-value",
+        )
     if isinstance(exc, SerializationRetry):
         return ServiceUnavailable("storage contended, try again", retry_after=RETRY_AFTER_S)
-    if isinstance(exc, Unavailable):
-        return ServiceUnavailable(str(exc), retry_after=RETRY_AFTER_S)
-    return ServiceUnavailable("database error, try again", retry_after=RETRY_AFTER_S)
+    return ServiceUnavailable("database unavailable, try again", retry_after=RETRY_AFTER_S)

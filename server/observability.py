@@ -1,14 +1,17 @@
 """Metrics and health: Prometheus metrics, ``/livez``, ``/readyz``.
 
 Logging is configured by :mod:`referendum_service.logs`. Metrics are labelled by route template,
-never by raw path, so no voter or ballot identifier becomes a label.
+never by raw path, so no voter or ballot identifier becomes a label. A client that leaves
+mid-request is counted with status 499 (a client event), so a 500 here is always the server's.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
+import structlog
 from aiohttp import web
 from prometheus_client import REGISTRY, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -41,6 +44,8 @@ ROLL_ROWS_IMPORTED = Counter(
 
 READY_TIMEOUT_S = 1.0
 
+log = structlog.get_logger("server.observability")
+
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -56,6 +61,12 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         return response
     except web.HTTPException as exc:
         status = exc.status
+        raise
+    except asyncio.CancelledError:
+        # with handler_cancellation on, aiohttp cancels the handler of a client that left:
+        # a client event (499), not a server failure
+        status = 499
+        log.info("client_closed_request", path=request.path, method=request.method)
         raise
     finally:
         info = request.match_info.route.resource

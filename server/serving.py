@@ -10,6 +10,11 @@ Stopping (SIGTERM or SIGINT to the parent, which forwards SIGTERM to every worke
 closes its listening socket, lets every request in progress finish (their ballots are
 committed or refused, and each gets its answer), drains the ingest queue, closes the pool and
 exits. Nothing is acknowledged before its COMMIT, so nothing acknowledged is lost.
+
+Requests aiohttp refuses before any handler runs (a malformed request line, a bad or too long
+header, broken framing) are answered by :class:`ProblemAppRunner`'s request handler as
+problem+json too, and logged by the error's class only: aiohttp's own answer is
+``text/plain`` and quotes the offending bytes, and its log line carries them as well.
 """
 
 from __future__ import annotations
@@ -25,12 +30,15 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 
 import structlog
-from aiohttp import web
+from aiohttp import http_exceptions, web
+from aiohttp.web_request import BaseRequest
 
 from referendum_service.db import resolve_database_url
 from referendum_service.settings import Settings
+from server.errors import PROBLEM_BASE
+from server.http import problem_response
 
-__all__ = ["run_servers", "serve_worker"]
+__all__ = ["ProblemAppRunner", "ProblemRequestHandler", "run_servers", "serve_worker"]
 
 log = structlog.get_logger("server.serving")
 
@@ -38,6 +46,78 @@ SHUTDOWN_TIMEOUT_S = 30.0
 """Longest a worker waits for requests in progress when stopping (then closes them)."""
 _KILL_AFTER_S = SHUTDOWN_TIMEOUT_S + 15.0
 _RESTART_BACKOFF_S = 1.0
+
+# What a refused request is told, by the parser's error (most specific first): fixed texts,
+# since the exceptions' own messages quote the request.
+_PARSER_ERRORS: tuple[tuple[type[Exception], str, str], ...] = (
+    (http_exceptions.LineTooLong, "line-too-long", "the request line or a header is too long"),
+    (http_exceptions.BadHttpMethod, "malformed-request", "the request method is malformed"),
+    (http_exceptions.InvalidURLError, "malformed-request", "the request target is malformed"),
+    (http_exceptions.BadStatusLine, "malformed-request", "the request line is malformed"),
+    (http_exceptions.InvalidHeader, "malformed-request", "a request header is malformed"),
+    (http_exceptions.PayloadEncodingError, "malformed-body", "the body's framing is malformed"),
+)
+
+
+class ProblemRequestHandler(web.RequestHandler):
+    """aiohttp's connection handler, answering what it refuses itself as problem+json."""
+
+    __slots__ = ()
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """The answer to a request that reached no handler (or escaped every middleware).
+
+        ``message`` (aiohttp's text, quoting the request) is neither sent nor logged.
+        """
+        if request.writer.output_size > 0:
+            # as aiohttp does: part of an answer went out, no other can follow
+            raise ConnectionError("a response was partly sent; the connection is closed")
+        if status >= 500:
+            slug, title, detail = "internal", "Internal error", "internal error"
+            log.error("http_handler_failed", status=status, exc_info=exc)
+        else:
+            slug, detail = "malformed-request", "the request is malformed"
+            for kind, kind_slug, kind_detail in _PARSER_ERRORS:
+                if isinstance(exc, kind):
+                    slug, detail = kind_slug, kind_detail
+                    break
+            title = "Bad request" if status == 400 else "Refused request"
+            # a client's fault, frequent on a public port: the class says enough
+            log.info("http_request_refused", status=status, error=type(exc).__name__)
+        body = {"type": PROBLEM_BASE + slug, "title": title, "status": status, "detail": detail}
+        response = problem_response(body, status=status)
+        response.force_close()
+        return response
+
+
+class _ProblemServer(web.Server):
+    def __call__(self) -> web.RequestHandler:
+        # aiohttp's own body, with the class swapped
+        return ProblemRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class ProblemAppRunner(web.AppRunner):
+    """An :class:`aiohttp.web.AppRunner` whose connections use :class:`ProblemRequestHandler`.
+
+    aiohttp offers no setting for the handler class, so the runner rebuilds the server it
+    made around it (the same handler, request factory and arguments).
+    """
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        return _ProblemServer(
+            server.request_handler,
+            request_factory=server.request_factory,
+            handler_cancellation=server.handler_cancellation,
+            loop=server._loop,
+            **server._kwargs,
+        )
 
 
 def run_servers(settings: Settings) -> None:
@@ -127,7 +207,7 @@ async def _serve(settings: Settings, database_url: str, index: int) -> None:
     parent = os.getppid()
 
     app = make_app(settings, database_url=database_url)
-    runner = web.AppRunner(
+    runner = ProblemAppRunner(
         app,
         handler_cancellation=False,  # a disconnect must not cut a write in half
         access_log=None,  # requests are counted by the metrics middleware instead

@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 import coincurve
 import pytest
+import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from nacl.bindings import crypto_sign_seed_keypair
@@ -19,6 +20,7 @@ from referendum_service.settings import Settings
 from server.app import make_app
 from server.state import POOL_KEY
 from tests.helpers import database_snapshot, operator_headers, running_app
+from tests.server.raw_http import raw_request
 
 Client = TestClient[web.Request, web.Application]
 
@@ -518,4 +520,54 @@ async def test_nul_in_stored_text_is_refused_and_stores_nothing(
     body = {**DEFINITION, "question": "Rebuild\u0000the bridge?"}
     response = await client.post("/v1/referendums", json=body, headers=auth)
     await assert_problem(response, 400)
+    assert await database_snapshot(database_url) == before
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"Bearer \xff\xfe\xfd",  # not UTF-8
+        "Bearer clé".encode(),  # UTF-8, not ASCII
+        "Bearer ٣٣٣".encode(),  # Arabic-Indic digits
+        b"Bearer abc\x80def",
+    ],
+)
+async def test_non_ascii_authorization_is_401(client: Client, value: bytes) -> None:
+    """A bearer token with bytes outside ASCII is a 401 problem on every operator route."""
+    host, port = str(client.server.host), int(client.server.port or 0)
+    for method, path in [
+        ("GET", "/v1/referendums/ref-1/status"),
+        ("POST", "/v1/referendums/ref-1/open"),
+        ("POST", "/v1/referendums"),
+    ]:
+        request = (
+            f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n".encode()
+            + b"Authorization: "
+            + value
+            + b"\r\nConnection: close\r\n\r\n"
+        )
+        answer = await raw_request(host, port, request)
+        assert answer.status == 401, answer
+        assert answer.problem()["type"].endswith("/unauthorized")
+        assert answer.headers["www-authenticate"].startswith("Bearer")
+
+
+async def test_database_value_error_is_a_fixed_text(
+    client: Client, auth: dict[str, str], database_url: str
+) -> None:
+    """A value the database refuses is a 400 whose detail is a fixed text, never the driver's
+    message; the server's log keeps the real error."""
+    before = await database_snapshot(database_url)
+    body = {**DEFINITION, "question": "Rebuild\u0000the bridge?"}
+    with structlog.testing.capture_logs() as logs:
+        response = await client.post("/v1/referendums", json=body, headers=auth)
+    problem = await assert_problem(response, 400, "bad-value")
+    assert problem["detail"] == (
+        "a value was refused by the database (for example a NUL character in text)"
+    )
+    text = await response.text()
+    for driver_word in ("UTF8", "0x00", "byte sequence", "encoding"):
+        assert driver_word not in text
+    logged = [entry for entry in logs if entry["event"] == "storage_error"]
+    assert logged and "0x00" in logged[0]["error"], logs
     assert await database_snapshot(database_url) == before
