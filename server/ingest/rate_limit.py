@@ -66,6 +66,11 @@ class _Batches(Generic[Request, Result]):
         self._busy = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a free slot."""
+        return len(self._waiting)
+
     async def submit(self, request: Request) -> Result:
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._waiting.append((request, future))
@@ -124,6 +129,11 @@ class VoterRateLimit:
         self._acquire_timeout_s = acquire_timeout_s
         self._admits: _Batches[AdmitRequest, Admission] = _Batches(self._admit_batch)
         self._charges: _Batches[tuple[str, str, float], None] = _Batches(self._charge_batch)
+
+    @property
+    def waiting(self) -> int:
+        """Submissions waiting for an admission statement (every slot busy)."""
+        return self._admits.waiting
 
     async def admit(self, request: AdmitRequest) -> Admission:
         """The stored receipt of the ballot, or the voter's key and (if wanted) a token."""

@@ -268,3 +268,40 @@ async def test_window_end_is_enforced_by_the_insert(database_url: str, tmp_path:
         # the one stored in time is still answered with its receipt
         assert (await client.post(electorate.path, json=body)).status == 200
     assert await count_ballots(database_url) == 1
+
+
+async def test_concurrent_submissions_share_one_admission_statement(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """16 submissions at once, with both statement slots held, go in 3 statements, not 16."""
+    import server.ingest.rate_limit
+
+    electorate = await create_referendum(database_url, "ref-batch", voters=16)
+    bodies = [electorate.ballot(f"v{i}") for i in range(16)]
+    sizes: list[int] = []
+    admit = server.ingest.rate_limit.admit_ballots
+
+    async def counted(conn: Any, requests: Any, **kwargs: Any) -> Any:
+        sizes.append(len(requests))
+        return await admit(conn, requests, **kwargs)
+
+    monkeypatch.setattr(server.ingest.rate_limit, "admit_ballots", counted)
+    blocker = await asyncpg.connect(database_url)
+    try:
+        async with running_app(ingest_settings(tmp_path), database_url) as client:
+            assert client.app is not None
+            box = client.app[BALLOT_BOX_KEY]
+            tx = blocker.transaction()
+            await tx.start()
+            await blocker.execute("LOCK TABLE voters IN ACCESS EXCLUSIVE MODE")
+            first = [asyncio.create_task(client.post(electorate.path, json=b)) for b in bodies[:2]]
+            await wait_until(lambda: len(sizes) == 2, DEADLINE_S, "two statements waiting")
+            rest = [asyncio.create_task(client.post(electorate.path, json=b)) for b in bodies[2:]]
+            await wait_until(lambda: box.rate.waiting == 14, DEADLINE_S, "14 waiting")
+            await tx.commit()
+            answered = await asyncio.gather(*first, *rest)
+            assert [r.status for r in answered] == [201] * 16
+    finally:
+        await blocker.close()
+    assert sorted(sizes) == [1, 1, 14]
+    assert await count_ballots(database_url) == 16
