@@ -88,17 +88,13 @@ class Settings:
     queue_limit: int = 5000
     """Ballots waiting in one process's write queue before new ones are refused with 503."""
     voter_rate_per_minute: int = 10
-    """Submissions one voter may make per minute on one process before 429."""
-    rate_limit_entries: int = 200_000
-    """Voters whose rate-limit bucket one process keeps (least recently seen dropped first)."""
+    """Ballots one voter may submit per minute, counted across every server process."""
     verify_workers: int = 0
     """Processes checking proofs; 0 checks inline on the event loop's thread."""
     spec_cache_ms: int = 500
     """Longest a server process trusts a cached referendum state before re-reading it."""
     spec_cache_entries: int = 1024
     """Referendums whose state and ballot spec one server process caches."""
-    voter_cache_size: int = 100_000
-    """Voter public keys cached per server process (LRU; the roll is frozen once open)."""
     proof_cache_mb: int = 256
     """Memory per server process for cached log nodes (about 4 bytes a sealed ballot)."""
     proof_page_nodes: int = 1 << 14

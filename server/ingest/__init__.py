@@ -2,14 +2,18 @@
 
 * :mod:`server.ingest.queue`: :class:`BallotQueue`, the adaptive group commit (one insert per
   batch, each request answered after its COMMIT, bounded by ``queue_limit``).
-* :mod:`server.ingest.directory`: :class:`ReferendumDirectory` and :class:`VoterRoll`,
-  per-process caches of referendum specs (state re-read at most every ``spec_cache_ms``) and
-  voters' public keys; misses are fetched in batches.
-* :mod:`server.ingest.rate_limit`: :class:`VoterRateLimit`, a token bucket per voter and process.
-* :mod:`server.ingest.verifier`: :class:`BallotVerifier`, proof checks inline or in a process
-  pool (``verify_workers``).
+* :mod:`server.ingest.directory`: :class:`ReferendumDirectory`, a per-process cache of
+  referendum specs and voting windows (the row re-read at most every ``spec_cache_ms``).
+* :mod:`server.ingest.rate_limit`: :class:`VoterRateLimit`, a token bucket per voter in
+  PostgreSQL shared by every process; its one batched statement per group of submissions
+  also finds stored ballots (a resubmission is answered before any token or proof check) and
+  voters' keys.
+* :mod:`server.ingest.verifier`: :func:`parse_ballot` (canonical bytes and hash, cheap),
+  :func:`verification_cost`, and :class:`BallotVerifier`, the signature and proof checks
+  inline or in a process pool (``verify_workers``).
 * :mod:`server.ingest.box`: :class:`BallotBox`, every check of a submission, then the queue
-  and the receipt; admission is bounded by ``admission_limit``.
+  and the receipt; admission places (``admission_limit``) are held in proportion to a
+  ballot's verification cost.
 
 The ballot that counts for each voter is a tally query:
 :func:`referendum_service.store.ballots.current_ballots`. No log line or metric label here
@@ -17,10 +21,17 @@ carries a voter id.
 """
 
 from server.ingest.box import BALLOTS_ACCEPTED, BALLOTS_REJECTED, BallotBox
-from server.ingest.directory import ReferendumDirectory, ReferendumInfo, VoterRoll
+from server.ingest.directory import ReferendumDirectory, ReferendumInfo
 from server.ingest.queue import BallotQueue, PendingBallot, StoredBallot
 from server.ingest.rate_limit import VoterRateLimit
-from server.ingest.verifier import BallotVerifier, CheckedBallot
+from server.ingest.verifier import (
+    BallotVerifier,
+    CheckedBallot,
+    ParsedBallot,
+    RejectedBallot,
+    parse_ballot,
+    verification_cost,
+)
 
 __all__ = [
     "BALLOTS_ACCEPTED",
@@ -29,10 +40,13 @@ __all__ = [
     "BallotQueue",
     "BallotVerifier",
     "CheckedBallot",
+    "ParsedBallot",
     "PendingBallot",
     "ReferendumDirectory",
     "ReferendumInfo",
+    "RejectedBallot",
     "StoredBallot",
     "VoterRateLimit",
-    "VoterRoll",
+    "parse_ballot",
+    "verification_cost",
 ]

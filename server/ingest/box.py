@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import structlog
 from prometheus_client import Counter
 
 from referendum_core.ids import is_referendum_id, is_voter_id
@@ -24,13 +25,21 @@ from server.errors import (
     ServiceUnavailable,
     from_storage,
 )
-from server.ingest.directory import ReferendumDirectory, ReferendumInfo, VoterRoll
+from server.ingest.directory import ReferendumDirectory, ReferendumInfo
 from server.ingest.queue import BallotQueue, PendingBallot, StoredBallot
-from server.ingest.rate_limit import VoterRateLimit
-from server.ingest.verifier import BallotVerifier
+from server.ingest.rate_limit import AdmitRequest, VoterRateLimit
+from server.ingest.verifier import (
+    BallotVerifier,
+    CheckedBallot,
+    ParsedBallot,
+    RejectedBallot,
+    parse_ballot,
+)
 from server.receipts import issue_receipt
 
 __all__ = ["BALLOTS_ACCEPTED", "BALLOTS_REJECTED", "BallotBox"]
+
+log = structlog.get_logger("server.ingest")
 
 BALLOTS_ACCEPTED = Counter(
     "referendum_ballots_accepted_total",
@@ -58,9 +67,10 @@ class BallotBox:
         self.referendums = ReferendumDirectory(
             pool, ttl_s=settings.spec_cache_ms / 1000.0, max_entries=settings.spec_cache_entries
         )
-        self.roll = VoterRoll(pool, max_entries=settings.voter_cache_size)
         self.rate = VoterRateLimit(
-            settings.voter_rate_per_minute, max_entries=settings.rate_limit_entries
+            pool,
+            settings.voter_rate_per_minute,
+            acquire_timeout_s=settings.db_acquire_timeout_ms / 1000.0,
         )
         self.verifier = BallotVerifier(settings.verify_workers)
         self.queue = BallotQueue(
@@ -73,6 +83,13 @@ class BallotBox:
         self._limit = max(1, settings.admission_limit)
         self.in_flight = 0
 
+    def _full(self) -> ServiceUnavailable:
+        return ServiceUnavailable(
+            "this server has too many ballots in progress",
+            slug="queue-full",
+            retry_after=RETRY_AFTER_S,
+        )
+
     @contextlib.contextmanager
     def admission(self) -> Iterator[None]:
         """Hold one of ``admission_limit`` places for a submission, first byte to answer.
@@ -83,23 +100,31 @@ class BallotBox:
         """
         if self.in_flight >= self._limit:
             BALLOTS_REJECTED.labels("queue-full").inc()
-            raise ServiceUnavailable(
-                "this server has too many ballots in progress",
-                slug="queue-full",
-                retry_after=RETRY_AFTER_S,
-            )
+            raise self._full()
         self.in_flight += 1
         try:
             yield
         finally:
             self.in_flight -= 1
 
+    @contextlib.contextmanager
+    def _more_places(self, extra: int) -> Iterator[None]:
+        # A costly ballot holds places in proportion to its proof work until that work is
+        # done, so the places bound the CPU work waiting, not only the number of requests.
+        if extra > 0 and self.in_flight + extra > self._limit:
+            raise self._full()
+        self.in_flight += max(0, extra)
+        try:
+            yield
+        finally:
+            self.in_flight -= max(0, extra)
+
     async def cast(self, referendum_id: str, body: dict[str, Any]) -> tuple[bytes, StoredBallot]:
         """Check and store one ballot; returns its hash and the stored outcome.
 
-        Raises NotFound (no such referendum), Conflict (not open, already voted),
-        Forbidden (voter not on the roll), InvalidBallot (a failed check), TooManyRequests,
-        ServiceUnavailable (queue full, database down).
+        Raises NotFound (no such referendum), Conflict (not open, outside the voting window,
+        already voted), Forbidden (voter not on the roll), InvalidBallot (a failed check),
+        TooManyRequests, ServiceUnavailable (places or queue full, database down).
         """
         try:
             ballot_hash, stored = await self._cast(referendum_id, body)
@@ -114,41 +139,61 @@ class BallotBox:
         return ballot_hash, stored
 
     async def _cast(self, referendum_id: str, body: dict[str, Any]) -> tuple[bytes, StoredBallot]:
-        info = await self._open_referendum(referendum_id)
-        voter_id = body.get("voter")
-        if not isinstance(voter_id, str) or not is_voter_id(voter_id):
+        info = await self._referendum(referendum_id)
+        # cheap checks first: canonical bytes and hash, no curve arithmetic
+        parsed = parse_ballot(body)
+        if not is_voter_id(parsed.voter_id):
             raise InvalidBallot("voter must be a voter id of the roll", check="voter")
-        voter_key = await self.roll.public_key(referendum_id, voter_id)
-        if voter_key is None:
-            raise Forbidden("this voter is not on the referendum's roll", slug="not-on-roll")
-        assert info.spec is not None  # an open referendum has its election key
-        self.rate.take(referendum_id, voter_id)
-        try:
-            checked = await self.verifier.check(info.spec, body, voter_key)
-        except InvalidBallot:
-            self.rate.give_back(referendum_id, voter_id)
-            raise
+        if parsed.referendum_id != referendum_id:
+            raise InvalidBallot("ballot is for another referendum", check="referendum")
+        refusal = _refusal(info, datetime.now(UTC))
+        with self._more_places(min(info.cost, self._limit) - 1):
+            admitted = await self.rate.admit(
+                AdmitRequest(referendum_id, parsed.voter_id, parsed.hash, refusal is None)
+            )
+            if admitted.receipt is not None:
+                # stored before: its receipt, whatever the state now; no token, no proof check
+                return parsed.hash, StoredBallot(False, admitted.receipt)
+            if refusal is not None:
+                raise refusal
+            if admitted.public_key is None:
+                raise Forbidden("this voter is not on the referendum's roll", slug="not-on-roll")
+            if not admitted.granted:
+                raise self.rate.refused(admitted)
+            assert info.spec is not None  # an open referendum has its election key
+            checked = await self._verify(info, parsed, admitted.public_key)
         accepted_at = datetime.now(UTC)
         receipt = issue_receipt(
             self.receipt_key, referendum_id, checked.hash, accepted_at, self._merge_delay_ms
         )
         pending = PendingBallot(
-            referendum_id, voter_id, checked.hash, checked.canonical, receipt, accepted_at
+            referendum_id, parsed.voter_id, checked.hash, checked.canonical, receipt, accepted_at
         )
         stored = await self.queue.submit(pending)
         return checked.hash, stored
 
-    async def _open_referendum(self, referendum_id: str) -> ReferendumInfo:
+    async def _verify(
+        self, info: ReferendumInfo, parsed: ParsedBallot, voter_key: bytes
+    ) -> CheckedBallot:
+        assert info.spec is not None
+        try:
+            return await self.verifier.check(info.spec, parsed, voter_key)
+        except RejectedBallot as rejected:
+            # the token taken stays spent on a ballot the voter signed, with the rest of its
+            # cost on top; one nobody can attribute to the voter costs them nothing
+            charge = info.cost - 1 if rejected.signed else -1
+            try:
+                await self.rate.settle(info.referendum_id, parsed.voter_id, charge)
+            except ApiError:
+                log.warning("ingest_charge_failed")
+            raise rejected.error from None
+
+    async def _referendum(self, referendum_id: str) -> ReferendumInfo:
         info = None
         if is_referendum_id(referendum_id):
             info = await self.referendums.get(referendum_id)
         if info is None:
             raise NotFound(f"no referendum {referendum_id!r}", slug="unknown-referendum")
-        if info.state != "open" or info.spec is None:
-            raise Conflict(
-                f"the referendum is {info.state}, not open for voting",
-                slug="referendum-not-open",
-            )
         return info
 
     async def status(self, referendum_id: str, ballot_hash: bytes) -> dict[str, Any]:
@@ -182,3 +227,17 @@ class BallotBox:
         """Refuse new ballots, commit (or fail) every queued one, stop proof workers."""
         await self.queue.drain()
         self.verifier.close()
+
+
+def _refusal(info: ReferendumInfo, now: datetime) -> Conflict | None:
+    """Why a new ballot cannot be taken now (checked after the stored-ballot lookup)."""
+    if info.state != "open" or info.spec is None:
+        return Conflict(
+            f"the referendum is {info.state}, not open for voting", slug="referendum-not-open"
+        )
+    if not info.in_window(now):
+        return Conflict(
+            f"voting is open from {format_time(info.opens_at)} to {format_time(info.closes_at)}",
+            slug="outside-voting-window",
+        )
+    return None

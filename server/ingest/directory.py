@@ -1,9 +1,8 @@
-"""Per-process caches of what a ballot is checked against: referendum specs and voters' keys.
+"""A per-process cache of what a ballot is checked against: the referendum, its spec, window.
 
-:class:`ReferendumDirectory` re-reads a referendum's state at most every ``spec_cache_ms``;
-:class:`VoterRoll` is an LRU of voters' public keys (the roll is frozen once a referendum
-opens, and keys are only looked up for open referendums). Misses are fetched in batches, one
-round trip for all concurrent misses.
+:class:`ReferendumDirectory` re-reads a referendum's row at most every ``spec_cache_ms``;
+concurrent misses for one referendum share one query. (Voters' keys come with the admission
+statement of :mod:`server.ingest.rate_limit`, one query for a group of submissions.)
 """
 
 from __future__ import annotations
@@ -12,24 +11,37 @@ import asyncio
 import collections
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 
 from referendum_core.ballot import BallotSpec
-from referendum_service.db import RETRY_AFTER_S, StorageError, translated
-from server.errors import ApiError, ServiceUnavailable
+from referendum_core.errors import CoreError
+from referendum_service.db import translated
+from server.ingest.verifier import verification_cost
 
-__all__ = ["ReferendumDirectory", "ReferendumInfo", "VoterRoll"]
+__all__ = ["ReferendumDirectory", "ReferendumInfo"]
 
 
 @dataclass(frozen=True)
 class ReferendumInfo:
-    """What a ballot is checked against; ``spec`` is None while the referendum has no key."""
+    """What a ballot is checked against; ``spec`` is None while the referendum has no key.
+
+    ``cost``: what checking one of its ballots costs, in yes/no ballots
+    (:func:`server.ingest.verifier.verification_cost`; 1 without a spec).
+    """
 
     referendum_id: str
     state: str
     revote_policy: str
     spec: BallotSpec | None
+    opens_at: datetime
+    closes_at: datetime
+    cost: int = 1
+
+    def in_window(self, now: datetime) -> bool:
+        """Whether ``now`` is inside the voting window ``[opens_at, closes_at]``."""
+        return self.opens_at <= now <= self.closes_at
 
 
 class ReferendumDirectory:
@@ -84,7 +96,7 @@ class ReferendumDirectory:
             async with self._pool.acquire() as conn:
                 row = await conn.fetchrow(
                     """SELECT state, revote_policy, options, min_selections, max_selections,
-                              election_public_key
+                              election_public_key, opens_at, closes_at
                        FROM referendums WHERE id = $1""",
                     referendum_id,
                 )
@@ -93,78 +105,19 @@ class ReferendumDirectory:
         spec = None
         if row["election_public_key"] is not None:
             spec = BallotSpec.from_row(referendum_id, row)
-        return ReferendumInfo(referendum_id, row["state"], row["revote_policy"], spec)
+        return ReferendumInfo(
+            referendum_id,
+            row["state"],
+            row["revote_policy"],
+            spec,
+            row["opens_at"],
+            row["closes_at"],
+            _cost(spec),
+        )
 
 
-class VoterRoll:
-    """Voters' public keys, an LRU per process; concurrent misses share one query.
-
-    Only ask for voters of an open referendum: its roll is frozen, so a cached key never goes
-    stale. Voters not on the roll are not cached.
-    """
-
-    def __init__(self, pool: asyncpg.Pool, *, max_entries: int) -> None:
-        self._pool = pool
-        self._max = max(1, max_entries)
-        self._keys: collections.OrderedDict[tuple[str, str], bytes] = collections.OrderedDict()
-        self._pending: dict[tuple[str, str], asyncio.Future[bytes | None]] = {}
-        self._loader: asyncio.Task[None] | None = None
-
-    async def public_key(self, referendum_id: str, voter_id: str) -> bytes | None:
-        """The voter's Ed25519 public key, or None when the voter is not on the roll."""
-        key = (referendum_id, voter_id)
-        cached = self._keys.get(key)
-        if cached is not None:
-            self._keys.move_to_end(key)
-            return cached
-        future = self._pending.get(key)
-        if future is None:
-            future = asyncio.get_running_loop().create_future()
-            self._pending[key] = future
-            if self._loader is None:
-                self._loader = asyncio.get_running_loop().create_task(self._load_pending())
-        return await asyncio.shield(future)
-
-    async def _load_pending(self) -> None:
-        # one query at a time; misses arriving meanwhile form the next query's batch
-        try:
-            while self._pending:
-                batch = self._pending
-                self._pending = {}
-                try:
-                    found = await self._fetch(list(batch))
-                except Exception as exc:
-                    for future in batch.values():
-                        if not future.done():
-                            future.set_exception(
-                                exc
-                                if isinstance(exc, ApiError | StorageError)
-                                else ServiceUnavailable(
-                                    "voter lookup failed", retry_after=RETRY_AFTER_S
-                                )
-                            )
-                            future.exception()
-                    continue
-                for wanted, future in batch.items():
-                    value = found.get(wanted)
-                    if value is not None:
-                        self._keys[wanted] = value
-                    if not future.done():
-                        future.set_result(value)
-                while len(self._keys) > self._max:
-                    self._keys.popitem(last=False)
-        finally:
-            self._loader = None
-
-    async def _fetch(self, wanted: list[tuple[str, str]]) -> dict[tuple[str, str], bytes]:
-        with translated(unreachable="database unreachable"):
-            async with self._pool.acquire() as conn:
-                rows = await conn.fetch(
-                    """SELECT v.referendum_id, v.voter_id, v.public_key
-                       FROM unnest($1::text[], $2::text[]) AS q(referendum_id, voter_id)
-                       JOIN voters v ON v.referendum_id = q.referendum_id
-                                    AND v.voter_id = q.voter_id COLLATE "C" """,
-                    [w[0] for w in wanted],
-                    [w[1] for w in wanted],
-                )
-        return {(r["referendum_id"], r["voter_id"]): bytes(r["public_key"]) for r in rows}
+def _cost(spec: BallotSpec | None) -> int:
+    try:
+        return 1 if spec is None else verification_cost(spec)
+    except CoreError:  # a spec no ballot can fit: every ballot fails its first check
+        return 1

@@ -8,8 +8,9 @@ answered only after its COMMIT; if the write fails, every ballot of the batch fa
 :meth:`BallotQueue.submit` raises 503 at once.
 
 The insert re-checks inside PostgreSQL what a cache could get wrong: the referendum row is
-locked ``FOR SHARE`` and must be ``open`` (so ``close`` waits for in-flight batches and no
-ballot commits after it), and the re-vote policy is read from that row: under ``forbid``
+locked ``FOR SHARE`` and must be ``open`` and inside its voting window by the database's
+clock (so ``close`` waits for in-flight batches and no ballot commits after it or after
+``closes_at``), and the re-vote policy is read from that row: under ``forbid``
 ``revote_key = voter_id`` and ``UNIQUE (referendum_id, revote_key)`` keeps one ballot per
 voter whatever process wrote it; under ``last_counts`` ``revote_key`` is NULL and every
 ballot is kept.
@@ -74,7 +75,7 @@ class StoredBallot:
 _INSERT = """
 WITH open_referendums AS (
     SELECT id, revote_policy FROM referendums
-    WHERE id = ANY($1::text[]) AND state = 'open'
+    WHERE id = ANY($1::text[]) AND state = 'open' AND now() BETWEEN opens_at AND closes_at
     FOR SHARE
 )
 INSERT INTO ballots (referendum_id, voter_id, ballot_hash, body, receipt, accepted_at,
@@ -91,7 +92,8 @@ RETURNING referendum_id, ballot_hash
 """
 
 # For the ballots the insert skipped: the row holding the same hash (an identical
-# resubmission) or the same voter under 'forbid' (already voted). Neither: not open.
+# resubmission) or the same voter under 'forbid' (already voted). Neither: not open, or open
+# but outside its voting window by the database's clock (_OPEN says which).
 _EXISTING = """
 SELECT b.referendum_id, b.ballot_hash, b.voter_id, b.receipt, b.revote_key
 FROM unnest($1::text[], $2::bytea[]) AS m(referendum_id, ballot_hash)
@@ -103,6 +105,9 @@ JOIN ballots b ON b.referendum_id = m.referendum_id AND b.revote_key = m.voter_i
 """
 
 
+_OPEN = "SELECT id FROM referendums WHERE id = ANY($1::text[]) AND state = 'open'"
+
+
 def _already_voted() -> Conflict:
     return Conflict(
         "this voter has already voted and the referendum forbids re-voting",
@@ -110,7 +115,9 @@ def _already_voted() -> Conflict:
     )
 
 
-def _not_open() -> Conflict:
+def _not_open(referendum_id: str, still_open: set[str]) -> Conflict:
+    if referendum_id in still_open:
+        return Conflict("the voting window is not open now", slug="outside-voting-window")
     return Conflict("the referendum is not open for voting", slug="referendum-not-open")
 
 
@@ -250,6 +257,7 @@ class BallotQueue:
                         if not won
                     ]
                     existing: list[asyncpg.Record] = []
+                    still_open: set[str] = set()
                     if unclaimed:
                         existing = await conn.fetch(
                             _EXISTING,
@@ -257,11 +265,14 @@ class BallotQueue:
                             [b.ballot_hash for b in unclaimed],
                             [b.voter_id for b in unclaimed],
                         )
+                        # rare (races): for a ballot neither explains, why it was not open
+                        rows = await conn.fetch(_OPEN, [b.referendum_id for b in unclaimed])
+                        still_open = {r["id"] for r in rows}
         finally:
             await self._release(conn)
         COMMIT_SECONDS.observe(time.perf_counter() - started)
         BATCH_SIZE.observe(len(ballots))
-        return _outcomes(ballots, created, existing)
+        return _outcomes(ballots, created, existing, still_open)
 
     async def _release(self, conn: Any) -> None:
         try:
@@ -285,6 +296,7 @@ def _outcomes(
     ballots: list[PendingBallot],
     created: set[tuple[str, bytes]],
     existing: list[asyncpg.Record],
+    still_open: set[str],
 ) -> list[StoredBallot | ApiError]:
     by_hash: dict[tuple[str, bytes], bytes] = {}
     by_voter: set[tuple[str, str]] = set()
@@ -302,7 +314,7 @@ def _outcomes(
         elif (ballot.referendum_id, ballot.voter_id) in by_voter:
             results.append(_already_voted())
         else:
-            results.append(_not_open())
+            results.append(_not_open(ballot.referendum_id, still_open))
     return results
 
 

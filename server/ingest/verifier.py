@@ -1,19 +1,64 @@
-"""A ballot's signature and proof checks, inline or in a process pool (``verify_workers``)."""
+"""A ballot's cheap parse, its verification cost, and its signature and proof checks.
+
+:func:`parse_ballot` turns the JSON body into canonical bytes and their hash (hex decoding and
+one SHA-256, no curve arithmetic), so a stored ballot is recognised before anything costly.
+:func:`verification_cost` says what the full check of a referendum's ballot costs, in yes/no
+ballots. :class:`BallotVerifier` runs the full check inline or in a process pool
+(``verify_workers``); a failure says whether the voter's signature verified, i.e. whether the
+failed ballot can be held against the voter's credential.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import hashlib
 import multiprocessing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from referendum_core.ballot import BallotSpec, verify_ballot
-from referendum_core.errors import CoreError
+from nacl.bindings import crypto_sign_open
+from nacl.exceptions import CryptoError
+
+from referendum_core.ballot import (
+    SIGNING_PREFIX,
+    BallotRecord,
+    BallotSpec,
+    ballot_from_json,
+    encode_body,
+    plan,
+    verify_record,
+)
+from referendum_core.errors import CoreError, SignatureError
 from server.errors import InvalidBallot
 
-__all__ = ["BallotVerifier", "CheckedBallot"]
+__all__ = [
+    "BallotVerifier",
+    "CheckedBallot",
+    "ParsedBallot",
+    "RejectedBallot",
+    "parse_ballot",
+    "verification_cost",
+]
+
+
+@dataclass(frozen=True)
+class ParsedBallot:
+    """A ballot body in canonical form; nothing cryptographic is checked yet."""
+
+    record: BallotRecord
+    body_bytes: bytes
+    canonical: bytes
+    hash: bytes
+
+    @property
+    def referendum_id(self) -> str:
+        return self.record.referendum_id
+
+    @property
+    def voter_id(self) -> str:
+        return self.record.voter_id
 
 
 @dataclass(frozen=True)
@@ -26,21 +71,68 @@ class CheckedBallot:
     hash: bytes
 
 
-def _check(spec: BallotSpec, body: Mapping[str, Any], voter_key: bytes) -> CheckedBallot:
-    verified = verify_ballot(spec, body, voter_key)
+class RejectedBallot(Exception):
+    """A ballot that failed a check: ``error`` is the answer, ``signed`` says whether the
+    voter's signature over it verified (so the voter made it and it may cost them)."""
+
+    def __init__(self, error: InvalidBallot, *, signed: bool) -> None:
+        super().__init__(error.detail)
+        self.error = error
+        self.signed = signed
+
+
+def parse_ballot(body: Mapping[str, Any]) -> ParsedBallot:
+    """The canonical bytes and hash of a JSON ballot body (strict shape, hex and lengths).
+
+    Raises InvalidBallot naming the failed check (``body.fields``, ``voter``, ``proofs[0]``…).
+    """
+    try:
+        record = ballot_from_json(body)
+        body_bytes = encode_body(record)
+    except CoreError as exc:
+        raise InvalidBallot(str(exc), check=exc.check) from exc
+    canonical = body_bytes + record.signature
+    return ParsedBallot(record, body_bytes, canonical, hashlib.sha256(canonical).digest())
+
+
+def verification_cost(spec: BallotSpec) -> int:
+    """What checking one ballot of ``spec`` costs, in yes/no ballots (at least 1).
+
+    The proofs are the cost: one 0/1 proof (two branches) per explicit ciphertext, and a sum
+    proof of one branch per allowed total; a branch costs about the same whatever the proof.
+    A yes/no ballot has one 0/1 proof and no sum proof: 1. A 64-option ballot with 1 to 64
+    selections: 64 + ⌈64 / 2⌉ = 96.
+    """
+    shape = plan(spec)
+    branches = 2 * shape.explicit
+    if shape.sum_range is not None:
+        branches += shape.sum_range[1] - shape.sum_range[0] + 1
+    return max(1, -(-branches // 2))
+
+
+def _signature_verifies(parsed: ParsedBallot, voter_key: bytes) -> bool:
+    # Asked only after a check failed, and only when the failure was not the signature's:
+    # then it says whether the voter signed what failed, whatever check came first.
+    try:
+        crypto_sign_open(parsed.record.signature + SIGNING_PREFIX + parsed.body_bytes, voter_key)
+    except (CryptoError, ValueError, TypeError):
+        return False
+    return True
+
+
+def _check(
+    spec: BallotSpec, parsed: ParsedBallot, voter_key: bytes
+) -> CheckedBallot | tuple[str, str, bool]:
+    # A failure travels as plain parts: CoreError's keyword-only ``check`` does not survive
+    # pickling out of a worker process.
+    try:
+        verified = verify_record(spec, parsed.record, parsed.body_bytes, voter_key)
+    except CoreError as exc:
+        signed = not isinstance(exc, SignatureError) and _signature_verifies(parsed, voter_key)
+        return (str(exc), exc.check, signed)
     return CheckedBallot(
         verified.referendum_id, verified.voter_id, verified.canonical, verified.hash
     )
-
-
-def _check_in_worker(
-    spec: BallotSpec, body: dict[str, Any], voter_key: bytes
-) -> CheckedBallot | tuple[str, str]:
-    # CoreError's keyword-only ``check`` does not survive pickling: send its parts instead
-    try:
-        return _check(spec, body, voter_key)
-    except CoreError as exc:
-        return (str(exc), exc.check)
 
 
 def _warm_worker() -> None:
@@ -60,18 +152,17 @@ class BallotVerifier:
             )
 
     async def check(
-        self, spec: BallotSpec, body: dict[str, Any], voter_key: bytes
+        self, spec: BallotSpec, parsed: ParsedBallot, voter_key: bytes
     ) -> CheckedBallot:
-        """Every check of ``body``; raises InvalidBallot naming the failed check."""
+        """Every check of ``parsed``; raises RejectedBallot naming the failed check."""
         if self._executor is None:
-            try:
-                return _check(spec, body, voter_key)
-            except CoreError as exc:
-                raise InvalidBallot(str(exc), check=exc.check) from exc
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(self._executor, _check_in_worker, spec, body, voter_key)
+            result = _check(spec, parsed, voter_key)
+        else:
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(self._executor, _check, spec, parsed, voter_key)
         if isinstance(result, tuple):
-            raise InvalidBallot(result[0], check=result[1])
+            detail, check, signed = result
+            raise RejectedBallot(InvalidBallot(detail, check=check), signed=signed)
         return result
 
     def close(self) -> None:

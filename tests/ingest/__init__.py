@@ -30,8 +30,14 @@ class Electorate:
     secrets: dict[str, bytes] = field(default_factory=dict)
 
     def ballot(self, voter_id: str, yes: bool = True) -> dict[str, Any]:
-        """A fresh valid ballot of ``voter_id`` (new randomness each call)."""
-        return make_ballot(self.spec, voter_id, self.secrets[voter_id], [1, 0] if yes else [0, 1])
+        """A fresh valid ballot of ``voter_id`` (new randomness each call).
+
+        For a yes/no question ``yes`` picks the option; otherwise the first option alone.
+        """
+        k = len(self.spec.options)
+        selections = [0] * k
+        selections[0 if yes or k != 2 else 1] = 1
+        return make_ballot(self.spec, voter_id, self.secrets[voter_id], selections)
 
     @property
     def path(self) -> str:
@@ -52,10 +58,16 @@ async def create_referendum(
     voters: int = 4,
     policy: str = "forbid",
     state: str = "open",
+    options: tuple[str, ...] = OPTIONS,
+    selections: tuple[int, int] = (1, 1),
 ) -> Electorate:
-    """Insert a yes/no referendum in ``state`` with ``voters`` voters v0, v1, … on its roll."""
+    """Insert a referendum in ``state`` with ``voters`` voters v0, v1, … on its roll.
+
+    By default a yes/no question; ``options`` and ``selections`` (min, max) make another.
+    Its voting window is from now to a day from now.
+    """
     election_key = Point.base_mul(ELECTION_SECRET).to_compressed()
-    spec = BallotSpec(referendum_id, OPTIONS, 1, 1, election_key)
+    spec = BallotSpec(referendum_id, options, selections[0], selections[1], election_key)
     electorate = Electorate(referendum_id, spec)
     conn = await asyncpg.connect(dsn)
     try:
@@ -63,13 +75,15 @@ async def create_referendum(
             """INSERT INTO referendums (id, question, options, min_selections, max_selections,
                    opens_at, closes_at, revote_policy, threshold_k, trustees_n, state,
                    election_public_key)
-               VALUES ($1, 'Yes or no?', $2::jsonb, 1, 1, now(), now() + interval '1 day',
+               VALUES ($1, 'Which?', $2::jsonb, $6, $7, now(), now() + interval '1 day',
                        $3, 1, 1, $4, $5)""",
             referendum_id,
-            orjson.dumps(list(OPTIONS)).decode(),
+            orjson.dumps(list(options)).decode(),
             policy,
             state,
             election_key,
+            selections[0],
+            selections[1],
         )
         rows = []
         for i in range(voters):

@@ -328,7 +328,7 @@ async def test_close_refuses_next_ballot_while_cache_says_open(
 
 
 async def test_voter_rate_limit(database_url: str, tmp_path: Path) -> None:
-    """Past the per-voter rate a voter gets 429 with Retry-After; invalid tries cost nothing."""
+    """Past the per-voter rate a voter gets 429 with Retry-After; forged signatures cost nothing."""
     electorate = await create_referendum(database_url, "ref-rate", policy="last_counts")
     settings = ingest_settings(tmp_path, voter_rate_per_minute=2)
     async with running_app(settings, database_url) as client:
