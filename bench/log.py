@@ -24,7 +24,6 @@ Method (against a fresh database on the configured PostgreSQL, dropped afterward
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import os
 import random
@@ -32,7 +31,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +38,7 @@ import asyncpg
 import click
 
 from bench.common import create_bench_database, drop_bench_database, median, write_results
+from bench.servers import backend_pids, referendum_serve
 
 MILLION = 1_000_000
 _BODY_BYTES = 300
@@ -203,47 +202,6 @@ async def merge_delay(
 # --- proofs served -------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _server(dsn: str, port: int, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    """``referendum serve`` with one worker on 127.0.0.1:``port`` (stderr to server.log)."""
-    errors = (Path(env["REFERENDUM_DATA_DIR"]) / "server.log").open("wb")
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "referendum"), "serve"],
-        env={
-            **env,
-            "DATABASE_URL": dsn,
-            "REFERENDUM_PORT": str(port),
-            "REFERENDUM_WORKERS": "1",
-            "REFERENDUM_HOST": "127.0.0.1",
-        },
-        stdout=subprocess.DEVNULL,
-        stderr=errors,
-    )
-    try:
-        yield process
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
-        errors.close()
-
-
-async def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    import aiohttp
-
-    deadline = time.perf_counter() + timeout
-    async with aiohttp.ClientSession() as session:
-        while True:
-            with contextlib.suppress(aiohttp.ClientError):
-                async with session.get(url + "/livez") as resp:
-                    if resp.status == 200:
-                        return
-            if process.poll() is not None:
-                raise click.ClickException("the server exited during start-up (see server.log)")
-            if time.perf_counter() > deadline:
-                raise click.ClickException("the server did not start within 60 s")
-            await asyncio.sleep(0.2)
-
-
 async def _proof_paths(dsn: str, rid: str, count: int) -> list[str]:
     """Paths of inclusion proofs for ``count`` distinct random sealed ballots (shuffled)."""
     conn = await asyncpg.connect(dsn)
@@ -263,19 +221,6 @@ async def _proof_paths(dsn: str, rid: str, count: int) -> list[str]:
     paths = [f"/v1/referendums/{rid}/log/proof/inclusion/{bytes(r[0]).hex()}" for r in rows]
     random.Random(11).shuffle(paths)
     return paths
-
-
-async def _backend_pids(dsn: str) -> list[int]:
-    """PostgreSQL backends of the database other than this one (the server's pool)."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch(
-            "SELECT pid FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
-    finally:
-        await conn.close()
-    return [r["pid"] for r in rows]
 
 
 def proofs_per_second(
@@ -309,14 +254,15 @@ def proofs_per_second(
     client = client_name()
     print(f"  proofs: load client {client}, {per_run:,} distinct proofs per run", flush=True)
     results, db_cpus = [], []
-    with _server(dsn, port, env) as server:
-        asyncio.run(_wait_ready(url, server))
+    server_env = {**env, "DATABASE_URL": dsn}
+    log_file = Path(env["REFERENDUM_DATA_DIR"]) / "server.log"
+    with referendum_serve(server_env, port=port, workers=1, log_file=log_file) as server:
         pids = descendants(server.pid)
         run_load(
             url, warm, server_pids=pids, seconds=1.0, connections=connections, cpus=client_cpus
         )
         # the server's database connections (opened by the warm-up): PostgreSQL's share
-        backends = asyncio.run(_backend_pids(dsn))
+        backends = asyncio.run(backend_pids(dsn))
         for part in slices:
             db_before, wall_before = cpu_seconds(backends), time.perf_counter()
             result = run_load(

@@ -20,16 +20,8 @@ from bench.attack import (
     costly_invalid_ballots,
     create_attack_referendum,
 )
-from bench.ingest import (
-    ATTACK_CASES,
-    SOCKET_ERROR,
-    TIMED_OUT,
-    Run,
-    _attack_rows,
-    _Attacked,
-    _AttackPlan,
-    _open_loop,
-)
+from bench.ingest.attack_rows import ATTACK_CASES, _attack_rows, _Attacked, _AttackPlan
+from bench.ingest.runs import SOCKET_ERROR, TIMED_OUT, Run, _open_loop
 from referendum_core.ballot import BallotSpec, verify_ballot
 from referendum_core.client import new_voter_key
 from referendum_core.errors import ProofError
