@@ -21,15 +21,8 @@ from typing import Any
 from nacl.bindings import crypto_sign_open
 from nacl.exceptions import CryptoError
 
-from referendum_core.ballot import (
-    SIGNING_PREFIX,
-    BallotRecord,
-    BallotSpec,
-    ballot_from_json,
-    encode_body,
-    plan,
-    verify_record,
-)
+from referendum_core.ballot import SIGNING_PREFIX, BallotSpec, plan, verify_record
+from referendum_core.ballot_codec import BallotRecord, ballot_from_json, encode_body
 from referendum_core.errors import CoreError, SignatureError
 from server.errors import InvalidBallot
 
