@@ -84,7 +84,7 @@ class Settings:
     commit_slots: int = 4
     """Concurrent group-commit writes per process."""
     admission_limit: int = 5000
-    """Ballot submissions one process handles at once (from the first byte to the answer)."""
+    """Ballot submissions one process handles at once, from a received body to the answer."""
     queue_limit: int = 5000
     """Ballots waiting in one process's write queue before new ones are refused with 503."""
     voter_rate_per_minute: int = 10

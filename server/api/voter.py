@@ -32,8 +32,9 @@ async def submit_ballot(request: web.Request) -> web.Response:
     if request.content_type != "application/json":
         raise UnsupportedMediaType(f"a ballot is application/json, got {request.content_type!r}")
     box = request.app[BALLOT_BOX_KEY]
-    with box.admission():
+    with box.receiving():
         body = await read_json_object(request)
+    with box.admission():
         ballot_hash, stored = await box.cast(request.match_info["rid"], body)
     rid = request.match_info["rid"]
     return web.Response(

@@ -81,6 +81,7 @@ class BallotBox:
             acquire_timeout_s=settings.db_acquire_timeout_ms / 1000.0,
         )
         self._limit = max(1, settings.admission_limit)
+        self.receiving_bodies = 0
         self.in_flight = 0
 
     def _full(self) -> ServiceUnavailable:
@@ -91,8 +92,22 @@ class BallotBox:
         )
 
     @contextlib.contextmanager
+    def receiving(self) -> Iterator[None]:
+        """Count a submission whose body is still arriving (:attr:`receiving_bodies`).
+
+        Bodies are read before a place is taken (:meth:`admission`): a body arrives at the
+        client's pace, under the body deadlines of ``server.http``, so slow senders hold a
+        connection each and never a place that an honest ballot needs.
+        """
+        self.receiving_bodies += 1
+        try:
+            yield
+        finally:
+            self.receiving_bodies -= 1
+
+    @contextlib.contextmanager
     def admission(self) -> Iterator[None]:
-        """Hold one of ``admission_limit`` places for a submission, first byte to answer.
+        """Hold one of ``admission_limit`` places for a received ballot until its answer.
 
         Raises ServiceUnavailable (``queue-full``, Retry-After) at once when every place is
         taken: when proofs are the bottleneck, submissions pile up before the write queue,

@@ -66,8 +66,8 @@ async def trickle(writer: asyncio.StreamWriter) -> None:
 async def test_slow_bodies_get_408_and_free_their_admission_place(
     database_url: str, tmp_path: Path, deadlines: dict[str, int], slug: str
 ) -> None:
-    """Slow bodies holding every admission place get 408 at their deadline; an honest ballot
-    is then stored."""
+    """Slow bodies get 408 at their deadline without holding an admission place: with every
+    place's worth of slow senders connected, an honest ballot is stored at once."""
     electorate = await create_referendum(database_url, "ref-slow")
     settings = ingest_settings(tmp_path, admission_limit=2, **deadlines)
     answered_408 = requests_answered(408)
@@ -80,7 +80,10 @@ async def test_slow_bodies_get_408_and_free_their_admission_place(
             partial_body(host, port, electorate.path) as trickling,
         ):
             sender = asyncio.create_task(trickle(trickling[1]))
-            await wait_until(lambda: box.in_flight == 2, 20, "both slow bodies to be admitted")
+            await wait_until(lambda: box.receiving_bodies == 2, 20, "both slow bodies to arrive")
+            assert box.in_flight == 0
+            honest_during = await client.post(electorate.path, json=electorate.ballot("v2"))
+            assert honest_during.status == 201, await honest_during.text()
             answers: list[RawResponse] = [
                 await read_response(stalled[0]),
                 await read_response(trickling[0]),
@@ -96,7 +99,7 @@ async def test_slow_bodies_get_408_and_free_their_admission_place(
         honest = await client.post(electorate.path, json=electorate.ballot("v1"))
         assert honest.status == 201, await honest.text()
     assert requests_answered(408) == answered_408 + 2
-    assert await count_ballots(database_url) == 1
+    assert await count_ballots(database_url) == 2
 
 
 @pytest.mark.parametrize("handler_cancellation", [False, True])
@@ -114,7 +117,7 @@ async def test_disconnect_mid_body_is_a_client_event(
         ) as server:
             box = server.app[BALLOT_BOX_KEY]
             async with partial_body(server.host, server.port, electorate.path):
-                await wait_until(lambda: box.in_flight == 1, 20, "the body to be admitted")
+                await wait_until(lambda: box.receiving_bodies == 1, 20, "the body to arrive")
             await wait_until(
                 lambda: requests_answered(499) > before[499], 20, "the 499 to be counted"
             )
@@ -194,7 +197,7 @@ async def test_broken_body_encoding_is_a_400(database_url: str, tmp_path: Path) 
 
 async def test_broken_chunked_framing_frees_the_place(database_url: str, tmp_path: Path) -> None:
     """Chunked framing that breaks while the handler reads the body (aiohttp does not tell the
-    handler) ends in a 4xx problem at the body deadline, the admission place freed."""
+    handler) ends in a 4xx problem at the body deadline, having held no admission place."""
     electorate = await create_referendum(database_url, "ref-chunks")
     settings = ingest_settings(tmp_path, body_timeout_ms=60_000, body_min_bytes_per_s=100)
     async with served_app(settings, database_url) as server:
@@ -206,12 +209,12 @@ async def test_broken_chunked_framing_frees_the_place(database_url: str, tmp_pat
                 "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
                 '5\r\n{"vot\r\n'.encode()
             )
-            await wait_until(lambda: box.in_flight == 1, 20, "the body to be read")
+            await wait_until(lambda: box.receiving_bodies == 1, 20, "the body to be read")
             writer.write(b"zz\r\nmore\r\n")
             answer = await read_response(reader)
         finally:
             writer.close()
         assert 400 <= answer.status < 500, answer
         answer.problem()
-        assert box.in_flight == 0
+        assert box.in_flight == 0 and box.receiving_bodies == 0
     assert await count_ballots(database_url) == 0
