@@ -15,6 +15,7 @@ async def test_schemathesis_finds_nothing(database_url: str) -> None:
     print(report)  # the summary line the closing note quotes (pytest -s)
     assert summary.operations >= 30, report
     assert summary.requests >= 10 * summary.operations, report
+    assert summary.stateful_steps > 0, report
     # the seeding works: some requests found what they asked for
     assert summary.statuses[200] > 0 and summary.statuses[404] > 0, report
     assert (summary.server_errors, summary.problem_failures, summary.conformance_failures) == (
