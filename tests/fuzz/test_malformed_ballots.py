@@ -1,6 +1,6 @@
 """A hypothesis corpus of malformed ballots: never a 5xx, always problem+json, nothing stored.
 
-Valid ballots of an open three-option referendum (two ciphertexts and a sum proof each) are
+Valid ballots of an open three-option referendum (three ciphertexts and a sum proof each) are
 mutated: bit flips in ciphertexts, proofs and signatures, wrong lengths and non-hex text,
 invalid curve points, wrong types, huge numbers, missing and extra members, arrays of the
 wrong length, another voter's proofs under one's own credential, bodies that are not a JSON
