@@ -3,8 +3,8 @@
 Schemathesis and ``requests`` only send well-formed HTTP, so these probes go over a socket.
 Each must be answered with a 4xx ``application/problem+json`` problem, never a 5xx. The
 probes marked ``xfail`` are findings of issue 16 §4 still open on this branch; each names
-its finding, and is strict so that it fails (XPASS) once the fix is merged: then remove the
-mark.
+its finding, and is strict (it fails as XPASS once the fix is merged: then remove the mark)
+unless the fix is known to be merged already.
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ from referendum_service.settings import Settings
 from tests.fuzz.run_schemathesis import problem_errors
 from tests.helpers import running_app
 
+# not strict: the fix is already on consolidate (72d6bdb), where these probes pass; remove
+# this mark when this branch is merged
 NON_UTF8_BEARER = pytest.mark.xfail(
-    strict=True,
+    strict=False,
     raises=AssertionError,
     reason="finding: a non-UTF-8 Authorization header is a 500 (server.auth.hash_key encodes a "
     "surrogate-escaped str); issue 16 §4 'ASCII-only bearer tokens'",
