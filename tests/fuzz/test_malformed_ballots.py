@@ -32,11 +32,6 @@ RID = "fz-ballots"
 EXAMPLES = 200
 FIELD_PRIME = 2**256 - 2**32 - 977  # secp256k1's p: an x coordinate that is not reduced
 
-DUPLICATE_MEMBERS_REFUSED = False
-"""Finding (issue 16 §4): a body naming a member twice is resolved silently (the last one
-wins), so ``{"voter": "nobody", <a valid ballot>}`` is stored. Set True once ballot bodies
-with duplicate members are refused, to add that mutation to the corpus."""
-
 Ballot = dict[str, Any]
 Mutation = tuple[str, bytes, str]
 """(what was done, the raw body, the Content-Type sent)."""
@@ -308,7 +303,7 @@ def mutations(corpus: Corpus) -> st.SearchStrategy[Mutation]:
             wrong = _dumps({"voter": "nobody", "signature": "00" * 64})
             # the wrong members last: refused whichever occurrence a parser keeps
             doubled = valid[:-1] + b", " + wrong[1:]
-            if DUPLICATE_MEMBERS_REFUSED and draw(st.booleans()):
+            if draw(st.booleans()):  # a member named twice (resolved silently before issue 16)
                 # the valid members last: a parser keeping the last one would store it
                 doubled = wrong[:-1] + b", " + valid[1:]
             return "members twice", doubled, "application/json"

@@ -16,34 +16,17 @@ import pytest
 
 from referendum_service.settings import Settings
 from tests.fuzz.run_schemathesis import problem_errors
-from tests.helpers import running_app
-
-# not strict: the fix is already on consolidate (72d6bdb), where these probes pass; remove
-# this mark when this branch is merged
-NON_UTF8_BEARER = pytest.mark.xfail(
-    strict=False,
-    raises=AssertionError,
-    reason="finding: a non-UTF-8 Authorization header is a 500 (server.auth.hash_key encodes a "
-    "surrogate-escaped str); issue 16 §4 'ASCII-only bearer tokens'",
-)
-PARSER_TEXT_PLAIN = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="finding: aiohttp's own parser errors are text/plain 400s (and log the request "
-    "bytes); issue 16 §4 'aiohttp's own 4xx rendered as problem+json where the app can'",
-)
+from tests.server.raw_http import served_app
 
 PROBES = [
     pytest.param(
         b"POST /v1/referendums HTTP/1.1\r\nAuthorization: Bearer \xff\xfe\r\n"
         b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
         id="non-UTF-8 bearer token, create",
-        marks=NON_UTF8_BEARER,
     ),
     pytest.param(
         b"GET /v1/referendums/r1/status HTTP/1.1\r\nAuthorization: Bearer \xc3\x28\r\n\r\n",
         id="non-UTF-8 bearer token, status",
-        marks=NON_UTF8_BEARER,
     ),
     pytest.param(
         b"POST /v1/referendums/r1/open HTTP/1.1\r\nAuthorization: \xe2\x82\r\n\r\n",
@@ -74,23 +57,19 @@ PROBES = [
     pytest.param(
         b"GET /livez HTTP/1.1\r\nX-Probe: a\x00b\r\n\r\n",
         id="NUL in a header",
-        marks=PARSER_TEXT_PLAIN,
     ),
     pytest.param(
         b"POST /v1/referendums/r1/ballots HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
         id="non-numeric Content-Length",
-        marks=PARSER_TEXT_PLAIN,
     ),
     pytest.param(
         b"POST /v1/referendums/r1/ballots HTTP/1.1\r\nContent-Type: application/json\r\n"
         b"Transfer-Encoding: chunked\r\n\r\nzz\r\n",
         id="broken chunk size",
-        marks=PARSER_TEXT_PLAIN,
     ),
     pytest.param(
         b"GET /v1/referendums/\xff HTTP/1.1\r\n\r\n",
         id="raw non-UTF-8 byte in the request line",
-        marks=PARSER_TEXT_PLAIN,
     ),
 ]
 
@@ -122,11 +101,10 @@ async def _exchange(host: str, port: int, raw: bytes) -> tuple[int, str, bytes]:
 
 @pytest.mark.parametrize("raw", PROBES)
 async def test_raw_request_gets_a_problem(raw: bytes, database_url: str, tmp_path: Path) -> None:
-    """A malformed raw request gets a 4xx RFC 9457 problem (never a 5xx, never text/plain)."""
+    """A malformed raw request, served as ``referendum serve`` serves, gets a 4xx RFC 9457
+    problem (never a 5xx, never text/plain)."""
     settings = Settings(database_url=database_url, data_dir=tmp_path)
-    async with running_app(settings, database_url) as client:
-        server = client.server
-        assert server.host is not None and server.port is not None
+    async with served_app(settings, database_url) as server:
         status, content_type, body = await _exchange(server.host, server.port, raw)
     assert 400 <= status < 500, (status, body[:200])
     assert problem_errors(status, content_type, body) == [], (status, content_type, body[:200])
