@@ -88,6 +88,8 @@ class Settings:
     queue_limit: int = 5000
     """Ballots waiting in one process's write queue before new ones are refused with 503."""
     voter_rate_per_minute: int = 10
+    penalty_delay_ms: int = 1000
+    """Longest the 429 of a credential owing tokens (after ballots it signed failed) is held."""
     """Ballots one voter may submit per minute, counted across every server process."""
     verify_workers: int = 0
     """Processes checking proofs; 0 checks inline on the event loop's thread."""

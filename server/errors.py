@@ -161,6 +161,9 @@ class TooManyRequests(ApiError):
     default_slug = "too-many-requests"
     title = "Too many requests"
 
+    delay_s: float = 0.0
+    """How long the answer is held before it is sent (see ``server.ingest.rate_limit``)."""
+
 
 class ClientClosedRequest(ApiError):
     """The client closed its connection mid-request; 499 is nginx's status for it, kept so

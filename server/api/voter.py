@@ -12,12 +12,13 @@ ingest contract (what a 201 promises, the receipt format, every error) is ``docs
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from referendum_service.keys import load_or_create_key
-from server.errors import UnsupportedMediaType
+from server.errors import TooManyRequests, UnsupportedMediaType
 from server.http import ballot_hash as parse_ballot_hash
 from server.http import json_response, read_json_object
 from server.ingest import BallotBox
@@ -34,8 +35,13 @@ async def submit_ballot(request: web.Request) -> web.Response:
     box = request.app[BALLOT_BOX_KEY]
     with box.receiving():
         body = await read_json_object(request)
-    with box.admission():
-        ballot_hash, stored = await box.cast(request.match_info["rid"], body)
+    try:
+        with box.admission():
+            ballot_hash, stored = await box.cast(request.match_info["rid"], body)
+    except TooManyRequests as exc:
+        if exc.delay_s > 0:  # the penalty delay, held outside the admission place
+            await asyncio.sleep(exc.delay_s)
+        raise
     rid = request.match_info["rid"]
     return web.Response(
         body=stored.receipt,

@@ -71,6 +71,7 @@ class BallotBox:
             pool,
             settings.voter_rate_per_minute,
             acquire_timeout_s=settings.db_acquire_timeout_ms / 1000.0,
+            penalty_delay_s=settings.penalty_delay_ms / 1000.0,
         )
         self.verifier = BallotVerifier(settings.verify_workers)
         self.queue = BallotQueue(

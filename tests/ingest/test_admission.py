@@ -305,3 +305,47 @@ async def test_concurrent_submissions_share_one_admission_statement(
         await blocker.close()
     assert sorted(sizes) == [1, 1, 14]
     assert await count_ballots(database_url) == 16
+
+
+async def test_refusal_of_an_owing_credential_is_delayed(database_url: str, tmp_path: Path) -> None:
+    """A credential below zero (it signed a failing costly ballot) gets its 429 held for the
+    penalty delay; the delay holds no admission place."""
+    electorate = await create_referendum(
+        database_url,
+        "ref-penalty",
+        policy="last_counts",
+        options=tuple(f"o{i}" for i in range(6)),
+        selections=(1, 6),
+    )
+    settings = ingest_settings(tmp_path, voter_rate_per_minute=3, penalty_delay_ms=400)
+    loop = asyncio.get_running_loop()
+    async with running_app(settings, database_url) as client:
+        assert client.app is not None
+        box = client.app[BALLOT_BOX_KEY]
+        bad = await client.post(electorate.path, json=_signed_bad_sum_proof(electorate, "v0"))
+        assert bad.status == 400  # 9 tokens charged of 3: the bucket is at -6
+        started = loop.time()
+        pending = asyncio.create_task(client.post(electorate.path, json=electorate.ballot("v0")))
+        while not pending.done():
+            assert box.in_flight == 0 or loop.time() - started < 0.2, "the delay holds a place"
+            await asyncio.sleep(0.02)  # sampling the place count, not synchronising
+        limited = pending.result()
+        assert limited.status == 429 and limited.content_type == PROBLEM
+        assert loop.time() - started >= 0.4
+        other = await client.post(electorate.path, json=electorate.ballot("v1"))
+        assert other.status == 201
+
+
+async def test_only_an_owing_credential_is_delayed() -> None:
+    """An honest voter over the limit (bucket at zero or above) is refused at once; one below
+    zero waits at most the penalty delay, and never longer than its Retry-After."""
+    from referendum_service.store.ballots import Admission
+    from server.ingest.rate_limit import VoterRateLimit
+
+    limit = VoterRateLimit(None, 10, penalty_delay_s=1.5)  # type: ignore[arg-type]
+    key = bytes(32)
+    assert limit.refused(Admission(None, key, False, 0.4)).delay_s == 0
+    assert limit.refused(Admission(None, key, False, -5.0)).delay_s == 1.5
+    short = VoterRateLimit(None, 600, penalty_delay_s=5.0)  # type: ignore[arg-type]
+    owing = short.refused(Admission(None, key, False, -0.5))
+    assert owing.delay_s == min(5.0, float(owing.retry_after or 0)) == 1.0
