@@ -70,7 +70,7 @@ def _attack_ballots(
     voters: int, processes: int
 ) -> tuple[list[tuple[str, bytes, bytes]], list[bytes]]:
     """The attacking voters (id, public key, secret) and their costly invalid ballots."""
-    from bench.attack import attack_spec, costly_invalid_ballots
+    from bench.attack_ballots import attack_spec, costly_invalid_ballots
     from referendum_core.client import new_voter_key
 
     attackers = []
@@ -101,12 +101,8 @@ def _measure_attacks(
     whose ``admission_limit`` is ``--slow-admission-limit`` (the slow connections can take
     every place: without body deadlines, honest ballots then get 503).
     """
-    from bench.attack import (
-        ATTACK_REFERENDUM,
-        AttackProcess,
-        CostlyAttacker,
-        SlowBodyAttacker,
-    )
+    from bench.attack import AttackProcess, CostlyAttacker, SlowBodyAttacker
+    from bench.attack_ballots import ATTACK_REFERENDUM
 
     host = "127.0.0.1"
     url = f"http://{host}:{plan.port}{BALLOTS_PATH}"
@@ -209,7 +205,8 @@ def _run_json(run: Run) -> dict[str, Any]:
 def _attack_meta(
     plan: _AttackPlan, attacked: list[_Attacked], costly: list[bytes]
 ) -> dict[str, Any]:
-    from bench.attack import ATTACK_OPTIONS, SLOW_INTERVAL_S, SLOW_STEP_BYTES
+    from bench.attack import SLOW_INTERVAL_S, SLOW_STEP_BYTES
+    from bench.attack_ballots import ATTACK_OPTIONS
 
     return {
         "honest_rate": plan.rate,

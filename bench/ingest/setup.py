@@ -72,11 +72,11 @@ async def _create_database(
     """A fresh database holding the open referendum, its roll ``voters``, as an operator does.
 
     With ``attackers`` (voter id, public key, secret) it also holds the open 64-option
-    referendum of :func:`bench.attack.attack_spec` with them on its roll.
+    referendum of :func:`bench.attack_ballots.attack_spec` with them on its roll.
     """
     import asyncpg
 
-    from bench.attack import attack_spec, create_attack_referendum
+    from bench.attack_ballots import attack_spec, create_attack_referendum
     from referendum_service.scratch import create_database
     from server.referendums import ReferendumDefinition, create_referendum, transition
     from server.roll import import_roll

@@ -11,15 +11,8 @@ import asyncpg
 import orjson
 import pytest
 
-from bench.attack import (
-    AttackProcess,
-    AttackReport,
-    CostlyAttacker,
-    SlowBodyAttacker,
-    attack_spec,
-    costly_invalid_ballots,
-    create_attack_referendum,
-)
+from bench.attack import AttackProcess, AttackReport, CostlyAttacker, SlowBodyAttacker
+from bench.attack_ballots import attack_spec, costly_invalid_ballots, create_attack_referendum
 from bench.ingest.attack_rows import ATTACK_CASES, _attack_rows, _Attacked, _AttackPlan
 from bench.ingest.runs import SOCKET_ERROR, TIMED_OUT, Run, _open_loop
 from referendum_core.ballot import BallotSpec, verify_ballot
