@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -210,3 +212,25 @@ async def wait_until(predicate: Any, deadline_s: float, what: str) -> None:
     while not predicate():
         assert loop.time() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def roll_locked(dsn: str) -> AsyncIterator[asyncpg.transaction.Transaction]:
+    """The roll (``voters``) locked by another connection until the yielded transaction ends.
+
+    Submissions read the roll before their proofs, so while it is held they stay in progress,
+    holding their admission places. Commit the transaction to let them through; it is rolled
+    back on the way out otherwise.
+    """
+    blocker = await asyncpg.connect(dsn)
+    try:
+        tx = blocker.transaction()
+        await tx.start()
+        await blocker.execute("LOCK TABLE voters IN ACCESS EXCLUSIVE MODE")
+        try:
+            yield tx
+        finally:
+            if not blocker.is_closed() and blocker.is_in_transaction():
+                await tx.rollback()
+    finally:
+        await blocker.close()

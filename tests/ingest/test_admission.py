@@ -23,6 +23,7 @@ from tests.ingest import (
     create_referendum,
     ingest_settings,
     resign,
+    roll_locked,
     wait_until,
 )
 
@@ -205,29 +206,21 @@ async def test_costly_ballots_hold_places_by_their_cost(database_url: str, tmp_p
     assert verification_cost(costly.spec) == 4
     light = await create_referendum(database_url, "ref-light")
     settings = ingest_settings(tmp_path, admission_limit=8)
-    blocker = await asyncpg.connect(database_url)
-    try:
-        async with running_app(settings, database_url) as client:
-            assert client.app is not None
-            box = client.app[BALLOT_BOX_KEY]
-            tx = blocker.transaction()
-            await tx.start()
-            # the admission statement reads the roll: it waits behind this lock
-            await blocker.execute("LOCK TABLE voters IN ACCESS EXCLUSIVE MODE")
-            held = [
-                asyncio.create_task(client.post(costly.path, json=costly.ballot(v)))
-                for v in ("v0", "v1")
-            ]
-            await wait_until(lambda: box.in_flight >= 8, DEADLINE_S, "8 places taken")
-            refused = await client.post(light.path, json=light.ballot("v0"))
-            assert refused.status == 503 and refused.content_type == PROBLEM
-            assert _slug(await refused.json(content_type=None)) == "queue-full"
-            await tx.commit()
-            answered = await asyncio.gather(*held)
-            assert [r.status for r in answered] == [201, 201]
-            assert box.in_flight == 0
-    finally:
-        await blocker.close()
+    async with running_app(settings, database_url) as client, roll_locked(database_url) as tx:
+        assert client.app is not None
+        box = client.app[BALLOT_BOX_KEY]
+        held = [
+            asyncio.create_task(client.post(costly.path, json=costly.ballot(v)))
+            for v in ("v0", "v1")
+        ]
+        await wait_until(lambda: box.in_flight >= 8, DEADLINE_S, "8 places taken")
+        refused = await client.post(light.path, json=light.ballot("v0"))
+        assert refused.status == 503 and refused.content_type == PROBLEM
+        assert _slug(await refused.json(content_type=None)) == "queue-full"
+        await tx.commit()
+        answered = await asyncio.gather(*held)
+        assert [r.status for r in answered] == [201, 201]
+        assert box.in_flight == 0
     assert await count_ballots(database_url) == 2
 
 

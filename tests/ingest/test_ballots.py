@@ -19,7 +19,15 @@ import pytest
 from referendum_core.client import make_ballot, new_voter_key
 from referendum_core.receipt import verify_receipt
 from tests.helpers import running_app
-from tests.ingest import Electorate, count_ballots, create_referendum, ingest_settings, resign
+from tests.ingest import (
+    Electorate,
+    count_ballots,
+    create_referendum,
+    ingest_settings,
+    resign,
+    roll_locked,
+    wait_until,
+)
 
 PROBLEM = "application/problem+json"
 
@@ -460,31 +468,20 @@ async def test_saturated_server_refuses_at_once(database_url: str, tmp_path: Pat
 
     electorate = await create_referendum(database_url, "ref-busy", voters=3)
     settings = ingest_settings(tmp_path, admission_limit=2)
-    blocker = await asyncpg.connect(database_url)
-    try:
-        async with running_app(settings, database_url) as client:
-            assert client.app is not None
-            box = client.app[BALLOT_BOX_KEY]
-            tx = blocker.transaction()
-            await tx.start()
-            # voter lookups wait behind this lock, holding their submissions in progress
-            await blocker.execute("LOCK TABLE voters IN ACCESS EXCLUSIVE MODE")
-            held = [
-                asyncio.create_task(client.post(electorate.path, json=electorate.ballot(v)))
-                for v in ("v0", "v1")
-            ]
-            deadline = asyncio.get_running_loop().time() + 20
-            while box.in_flight < 2:
-                assert asyncio.get_running_loop().time() < deadline, "submissions never waited"
-                await asyncio.sleep(0.01)
-            refused = await client.post(electorate.path, json=electorate.ballot("v2"))
-            assert refused.status == 503 and refused.content_type == PROBLEM
-            assert refused.headers["Retry-After"] == "1"
-            assert (await refused.json(content_type=None))["type"].endswith("/queue-full")
-            await tx.commit()
-            answered = await asyncio.gather(*held)
-            assert [r.status for r in answered] == [201, 201]
-            assert box.in_flight == 0
-    finally:
-        await blocker.close()
+    async with running_app(settings, database_url) as client, roll_locked(database_url) as tx:
+        assert client.app is not None
+        box = client.app[BALLOT_BOX_KEY]
+        held = [
+            asyncio.create_task(client.post(electorate.path, json=electorate.ballot(v)))
+            for v in ("v0", "v1")
+        ]
+        await wait_until(lambda: box.in_flight >= 2, 20, "the submissions to wait on the roll")
+        refused = await client.post(electorate.path, json=electorate.ballot("v2"))
+        assert refused.status == 503 and refused.content_type == PROBLEM
+        assert refused.headers["Retry-After"] == "1"
+        assert (await refused.json(content_type=None))["type"].endswith("/queue-full")
+        await tx.commit()
+        answered = await asyncio.gather(*held)
+        assert [r.status for r in answered] == [201, 201]
+        assert box.in_flight == 0
     assert await count_ballots(database_url) == 2
