@@ -39,7 +39,13 @@ from referendum_service.store.tallies import (
 )
 from server.audit import record_action
 from server.errors import BadRequest, Conflict, UnprocessableContent
-from server.referendums import Referendum, load_referendum, set_election_key, transition
+from server.referendums import (
+    Referendum,
+    load_draft,
+    load_referendum,
+    set_election_key,
+    transition,
+)
 
 __all__ = [
     "accept_share",
@@ -111,13 +117,7 @@ async def store_trustees(conn: Any, rid: str, body: dict[str, Any], actor: str) 
             field="commitments",
         )
     async with conn.transaction():
-        ref = await load_referendum(conn, rid, for_update=True)
-        if ref.state != "draft":
-            raise Conflict(
-                f"referendum {rid!r} is {ref.state}; trustees are fixed at open",
-                slug="not-draft",
-                state=ref.state,
-            )
+        ref = await load_draft(conn, rid, "trustees are")
         params = _params(ref)
         try:
             published = [DealerCommitment.from_json(c) for c in items]

@@ -44,6 +44,7 @@ __all__ = [
     "ReferendumDefinition",
     "check_fields",
     "create_referendum",
+    "load_draft",
     "load_referendum",
     "parse_close",
     "parse_definition",
@@ -299,16 +300,26 @@ async def load_referendum(conn: Any, rid: str, *, for_update: bool = False) -> R
     return Referendum.from_record(record)
 
 
+async def load_draft(conn: Any, rid: str, fixed: str) -> Referendum:
+    """The referendum, locked for update, if it is still a draft; ``Conflict`` (``not-draft``)
+    saying that ``fixed`` (what the caller would change) is fixed at open otherwise.
+
+    Requires an open transaction on ``conn``.
+    """
+    ref = await load_referendum(conn, rid, for_update=True)
+    if ref.state != "draft":
+        raise Conflict(
+            f"referendum {rid!r} is {ref.state}; {fixed} fixed at open",
+            slug="not-draft",
+            state=ref.state,
+        )
+    return ref
+
+
 async def set_election_key(conn: Any, rid: str, key: bytes, actor: str) -> Referendum:
     """Set the election public key of a draft; Conflict once it has opened."""
     async with conn.transaction():
-        ref = await load_referendum(conn, rid, for_update=True)
-        if ref.state != "draft":
-            raise Conflict(
-                f"referendum {rid!r} is {ref.state}; the key is fixed at open",
-                slug="not-draft",
-                state=ref.state,
-            )
+        await load_draft(conn, rid, "the key is")
         with translated():
             record = await conn.fetchrow(
                 "UPDATE referendums SET election_public_key = $2 WHERE id = $1 RETURNING *",
