@@ -2,7 +2,10 @@
 
 A ballot for a referendum with ``k`` options carries one exponential-ElGamal ciphertext per
 *explicit* option, a 0/1 proof for each, an optional proof that the number of selections is
-within ``[min, max]``, and the voter's Ed25519 signature. For an exactly-one question
+within ``[min, max]``, and an Ed25519 signature under the voter's credential, the public key the
+ballot names as its signer. Whether that credential is on the referendum's roll is the
+caller's check (the server's directory, the auditor's ``roll.csv``): verification here proves
+the ballot well formed and signed by the key it names. For an exactly-one question
 (``min = max = 1``) the last option is implied (``k − 1`` explicit options); the verifier
 reconstructs its ciphertext as ``(−ΣA_i, G − ΣB_i)``, so :attr:`VerifiedBallot.ciphertexts`
 always has one ciphertext per option.
@@ -147,7 +150,7 @@ class VerifiedBallot:
     """
 
     referendum_id: str
-    voter_id: str
+    credential: bytes
     canonical: bytes
     hash: bytes
     ciphertexts: tuple[Ciphertext, ...]
@@ -206,12 +209,10 @@ def _plan(spec: BallotSpec) -> BallotPlan:
 # --- verification ------------------------------------------------------------------------
 
 
-def ballot_context(
-    spec: BallotSpec, voter_id: str, voter_public_key: bytes, ciphertexts: tuple[bytes, ...]
-) -> bytes:
+def ballot_context(spec: BallotSpec, credential: bytes, ciphertexts: tuple[bytes, ...]) -> bytes:
     """The 32-byte digest every challenge of a ballot hashes (strong Fiat–Shamir binding).
 
-    ``SHA-256(transcript(TAG_CONTEXT, referendum, election key, voter id, voter key,
+    ``SHA-256(transcript(TAG_CONTEXT, referendum, election key, credential,
     ciphertext_1 ‖ … ‖ ciphertext_count))``.
     """
     return hashlib.sha256(
@@ -219,44 +220,38 @@ def ballot_context(
             TAG_CONTEXT,
             spec.referendum_id.encode(),
             spec.election_public_key,
-            voter_id.encode(),
-            voter_public_key,
+            credential,
             b"".join(ciphertexts),
         )
     ).digest()
 
 
-def verify_ballot(
-    spec: BallotSpec, body: Mapping[str, Any], voter_public_key: bytes
-) -> VerifiedBallot:
-    """Verify the JSON ballot body the server received against ``spec`` and the voter's key.
+def verify_ballot(spec: BallotSpec, body: Mapping[str, Any]) -> VerifiedBallot:
+    """Verify the JSON ballot body the server received against ``spec``, signed by the
+    credential it names.
 
     Raises (only these, whatever ``body`` holds):
         EncodingError: shape, types, lengths, hex.
         BallotError: wrong referendum, wrong number of ciphertexts, proofs or sum branches.
-        SignatureError: the Ed25519 signature or the voter key is bad.
+        SignatureError: the Ed25519 signature or the credential key is bad.
         InvalidPoint / InvalidScalar: an element that is not canonical or not acceptable.
         ProofError: a 0/1 proof or the sum proof does not verify (check names which).
     """
     record = ballot_from_json(body)
     body_bytes = encode_body(record)
-    return verify_record(spec, record, body_bytes, voter_public_key)
+    return verify_record(spec, record, body_bytes)
 
 
-def verify_canonical(spec: BallotSpec, canonical: bytes, voter_public_key: bytes) -> VerifiedBallot:
+def verify_canonical(spec: BallotSpec, canonical: bytes) -> VerifiedBallot:
     """Verify canonical ballot bytes, as read from the public log (auditors).
 
     Raises the same errors as :func:`verify_ballot`.
     """
     record = decode_canonical(canonical)
-    return verify_record(
-        spec, record, bytes(canonical[: len(canonical) - SIGNATURE_BYTES]), voter_public_key
-    )
+    return verify_record(spec, record, bytes(canonical[: len(canonical) - SIGNATURE_BYTES]))
 
 
-def verify_record(
-    spec: BallotSpec, record: BallotRecord, body_bytes: bytes, voter_public_key: bytes
-) -> VerifiedBallot:
+def verify_record(spec: BallotSpec, record: BallotRecord, body_bytes: bytes) -> VerifiedBallot:
     """Every check of a ballot whose canonical body bytes are ``body_bytes``."""
     shape = plan(spec)
     if record.referendum_id != spec.referendum_id:
@@ -275,11 +270,12 @@ def verify_record(
         branches = shape.sum_range[1] - shape.sum_range[0] + 1
         if record.sum_proof is None or len(record.sum_proof) != 64 * branches:
             raise BallotError(f"sum proof must have {branches} branches", check="sum_proof")
-    if not isinstance(voter_public_key, bytes) or len(voter_public_key) != 32:
-        raise SignatureError("voter public key must be 32 bytes", check="voter_key")
+    credential = bytes(record.credential)
+    if len(credential) != 32:
+        raise SignatureError("credential must be 32 bytes", check="credential")
     canonical = body_bytes + record.signature
     try:
-        crypto_sign_open(record.signature + SIGNING_PREFIX + body_bytes, voter_public_key)
+        crypto_sign_open(record.signature + SIGNING_PREFIX + body_bytes, credential)
     except (CryptoError, ValueError, TypeError) as exc:
         raise SignatureError("voter signature does not verify", check="signature") from exc
 
@@ -291,7 +287,7 @@ def verify_record(
             Point.decode_uncompressed(raw[65:], check=f"option[{i}].b"),
         )
         cts.append(ct)
-    context = ballot_context(spec, record.voter_id, voter_public_key, record.ciphertexts)
+    context = ballot_context(spec, credential, record.ciphertexts)
     for i, ct in enumerate(cts):
         proof = DisjunctiveProof.from_bytes(record.proofs[i], 2, check=f"option[{i}].proof")
         verify_zero_one(
@@ -311,7 +307,7 @@ def verify_record(
         cts.append(Ciphertext(-total.a, Point.sum((GENERATOR, -total.b))))
     return VerifiedBallot(
         referendum_id=record.referendum_id,
-        voter_id=record.voter_id,
+        credential=credential,
         canonical=canonical,
         hash=hashlib.sha256(canonical).digest(),
         ciphertexts=tuple(cts),

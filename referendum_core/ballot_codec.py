@@ -2,18 +2,22 @@
 
 Canonical bytes (``docs/crypto.md`` §5), what the public log's leaf hash covers::
 
-    body      = "RBAL" ‖ u8 version=1
-              ‖ u8 len(referendum) ‖ referendum (UTF-8) ‖ u8 len(voter) ‖ voter (UTF-8)
+    body      = "RBAL" ‖ u8 version=2
+              ‖ u8 len(referendum) ‖ referendum (UTF-8) ‖ credential (32)
               ‖ u8 count ‖ count × ciphertext (130) ‖ count × 0/1 proof (128)
               ‖ u8 L ‖ sum proof (64·L bytes; L = 0: none)
     canonical = body ‖ signature (64)
-    signature = Ed25519(voter key, "referendum/v1/ballot-signature" ‖ 0x00 ‖ body)
+    signature = Ed25519(credential, "referendum/v1/ballot-signature" ‖ 0x00 ‖ body)
     ballot_hash = SHA-256(canonical)
+
+The signer is named by its credential, the voter's Ed25519 public key, never by a voter id:
+the public log and everything built on it identify ballots by credential only (``docs/crypto.md``
+§8, "Privacy").
 
 The JSON body the server accepts holds the same fields as lowercase hex strings::
 
-    {"referendum": str, "voter": str, "ciphertexts": [hex130, …], "proofs": [hex128, …],
-     "sum_proof": hex or null, "signature": hex64}
+    {"referendum": str, "credential": hex32, "ciphertexts": [hex130, …],
+     "proofs": [hex128, …], "sum_proof": hex or null, "signature": hex64}
 """
 
 from __future__ import annotations
@@ -33,24 +37,26 @@ __all__ = [
     "MAX_OPTIONS",
     "PROOF01_BYTES",
     "SIGNATURE_BYTES",
+    "CREDENTIAL_BYTES",
     "BallotRecord",
     "ballot_from_json",
     "ballot_to_json",
     "ciphertext_bytes",
+    "credential_of",
     "decode_canonical",
     "encode_body",
     "hex_field",
     "id_bytes",
     "record_to_json",
-    "voter_of",
 ]
 
-MAGIC = b"RBAL\x01"
+MAGIC = b"RBAL\x02"
 MAX_ID_BYTES = 255
 MAX_OPTIONS = 64
 PROOF01_BYTES = 128
 SIGNATURE_BYTES = 64
-_FIELDS = frozenset({"referendum", "voter", "ciphertexts", "proofs", "sum_proof", "signature"})
+CREDENTIAL_BYTES = 32
+_FIELDS = frozenset({"referendum", "credential", "ciphertexts", "proofs", "sum_proof", "signature"})
 
 
 @dataclass(frozen=True)
@@ -58,7 +64,7 @@ class BallotRecord:
     """A ballot's fields, decoded from canonical bytes or JSON; nothing checked beyond shape."""
 
     referendum_id: str
-    voter_id: str
+    credential: bytes  # the signer's Ed25519 public key, 32 bytes
     ciphertexts: tuple[bytes, ...]
     proofs: tuple[bytes, ...]
     sum_proof: bytes | None
@@ -84,15 +90,15 @@ def encode_body(record: BallotRecord) -> bytes:
     Requires a record whose fields have the right lengths (as from :func:`ballot_from_json`).
     """
     rid = id_bytes(record.referendum_id, "referendum")
-    voter = id_bytes(record.voter_id, "voter")
+    if len(record.credential) != CREDENTIAL_BYTES:
+        raise EncodingError("credential must be 32 bytes", check="credential")
     sum_proof = record.sum_proof or b""
     return b"".join(
         (
             MAGIC,
             struct.pack(">B", len(rid)),
             rid,
-            struct.pack(">B", len(voter)),
-            voter,
+            record.credential,
             struct.pack(">B", len(record.ciphertexts)),
             *record.ciphertexts,
             *record.proofs,
@@ -113,21 +119,21 @@ def decode_canonical(canonical: bytes) -> BallotRecord:
     data = bytes(canonical)
     try:
         if data[:5] != MAGIC:
-            raise EncodingError("not a version-1 ballot", check="magic")
-        pos = 5
-        fields: list[str] = []
-        for name in ("referendum", "voter"):
-            n = data[pos]
-            raw = data[pos + 1 : pos + 1 + n]
-            pos += 1 + n
-            if len(raw) != n:
-                raise EncodingError("truncated", check=name)
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise EncodingError(f"{name} is not UTF-8", check=name) from exc
-            id_bytes(text, name)
-            fields.append(text)
+            raise EncodingError("not a version-2 ballot", check="magic")
+        n = data[5]
+        raw = data[6 : 6 + n]
+        if len(raw) != n:
+            raise EncodingError("truncated", check="referendum")
+        try:
+            rid = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise EncodingError("referendum is not UTF-8", check="referendum") from exc
+        id_bytes(rid, "referendum")
+        pos = 6 + n
+        credential = data[pos : pos + CREDENTIAL_BYTES]
+        if len(credential) != CREDENTIAL_BYTES:
+            raise EncodingError("truncated", check="credential")
+        pos += CREDENTIAL_BYTES
         count = data[pos]
         pos += 1
         if count == 0:
@@ -151,7 +157,7 @@ def decode_canonical(canonical: bytes) -> BallotRecord:
         raise EncodingError("truncated ballot", check="length") from exc
     if pos != len(data):
         raise EncodingError("ballot length does not match its contents", check="length")
-    return BallotRecord(fields[0], fields[1], cts, proofs, sum_proof, signature)
+    return BallotRecord(rid, credential, cts, proofs, sum_proof, signature)
 
 
 Buffer: TypeAlias = bytes | bytearray | memoryview | mmap.mmap
@@ -161,34 +167,32 @@ Buffer: TypeAlias = bytes | bytearray | memoryview | mmap.mmap
 # the full parse of decode_canonical (and the copy of everything but the field).
 
 
-def _voter_field(data: Buffer, offset: int) -> tuple[int, int]:
-    start = offset + 6 + data[offset + 5]
-    return start + 1, start + 1 + data[start]
+def _credential_field(data: Buffer, offset: int) -> int:
+    return offset + 6 + data[offset + 5]
 
 
-def voter_of(canonical: Buffer, offset: int = 0) -> str:
-    """The voter id of the canonical ballot starting at ``offset`` of ``canonical``.
+def credential_of(canonical: Buffer, offset: int = 0) -> bytes:
+    """The credential (signer's key) of the canonical ballot starting at ``offset``.
 
     Checks nothing but the field itself: for bytes :func:`decode_canonical` accepts it
-    returns that record's ``voter_id``.
+    returns that record's ``credential``.
 
-    >>> record = BallotRecord("r1", "v9", (bytes(130),), (bytes(128),), None, bytes(64))
-    >>> voter_of(encode_body(record) + record.signature)
-    'v9'
+    >>> record = BallotRecord("r1", bytes(range(32)), (bytes(130),), (bytes(128),), None,
+    ...     bytes(64))
+    >>> credential_of(encode_body(record) + record.signature) == bytes(range(32))
+    True
 
     Raises:
-        EncodingError: the bytes end inside the field, or it is not UTF-8.
+        EncodingError: the bytes end inside the field.
     """
     try:
-        start, end = _voter_field(canonical, offset)
-        raw = bytes(canonical[start:end])
-        if len(raw) != end - start:
-            raise EncodingError("truncated", check="voter")
-        return raw.decode("utf-8")
+        start = _credential_field(canonical, offset)
     except IndexError as exc:
         raise EncodingError("truncated ballot", check="length") from exc
-    except UnicodeDecodeError as exc:
-        raise EncodingError("voter is not UTF-8", check="voter") from exc
+    raw = bytes(canonical[start : start + CREDENTIAL_BYTES])
+    if len(raw) != CREDENTIAL_BYTES:
+        raise EncodingError("truncated", check="credential")
+    return raw
 
 
 def ciphertext_bytes(canonical: Buffer) -> bytes:
@@ -197,7 +201,7 @@ def ciphertext_bytes(canonical: Buffer) -> bytes:
     Checks nothing but the field itself: for bytes :func:`decode_canonical` accepts it is
     ``b"".join(record.ciphertexts)``.
 
-    >>> record = BallotRecord("r1", "v9", (bytes(130),), (bytes(128),), None, bytes(64))
+    >>> record = BallotRecord("r1", bytes(32), (bytes(130),), (bytes(128),), None, bytes(64))
     >>> ciphertext_bytes(encode_body(record) + record.signature) == bytes(130)
     True
 
@@ -205,7 +209,7 @@ def ciphertext_bytes(canonical: Buffer) -> bytes:
         EncodingError: the bytes end inside the field.
     """
     try:
-        _, pos = _voter_field(canonical, 0)
+        pos = _credential_field(canonical, 0) + CREDENTIAL_BYTES
         end = pos + 1 + canonical[pos] * CIPHERTEXT_BYTES
     except IndexError as exc:
         raise EncodingError("truncated ballot", check="length") from exc
@@ -260,10 +264,10 @@ def ballot_from_json(body: Mapping[str, Any]) -> BallotRecord:
         raise EncodingError(
             f"missing fields {missing}, unknown fields {unknown}", check="body.fields"
         )
-    for name in ("referendum", "voter"):
-        if not isinstance(body[name], str):
-            raise EncodingError(f"{name} must be a string", check=name)
-        id_bytes(body[name], name)
+    if not isinstance(body["referendum"], str):
+        raise EncodingError("referendum must be a string", check="referendum")
+    id_bytes(body["referendum"], "referendum")
+    credential = hex_field(body["credential"], "credential", CREDENTIAL_BYTES)
     cts = _hex_list(body["ciphertexts"], "ciphertexts", CIPHERTEXT_BYTES)
     proofs = _hex_list(body["proofs"], "proofs", PROOF01_BYTES)
     raw_sum = body["sum_proof"]
@@ -275,7 +279,7 @@ def ballot_from_json(body: Mapping[str, Any]) -> BallotRecord:
     if len(proofs) != len(cts):
         raise BallotError("one proof per ciphertext", check="proofs.count")
     signature = hex_field(body["signature"], "signature", SIGNATURE_BYTES)
-    return BallotRecord(body["referendum"], body["voter"], cts, proofs, sum_proof, signature)
+    return BallotRecord(body["referendum"], credential, cts, proofs, sum_proof, signature)
 
 
 def ballot_to_json(canonical: bytes) -> dict[str, Any]:
@@ -291,7 +295,7 @@ def record_to_json(record: BallotRecord) -> dict[str, Any]:
     """The JSON body for a record."""
     return {
         "referendum": record.referendum_id,
-        "voter": record.voter_id,
+        "credential": record.credential.hex(),
         "ciphertexts": [c.hex() for c in record.ciphertexts],
         "proofs": [p.hex() for p in record.proofs],
         "sum_proof": None if record.sum_proof is None else record.sum_proof.hex(),

@@ -3,9 +3,9 @@
 >>> from referendum_core.group import Point
 >>> spec = BallotSpec("r1", ("yes", "no"), 1, 1, Point.base_mul(5).to_compressed())
 >>> secret, public = new_voter_key()
->>> body = make_ballot(spec, "alice", secret, [1, 0])
->>> verify_ballot(spec, body, public).voter_id
-'alice'
+>>> body = make_ballot(spec, secret, [1, 0])
+>>> verify_ballot(spec, body).credential == public
+True
 """
 
 from __future__ import annotations
@@ -79,7 +79,6 @@ class SpoilableBallot:
 
 def make_spoilable_ballot(
     spec: BallotSpec,
-    voter_id: str,
     voter_secret: bytes,
     selections: Sequence[int],
     *,
@@ -87,7 +86,8 @@ def make_spoilable_ballot(
 ) -> SpoilableBallot:
     """Encrypt, prove and sign ``selections`` (one 0/1 per option), keeping the randomness.
 
-    Requires a valid ``spec`` and a 32-byte Ed25519 seed.
+    Requires a valid ``spec`` and the 32-byte Ed25519 seed of the voter's credential; the
+    ballot names the credential (the seed's public key) as its signer, nothing else.
 
     Raises:
         BallotError: a selection is not 0 or 1, the count is wrong, or their number is
@@ -114,7 +114,7 @@ def make_spoilable_ballot(
         rs.append(r)
         cts.append(ct)
     encoded = tuple(ct.to_bytes() for ct in cts)
-    context = ballot_context(spec, voter_id, voter_key, encoded)
+    context = ballot_context(spec, voter_key, encoded)
     proofs = tuple(
         prove_disjunctive(
             TAG_PROOF01, context, struct.pack(">I", i), pk, ct, 0, 1, m, r, rng
@@ -128,16 +128,15 @@ def make_spoilable_ballot(
         sum_proof = prove_disjunctive(
             TAG_SUM, context, b"", pk, total, lo, hi, sum(explicit), sum(rs) % ORDER, rng
         ).to_bytes()
-    record = BallotRecord(spec.referendum_id, voter_id, encoded, proofs, sum_proof, b"")
+    record = BallotRecord(spec.referendum_id, voter_key, encoded, proofs, sum_proof, b"")
     body = encode_body(record)
     signature = signer.sign(SIGNING_PREFIX + body).signature
-    signed = BallotRecord(spec.referendum_id, voter_id, encoded, proofs, sum_proof, signature)
+    signed = BallotRecord(spec.referendum_id, voter_key, encoded, proofs, sum_proof, signature)
     return SpoilableBallot(record_to_json(signed), choice, tuple(rs))
 
 
 def make_ballot(
     spec: BallotSpec,
-    voter_id: str,
     voter_secret: bytes,
     selections: Sequence[int],
     *,
@@ -148,12 +147,10 @@ def make_ballot(
     Raises:
         BallotError: selections that do not fit the referendum.
     """
-    return make_spoilable_ballot(spec, voter_id, voter_secret, selections, rng=rng).body
+    return make_spoilable_ballot(spec, voter_secret, selections, rng=rng).body
 
 
-def check_spoiled(
-    spec: BallotSpec, revealed: Mapping[str, Any], voter_public_key: bytes
-) -> VerifiedBallot:
+def check_spoiled(spec: BallotSpec, revealed: Mapping[str, Any]) -> VerifiedBallot:
     """Check a spoiled ballot: valid, and each ciphertext encrypts the stated selection.
 
     Anyone can run this on the output of :meth:`SpoilableBallot.reveal`.
@@ -166,7 +163,7 @@ def check_spoiled(
     """
     if not isinstance(revealed, Mapping) or set(revealed) != {"ballot", "selections", "randomness"}:
         raise EncodingError("reveal must hold ballot, selections, randomness", check="spoil")
-    verified = verify_ballot(spec, revealed["ballot"], voter_public_key)
+    verified = verify_ballot(spec, revealed["ballot"])
     shape = plan(spec)
     selections = revealed["selections"]
     randomness = revealed["randomness"]

@@ -22,7 +22,14 @@ import re
 from nacl._sodium import ffi as _ffi  # type: ignore[import-not-found]
 from nacl._sodium import lib as _sodium
 
-__all__ = ["bad_key_positions", "is_valid_credential_key"]
+__all__ = [
+    "DID_KEY_PREFIX",
+    "bad_key_positions",
+    "credential_from_did",
+    "credential_to_did",
+    "is_valid_credential_key",
+    "parse_credential",
+]
 
 _P = 2**255 - 19
 _Y_MASK = (1 << 255) - 1  # the encoding's low 255 bits are y; the top bit is the sign of x
@@ -101,3 +108,82 @@ def bad_key_positions(keys: bytes) -> list[int]:
         if status != 0:
             bad.update(i for i in (2 * pair, 2 * pair + 1) if add(out, split[i], _BASE) != 0)
     return sorted(i for i in bad if i < count)
+
+
+# --- did:key -------------------------------------------------------------------------------
+# A credential is also written as a W3C did:key: "did:key:z" ‖ base58btc(0xed 0x01 ‖ key),
+# 0xed01 being the unsigned-varint multicodec code of ed25519-pub (so every such DID starts
+# "did:key:z6Mk"). Roll imports accept either spelling; the record and the client print both.
+
+DID_KEY_PREFIX = "did:key:z"
+_MULTICODEC_ED25519_PUB = b"\xed\x01"
+_B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+_B58_INDEX = {c: i for i, c in enumerate(_B58)}
+
+
+def _b58encode(data: bytes) -> str:
+    n = int.from_bytes(data, "big")
+    out = []
+    while n:
+        n, r = divmod(n, 58)
+        out.append(_B58[r])
+    pad = len(data) - len(data.lstrip(b"\x00"))
+    return "1" * pad + "".join(reversed(out))
+
+
+def _b58decode(text: str) -> bytes | None:
+    n = 0
+    for c in text:
+        digit = _B58_INDEX.get(c)
+        if digit is None:
+            return None
+        n = n * 58 + digit
+    pad = len(text) - len(text.lstrip("1"))
+    body = n.to_bytes((n.bit_length() + 7) // 8, "big") if n else b""
+    return b"\x00" * pad + body
+
+
+def credential_to_did(key: bytes) -> str:
+    """The ``did:key`` spelling of a 32-byte Ed25519 credential.
+
+    >>> credential_to_did(_BASE)[:12]
+    'did:key:z6Mk'
+    """
+    if len(key) != 32:
+        raise ValueError("a credential is a 32-byte Ed25519 public key")
+    return DID_KEY_PREFIX + _b58encode(_MULTICODEC_ED25519_PUB + key)
+
+
+def credential_from_did(did: str) -> bytes | None:
+    """The 32-byte key of an Ed25519 ``did:key`` in its canonical spelling, else None (another
+    key type, a bad base58 digit, a wrong length, or a non-canonical encoding).
+
+    >>> credential_from_did(credential_to_did(_BASE)) == _BASE
+    True
+    >>> credential_from_did("did:key:zQ3shokFTS3brHcDQrn82RUDfCZESWL1ZdCEJwekUDPQiYBme") is None
+    True
+    """
+    if not did.startswith(DID_KEY_PREFIX) or len(did) > 64:
+        return None
+    raw = _b58decode(did[len(DID_KEY_PREFIX) :])
+    if raw is None or len(raw) != 34 or raw[:2] != _MULTICODEC_ED25519_PUB:
+        return None
+    key = raw[2:]
+    return key if credential_to_did(key) == did else None
+
+
+def parse_credential(text: str) -> bytes | None:
+    """A credential written as 64 hex digits (either case) or as an Ed25519 ``did:key``;
+    None when it is neither (validity of the point is :func:`is_valid_credential_key`).
+
+    >>> parse_credential("58" + "66" * 31) == parse_credential(credential_to_did(_BASE))
+    True
+    """
+    if text.startswith(DID_KEY_PREFIX):
+        return credential_from_did(text)
+    if len(text) != 64:
+        return None
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        return None

@@ -7,8 +7,8 @@ ciphertext of a ballot is ``(−ΣA_i, G − ΣB_i)``; summed over the ``N`` bal
 ``(−ΣT_i.a, N·G − ΣT_i.b)`` where ``T_i`` are the explicit tallies (:func:`full_tally`), so
 only the explicit tallies and ``N`` need keeping up to date (:func:`fold`).
 
-Under the ``last_counts`` re-vote policy the ballot that counts for a voter is their last in log
-order; each earlier one is *superseded* by the voter's next ballot (:func:`supersessions`) and
+Under the ``last_counts`` re-vote policy the ballot that counts for a credential is its last in log
+order; each earlier one is *superseded* by the credential's next ballot (:func:`supersessions`) and
 taken out of the tally by adding its negation.
 
 The batcher folds each sealed block with :func:`fold`; the auditor recomputes the whole tally
@@ -161,19 +161,19 @@ def encrypted_tally(
 
 
 def supersessions(
-    entries: Iterable[tuple[int, str | None]], latest: MutableMapping[str, int] | None = None
+    entries: Iterable[tuple[int, bytes | None]], latest: MutableMapping[bytes, int] | None = None
 ) -> list[tuple[int, int]]:
-    """``(superseded, superseding)`` index pairs: each ballot of a voter by the voter's next.
+    """``(superseded, superseding)`` index pairs: each ballot of a credential by its next.
 
-    ``entries`` are ``(log index, voter id)`` in log order (a ``None`` voter is skipped);
-    ``latest`` maps each voter to the index of their last ballot before ``entries`` and is
+    ``entries`` are ``(log index, credential)`` in log order (a ``None`` one is skipped);
+    ``latest`` maps each credential to the index of its last ballot before ``entries`` and is
     updated to the last one after them. Sorted by the superseded index.
 
-    >>> supersessions(enumerate(["a", "b", "a", "a"]))
+    >>> supersessions(enumerate([b"a", b"b", b"a", b"a"]))
     [(0, 2), (2, 3)]
-    >>> last = {"b": 0}
-    >>> supersessions([(5, "b"), (6, "c")], last), last
-    ([(0, 5)], {'b': 5, 'c': 6})
+    >>> last = {b"b": 0}
+    >>> supersessions([(5, b"b"), (6, b"c")], last), last
+    ([(0, 5)], {b'b': 5, b'c': 6})
     """
     last = {} if latest is None else latest
     pairs = []
