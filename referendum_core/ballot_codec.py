@@ -32,12 +32,12 @@ from referendum_core.elgamal import CIPHERTEXT_BYTES
 from referendum_core.errors import BallotError, EncodingError
 
 __all__ = [
+    "CREDENTIAL_BYTES",
     "MAGIC",
     "MAX_ID_BYTES",
     "MAX_OPTIONS",
     "PROOF01_BYTES",
     "SIGNATURE_BYTES",
-    "CREDENTIAL_BYTES",
     "BallotRecord",
     "ballot_from_json",
     "ballot_to_json",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import types
 import typing
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -88,9 +88,13 @@ class Settings:
     queue_limit: int = 5000
     """Ballots waiting in one process's write queue before new ones are refused with 503."""
     voter_rate_per_minute: int = 10
+    """Ballots one credential may submit per minute, counted across every server process."""
     penalty_delay_ms: int = 1000
     """Longest the 429 of a credential owing tokens (after ballots it signed failed) is held."""
-    """Ballots one voter may submit per minute, counted across every server process."""
+    voter_id_key: str = field(default="", repr=False)
+    """Secret (64 hex digits) of the HMAC-SHA-256 that stands for voter ids; imports need it."""
+    voter_id_retired_keys: str = field(default="", repr=False)
+    """Earlier voter-id keys (comma-separated hex) for rolls imported under them."""
     verify_workers: int = 0
     """Processes checking proofs; 0 checks inline on the event loop's thread."""
     spec_cache_ms: int = 500

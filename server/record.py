@@ -5,7 +5,7 @@ needs and nothing it must trust (format and meaning of each file: ``docs/record.
 
     manifest.json        format, referendum id, SHA-256 and size of every other file
     referendum.json      the public definition, roll commitment included
-    roll.csv             voter_id,public_key (hex) sorted by voter id bytes
+    roll.csv             credential,did: every credential (hex, and as did:key) in byte order
     ballots.bin          every logged ballot in log order: u32be length ‖ canonical bytes
     blocks.jsonl         every block (read-API JSON plus "final"), in height order
     log_key.txt          the log's C2SP verifier key
@@ -28,6 +28,7 @@ from typing import Any
 
 import orjson
 
+from referendum_core.credential import credential_to_did
 from referendum_core.record import RECORD_FILES, RECORD_FORMAT, digest_chunks
 from referendum_service.store.log import LOGGED_BODIES, block_from_row
 from referendum_service.store.tallies import load_result, load_shares, load_tally, load_trustees
@@ -94,13 +95,14 @@ async def _export(conn: Any, referendum_id: str, out: Path, log_key: str) -> str
     _write_json(out / "referendum.json", ref.to_json())
 
     with (out / "roll.csv").open("w", encoding="utf-8") as handle:
-        handle.write("voter_id,public_key\n")
+        handle.write("credential,did\n")
         async for row in _stream(
             conn,
-            "SELECT voter_id, public_key FROM voters WHERE referendum_id = $1 ORDER BY voter_id",
+            "SELECT credential FROM voters WHERE referendum_id = $1 ORDER BY credential",
             referendum_id,
         ):
-            handle.write(f"{row['voter_id']},{bytes(row['public_key']).hex()}\n")
+            key = bytes(row["credential"])
+            handle.write(f"{key.hex()},{credential_to_did(key)}\n")
 
     with (out / "ballots.bin").open("wb") as handle:
         expected = 0

@@ -17,6 +17,7 @@ from referendum_service.settings import Settings
 from server.ingest import BallotBox
 from server.log_cache import LogProofs
 from server.roll import ChunkTreeCache
+from server.roll.voter_keys import VoterIdKeys
 
 __all__ = [
     "BALLOT_BOX_KEY",
@@ -28,6 +29,7 @@ __all__ = [
     "ROLL_EXECUTOR_KEY",
     "ROLL_TREES_KEY",
     "SETTINGS_KEY",
+    "VOTER_ID_KEYS_KEY",
 ]
 
 POOL_KEY = web.AppKey("pool", asyncpg.Pool)
@@ -52,6 +54,9 @@ ROLL_CONNECTIONS_LOCK_KEY = web.AppKey("roll_connections_lock", asyncio.Lock)
 
 ROLL_TREES_KEY = web.AppKey("roll_trees", ChunkTreeCache)
 """The roll chunk trees kept for roll proofs (:class:`server.roll.ChunkTreeCache`)."""
+
+VOTER_ID_KEYS_KEY = web.AppKey("voter_id_keys", VoterIdKeys)
+"""The operator's voter-id keys (:class:`server.roll.voter_keys.VoterIdKeys`)."""
 
 OPENAPI_KEY = web.AppKey("openapi", bytes)
 """The OpenAPI document, serialised once at start."""

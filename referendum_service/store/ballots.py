@@ -143,8 +143,8 @@ async def admit_ballots(
     A request whose ballot is stored (same referendum and hash) gets its receipt and takes no
     token; one whose credential is on the roll and that ``wants`` takes a token from the
     credential's bucket (``capacity`` tokens, refilled at ``per_second``) when one is left,
-    the earliest requests of a credential first. Buckets live in ``voter_tokens``, so every server process
-    draws on the same ones.
+    the earliest requests of a credential first. Buckets live in ``voter_tokens``, so every
+    server process draws on the same ones.
     """
     with translated(unreachable="database unreachable"):
         rows = await conn.fetch(

@@ -44,7 +44,7 @@ class LogPositionSql(NamedTuple):
     (one, or none for an unknown ballot); a NULL index while it waits to be sequenced."""
 
     ballots_in_range: str
-    """Rows ``(log_index, ballot_hash, body, voter_id)`` of referendum ``{rid}`` with
+    """Rows ``(log_index, ballot_hash, body, credential)`` of referendum ``{rid}`` with
     ``{lo} <= log_index < {hi}``."""
 
     leaves_in_range: str
@@ -59,7 +59,7 @@ LOG_POSITION_SQL = LogPositionSql(
         " WHERE b.referendum_id = {rid} AND b.ballot_hash = {ballot_hash}"
     ),
     ballots_in_range=(
-        "SELECT e.log_index, b.ballot_hash, b.body, b.voter_id FROM log_entries AS e"
+        "SELECT e.log_index, b.ballot_hash, b.body, b.credential FROM log_entries AS e"
         " JOIN ballots AS b ON b.id = e.ballot_id"
         " WHERE e.referendum_id = {rid} AND e.log_index >= {lo} AND e.log_index < {hi}"
     ),

@@ -86,7 +86,7 @@ async def load_tally(conn: Any, referendum_id: str) -> TallyState | None:
 
 @dataclass(frozen=True)
 class Supersession:
-    """A ballot (by log index and hash) replaced by a later ballot of the same voter."""
+    """A ballot (by log index and hash) replaced by a later ballot of the same credential."""
 
     superseded_index: int
     superseded_hash: bytes

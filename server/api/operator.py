@@ -2,7 +2,10 @@
 
 Handlers parse, call the domain (:mod:`server.referendums`, :mod:`server.roll`) and serialise.
 State-changing routes need a bearer API key (:mod:`server.auth`) and are audited by the
-domain. ``GET /v1/referendums/{rid}`` and the roll commitment and proof are public.
+domain. ``GET /v1/referendums/{rid}`` and the roll commitment and a credential's roll proof
+are public; a voter id is looked up only by the operator (``GET .../voters/{voter_id}``),
+through its keyed hash (:mod:`server.roll.voter_keys`): voter ids appear in no public
+response, record, log line or metric.
 
 The lifecycle routes (``open``, ``close``, ``tally``, ``publish``) are refused with a 409 naming
 what is missing until the step's preconditions hold (:func:`server.referendums.transition`);
@@ -23,6 +26,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from referendum_core.credential import parse_credential
 from referendum_service.db import acquire
 from server import referendums, roll
 from server.audit import record_action
@@ -32,12 +36,14 @@ from server.errors import NotFound, PayloadTooLarge, ServiceUnavailable, Unsuppo
 from server.http import json_response, read_json_object
 from server.observability import ROLL_ROWS_IMPORTED
 from server.roll import ChunkTreeCache
+from server.roll.voter_keys import VoterIdKeys
 from server.state import (
     POOL_KEY,
     ROLL_CONNECTIONS_LOCK_KEY,
     ROLL_EXECUTOR_KEY,
     ROLL_TREES_KEY,
     SETTINGS_KEY,
+    VOTER_ID_KEYS_KEY,
 )
 
 __all__ = ["setup"]
@@ -128,6 +134,7 @@ async def put_roll(request: web.Request) -> web.Response:
             body,
             fmt,
             lines_conn=lines_conn,
+            voter_keys=request.app[VOTER_ID_KEYS_KEY],
             executor=request.app[ROLL_EXECUTOR_KEY],
             threads=_threads(request),
         )
@@ -183,11 +190,33 @@ async def get_roll_commitment(request: web.Request) -> web.Response:
 
 
 async def get_roll_proof(request: web.Request) -> web.Response:
-    """GET /v1/referendums/{rid}/roll/proof/{voter_id}: a voter's inclusion proof."""
-    rid, voter_id = request.match_info["rid"], request.match_info["voter_id"]
+    """GET /v1/referendums/{rid}/roll/proof/{credential}: a credential's inclusion proof (the
+    credential as 64 hex digits or as a did:key)."""
+    rid = request.match_info["rid"]
+    credential = parse_credential(request.match_info["credential"])
+    if credential is None:
+        raise NotFound("no such credential on the roll", slug="no-credential")
     async with acquire(request.app[POOL_KEY]) as conn:
-        proof = await roll.roll_inclusion_proof(conn, rid, voter_id, request.app[ROLL_TREES_KEY])
-    return json_response(proof.to_json())
+        proof = await roll.roll_inclusion_proof(conn, rid, credential, request.app[ROLL_TREES_KEY])
+    return json_response(proof.to_json(), headers={"Cache-Control": "public, max-age=300"})
+
+
+async def get_voter(request: web.Request) -> web.Response:
+    """GET /v1/referendums/{rid}/voters/{voter_id} (operator): registered, its credential,
+    voted, roll proof."""
+    await authenticate(request)
+    rid, voter_id = request.match_info["rid"], request.match_info["voter_id"]
+    keys = request.app[VOTER_ID_KEYS_KEY]
+    async with acquire(request.app[POOL_KEY]) as conn:
+        key_id = await conn.fetchval("SELECT voter_key_id FROM referendums WHERE id = $1", rid)
+        hasher = None if key_id is None else keys.hasher(rid, key_id)
+        if hasher is None:  # no roll imported yet (or no such referendum)
+            await referendums.load_referendum(conn, rid)
+            return json_response(
+                {"voter_id": voter_id, "registered": False}, headers={"Cache-Control": "no-store"}
+            )
+        answer = await roll.voter_lookup(conn, rid, voter_id, hasher, request.app[ROLL_TREES_KEY])
+    return json_response(answer, headers={"Cache-Control": "no-store"})
 
 
 async def _executor_context(app: web.Application) -> AsyncIterator[None]:
@@ -198,6 +227,7 @@ async def _executor_context(app: web.Application) -> AsyncIterator[None]:
     app[ROLL_EXECUTOR_KEY] = executor
     app[ROLL_CONNECTIONS_LOCK_KEY] = asyncio.Lock()
     app[ROLL_TREES_KEY] = ChunkTreeCache(app[SETTINGS_KEY].roll_trees_kept)
+    app[VOTER_ID_KEYS_KEY] = VoterIdKeys.from_settings(app[SETTINGS_KEY])
     try:
         yield
     finally:
@@ -216,4 +246,5 @@ def setup(app: web.Application) -> None:
         app.router.add_post(f"{base}/{action}", _transition_handler(action))
     app.router.add_get(base + "/status", get_status)
     app.router.add_get(base + "/roll/commitment", get_roll_commitment)
-    app.router.add_get(base + "/roll/proof/{voter_id}", get_roll_proof)
+    app.router.add_get(base + "/roll/proof/{credential}", get_roll_proof)
+    app.router.add_get(base + "/voters/{voter_id}", get_voter)

@@ -54,7 +54,7 @@ _MAX_LIMIT = 10000
 # log-position SQL of referendum_service.store.log)
 
 _BLOCK_BALLOTS = (
-    "SELECT p.log_index, p.ballot_hash, p.body, p.voter_id FROM ("  # noqa: S608 (a template)
+    "SELECT p.log_index, p.ballot_hash, p.body, p.credential FROM ("  # noqa: S608 (a template)
     + LOG_POSITION_SQL.ballots_in_range.format(rid="$1", lo="$2::bigint + 1", hi="$3::bigint")
     + ") AS p ORDER BY p.log_index LIMIT $4"
 )
@@ -64,7 +64,7 @@ class _LoggedBallot(NamedTuple):
     log_index: int
     ballot_hash: bytes
     body: bytes
-    voter_id: str
+    credential: bytes
 
 
 async def _ballots_page(
@@ -74,7 +74,9 @@ async def _ballots_page(
     with translated():
         rows = await conn.fetch(_BLOCK_BALLOTS, rid, after, end, limit)
     return [
-        _LoggedBallot(r["log_index"], bytes(r["ballot_hash"]), bytes(r["body"]), r["voter_id"])
+        _LoggedBallot(
+            r["log_index"], bytes(r["ballot_hash"]), bytes(r["body"]), bytes(r["credential"])
+        )
         for r in rows
     ]
 
@@ -150,7 +152,7 @@ async def block_ballots(request: web.Request) -> web.Response:
             "index": b.log_index,
             "ballot_hash": b.ballot_hash.hex(),
             "body": b.body.hex(),
-            "voter_id": b.voter_id,
+            "credential": b.credential.hex(),
         }
         for b in page
     ]

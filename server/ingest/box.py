@@ -11,7 +11,7 @@ import asyncpg
 import structlog
 from prometheus_client import Counter
 
-from referendum_core.ids import is_referendum_id, is_voter_id
+from referendum_core.ids import is_referendum_id
 from referendum_core.receipt import format_time
 from referendum_service.db import RETRY_AFTER_S, StorageError, translated
 from referendum_service.keys import ServiceKey
@@ -139,7 +139,7 @@ class BallotBox:
         """Check and store one ballot; returns its hash and the stored outcome.
 
         Raises NotFound (no such referendum), Conflict (not open, outside the voting window,
-        already voted), Forbidden (voter not on the roll), InvalidBallot (a failed check),
+        already voted), Forbidden (credential not on the roll), InvalidBallot (a failed check),
         TooManyRequests, ServiceUnavailable (places or queue full, database down).
         """
         try:
@@ -158,14 +158,12 @@ class BallotBox:
         info = await self._referendum(referendum_id)
         # cheap checks first: canonical bytes and hash, no curve arithmetic
         parsed = parse_ballot(body)
-        if not is_voter_id(parsed.voter_id):
-            raise InvalidBallot("voter must be a voter id of the roll", check="voter")
         if parsed.referendum_id != referendum_id:
             raise InvalidBallot("ballot is for another referendum", check="referendum")
         refusal = _refusal(info, datetime.now(UTC))
         with self._more_places(min(info.cost, self._limit) - 1):
             admitted = await self.rate.admit(
-                AdmitRequest(referendum_id, parsed.voter_id, parsed.hash, refusal is None)
+                AdmitRequest(referendum_id, parsed.credential, parsed.hash, refusal is None)
             )
             if admitted.receipt is not None:
                 # stored before: its receipt, whatever the state now; no token, no proof check
@@ -173,7 +171,9 @@ class BallotBox:
             if refusal is not None:
                 raise refusal
             if admitted.public_key is None:
-                raise Forbidden("this voter is not on the referendum's roll", slug="not-on-roll")
+                raise Forbidden(
+                    "this credential is not on the referendum's roll", slug="not-on-roll"
+                )
             if not admitted.granted:
                 raise self.rate.refused(admitted)
             assert info.spec is not None  # an open referendum has its election key
@@ -183,7 +183,7 @@ class BallotBox:
             self.receipt_key, referendum_id, checked.hash, accepted_at, self._merge_delay_ms
         )
         pending = PendingBallot(
-            referendum_id, parsed.voter_id, checked.hash, checked.canonical, receipt, accepted_at
+            referendum_id, parsed.credential, checked.hash, checked.canonical, receipt, accepted_at
         )
         stored = await self.queue.submit(pending)
         return checked.hash, stored
@@ -199,7 +199,7 @@ class BallotBox:
             # cost on top; one nobody can attribute to the voter costs them nothing
             charge = info.cost - 1 if rejected.signed else -1
             try:
-                await self.rate.settle(info.referendum_id, parsed.voter_id, charge)
+                await self.rate.settle(info.referendum_id, parsed.credential, charge)
             except ApiError:
                 log.warning("ingest_charge_failed")
             raise rejected.error from None
@@ -213,13 +213,14 @@ class BallotBox:
         return info
 
     async def status(self, referendum_id: str, ballot_hash: bytes) -> dict[str, Any]:
-        """``accepted`` until the batcher sequences the ballot, then ``sequenced``."""
+        """``accepted`` until the batcher sequences the ballot, then ``sequenced`` with its log
+        index and block. Public, so it carries no acceptance time (the voter's receipt does)."""
         row = None
         if is_referendum_id(referendum_id):
             with translated():
                 async with self._pool.acquire() as conn:
                     row = await conn.fetchrow(
-                        """SELECT b.accepted_at, e.log_index, e.block_height
+                        """SELECT e.log_index, e.block_height
                            FROM ballots AS b LEFT JOIN log_entries AS e ON e.ballot_id = b.id
                            WHERE b.referendum_id = $1 AND b.ballot_hash = $2""",
                         referendum_id,
@@ -230,7 +231,6 @@ class BallotBox:
         status: dict[str, Any] = {
             "referendum": referendum_id,
             "ballot_hash": ballot_hash.hex(),
-            "accepted_at": format_time(row["accepted_at"]),
             "status": "accepted",
         }
         if row["log_index"] is not None:

@@ -11,8 +11,8 @@ The insert re-checks inside PostgreSQL what a cache could get wrong: the referen
 locked ``FOR SHARE`` and must be ``open`` and inside its voting window by the database's
 clock (so ``close`` waits for in-flight batches and no ballot commits after it or after
 ``closes_at``), and the re-vote policy is read from that row: under ``forbid``
-``revote_key = voter_id`` and ``UNIQUE (referendum_id, revote_key)`` keeps one ballot per
-voter whatever process wrote it; under ``last_counts`` ``revote_key`` is NULL and every
+``revote_key = credential`` and ``UNIQUE (referendum_id, revote_key)`` keeps one ballot per
+credential whatever process wrote it; under ``last_counts`` ``revote_key`` is NULL and every
 ballot is kept.
 """
 
@@ -57,7 +57,7 @@ class PendingBallot:
     """A verified ballot with its signed receipt, waiting to be stored."""
 
     referendum_id: str
-    voter_id: str
+    credential: bytes
     ballot_hash: bytes
     body: bytes
     receipt: bytes
@@ -78,13 +78,13 @@ WITH open_referendums AS (
     WHERE id = ANY($1::text[]) AND state = 'open' AND now() BETWEEN opens_at AND closes_at
     FOR SHARE
 )
-INSERT INTO ballots (referendum_id, voter_id, ballot_hash, body, receipt, accepted_at,
+INSERT INTO ballots (referendum_id, credential, ballot_hash, body, receipt, accepted_at,
                      revote_key)
-SELECT b.referendum_id, b.voter_id, b.ballot_hash, b.body, b.receipt, b.accepted_at,
-       CASE WHEN r.revote_policy = 'forbid' THEN b.voter_id END
-FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bytea[], $5::bytea[],
+SELECT b.referendum_id, b.credential, b.ballot_hash, b.body, b.receipt, b.accepted_at,
+       CASE WHEN r.revote_policy = 'forbid' THEN b.credential END
+FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::bytea[], $5::bytea[],
             $6::timestamptz[]) WITH ORDINALITY
-     AS b(referendum_id, voter_id, ballot_hash, body, receipt, accepted_at, position)
+     AS b(referendum_id, credential, ballot_hash, body, receipt, accepted_at, position)
 JOIN open_referendums r ON r.id = b.referendum_id
 ORDER BY b.position
 ON CONFLICT DO NOTHING
@@ -92,16 +92,16 @@ RETURNING referendum_id, ballot_hash
 """
 
 # For the ballots the insert skipped: the row holding the same hash (an identical
-# resubmission) or the same voter under 'forbid' (already voted). Neither: not open, or open
+# resubmission) or the same credential under 'forbid' (already voted). Neither: not open, or open
 # but outside its voting window by the database's clock (_OPEN says which).
 _EXISTING = """
-SELECT b.referendum_id, b.ballot_hash, b.voter_id, b.receipt, b.revote_key
+SELECT b.referendum_id, b.ballot_hash, b.receipt, b.revote_key
 FROM unnest($1::text[], $2::bytea[]) AS m(referendum_id, ballot_hash)
 JOIN ballots b ON b.referendum_id = m.referendum_id AND b.ballot_hash = m.ballot_hash
 UNION ALL
-SELECT b.referendum_id, b.ballot_hash, b.voter_id, b.receipt, b.revote_key
-FROM unnest($1::text[], $3::text[]) AS m(referendum_id, voter_id)
-JOIN ballots b ON b.referendum_id = m.referendum_id AND b.revote_key = m.voter_id
+SELECT b.referendum_id, b.ballot_hash, b.receipt, b.revote_key
+FROM unnest($1::text[], $3::bytea[]) AS m(referendum_id, credential)
+JOIN ballots b ON b.referendum_id = m.referendum_id AND b.revote_key = m.credential
 """
 
 
@@ -110,7 +110,7 @@ _OPEN = "SELECT id FROM referendums WHERE id = ANY($1::text[]) AND state = 'open
 
 def _already_voted() -> Conflict:
     return Conflict(
-        "this voter has already voted and the referendum forbids re-voting",
+        "this credential has already voted and the referendum forbids re-voting",
         slug="already-voted",
     )
 
@@ -244,7 +244,7 @@ class BallotQueue:
                     inserted = await conn.fetch(
                         _INSERT,
                         [b.referendum_id for b in ballots],
-                        [b.voter_id for b in ballots],
+                        [b.credential for b in ballots],
                         [b.ballot_hash for b in ballots],
                         [b.body for b in ballots],
                         [b.receipt for b in ballots],
@@ -263,7 +263,7 @@ class BallotQueue:
                             _EXISTING,
                             [b.referendum_id for b in unclaimed],
                             [b.ballot_hash for b in unclaimed],
-                            [b.voter_id for b in unclaimed],
+                            [b.credential for b in unclaimed],
                         )
                         # rare (races): for a ballot neither explains, why it was not open
                         rows = await conn.fetch(_OPEN, [b.referendum_id for b in unclaimed])
@@ -299,11 +299,11 @@ def _outcomes(
     still_open: set[str],
 ) -> list[StoredBallot | ApiError]:
     by_hash: dict[tuple[str, bytes], bytes] = {}
-    by_voter: set[tuple[str, str]] = set()
+    by_voter: set[tuple[str, bytes]] = set()
     for row in existing:
         by_hash[(row["referendum_id"], bytes(row["ballot_hash"]))] = bytes(row["receipt"])
         if row["revote_key"] is not None:
-            by_voter.add((row["referendum_id"], row["revote_key"]))
+            by_voter.add((row["referendum_id"], bytes(row["revote_key"])))
     results: list[StoredBallot | ApiError] = []
     for ballot, won in zip(ballots, _claims(ballots, created), strict=True):
         key = (ballot.referendum_id, ballot.ballot_hash)
@@ -311,7 +311,7 @@ def _outcomes(
             results.append(StoredBallot(True, ballot.receipt))
         elif key in by_hash:
             results.append(StoredBallot(False, by_hash[key]))
-        elif (ballot.referendum_id, ballot.voter_id) in by_voter:
+        elif (ballot.referendum_id, ballot.credential) in by_voter:
             results.append(_already_voted())
         else:
             results.append(_not_open(ballot.referendum_id, still_open))

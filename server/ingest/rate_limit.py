@@ -1,16 +1,17 @@
-"""The per-voter rate limit, shared by every server process, and the lookups batched with it.
+"""The per-credential rate limit, shared by every server process, and the lookups batched
+with it.
 
-Each voter of a referendum has one token bucket in PostgreSQL (``voter_tokens``): capacity
-``voter_rate_per_minute``, refilled continuously at that rate by the database's clock, so a
-voter gets the same allowance whatever the number of server processes or machines. Concurrent
+Each credential of a referendum's roll has one token bucket in PostgreSQL (``voter_tokens``):
+capacity ``voter_rate_per_minute``, refilled continuously at that rate by the database's clock,
+so a voter gets the same allowance whatever the number of server processes or machines. Concurrent
 submissions share one statement (:func:`referendum_service.store.ballots.admit_ballots`) that
 also finds, for each, the stored receipt of the same ballot (a resubmission, answered before
-any token is taken) and the voter's public key (the roll check); one statement is in flight
+any token is taken) and whether its credential is on the roll; one statement is in flight
 per slot, and submissions arriving meanwhile form the next one's batch.
 
 Tokens: a submission takes one before its proofs are checked. What happens next
 (:meth:`VoterRateLimit.settle`): a valid ballot keeps it spent; a ballot whose signature does
-not verify gets it back (anyone can send one under any voter id); a ballot the voter signed
+not verify gets it back (anyone can send one naming any credential); a ballot the voter signed
 that fails a later check is charged its whole verification cost (see
 :func:`server.ingest.verifier.verification_cost`), so its bucket may go below zero.
 
@@ -143,7 +144,7 @@ class VoterRateLimit:
         self.per_second = self.capacity / 60.0
         self._acquire_timeout_s = acquire_timeout_s
         self._admits: _Batches[AdmitRequest, Admission] = _Batches(self._admit_batch)
-        self._charges: _Batches[tuple[str, str, float], None] = _Batches(self._charge_batch)
+        self._charges: _Batches[tuple[str, bytes, float], None] = _Batches(self._charge_batch)
 
     @property
     def waiting(self) -> int:
@@ -151,7 +152,7 @@ class VoterRateLimit:
         return self._admits.waiting
 
     async def admit(self, request: AdmitRequest) -> Admission:
-        """The stored receipt of the ballot, or the voter's key and (if wanted) a token."""
+        """The stored receipt of the ballot, or roll membership and (if wanted) a token."""
         return await self._admits.submit(request)
 
     def refused(self, admission: Admission) -> TooManyRequests:
@@ -166,10 +167,10 @@ class VoterRateLimit:
             error.delay_s = min(self.penalty_delay_s, float(retry))
         return error
 
-    async def settle(self, referendum_id: str, voter_id: str, charge: float) -> None:
-        """Take ``charge`` more tokens from the voter's bucket (negative: give back)."""
+    async def settle(self, referendum_id: str, credential: bytes, charge: float) -> None:
+        """Take ``charge`` more tokens from the credential's bucket (negative: give back)."""
         if charge:
-            await self._charges.submit((referendum_id, voter_id, charge))
+            await self._charges.submit((referendum_id, credential, charge))
 
     async def _with_connection(self, work: Callable[[Any], Awaitable[Result]]) -> Result:
         for attempt in range(_SERIALIZATION_RETRIES):
@@ -201,10 +202,10 @@ class VoterRateLimit:
 
         return await self._with_connection(work)
 
-    async def _charge_batch(self, charges: list[tuple[str, str, float]]) -> list[None]:
-        total: dict[tuple[str, str], float] = collections.defaultdict(float)
-        for referendum_id, voter_id, charge in charges:
-            total[(referendum_id, voter_id)] += charge
+    async def _charge_batch(self, charges: list[tuple[str, bytes, float]]) -> list[None]:
+        total: dict[tuple[str, bytes], float] = collections.defaultdict(float)
+        for referendum_id, credential, charge in charges:
+            total[(referendum_id, credential)] += charge
 
         async def work(conn: Any) -> None:
             await charge_tokens(conn, total, capacity=self.capacity, per_second=self.per_second)

@@ -50,8 +50,8 @@ class ParsedBallot:
         return self.record.referendum_id
 
     @property
-    def voter_id(self) -> str:
-        return self.record.voter_id
+    def credential(self) -> bytes:
+        return self.record.credential
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class CheckedBallot:
     """The parts of a verified ballot the write path keeps."""
 
     referendum_id: str
-    voter_id: str
+    credential: bytes
     canonical: bytes
     hash: bytes
 
@@ -77,7 +77,8 @@ class RejectedBallot(Exception):
 def parse_ballot(body: Mapping[str, Any]) -> ParsedBallot:
     """The canonical bytes and hash of a JSON ballot body (strict shape, hex and lengths).
 
-    Raises InvalidBallot naming the failed check (``body.fields``, ``voter``, ``proofs[0]``…).
+    Raises InvalidBallot naming the failed check (``body.fields``, ``credential``,
+    ``proofs[0]``…).
     """
     try:
         record = ballot_from_json(body)
@@ -119,12 +120,12 @@ def _check(
     # A failure travels as plain parts: CoreError's keyword-only ``check`` does not survive
     # pickling out of a worker process.
     try:
-        verified = verify_record(spec, parsed.record, parsed.body_bytes, voter_key)
+        verified = verify_record(spec, parsed.record, parsed.body_bytes)
     except CoreError as exc:
         signed = not isinstance(exc, SignatureError) and _signature_verifies(parsed, voter_key)
         return (str(exc), exc.check, signed)
     return CheckedBallot(
-        verified.referendum_id, verified.voter_id, verified.canonical, verified.hash
+        verified.referendum_id, verified.credential, verified.canonical, verified.hash
     )
 
 

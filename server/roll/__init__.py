@@ -8,6 +8,7 @@ from server.roll.commitment import (
     commit_roll,
     roll_digest,
     roll_inclusion_proof,
+    voter_lookup,
 )
 from server.roll.import_ import MAX_REPORTED_ERRORS, RollFormat, RollParser, import_roll
 
@@ -22,4 +23,5 @@ __all__ = [
     "import_roll",
     "roll_digest",
     "roll_inclusion_proof",
+    "voter_lookup",
 ]

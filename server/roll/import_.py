@@ -1,13 +1,17 @@
 """The voter roll's streamed import: parser, reader and store.
 
-An upload is read in batches of whole lines (CSV ``voter_id,public_key_hex`` with an
-optional header line, or NDJSON ``{"voter_id": ..., "public_key": hex}``). A CSV batch whose
-every line is well formed (one regular expression over the whole batch) is sent on as it came;
-NDJSON batches, and every batch from the first bad one on, are parsed line by line
-(:class:`RollParser`), bad lines left out. Credential keys are checked on worker threads (the
+An upload is read in batches of whole lines (CSV ``voter_id,credential`` with an optional
+header line, or NDJSON ``{"voter_id": ..., "credential": ...}``; a credential is the voter's
+Ed25519 public key as 64 hex digits or as a ``did:key``). Of each line the database keeps the
+credential and the voter id's keyed hash (:class:`referendum_core.roll.VoterIdHasher`), never
+the voter id. A CSV batch whose every line is well formed with a hex credential (one regular
+expression over the whole batch) is turned into COPY text line by line with no other parse;
+NDJSON batches, ``did:key`` lines and every batch from the first bad one on are parsed line by
+line (:class:`RollParser`), bad lines left out. Credential keys are checked on worker threads (the
 check drops the GIL) while the next batches are read and parsed. Each checked batch is COPYed
-straight into ``voters``, in the import's transaction, whose primary key catches a voter id
-repeated in the file or imported by an earlier part; and, on a second connection, into a
+straight into ``voters``, in the import's transaction, whose unique keys catch a voter id or
+a credential repeated in the file or imported by an earlier part; and, on a second connection,
+into a
 temporary table of numbered lines kept only for the report of a refused part
 (:class:`_RollStore`). A batch is stored while the next one is checked. A file with any bad
 line imports nothing (the caller rolls the transaction back):
@@ -33,10 +37,12 @@ from typing import Any, Literal
 
 import orjson
 
-from referendum_core.credential import bad_key_positions
+from referendum_core.credential import bad_key_positions, parse_credential
 from referendum_core.ids import VOTER_ID_PATTERN
+from referendum_core.roll import VoterIdHasher
 from referendum_service.db import Duplicate, Unavailable, translated
 from server.errors import Conflict, NotFound, UnprocessableContent
+from server.roll.voter_keys import VoterIdKeys
 
 __all__ = ["MAX_REPORTED_ERRORS", "RollFormat", "RollParser", "import_roll"]
 
@@ -49,10 +55,11 @@ _BATCHES_AHEAD = 3  # batches read ahead while earlier ones are checked and copi
 _CHECK_MIN_KEYS = 2048  # fewest keys per worker-thread task
 
 _VOTER_ID = re.compile(VOTER_ID_PATTERN.encode())
-_CSV_HEADERS = (b"voter_id,public_key", b"voter_id,public_key_hex")
+_CSV_HEADERS = (b"voter_id,credential", b"voter_id,public_key", b"voter_id,public_key_hex")
 # A batch of well-formed CSV lines (line ends already LF): exactly the lines RollParser takes.
 _CSV_BATCH = re.compile(b"(?:" + VOTER_ID_PATTERN.encode() + rb",[0-9A-Fa-f]{64}\n)*")
-_KEY_REASON = "public_key is not a valid Ed25519 point"
+_KEY_REASON = "credential is not a valid Ed25519 public key"
+_KEY_FORMAT = "credential must be 64 hex digits or an Ed25519 did:key"
 
 
 def _bad_keys_from(keys: bytes, start: int) -> list[int]:
@@ -64,7 +71,7 @@ def _bad_keys_from(keys: bytes, start: int) -> list[int]:
 class RollParser:
     """Splits an upload into lines and parses them, keeping the first bad lines.
 
-    ``feed`` takes raw chunks in order and returns ``(line, voter_id, public_key)`` rows whose
+    ``feed`` takes raw chunks in order and returns ``(line, voter_id, credential)`` rows whose
     syntax is valid (keys are checked separately); ``finish`` returns the last row. ``errors``
     holds the bad lines with the lowest numbers (at most :data:`MAX_REPORTED_ERRORS`, in line
     order), ``error_count`` counts them all.
@@ -107,7 +114,7 @@ class RollParser:
             if csv:
                 voter, comma, key_hex = text.partition(b",")
                 if not comma:
-                    self.error(number, "expected voter_id,public_key")
+                    self.error(number, "expected voter_id,credential")
                     continue
                 if number == 1 and text in _CSV_HEADERS:
                     continue
@@ -119,13 +126,18 @@ class RollParser:
             if match(voter) is None:
                 self.error(number, "voter_id must be 1 to 128 of A-Z a-z 0-9 . _ : @ -")
                 continue
-            if len(key_hex) != 64:
-                self.error(number, "public_key must be 64 hex digits (32 bytes)")
-                continue
-            try:
-                key = unhex(key_hex)
-            except (binascii.Error, ValueError):
-                self.error(number, "public_key must be 64 hex digits (32 bytes)")
+            if len(key_hex) == 64:
+                try:
+                    key: bytes | None = unhex(key_hex)
+                except (binascii.Error, ValueError):
+                    key = None
+            else:
+                try:
+                    key = parse_credential(key_hex.decode("ascii"))
+                except UnicodeDecodeError:
+                    key = None
+            if key is None:
+                self.error(number, _KEY_FORMAT)
                 continue
             append((number, voter.decode("ascii"), key))
         self.line = number
@@ -137,22 +149,22 @@ class RollParser:
         except orjson.JSONDecodeError:
             self.error(number, "malformed JSON")
             return None
-        if not isinstance(value, dict) or set(value) != {"voter_id", "public_key"}:
-            self.error(number, 'expected {"voter_id": ..., "public_key": ...}')
+        if not isinstance(value, dict) or set(value) != {"voter_id", "credential"}:
+            self.error(number, 'expected {"voter_id": ..., "credential": ...}')
             return None
-        voter, key = value["voter_id"], value["public_key"]
+        voter, key = value["voter_id"], value["credential"]
         if not isinstance(voter, str) or not isinstance(key, str):
-            self.error(number, "voter_id and public_key must be strings")
+            self.error(number, "voter_id and credential must be strings")
             return None
         return voter.encode(), key.encode()
 
 
-def _fast_csv(batch: bytes) -> tuple[bytes, bytes, int] | None:
-    """A batch of whole CSV lines, all well formed, as ``(copy text, keys, line count)``;
-    None when some line is not (the batch is then parsed line by line).
+def _fast_csv(batch: bytes, hasher: VoterIdHasher) -> tuple[bytes, bytes, int] | None:
+    """A batch of whole CSV lines, all well formed with hex credentials, as ``(copy text,
+    keys, line count)``; None when some line is not (the batch is then parsed line by line).
 
-    The COPY text is the batch itself with LF line ends and the key as a ``\\x``-hex bytea
-    literal (CSV format leaves the backslash alone); the keys are the decoded keys end to end.
+    The COPY text has one ``\\x<voter hash>,\\x<credential>`` line (bytea hex literals, which
+    CSV format leaves alone) per line of the batch; the keys are the decoded keys end to end.
     """
     if b"\r" in batch:
         batch = batch.replace(b"\r\n", b"\n")  # a stray CR is left to fail the match
@@ -160,8 +172,14 @@ def _fast_csv(batch: bytes) -> tuple[bytes, bytes, int] | None:
         return None
     lines = batch.split(b"\n")
     lines.pop()
-    keys = binascii.unhexlify(b"".join([line[-64:] for line in lines]))
-    return batch.replace(b",", b",\\x"), keys, len(lines)  # one comma a line: id and hex have none
+    key_hex = [line[-64:] for line in lines]
+    text = b"".join(
+        [
+            b"\\x%s,\\x%s\n" % (hasher(line[:-65]).hex().encode(), k)
+            for line, k in zip(lines, key_hex, strict=True)
+        ]
+    )
+    return text, binascii.unhexlify(b"".join(key_hex)), len(lines)
 
 
 @dataclass
@@ -177,8 +195,8 @@ class _Batch:
 @dataclass(frozen=True)
 class _Copy:
     """A checked batch's good lines as COPY text (CSV, keys as ``\\x``-hex bytea literals):
-    ``lines`` for the report table, ``voter_id,key`` rows numbered by its identity or
-    ``line,voter_id,key`` rows (``numbered``); ``voters``, the ``voter_id,key`` rows for
+    ``lines`` for the report table, ``voter_hash,key`` rows numbered by its identity or
+    ``line,voter_hash,key`` rows (``numbered``); ``voters``, the ``voter_hash,key`` rows for
     ``voters``, or None once the part is known to be bad."""
 
     lines: bytes
@@ -200,8 +218,10 @@ class _RollReader:
         fmt: RollFormat,
         executor: Executor | None,
         threads: int,
+        hasher: VoterIdHasher,
     ) -> None:
         self.parser = RollParser(fmt)
+        self._hasher = hasher
         self._body = body.__aiter__()
         self._executor = executor
         self._threads = max(threads, 1)
@@ -243,7 +263,11 @@ class _RollReader:
                     parser.error(first + i, _KEY_REASON)
             else:
                 assert batch.rows is not None
-                rows = [b"%s,\\x%s" % (v.encode(), k.hex().encode()) for _, v, k in batch.rows]
+                hasher = self._hasher
+                rows = [
+                    b"\\x%s,\\x%s" % (hasher(v.encode()).hex().encode(), k.hex().encode())
+                    for _, v, k in batch.rows
+                ]
                 lines = [b"%d,%s\n" % (r[0], row) for r, row in zip(batch.rows, rows, strict=True)]
                 for i in bad:
                     parser.error(batch.rows[i][0], _KEY_REASON)
@@ -322,7 +346,7 @@ class _RollReader:
             if lines is None:
                 return
             parser = self.parser
-            fast = _fast_csv(lines) if self._fast else None
+            fast = _fast_csv(lines, self._hasher) if self._fast else None
             if fast is not None:
                 text, keys, count = fast
                 check = asyncio.ensure_future(self._check(keys))
@@ -335,14 +359,21 @@ class _RollReader:
                 self._pending.append(_Batch(0, None, rows, check))
 
 
-async def _lock_draft(conn: Any, rid: str) -> None:
-    state = await conn.fetchval("SELECT state FROM referendums WHERE id = $1 FOR UPDATE", rid)
-    if state is None:
+async def _lock_draft(conn: Any, rid: str) -> str | None:
+    """Lock the draft's row; return the voter-id key id its roll was imported under."""
+    row = await conn.fetchrow(
+        "SELECT state, voter_key_id FROM referendums WHERE id = $1 FOR UPDATE", rid
+    )
+    if row is None:
         raise NotFound(f"no referendum {rid!r}")
-    if state != "draft":
+    if row["state"] != "draft":
         raise Conflict(
-            f"the roll is frozen: referendum {rid!r} is {state}", slug="roll-frozen", state=state
+            f"the roll is frozen: referendum {rid!r} is {row['state']}",
+            slug="roll-frozen",
+            state=row["state"],
         )
+    key_id: str | None = row["voter_key_id"]
+    return key_id
 
 
 class _RollStore:
@@ -367,8 +398,8 @@ class _RollStore:
             await self.lines_conn.execute(
                 f"""CREATE TEMP TABLE roll_lines (
                         line bigint GENERATED BY DEFAULT AS IDENTITY (START WITH {first_line:d}),
-                        voter_id text COLLATE "C" NOT NULL,
-                        public_key text NOT NULL) ON COMMIT DROP"""
+                        voter_hash bytea NOT NULL,
+                        credential bytea NOT NULL) ON COMMIT DROP"""
             )
 
     async def store(self, batch: _Copy, part_is_bad: bool) -> None:
@@ -387,7 +418,7 @@ class _RollStore:
                 raise result
 
     async def _keep(self, batch: _Copy) -> None:
-        columns = ["voter_id", "public_key"]
+        columns = ["voter_hash", "credential"]
         with translated():
             await self.lines_conn.copy_to_table(
                 "roll_lines",
@@ -404,7 +435,7 @@ class _RollStore:
                 status = await self.conn.copy_to_table(
                     "voters",
                     source=memoryview(text),
-                    columns=["referendum_id", "voter_id", "public_key"],
+                    columns=["referendum_id", "voter_hash", "credential"],
                     format="csv",
                 )
         except Duplicate:
@@ -415,16 +446,27 @@ class _RollStore:
 
 # The first bad lines (LIMIT = MAX_REPORTED_ERRORS) and how many there are in all.
 _DUPLICATES_SQL = """
-SELECT line, reason, count(*) OVER () AS total FROM (
+SELECT line, string_agg(reason, '; ' ORDER BY reason) AS reason, count(*) OVER () AS total
+FROM (
     SELECT line, 'duplicate voter_id (also on line ' || first_line || ')' AS reason
     FROM (
-        SELECT line, min(line) OVER (PARTITION BY voter_id) AS first_line FROM roll_lines
+        SELECT line, min(line) OVER (PARTITION BY voter_hash) AS first_line FROM roll_lines
+    ) firsts
+    WHERE line > first_line
+    UNION ALL
+    SELECT line, 'duplicate credential (also on line ' || first_line || ')' AS reason
+    FROM (
+        SELECT line, min(line) OVER (PARTITION BY credential) AS first_line FROM roll_lines
     ) firsts
     WHERE line > first_line
     UNION ALL
     SELECT s.line, 'voter_id already imported in an earlier part' AS reason
-    FROM roll_lines s JOIN voters v ON v.referendum_id = $1 AND v.voter_id = s.voter_id
+    FROM roll_lines s JOIN voters v ON v.referendum_id = $1 AND v.voter_hash = s.voter_hash
+    UNION ALL
+    SELECT s.line, 'credential already imported in an earlier part' AS reason
+    FROM roll_lines s JOIN voters v ON v.referendum_id = $1 AND v.credential = s.credential
 ) bad
+GROUP BY line
 ORDER BY line LIMIT 20
 """
 
@@ -445,6 +487,7 @@ async def import_roll(
     fmt: RollFormat,
     *,
     lines_conn: Any,
+    voter_keys: VoterIdKeys,
     executor: Executor | None = None,
     threads: int = 1,
 ) -> dict[str, int]:
@@ -460,8 +503,9 @@ async def import_roll(
     (PayloadTooLarge).
     """
     with translated():
-        await _lock_draft(conn, rid)
-    reader = _RollReader(body, fmt, executor, threads)
+        recorded = await _lock_draft(conn, rid)
+    key_id, hasher = voter_keys.for_import(rid, recorded)
+    reader = _RollReader(body, fmt, executor, threads, hasher)
     parser = reader.parser
     store = _RollStore(conn, lines_conn, rid)
     lines_transaction = lines_conn.transaction()
@@ -498,8 +542,10 @@ async def import_roll(
         raise UnprocessableContent("the roll file has no voter lines", slug="bad-roll", errors=[])
     with translated():
         roll_size = await conn.fetchval(
-            "UPDATE referendums SET roll_size = roll_size + $2 WHERE id = $1 RETURNING roll_size",
+            """UPDATE referendums SET roll_size = roll_size + $2, voter_key_id = $3
+               WHERE id = $1 RETURNING roll_size""",
             rid,
             store.imported,
+            key_id,
         )
     return {"imported": store.imported, "roll_size": int(roll_size), "lines": parser.line}

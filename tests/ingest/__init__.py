@@ -17,9 +17,12 @@ from referendum_core.ballot import SIGNING_PREFIX, BallotSpec
 from referendum_core.ballot_codec import ballot_from_json, encode_body
 from referendum_core.client import make_ballot, new_voter_key
 from referendum_core.group import Point
+from referendum_core.roll import VoterIdHasher, voter_id_key_id
 from referendum_service.settings import Settings
 
 ELECTION_SECRET = 0x5EED
+VOTER_ID_KEY = "5a" * 32
+"""The voter-id key of the tests' settings (``ingest_settings``) and rolls."""
 OPTIONS = ("yes", "no")
 
 
@@ -30,6 +33,7 @@ class Electorate:
     referendum_id: str
     spec: BallotSpec
     secrets: dict[str, bytes] = field(default_factory=dict)
+    credentials: dict[str, bytes] = field(default_factory=dict)
 
     def ballot(self, voter_id: str, yes: bool = True) -> dict[str, Any]:
         """A fresh valid ballot of ``voter_id`` (new randomness each call).
@@ -39,7 +43,7 @@ class Electorate:
         k = len(self.spec.options)
         selections = [0] * k
         selections[0 if yes or k != 2 else 1] = 1
-        return make_ballot(self.spec, voter_id, self.secrets[voter_id], selections)
+        return make_ballot(self.spec, self.secrets[voter_id], selections)
 
     @property
     def path(self) -> str:
@@ -47,8 +51,13 @@ class Electorate:
 
 
 def ingest_settings(tmp_path: Path, **overrides: Any) -> Settings:
-    """Settings for an in-process app: keys under ``tmp_path``, a generous voter rate."""
-    values: dict[str, Any] = {"data_dir": tmp_path, "voter_rate_per_minute": 1000}
+    """Settings for an in-process app: keys under ``tmp_path``, a generous voter rate, the
+    tests' voter-id key."""
+    values: dict[str, Any] = {
+        "data_dir": tmp_path,
+        "voter_rate_per_minute": 1000,
+        "voter_id_key": VOTER_ID_KEY,
+    }
     values.update(overrides)
     return Settings(**values)
 
@@ -88,12 +97,19 @@ async def create_referendum(
             selections[1],
         )
         rows = []
+        hasher = VoterIdHasher(bytes.fromhex(VOTER_ID_KEY), referendum_id)
         for i in range(voters):
             secret, public = new_voter_key()
             electorate.secrets[f"v{i}"] = secret
-            rows.append((referendum_id, f"v{i}", public))
+            electorate.credentials[f"v{i}"] = public
+            rows.append((referendum_id, public, hasher(f"v{i}".encode())))
         await conn.copy_records_to_table(
-            "voters", records=rows, columns=["referendum_id", "voter_id", "public_key"]
+            "voters", records=rows, columns=["referendum_id", "credential", "voter_hash"]
+        )
+        await conn.execute(
+            "UPDATE referendums SET voter_key_id = $2 WHERE id = $1",
+            referendum_id,
+            voter_id_key_id(bytes.fromhex(VOTER_ID_KEY)),
         )
     finally:
         await conn.close()

@@ -53,7 +53,9 @@ async def test_ballot_is_stored_and_receipt_verifies(database_url: str, tmp_path
     assert receipt.referendum == "ref-ok"
     assert receipt.merge_delay_ms == 2000
     assert receipt.accepted_at == row["accepted_at"]
-    assert row["revote_key"] == "v0"  # forbid: one ballot per voter, enforced by UNIQUE
+    assert (
+        bytes(row["revote_key"]) == electorate.credentials["v0"]
+    )  # forbid: UNIQUE, per credential
     assert response.headers["Location"] == f"{electorate.path}/{receipt.ballot_hash.hex()}"
 
 
@@ -157,7 +159,7 @@ def _tampered_ciphertext(e: Electorate) -> dict[str, Any]:
 def _copied_from_other_voter(e: Electorate) -> dict[str, Any]:
     # v0's ciphertext and proof, re-signed by v1 under v1's own valid credential
     body = e.ballot("v0")
-    return resign({**body, "voter": "v1"}, e.secrets["v1"])
+    return resign({**body, "credential": e.credentials["v1"].hex()}, e.secrets["v1"])
 
 
 def _signed_by_other_key(e: Electorate) -> dict[str, Any]:
@@ -223,16 +225,30 @@ BAD_BALLOTS: dict[str, tuple[Callable[[Electorate], Any], int, str | None]] = {
         400,
         "referendum",
     ),
-    "voter not a string": (lambda e: {**e.ballot("v0"), "voter": 17}, 400, "voter"),
-    "voter id not a roll id": (lambda e: {**e.ballot("v0"), "voter": "v0\u0000"}, 400, "voter"),
-    "voter not on the roll": (lambda e: _stranger_ballot(e), 403, None),
+    "credential not a string": (lambda e: {**e.ballot("v0"), "credential": 17}, 400, "credential"),
+    "credential not hex": (
+        lambda e: {**e.ballot("v0"), "credential": "zz" * 32},
+        400,
+        "credential",
+    ),
+    "credential as a voter id": (
+        lambda e: {**e.ballot("v0"), "credential": "v0"},
+        400,
+        "credential",
+    ),
+    "legacy voter member": (
+        lambda e: {**e.ballot("v0"), "voter": "v0"},
+        400,
+        "body.fields",
+    ),
+    "credential not on the roll": (lambda e: _stranger_ballot(e), 403, None),
     "JSON array": (lambda e: [e.ballot("v0")], 400, None),
 }
 
 
 def _stranger_ballot(e: Electorate) -> dict[str, Any]:
     secret, _ = new_voter_key()
-    return make_ballot(e.spec, "stranger", secret, [1, 0])
+    return make_ballot(e.spec, secret, [1, 0])
 
 
 @pytest.mark.parametrize("case", sorted(BAD_BALLOTS))

@@ -21,12 +21,13 @@ DEADLINE_S = 20.0
 
 
 def pending(referendum_id: str, voter_id: str, n: int = 0) -> PendingBallot:
-    """A stand-in ballot: the queue stores bytes; the proofs were checked before it."""
+    """A stand-in ballot: the queue stores bytes; the proofs were checked before it. Its
+    credential stands for ``voter_id`` (the queue never looks at the roll)."""
     body = f"{referendum_id}/{voter_id}/{n}".encode()
     ballot_hash = hashlib.sha256(body).digest()
     return PendingBallot(
         referendum_id,
-        voter_id,
+        hashlib.sha256(voter_id.encode()).digest(),
         ballot_hash,
         body,
         b'{"receipt":"' + body + b'"}',

@@ -80,14 +80,18 @@ async def test_last_counts_keeps_every_ballot(database_url: str, tmp_path: Path)
         newest = await conn.fetchval("SELECT ballot_hash FROM ballots ORDER BY id DESC LIMIT 1")
     finally:
         await conn.close()
-    assert (current["voter_id"], current["log_index"]) == ("v0", SUBMISSIONS - 1)
+    assert (bytes(current["credential"]), current["log_index"]) == (
+        electorate.credentials["v0"],
+        SUBMISSIONS - 1,
+    )
     assert current["ballot_hash"] == newest
 
 
 async def test_current_ballots_follow_log_index_not_arrival(
     database_url: str, tmp_path: Path
 ) -> None:
-    """current_ballots picks each voter's highest log index, ignoring row order and unsequenced."""
+    """current_ballots picks each credential's highest log index, ignoring row order and
+    unsequenced ballots."""
     electorate = await create_referendum(database_url, "ref-order", policy="last_counts")
     async with running_app(ingest_settings(tmp_path), database_url) as client:
         for voter, count in (("v0", 3), ("v1", 2), ("v2", 1)):
@@ -96,9 +100,10 @@ async def test_current_ballots_follow_log_index_not_arrival(
                 assert (await client.post(electorate.path, json=body)).status == 201
     conn = await asyncpg.connect(database_url)
     try:
-        rows = await conn.fetch("SELECT id, voter_id, ballot_hash FROM ballots ORDER BY id")
+        rows = await conn.fetch("SELECT id, credential, ballot_hash FROM ballots ORDER BY id")
         # sequence v0 and v1 in the reverse of arrival; leave v2 unsequenced
-        sequenced = [r for r in rows if r["voter_id"] != "v2"][::-1]
+        voter_of = {k: v for v, k in electorate.credentials.items()}
+        sequenced = [r for r in rows if voter_of[bytes(r["credential"])] != "v2"][::-1]
         for index, row in enumerate(sequenced):
             await conn.execute(
                 "INSERT INTO log_entries"
@@ -110,8 +115,10 @@ async def test_current_ballots_follow_log_index_not_arrival(
         current = await current_ballots(conn, "ref-order")
     finally:
         await conn.close()
-    first_of = {v: next(r for r in rows if r["voter_id"] == v) for v in ("v0", "v1")}
-    assert [(r["voter_id"], r["ballot_hash"]) for r in current] == [
+    first_of = {
+        v: next(r for r in rows if voter_of[bytes(r["credential"])] == v) for v in ("v0", "v1")
+    }
+    assert [(voter_of[bytes(r["credential"])], r["ballot_hash"]) for r in current] == [
         ("v1", first_of["v1"]["ballot_hash"]),
         ("v0", first_of["v0"]["ballot_hash"]),
     ]
