@@ -1,10 +1,11 @@
-"""Verifying logged ballots against the referendum definition and the committed voter roll.
+"""Verifying logged ballots against the referendum definition and the committed roll.
 
 :class:`RollBallotVerifier` is the :class:`~auditor.follow.BallotVerifier` ``follow`` uses by
 default: the ballot spec (options, selection bounds, election key) comes from
-``GET /v1/referendums/{rid}``, and each voter's public key from
-``GET .../roll/proof/{voter_id}``, whose RFC 9162 inclusion proof is checked against the roll
-commitment published in the referendum definition before the key is trusted.
+``GET /v1/referendums/{rid}``. Each ballot names its signer's credential (the Ed25519 public
+key the signature is checked under); that the credential is on the roll is proven by
+``GET .../roll/proof/{credential}``, an RFC 9162 inclusion proof checked against the roll
+commitment published in the referendum definition. No voter id is asked for or seen.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def _spec(obj: dict[str, Any]) -> BallotSpec:
 
 
 class RollBallotVerifier:
-    """Checks each ballot's signature and proofs with the voter key proven in the roll."""
+    """Checks each ballot's credential is proven in the roll, then its signature and proofs."""
 
     def __init__(
         self,
@@ -45,7 +46,7 @@ class RollBallotVerifier:
         self.spec = spec
         self.roll_root = roll_root
         self.roll_size = roll_size
-        self._keys: OrderedDict[str, bytes] = OrderedDict()
+        self._proven: OrderedDict[bytes, None] = OrderedDict()
         self._cache_size = cache_size
 
     @classmethod
@@ -61,26 +62,27 @@ class RollBallotVerifier:
             raise AuditFailure("roll.commitment", "the roll size is not a positive integer")
         return cls(client, spec, root, size)
 
-    async def voter_key(self, voter_id: str) -> bytes:
-        """The voter's public key, proven to be in the committed roll."""
-        key = self._keys.get(voter_id)
-        if key is not None:
-            self._keys.move_to_end(voter_id)
-            return key
+    async def prove_on_roll(self, credential: bytes) -> None:
+        """Check that ``credential`` is in the committed roll (its fetched inclusion proof)."""
+        if credential in self._proven:
+            self._proven.move_to_end(credential)
+            return
+        name = credential.hex()
         try:
-            obj = await self.client.roll_proof(voter_id)
+            obj = await self.client.roll_proof(name)
         except NotFoundError as exc:
-            raise AuditFailure("roll.voter", f"voter {voter_id!r} is not on the roll") from exc
-        if obj.get("voter_id") != voter_id:
-            raise AuditFailure("roll.proof", f"roll proof for another voter than {voter_id!r}")
-        key = parse_hex(obj.get("public_key"), "voter public key")
+            raise AuditFailure("roll.credential", f"credential {name} is not on the roll") from exc
+        if obj.get("credential") != name:
+            raise AuditFailure("roll.proof", f"roll proof for another credential than {name}")
         index, size = obj.get("index"), obj.get("size")
         proof = obj.get("proof")
         if type(index) is not int or size != self.roll_size or not isinstance(proof, list):
-            raise AuditFailure("roll.proof", f"malformed roll proof for {voter_id!r}")
+            raise AuditFailure("roll.proof", f"malformed roll proof for {name}")
+        if "root" in obj and obj["root"] != self.roll_root.hex():
+            raise AuditFailure("roll.proof", f"roll proof for {name} names another roll root")
         try:
             merkle.verify_inclusion(
-                roll_leaf_hash(voter_id, key),
+                roll_leaf_hash(credential),
                 index,
                 self.roll_size,
                 [parse_hex(p, "roll proof element") for p in proof],
@@ -88,19 +90,20 @@ class RollBallotVerifier:
             )
         except CoreError as exc:
             raise AuditFailure(
-                "roll.proof", f"voter {voter_id!r} is not proven to be in the committed roll: {exc}"
+                "roll.proof", f"credential {name} is not proven to be in the committed roll: {exc}"
             ) from exc
-        self._keys[voter_id] = key
-        if len(self._keys) > self._cache_size:
-            self._keys.popitem(last=False)
-        return key
+        self._proven[credential] = None
+        if len(self._proven) > self._cache_size:
+            self._proven.popitem(last=False)
 
-    async def verify(self, index: int, voter_id: str, body: bytes) -> None:
-        """Verify ballot ``index``: voter in the roll, signature, proofs, voter id matches."""
-        key = await self.voter_key(voter_id)
-        verified = verify_canonical(self.spec, body, key)
-        if verified.voter_id != voter_id:
+    async def verify(self, index: int, credential: bytes, body: bytes) -> None:
+        """Verify ballot ``index``: its credential in the roll, its signature under that
+        credential, its proofs."""
+        await self.prove_on_roll(credential)
+        verified = verify_canonical(self.spec, body)
+        if verified.credential != credential:
             raise AuditFailure(
-                "ballot.voter",
-                f"ballot {index} is listed for {voter_id!r} but signed as {verified.voter_id!r}",
+                "ballot.credential",
+                f"ballot {index} is listed for {credential.hex()} but names "
+                f"{verified.credential.hex()}",
             )

@@ -176,7 +176,7 @@ def _run_sync(fn: Callable[[], T]) -> T:
 @click.option(
     "--no-ballot-checks",
     is_flag=True,
-    help="Skip voter signature and proof checks (structure and tree still checked)",
+    help="Skip ballot signature, roll and proof checks (structure and tree still checked)",
 )
 @_origin
 def follow_command(

@@ -158,9 +158,10 @@ class PublicLogClient:
         params = {"from": str(size1), "to": str(size2)}
         return _object(await self.get_json("/log/proof/consistency", params), "proof")
 
-    async def roll_proof(self, voter_id: str) -> dict[str, Any]:
-        """``GET .../roll/proof/{voter_id}``: a voter's key and its roll inclusion proof."""
-        return _object(await self.get_json(f"/roll/proof/{quote(voter_id, safe='')}"), "roll")
+    async def roll_proof(self, credential: str) -> dict[str, Any]:
+        """``GET .../roll/proof/{credential}`` (hex or did:key): the credential's roll
+        inclusion proof."""
+        return _object(await self.get_json(f"/roll/proof/{quote(credential, safe='')}"), "roll")
 
 
 async def _read_limited(resp: aiohttp.ClientResponse, limit: int) -> bytes:

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from auditor.client import PublicLogClient
 from referendum_core import merkle
+from referendum_core.ballot_codec import credential_of
 from referendum_core.block import Block, check_link
 from referendum_core.checkpoint import Checkpoint, parse_verifier_key, verify_checkpoint
 from referendum_core.errors import CoreError
@@ -53,16 +54,16 @@ class AuditFailure(Exception):
 
 
 class BallotVerifier(Protocol):
-    """Checks one logged ballot: its signature by the voter's key and its proofs."""
+    """Checks one logged ballot: its credential on the roll, its signature, its proofs."""
 
-    async def verify(self, index: int, voter_id: str, body: bytes) -> None:
+    async def verify(self, index: int, credential: bytes, body: bytes) -> None:
         """Raise a :class:`~referendum_core.errors.CoreError` or :class:`AuditFailure`."""
 
 
 class SkipBallotChecks:
     """A verifier that checks nothing (``--no-ballot-checks``); structure is still checked."""
 
-    async def verify(self, index: int, voter_id: str, body: bytes) -> None:
+    async def verify(self, index: int, credential: bytes, body: bytes) -> None:
         """Accept every ballot."""
 
 
@@ -292,15 +293,25 @@ class _Follower:
                     raise AuditFailure(
                         "ballot.hash", f"{where}: ballot {index}'s hash is not SHA-256 of its body"
                     )
-                voter_id = item.get("voter_id")
-                if not isinstance(voter_id, str):
-                    raise AuditFailure("response.format", f"ballot {index} has no voter id")
                 try:
-                    await self.verifier.verify(index, voter_id, body)
+                    credential = credential_of(body)
+                except CoreError as exc:
+                    raise AuditFailure(
+                        f"ballot.{exc.check}", f"{where}: ballot {index} is malformed: {exc}"
+                    ) from exc
+                if item.get("credential", credential.hex()) != credential.hex():
+                    raise AuditFailure(
+                        "ballot.credential",
+                        f"{where}: ballot {index} is listed under another credential than the "
+                        "one its body names",
+                    )
+                try:
+                    await self.verifier.verify(index, credential, body)
                 except CoreError as exc:
                     raise AuditFailure(
                         f"ballot.{exc.check}",
-                        f"{where}: ballot {index} of voter {voter_id!r} fails its check: {exc}",
+                        f"{where}: ballot {index} of credential {credential.hex()} fails its "
+                        f"check: {exc}",
                     ) from exc
                 acc.append(merkle.leaf_hash(body))
                 kept.append(item)

@@ -2,9 +2,10 @@
 
 The rules (the homomorphic sum, the implied last option, which ballot supersedes which) are
 :mod:`referendum_core.tally`'s; this module keeps them up to date in the database. Under
-``last_counts`` the ballot that counts for a voter is their ballot with the highest log index
-(the log order decides, as in ``server.ingest.current_ballots``). Under ``forbid`` each voter
-has one ballot.
+``last_counts`` the ballot that counts for a credential (the signer's key a ballot names) is
+its ballot with the highest log index (the log order decides, as in
+``referendum_service.store.ballots.current_ballots``). Under ``forbid`` each credential has one
+ballot.
 
 One fold (:func:`fold_block`) is one transaction: lock the ``tallies`` row, read block
 ``folded_height + 1`` and its ballots, subtract the ballots they supersede, add the ones that
@@ -59,17 +60,17 @@ class FoldedBlock:
 
 
 _BLOCK_BALLOTS = """
-SELECT e.log_index, b.voter_id, b.ballot_hash, b.body
+SELECT e.log_index, b.credential, b.ballot_hash, b.body
 FROM log_entries AS e JOIN ballots AS b ON b.id = e.ballot_id
 WHERE e.referendum_id = $1 AND e.log_index >= $2 AND e.log_index < $3
 ORDER BY e.log_index
 """
 
 _PREVIOUS = """
-SELECT DISTINCT ON (b.voter_id) b.voter_id, e.log_index, b.ballot_hash, b.body
+SELECT DISTINCT ON (b.credential) b.credential, e.log_index, b.ballot_hash, b.body
 FROM ballots AS b JOIN log_entries AS e ON e.ballot_id = b.id
-WHERE b.referendum_id = $1 AND b.voter_id = ANY($2::text[]) AND e.log_index < $3
-ORDER BY b.voter_id, e.log_index DESC
+WHERE b.referendum_id = $1 AND b.credential = ANY($2::bytea[]) AND e.log_index < $3
+ORDER BY b.credential, e.log_index DESC
 """
 
 
@@ -166,14 +167,15 @@ async def _block_changes(
     first: int,
     height: int,
 ) -> tuple[list[bytes], list[bytes], list[tuple[Any, ...]], int]:
-    """Ciphertexts to add and to remove, supersession rows, and the change in voters counted."""
+    """Ciphertexts to add and to remove, supersession rows, and the change in credentials
+    counted."""
     if policy != "last_counts":
         return [ciphertext_bytes(r["body"]) for r in rows], [], [], len(rows)
-    voters = list(dict.fromkeys(r["voter_id"] for r in rows))
+    voters = list(dict.fromkeys(bytes(r["credential"]) for r in rows))
     previous = await conn.fetch(_PREVIOUS, referendum_id, voters, first)
     by_index = {int(r["log_index"]): r for r in (*previous, *rows)}
-    latest = {p["voter_id"]: int(p["log_index"]) for p in previous}
-    pairs = supersessions(((int(r["log_index"]), r["voter_id"]) for r in rows), latest)
+    latest = {bytes(p["credential"]): int(p["log_index"]) for p in previous}
+    pairs = supersessions(((int(r["log_index"]), bytes(r["credential"])) for r in rows), latest)
     rows_sup = [
         _supersession(referendum_id, by_index[old], by_index[new], height) for old, new in pairs
     ]

@@ -15,7 +15,13 @@ Phases (each timed and printed):
 7. close: final checkpoint; the encrypted tally is ready; trustees 1 and 3 decrypt with
    proofs; the result is published;
 8. the election record is exported and ``verify-election`` recomputes everything from it;
-9. the capacity report (HTML + Markdown) is written.
+9. privacy: every voter id of the office's roll file is looked for in the record, the
+   processes' logs and a dump of the database (:mod:`loadtest.privacy`); none may be there;
+10. the capacity report (HTML + Markdown) is written.
+
+The demo makes its own voter-id key (``REFERENDUM_VOTER_ID_KEY``, the HMAC key the servers
+hash voter ids with) for its servers, and keeps it in memory only: a real office keeps its
+key in a secret store (``docs/ingest.md``, "Privacy").
 
 Everything is sent to 127.0.0.1 only, and every wait is bounded.
 """
@@ -34,6 +40,7 @@ import asyncpg
 import click
 
 from loadtest.pool import BallotPool, generate_pool
+from loadtest.privacy import scan_for_voter_ids
 from loadtest.report import Objectives
 from loadtest.runner import LoadConfig, PhaseTimer, run_load
 from referendum_core.elgamal import Ciphertext
@@ -127,6 +134,13 @@ async def tally_and_record(
     facts["verify_ballots"] = report.ballots
     facts["verify_seconds"] = report.seconds
     facts["verify_failures"] = [f"{f.check}: {f.detail}" for f in report.failures]
+    with timer.phase("privacy scan (record, logs, database)"):
+        scan = await scan_for_voter_ids(
+            pool.roll_path,
+            dsn=config.active_dsn,
+            paths=[record_dir, config.report_dir / "logs"],
+        )
+    facts["privacy"] = scan.as_dict()
 
 
 async def run_demo(
@@ -183,6 +197,7 @@ async def run_demo(
         before_open=functools.partial(register_trustees, trustees=trustees),
         after_close=after_close,
         timer=timer,
+        server_env={"REFERENDUM_VOTER_ID_KEY": secrets.token_hex(32)},
     )
     summary = await run_load(config)
     facts["summary"] = summary.as_dict()
@@ -213,8 +228,18 @@ def _print_outcome(facts: dict[str, Any], report_dir: Path) -> bool:
     for failure in facts.get("verify_failures", []):
         click.echo(f"  FAILED {failure}")
     click.echo(f"record           {facts.get('record')} (manifest {facts.get('manifest_sha256')})")
+    privacy = facts.get("privacy") or {}
+    clean = bool(privacy.get("clean"))
+    if clean:
+        click.echo(
+            f"privacy          OK: none of {privacy.get('voter_ids', 0):,} voter ids in"
+            f" {privacy.get('files', 0):,} record and log files or {privacy.get('rows', 0):,}"
+            f" rows of {privacy.get('tables', 0)} tables"
+        )
+    else:
+        click.echo(f"privacy          FAILED: voter ids in {sorted(privacy.get('found', {}))}")
     click.echo(f"report           {report_dir / 'report.html'}, {report_dir / 'report.md'}")
-    return bool(verified) and summary["failures"] == 0
+    return bool(verified) and clean and summary["failures"] == 0
 
 
 @click.command()

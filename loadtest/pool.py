@@ -7,7 +7,8 @@ only read bytes and send them.
 A pool is a folder::
 
     meta.json     referendum definition, election key, counts, the expected tally
-    roll.csv      voter_id,public_key_hex: the roll to upload (PUT .../roll, text/csv)
+    roll.csv      voter_id,credential (hex): the office's roll to upload (PUT .../roll,
+                  text/csv); the server keeps only HMAC(voter id) and the credential
     secrets.bin   32-byte Ed25519 seed per voter, in roll order (to sign fresh ballots later)
     ballots.bin   per voter, in roll order: u16 big-endian length ‖ canonical ballot bytes
     revotes.bin   per re-voter: u32 voter index ‖ u16 length ‖ canonical bytes (a second
@@ -18,8 +19,9 @@ Canonical bytes (``referendum_core.ballot``) are about half the size of the JSON
 
 The election key is a single test key whose secret stays in ``meta.json``: a pool is for load
 tests and rehearsals, never for a real election. Voter ``i`` is ``v`` followed by ``i`` in
-ten digits, so roll order, id order and file order agree. Selections are drawn from a
-seeded generator per voter, so the expected tally is known in advance.
+ten digits (the id only the office's roll file holds; ballots name the voter's credential,
+the Ed25519 public key of seed ``i``), so id order and file order agree. Selections are drawn
+from a seeded generator per voter, so the expected tally is known in advance.
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ __all__ = [
     "voter_id",
 ]
 
-POOL_FORMAT = 2
+POOL_FORMAT = 3
+"""3: version-2 ballots, which name their credential instead of a voter id."""
 _LEN = struct.Struct(">H")
 _REVOTE = struct.Struct(">IH")
 CHUNK_VOTERS = 250
@@ -184,16 +187,15 @@ def _make_chunk(chunk: _Chunk) -> _ChunkResult:
             publics.append(public)
             secrets_.append(secret)
             continue
-        vid = voter_id(index)
         choice = counted = _selections(chunk.seed, index, False, spec)
-        body = make_ballot(spec, vid, secret, choice)
+        body = make_ballot(spec, secret, choice)
         json_bytes += len(orjson.dumps(body))
         publics.append(public)
         secrets_.append(secret)
         ballots.append(canonical_bytes(body))
         if index in revoters:
             choice = _selections(chunk.seed, index, True, spec)
-            revotes.append((index, canonical_bytes(make_ballot(spec, vid, secret, choice))))
+            revotes.append((index, canonical_bytes(make_ballot(spec, secret, choice))))
             if chunk.last_counts:
                 counted = choice
         for i, m in enumerate(counted):
@@ -285,7 +287,7 @@ def generate_pool(
         tmp["revotes"].open("wb") as revotes_file,
         tqdm(total=voters, unit="voter", disable=not progress, smoothing=0.1) as bar,
     ):
-        roll.write("voter_id,public_key_hex\n")
+        roll.write("voter_id,credential\n")
 
         def write(result: _ChunkResult) -> None:
             nonlocal canonical_total, json_total

@@ -30,6 +30,7 @@ from referendum_core.ballot import (
 )
 from referendum_core.ballot_codec import BallotRecord, ballot_from_json, encode_body
 from referendum_core.client import make_spoilable_ballot
+from referendum_core.credential import credential_to_did
 from referendum_core.elgamal import aggregate, encrypt
 from referendum_core.errors import CoreError
 from referendum_core.group import (
@@ -173,12 +174,12 @@ def ballots() -> dict[str, Any]:
     cases = []
     for i, (desc, shape, choice) in enumerate(BALLOT_CASES):
         spec = _spec(shape)
-        voter = f"voter-{i}"
-        key = _seed_key(voter)
+        key = _seed_key(f"voter-{i}")
+        credential = bytes(key.verify_key)
         made = make_spoilable_ballot(
-            spec, voter, bytes(key), choice, rng=seeded_scalars(f"vectors/ballot/{i}".encode())
+            spec, bytes(key), choice, rng=seeded_scalars(f"vectors/ballot/{i}".encode())
         )
-        verified = verify_ballot(spec, made.body, bytes(key.verify_key))
+        verified = verify_ballot(spec, made.body)
         cases.append(
             {
                 "desc": desc,
@@ -186,9 +187,9 @@ def ballots() -> dict[str, Any]:
                 "options": list(spec.options),
                 "min_selections": spec.min_selections,
                 "max_selections": spec.max_selections,
-                "voter": voter,
                 "voter_secret": bytes(key).hex(),
-                "voter_public_key": bytes(key.verify_key).hex(),
+                "credential": credential.hex(),
+                "credential_did": credential_to_did(credential),
                 "selections": choice,
                 "randomness": [scalar_to_bytes(r).hex() for r in made.randomness],
                 "body": made.body,
@@ -213,7 +214,7 @@ def mutations() -> list[dict[str, Any]]:
     key = _seed_key("voter-0")
     other = _seed_key("voter-other")
     body = make_spoilable_ballot(
-        spec, "voter-0", bytes(key), [1, 0], rng=seeded_scalars(b"vectors/ballot/0")
+        spec, bytes(key), [1, 0], rng=seeded_scalars(b"vectors/ballot/0")
     ).body
     record = ballot_from_json(body)
     proof = record.proofs[0]
@@ -251,10 +252,17 @@ def mutations() -> list[dict[str, Any]]:
         ),
         (
             "ciphertext and proof copied under another voter's credential",
-            dataclasses.replace(record, voter_id="voter-other"),
+            dataclasses.replace(record, credential=bytes(other.verify_key)),
             other,
             "ProofError",
             "option[0].proof",
+        ),
+        (
+            "signed by another key than the credential it names",
+            record,
+            other,
+            "SignatureError",
+            "signature",
         ),
         (
             "ciphertext and proof moved to another referendum",
@@ -278,8 +286,7 @@ def mutations() -> list[dict[str, Any]]:
             {
                 "desc": desc,
                 "referendum": rid,
-                "voter": changed.voter_id,
-                "voter_public_key": bytes(signer.verify_key).hex(),
+                "credential": changed.credential.hex(),
                 "canonical": _resign(changed, signer).hex(),
                 "wantErr": want,
                 "check": check,
@@ -294,9 +301,10 @@ def _encrypt_two(spec: BallotSpec, key: SigningKey) -> BallotRecord:
     r = rng()
     ct = encrypt(pk, 2, r)
     encoded = (ct.to_bytes(),)
-    context = ballot_context(spec, "voter-0", bytes(key.verify_key), encoded)
+    credential = bytes(key.verify_key)
+    context = ballot_context(spec, credential, encoded)
     proof = prove_disjunctive(TAG_PROOF01, context, struct.pack(">I", 0), pk, ct, 0, 1, 1, r, rng)
-    return BallotRecord(spec.referendum_id, "voter-0", encoded, (proof.to_bytes(),), None, b"")
+    return BallotRecord(spec.referendum_id, credential, encoded, (proof.to_bytes(),), None, b"")
 
 
 def trustees() -> dict[str, Any]:
@@ -366,15 +374,13 @@ def _self_check(files: dict[str, str]) -> None:
             case["max_selections"],
             ELECTION_PK,
         )
-        verify_canonical(
-            spec, bytes.fromhex(case["canonical"]), bytes.fromhex(case["voter_public_key"])
-        )
+        verified = verify_canonical(spec, bytes.fromhex(case["canonical"]))
+        if verified.credential.hex() != case["credential"]:
+            raise RuntimeError(f"{case['desc']}: signed under another credential")
     for case in data["invalid"]:
         spec = _spec((2, 1, 1), case["referendum"])
         try:
-            verify_canonical(
-                spec, bytes.fromhex(case["canonical"]), bytes.fromhex(case["voter_public_key"])
-            )
+            verify_canonical(spec, bytes.fromhex(case["canonical"]))
         except CoreError as exc:
             if type(exc).__name__ != case["wantErr"] or exc.check != case["check"]:
                 raise RuntimeError(f"{case['desc']}: got {exc!r} ({exc.check})") from exc

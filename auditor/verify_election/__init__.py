@@ -16,7 +16,8 @@ check                  what is recomputed
 ``definition``         ``referendum.json`` parses into a ballot spec; ids, timestamps,
                        policy, k of n, state, roll commitment well formed
 ``roll``               the roll's RFC 9162 root and size equal the published commitment;
-                       every key is a valid credential key; the file is canonical
+                       every key is a valid credential key, none twice; the file is
+                       canonical (sorted, lower-case hex, each did:key the credential's)
 ``log.blocks``         every block parses, its hash matches, heights and index ranges chain,
                        ``prev_hash`` links, exactly the last block is final
 ``log.checkpoint``     every checkpoint's Ed25519 signature by the log key, its origin
@@ -24,12 +25,13 @@ check                  what is recomputed
                        and root; ``log_key.txt`` is one key
 ``log.tree``           the Merkle root recomputed from the ballots after every block
 ``log.coverage``       the blocks cover exactly the ballots in the record
-``ballot``             every ballot: voter on the roll, signature, every proof
-                       (``verify_canonical``), no ballot twice
-``revote``             the re-vote policy: which ballot is the last of each voter,
+``ballot``             every ballot: its credential on the roll, its signature under that
+                       credential, every proof (``verify_canonical``), no ballot twice
+``revote``             the re-vote policy: which ballot is the last of each credential,
                        recomputed from log order, against ``supersessions.jsonl``
-``tally``              the homomorphic sum of the ballots that count against ``tally.json``,
-                       and its referendum, options, final block, count and hash
+``tally``              the homomorphic sum of the ballots that count (one per credential)
+                       against ``tally.json``, and its referendum, options, final block,
+                       count and hash
 ``shares``             ``trustees.json`` is this referendum's k-of-n ceremony; every
                        decryption share's Chaum–Pedersen proof against the tally and the
                        trustee's public key share derived from ``trustees.json``

@@ -1,4 +1,5 @@
-"""Every ballot verified in parallel: voter on the roll, signature, proofs; leaves and sums."""
+"""Every ballot verified in parallel: credential on the roll, signature, proofs; leaves and
+sums."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from auditor.verify_election.record import read_roll
 from auditor.verify_election.report import ElectionReport
 from referendum_core import merkle
 from referendum_core.ballot import BallotSpec, plan, verify_canonical
-from referendum_core.ballot_codec import ciphertext_bytes, voter_of
+from referendum_core.ballot_codec import ciphertext_bytes, credential_of
 from referendum_core.errors import CoreError, EncodingError
 from referendum_core.tally import sum_explicit
 
@@ -29,10 +30,10 @@ __all__ = ["CHUNK_BALLOTS", "ChunkResult", "run_ballots", "scan_ballots"]
 CHUNK_BALLOTS = 1000
 
 
-def scan_ballots(report: ElectionReport, path: Path) -> tuple[array[int], list[str | None]]:
-    """Offsets of every ballot in ``ballots.bin`` and the voter id each names (unchecked)."""
+def scan_ballots(report: ElectionReport, path: Path) -> tuple[array[int], list[bytes | None]]:
+    """Offsets of every ballot in ``ballots.bin`` and the credential each names (unchecked)."""
     offsets: array[int] = array("Q")
-    voters: list[str | None] = []
+    voters: list[bytes | None] = []
     unpack = struct.unpack_from
     with path.open("rb") as handle:
         empty = path.stat().st_size == 0
@@ -51,7 +52,7 @@ def scan_ballots(report: ElectionReport, path: Path) -> tuple[array[int], list[s
                     break
                 offsets.append(pos)
                 try:
-                    voters.append(voter_of(data, pos + 4))
+                    voters.append(credential_of(data, pos + 4))
                 except EncodingError:
                     voters.append(None)
                 pos = end
@@ -78,15 +79,16 @@ class ChunkResult:
     failures: list[tuple[int, str, str]]
     sums: bytes
     """Per-option sums of the explicit ciphertexts of the ballots counted, as one blob."""
-    counted_voters: list[str]
+    counted_voters: list[bytes]
+    """The credential of each ballot counted."""
 
 
 def _init_worker(
-    ballots_path: str, spec: BallotSpec, roll: dict[str, bytes] | None, roll_path: str
+    ballots_path: str, spec: BallotSpec, roll: frozenset[bytes] | None, roll_path: str
 ) -> None:
     _WORKER["ballots"] = ballots_path
     _WORKER["spec"] = spec
-    _WORKER["roll"] = roll if roll is not None else read_roll(Path(roll_path))
+    _WORKER["roll"] = roll if roll is not None else frozenset(read_roll(Path(roll_path)))
 
 
 def _verify_chunk(first: int, offsets: Sequence[int], skip: frozenset[int]) -> ChunkResult:
@@ -95,7 +97,7 @@ def _verify_chunk(first: int, offsets: Sequence[int], skip: frozenset[int]) -> C
     Ballots in ``skip`` (superseded ones) are verified but not summed.
     """
     spec: BallotSpec = _WORKER["spec"]
-    roll: dict[str, bytes] = _WORKER["roll"]
+    roll: frozenset[bytes] = _WORKER["roll"]
     explicit = plan(spec).explicit
     with open(_WORKER["ballots"], "rb") as handle:
         handle.seek(offsets[0])
@@ -105,7 +107,7 @@ def _verify_chunk(first: int, offsets: Sequence[int], skip: frozenset[int]) -> C
     hashes: list[bytes] = []
     failures: list[tuple[int, str, str]] = []
     summed: list[bytes] = []
-    counted: list[str] = []
+    counted: list[bytes] = []
     sha = hashlib.sha256
     for i in range(len(offsets) - 1):
         index = first + i
@@ -113,22 +115,23 @@ def _verify_chunk(first: int, offsets: Sequence[int], skip: frozenset[int]) -> C
         leafs.append(merkle.leaf_hash(canonical))
         hashes.append(sha(canonical).digest())
         try:
-            voter = voter_of(canonical)
+            credential = credential_of(canonical)
         except EncodingError:
             failures.append((index, "ballot.encoding", f"ballot {index}: malformed"))
             continue
-        key = roll.get(voter)
-        if key is None:
-            failures.append((index, "ballot.voter", f"ballot {index}: voter not on the roll"))
+        if credential not in roll:
+            failures.append(
+                (index, "ballot.credential", f"ballot {index}: its credential is not on the roll")
+            )
             continue
         try:
-            verified = verify_canonical(spec, canonical, key)
+            verified = verify_canonical(spec, canonical)
         except CoreError as exc:
             failures.append((index, f"ballot.{exc.check}", f"ballot {index}: {exc}"))
             continue
         if index in skip:
             continue
-        counted.append(verified.voter_id)
+        counted.append(verified.credential)
         summed.append(ciphertext_bytes(canonical))
     sums = b"".join(ct.to_bytes() for ct in sum_explicit(summed, explicit))
     return ChunkResult(
@@ -150,7 +153,7 @@ def run_ballots(
     report: ElectionReport,
     root: Path,
     spec: BallotSpec,
-    roll: dict[str, bytes],
+    roll: frozenset[bytes],
     offsets: array[int],
     superseded: set[int],
     jobs: int,

@@ -18,9 +18,9 @@ from auditor.verify_election.report import (
 )
 from referendum_core import merkle
 from referendum_core.ballot import BallotSpec
-from referendum_core.credential import bad_key_positions
+from referendum_core.credential import bad_key_positions, credential_to_did
 from referendum_core.errors import CoreError
-from referendum_core.ids import VOTER_ID_PATTERN, is_referendum_id
+from referendum_core.ids import is_referendum_id
 from referendum_core.record import (
     DEFINITION_MEMBERS,
     FILE_ENTRY_MEMBERS,
@@ -33,7 +33,8 @@ from referendum_core.trustee import TrusteeParams
 
 __all__ = ["check_manifest", "check_roll", "load_definition", "read_roll"]
 
-_ROLL_LINE = re.compile(f"({VOTER_ID_PATTERN}),([0-9a-f]{{64}})\n")
+_HEX_64 = re.compile("[0-9a-fA-F]{64}")
+_ROLL_LINE = re.compile("[0-9a-f]{64},did:key:z6Mk[1-9A-HJ-NP-Za-km-z]{44}\n")
 
 
 def check_manifest(report: ElectionReport, root: Path, pinned: str | None) -> str | None:
@@ -140,55 +141,66 @@ def load_definition(report: ElectionReport, root: Path) -> tuple[dict[str, Any],
     return ref, spec
 
 
-def read_roll(path: Path, problems: list[str] | None = None) -> dict[str, bytes]:
-    """``roll.csv`` (``voter_id,public_key`` header, then one voter a line) as a dict.
+def read_roll(path: Path, problems: list[str] | None = None) -> list[bytes]:
+    """``roll.csv`` (``credential,did`` header, then one credential a line) as the list of
+    its credentials, in file order.
 
-    Raises ValueError on a malformed line or a repeated voter. When ``problems`` is given,
-    what the file's canonical form forbids but a reader can still use (voters out of byte
-    order, a voter id outside the roll's grammar, upper-case hex, no final newline) is
-    appended to it, one line each.
+    Raises ValueError on a line that names no 32-byte key. When ``problems`` is given, what
+    the file's canonical form forbids but a reader can still use (a credential twice, out of
+    byte order, upper-case hex, a ``did`` that is not the credential's did:key, no final
+    newline) is appended to it, one line each.
     """
-    voters: dict[str, bytes] = {}
+    credentials: list[bytes] = []
+    seen: set[bytes] = set()
     previous = b""
     with path.open("r", encoding="utf-8", newline="") as handle:
         header = handle.readline()
-        if header.rstrip("\n") != "voter_id,public_key":
-            raise ValueError("roll.csv must start with 'voter_id,public_key'")
+        if header.rstrip("\n") != "credential,did":
+            raise ValueError("roll.csv must start with 'credential,did'")
         for number, line in enumerate(handle, start=2):
-            voter, sep, key_hex = line.rstrip("\n").partition(",")
-            key = bytes.fromhex(key_hex)
-            if not sep or len(key) != 32 or voter in voters:
-                raise ValueError(f"roll.csv line {number} is malformed or repeated")
-            voters[voter] = key
+            key_hex, sep, did = line.rstrip("\n").partition(",")
+            key = bytes.fromhex(key_hex) if _HEX_64.fullmatch(key_hex) else b""
+            if not sep or len(key) != 32:
+                raise ValueError(f"roll.csv line {number} names no 32-byte credential")
+            credentials.append(key)
             if problems is None:
                 continue
+            if key in seen:
+                problems.append(f"roll.csv line {number}: credential {key_hex} is repeated")
+            seen.add(key)
             if _ROLL_LINE.fullmatch(line) is None:
-                problems.append(f"roll.csv line {number} is not 'voter_id,<64 lower-case hex>\\n'")
-            if voter.encode() <= previous:
-                problems.append(f"roll.csv line {number}: voter {voter!r} is out of byte order")
-            previous = voter.encode()
+                problems.append(
+                    f"roll.csv line {number} is not '<64 lower-case hex>,did:key:z6Mk...\\n'"
+                )
+            elif did != credential_to_did(key):
+                problems.append(f"roll.csv line {number}: {did} is not the credential's did:key")
+            if key < previous:
+                problems.append(f"roll.csv line {number}: credential {key_hex} is out of order")
+            previous = key
         if problems is not None and not header.endswith("\n"):
             problems.append("roll.csv: the header line does not end in a newline")
-    return voters
+    return credentials
 
 
-def check_roll(report: ElectionReport, root: Path, ref: dict[str, Any]) -> dict[str, bytes]:
+def check_roll(report: ElectionReport, root: Path, ref: dict[str, Any]) -> frozenset[bytes]:
+    """The roll's form, keys and commitment; the set of its credentials (empty: unreadable)."""
     problems: list[str] = []
     try:
-        voters = read_roll(root / "roll.csv", problems)
+        credentials = read_roll(root / "roll.csv", problems)
     except (OSError, ValueError) as exc:
         report.fail("roll", str(exc))
-        return {}
+        return frozenset()
     for problem in problems:
         report.fail("roll", problem)
-    ordered = sorted(voters, key=lambda v: v.encode())
-    for position in bad_key_positions(b"".join(voters[v] for v in ordered)):
-        report.fail("roll", f"voter {ordered[position]!r} has no valid credential key")
-    computed = merkle.root_from_leaf_hashes([roll_leaf_hash(v, voters[v]) for v in ordered])
+    ordered = sorted(credentials)
+    for position in bad_key_positions(b"".join(ordered)):
+        report.fail("roll", f"credential {ordered[position].hex()} is no valid credential key")
+    computed = merkle.root_from_leaf_hashes([roll_leaf_hash(c) for c in ordered])
     if ref.get("roll_root") != computed.hex():
         report.fail("roll", f"roll root {computed.hex()} is not the published commitment")
-    if ref.get("roll_size") != len(voters):
+    if ref.get("roll_size") != len(credentials):
         report.fail(
-            "roll", f"roll has {len(voters)} voters, the commitment says {ref.get('roll_size')}"
+            "roll",
+            f"roll has {len(credentials)} credentials, the commitment says {ref.get('roll_size')}",
         )
-    return voters
+    return frozenset(credentials)

@@ -76,7 +76,7 @@ def check_revotes(
         for old, new in pairs:
             report.fail(
                 "revote",
-                f"re-voting is forbidden, yet ballot {new} repeats the voter of ballot {old}",
+                f"re-voting is forbidden, yet ballot {new} repeats the credential of ballot {old}",
             )
         if rows:
             report.fail("revote", "supersessions listed under the 'forbid' policy")
@@ -126,7 +126,7 @@ def check_tally(
     sums = [ct.to_bytes() for ct in full_tally(explicit, len(counted), shape.implied)]
     report.ballots_counted = len(counted)
     if len(set(counted)) != len(counted):
-        report.fail("tally", "some voter has more than one counted ballot")
+        report.fail("tally", "some credential has more than one counted ballot")
     check_members(report, "tally", "tally.json", tally, TALLY_MEMBERS)
     try:
         recorded = [parse_hex(c, 130) for c in tally["ciphertexts"]]

@@ -173,6 +173,9 @@ async def run_load(config: LoadConfig) -> Summary:
             "REFERENDUM_WORKERS": str(config.servers),
             "REFERENDUM_DATA_DIR": str(report_dir / "data"),
             "REFERENDUM_LOG_LEVEL": "warning",
+            # the roll import needs a voter-id key: this run's own unless one is configured
+            "REFERENDUM_VOTER_ID_KEY": os.environ.get("REFERENDUM_VOTER_ID_KEY")
+            or secrets.token_hex(32),
             **config.server_env,
         }
         with ChildProcesses(report_dir / "logs") as children:

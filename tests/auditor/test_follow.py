@@ -26,6 +26,7 @@ from auditor.cli import main
 from auditor.client import PublicLogClient
 from auditor.follow import AuditFailure, FollowResult, SkipBallotChecks, follow
 from referendum_core import merkle
+from referendum_core.ballot_codec import credential_of
 from referendum_core.block import GENESIS_PREV_HASH, Block
 from referendum_core.checkpoint import (
     Checkpoint,
@@ -52,23 +53,31 @@ def forge(note: str) -> str:
     return f"{body}\n\u2014 {KEY_NAME} {base64.b64encode(kid + signature).decode()}\n"
 
 
-def signed_body(voter_id: str, payload: bytes) -> bytes:
-    """A stand-in ballot: voter id, payload and the voter's Ed25519 signature over both."""
-    message = voter_id.encode() + b"|" + payload
-    return message + VOTERS[voter_id].sign(message).signature
+def credential(voter: str) -> bytes:
+    """The credential (Ed25519 public key) of test voter ``voter``."""
+    return bytes(VOTERS[voter].verify_key)
+
+
+def signed_body(voter: str, payload: bytes) -> bytes:
+    """A stand-in ballot laid out like a version-2 one up to its credential (so the auditor
+    reads the signer from it), then a payload, signed by the credential's secret."""
+    message = b"RBAL\x02" + bytes([len(RID)]) + RID.encode() + credential(voter) + payload
+    return message + VOTERS[voter].sign(message).signature
 
 
 class SignatureVerifier:
-    """Test BallotVerifier: checks the stand-in ballot's signature by the listed voter."""
+    """Test BallotVerifier: checks the stand-in ballot's signature under its credential."""
 
     def __init__(self) -> None:
         self.seen: list[int] = []
+        self.credentials: list[bytes] = []
 
-    async def verify(self, index: int, voter_id: str, body: bytes) -> None:
+    async def verify(self, index: int, key: bytes, body: bytes) -> None:
         self.seen.append(index)
+        self.credentials.append(key)
         message, signature = body[:-64], body[-64:]
         try:
-            VOTERS[voter_id].verify_key.verify(message, signature)
+            nacl.signing.VerifyKey(key).verify(message, signature)
         except Exception as exc:
             raise SignatureError("voter signature does not verify", check="signature") from exc
 
@@ -112,7 +121,7 @@ class CannedLog:
                     "index": i,
                     "ballot_hash": hashlib.sha256(bodies[i][1]).hexdigest(),
                     "body": bodies[i][1].hex(),
-                    "voter_id": bodies[i][0],
+                    "credential": credential_of(bodies[i][1]).hex(),
                 }
                 for i in range(first, acc.size)
             ]
@@ -121,7 +130,7 @@ class CannedLog:
         self.visible = len(self.blocks)
         self.latest: int | None = None  # height served as latest checkpoint (default: last)
         self.definition: dict[str, Any] = {}  # more fields of GET /v1/referendums/{rid}
-        self.roll: dict[str, dict[str, Any]] = {}  # voter id -> roll proof JSON
+        self.roll: dict[str, dict[str, Any]] = {}  # credential (hex) -> roll proof JSON
 
     def app(self) -> web.Application:
         routes = web.RouteTableDef()
@@ -131,9 +140,9 @@ class CannedLog:
         async def referendum(_: web.Request) -> web.Response:
             return web.json_response({"id": RID, "state": self.state, **self.definition})
 
-        @routes.get(base + "/roll/proof/{voter_id}")
+        @routes.get(base + "/roll/proof/{credential}")
         async def roll_proof(request: web.Request) -> web.Response:
-            entry = self.roll.get(request.match_info["voter_id"])
+            entry = self.roll.get(request.match_info["credential"])
             if entry is None:
                 raise web.HTTPNotFound()
             return web.json_response(entry)
@@ -267,6 +276,8 @@ def test_honest_log_passes_and_resumes(tmp_path: Path) -> None:
         second = run_follow(url, tmp_path, once=True, verifier=verifier)
     assert (second.blocks_verified, second.height, second.tree_size) == (2, 4, 13)
     assert verifier.seen == list(range(13))  # every ballot checked once, none twice
+    # each under the credential its body names, read from the body
+    assert verifier.credentials == [credential(v) for v, _ in log.entries]
     state = json.loads((tmp_path / "state.json").read_text())
     assert bytes.fromhex(state["root"]) == merkle.root_from_leaf_hashes(log.leaves)
     copied = (tmp_path / "blocks" / "0000000004.ballots.jsonl").read_text().splitlines()
@@ -307,18 +318,44 @@ def test_changed_ballot_is_detected(tmp_path: Path) -> None:
     log = CannedLog(ballots(13), SIZES)
     row = log.listing[3][0]
     body = bytearray(bytes.fromhex(row["body"]))
-    body[5] ^= 1
+    body[-66] ^= 1  # in the payload
     row["body"], row["ballot_hash"] = body.hex(), hashlib.sha256(body).hexdigest()
     err = failure(log, tmp_path)
     assert err.check == "ballot.signature"
     assert "block 3" in str(err) and "ballot 7" in str(err)
 
 
+def test_ballot_listed_under_another_credential_is_detected(tmp_path: Path) -> None:
+    """A listing whose credential member is not the one inside the ballot body is refused
+    (the auditor reads the signer from the body, and checks the listing agrees)."""
+    log = CannedLog(ballots(13), SIZES)
+    log.listing[2][1]["credential"] = credential("v11").hex()
+    err = failure(log, tmp_path)
+    assert err.check == "ballot.credential" and "ballot 4" in str(err)
+
+
+def test_ballot_whose_credential_is_swapped_in_the_body_fails_its_signature(
+    tmp_path: Path,
+) -> None:
+    """Another voter's credential put into a body (listing and hash updated) fails: the
+    signature is checked under the credential the body names."""
+    log = CannedLog(ballots(13), SIZES)
+    row = log.listing[3][0]
+    body = bytearray(bytes.fromhex(row["body"]))
+    start = 6 + len(RID)
+    body[start : start + 32] = credential("v11")
+    row["body"], row["ballot_hash"] = body.hex(), hashlib.sha256(body).hexdigest()
+    row["credential"] = credential("v11").hex()
+    err = failure(log, tmp_path)
+    assert err.check == "ballot.signature" and "ballot 7" in str(err)
+
+
 def test_changed_validly_signed_ballot_breaks_the_root(tmp_path: Path) -> None:
     """Replacing a ballot by another validly signed one is caught by the recomputed root."""
     log = CannedLog(ballots(13), SIZES)
     row = log.listing[2][2]
-    body = signed_body(row["voter_id"], b"another choice")
+    voter = next(v for v in VOTERS if credential(v).hex() == row["credential"])
+    body = signed_body(voter, b"another choice")
     row["body"], row["ballot_hash"] = body.hex(), hashlib.sha256(body).hexdigest()
     err = failure(log, tmp_path)
     assert err.check == "block.root" and "block 2" in str(err)
@@ -328,7 +365,7 @@ def test_reordered_entries_are_detected(tmp_path: Path) -> None:
     """Two ballots swapped inside a block (indexes kept in order) break the root."""
     log = CannedLog(ballots(13), SIZES)
     rows = log.listing[4]
-    for key in ("body", "ballot_hash", "voter_id"):
+    for key in ("body", "ballot_hash", "credential"):
         rows[0][key], rows[3][key] = rows[3][key], rows[0][key]
     err = failure(log, tmp_path)
     assert err.check == "block.root" and "block 4" in str(err)

@@ -12,6 +12,7 @@ from auditor.verify_election import (
     read_roll,
     verify_election,
 )
+from referendum_core.credential import credential_to_did
 from server.record import write_manifest
 from tests.tally.common import publish_small_election
 
@@ -56,10 +57,10 @@ async def test_unlisted_and_missing_files_fail_the_manifest(
     assert "manifest" in report.failed_checks and "shares" in report.failed_checks
 
 
-async def test_voter_missing_from_roll_is_named(
+async def test_credential_missing_from_roll_is_named(
     small_record: tuple[Path, list[int]], tmp_path: Path
 ) -> None:
-    """A roll without one voter fails the roll commitment and that voter's ballots."""
+    """A roll without one credential fails the roll commitment and that credential's ballots."""
     copy = _copy(small_record[0], tmp_path)
     lines = (copy / "roll.csv").read_text().splitlines()
     del lines[1]
@@ -67,7 +68,7 @@ async def test_voter_missing_from_roll_is_named(
     write_manifest(copy, orjson.loads((copy / "referendum.json").read_bytes())["id"])
     report = verify_election(copy, jobs=2)
     assert "roll" in report.failed_checks
-    assert "ballot.voter" in report.failed_checks
+    assert "ballot.credential" in report.failed_checks
 
 
 async def test_supersession_naming_wrong_hash_fails(
@@ -105,33 +106,52 @@ async def test_forbid_record_passes_and_a_repeated_voter_fails(
     assert "log.coverage" in report.failed_checks
 
 
-def test_read_roll_rejects_repeated_voters(tmp_path: Path) -> None:
-    """A roll listing a voter twice is malformed."""
+def _roll_line(key: bytes) -> str:
+    return f"{key.hex()},{credential_to_did(key)}\n"
+
+
+def test_read_roll_reports_a_repeated_credential(tmp_path: Path) -> None:
+    """A roll listing a credential twice is reported (once per repeat), and both rows are read
+    (so the size and root cannot match a commitment to the distinct ones)."""
+    a, b = bytes([1]) * 32, bytes([2]) * 32
     path = tmp_path / "roll.csv"
-    key = "00" * 32
-    path.write_text(f"voter_id,public_key\nv1,{key}\nv1,{key}\n")
-    with pytest.raises(ValueError):
-        read_roll(path)
+    path.write_text("credential,did\n" + _roll_line(a) + _roll_line(b) + _roll_line(b))
+    problems: list[str] = []
+    assert read_roll(path, problems) == [a, b, b]
+    assert len(problems) == 1 and "line 4" in problems[0] and "repeated" in problems[0]
 
 
 def test_read_roll_reports_what_the_canonical_roll_forbids(tmp_path: Path) -> None:
-    """Voters out of byte order, upper-case hex, CRLF and no final newline are each reported."""
+    """Credentials out of byte order, upper-case hex, a did:key of another key, CRLF and no
+    final newline are each reported; a line naming no key is an error."""
+    keys = [bytes([n]) * 32 for n in (1, 2, 3, 4, 5)]
     path = tmp_path / "roll.csv"
-    key = "ab" * 32
     path.write_bytes(
-        f"voter_id,public_key\nv2,{key}\nv1,{key}\nv3,{key.upper()}\r\nv4,{key}".encode()
+        (
+            "credential,did\n"
+            + _roll_line(keys[1])
+            + _roll_line(keys[0])  # line 3: out of order
+            + f"{keys[2].hex().upper()},{credential_to_did(keys[2])}\r\n"  # line 4
+            + f"{keys[3].hex()},{credential_to_did(keys[0])}\n"  # line 5: another key's did
+            + _roll_line(keys[4]).rstrip("\n")  # line 6: no final newline
+        ).encode()
     )
     problems: list[str] = []
-    voters = read_roll(path, problems)
-    assert sorted(voters) == ["v1", "v2", "v3", "v4"]
-    assert len(problems) == 3, problems
-    assert "line 3" in problems[0] and "byte order" in problems[0]
-    assert "line 4" in problems[1] and "line 5" in problems[2]
+    assert read_roll(path, problems) == [keys[1], keys[0], keys[2], keys[3], keys[4]]
+    assert len(problems) == 4, problems
+    assert "line 3" in problems[0] and "out of order" in problems[0]
+    assert "line 4" in problems[1]
+    assert "line 5" in problems[2] and "did:key" in problems[2]
+    assert "line 6" in problems[3]
     canonical = tmp_path / "canonical.csv"
-    canonical.write_text(f"voter_id,public_key\nv1,{key}\nv2,{key}\n")
+    canonical.write_text("credential,did\n" + "".join(_roll_line(k) for k in keys))
     problems = []
     read_roll(canonical, problems)
     assert problems == []
+    for bad in ("voter_id,public_key\n", "credential,did\nv1," + "ab" * 32 + "\n"):
+        canonical.write_text(bad)
+        with pytest.raises(ValueError):
+            read_roll(canonical)
 
 
 def test_record_shape_doctests() -> None:

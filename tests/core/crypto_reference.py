@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import struct
 
+from tests.core import ed25519_reference as ed
+
 P = 2**256 - 2**32 - 977
 N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 G = (
@@ -134,6 +136,21 @@ def verify_range(
     return sum(cs) % N == c
 
 
+SIGNING_PREFIX = b"referendum/v1/ballot-signature\x00"
+
+
+def ed25519_verify(key: bytes, message: bytes, signature: bytes) -> bool:
+    """RFC 8032 §5.1.7 (cofactorless): [S]B = R + [SHA-512(R ‖ A ‖ M)]A, canonical S."""
+    base_y = 4 * pow(5, -1, ed.P) % ed.P
+    base = ed.decode(base_y.to_bytes(32, "little"))
+    a, r = ed.decode(key), ed.decode(signature[:32])
+    s = int.from_bytes(signature[32:], "little")
+    if base is None or a is None or r is None or s >= ed.L or len(signature) != 64:
+        return False
+    k = int.from_bytes(hashlib.sha512(signature[:32] + key + message).digest(), "little") % ed.L
+    return ed.encode(ed.mul(s, base)) == ed.encode(ed.add(r, ed.mul(k, a)))
+
+
 def verify_ballot(
     canonical: bytes,
     rid: str,
@@ -141,24 +158,22 @@ def verify_ballot(
     lo: int,
     hi: int,
     epk33: bytes,
-    voter_key: bytes,
     imply_last: bool = True,
-) -> list[Pt]:
-    """Parse and check a canonical ballot's proofs (not its signature); return a_i, b_i pairs.
+) -> tuple[bytes, list[Pt]]:
+    """Parse and check a version-2 canonical ballot: its signature under the credential it
+    names, and its proofs; return the credential and the a_i, b_i pairs.
 
     Raises ValueError on any failure.
     """
     pk = dec33(epk33)
-    if canonical[:5] != b"RBAL\x01":
+    if canonical[:5] != b"RBAL\x02":
         raise ValueError("magic")
-    pos = 5
-    ids = []
-    for _ in range(2):
-        n = canonical[pos]
-        ids.append(canonical[pos + 1 : pos + 1 + n])
-        pos += 1 + n
-    if ids[0] != rid.encode():
+    n = canonical[5]
+    if canonical[6 : 6 + n] != rid.encode():
         raise ValueError("referendum")
+    pos = 6 + n
+    credential = canonical[pos : pos + 32]
+    pos += 32
     count = canonical[pos]
     pos += 1
     implied = imply_last and lo == hi == 1 and k >= 2
@@ -175,13 +190,14 @@ def verify_ballot(
     pos += 64 * branches
     if len(canonical) != pos + 64:
         raise ValueError("length")
+    if not ed25519_verify(credential, SIGNING_PREFIX + canonical[:pos], canonical[pos:]):
+        raise ValueError("signature")
     context = hashlib.sha256(
         transcript(
             b"referendum/v1/ballot-context",
             rid.encode(),
             epk33,
-            ids[1],
-            voter_key,
+            credential,
             b"".join(cts_raw),
         )
     ).digest()
@@ -207,4 +223,16 @@ def verify_ballot(
     out: list[Pt] = [p for ct in cts for p in ct]
     if implied:
         out += [neg(total_a), add(G, neg(total_b))]
-    return out
+    return credential, out
+
+
+def did_key(credential: bytes) -> str:
+    """W3C did:key of an Ed25519 key: "did:key:z" + base58btc(multicodec 0xed 0x01 ‖ key)."""
+    alphabet = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+    data = b"\xed\x01" + credential
+    digits = []
+    n = int.from_bytes(data, "big")
+    while n > 0:
+        digits.append(alphabet[n % 58])
+        n //= 58
+    return "did:key:z" + "".join(reversed(digits))  # data starts 0xed: no leading-zero "1"s

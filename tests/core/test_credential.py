@@ -21,7 +21,13 @@ from nacl.bindings import (
 )
 from nacl.exceptions import BadSignatureError
 
-from referendum_core.credential import bad_key_positions, is_valid_credential_key
+from referendum_core.credential import (
+    bad_key_positions,
+    credential_from_did,
+    credential_to_did,
+    is_valid_credential_key,
+    parse_credential,
+)
 from tests.core import ed25519_reference as ref
 
 P = ref.P
@@ -185,3 +191,57 @@ def test_bad_key_positions_in_a_long_run() -> None:
     assert bad_key_positions(b"") == []
     with pytest.raises(ValueError):
         bad_key_positions(bytes(33))
+
+
+# --- did:key ----------------------------------------------------------------------------
+
+_B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+
+
+def naive_did(key: bytes) -> str:
+    """did:key from the W3C spelling rule, digit by digit (leading 0xed: no "1" padding)."""
+    n, digits = int.from_bytes(b"\xed\x01" + key, "big"), ""
+    while n:
+        n, r = divmod(n, 58)
+        digits = _B58[r] + digits
+    return "did:key:z" + digits
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(min_size=32, max_size=32))
+def test_did_key_round_trips_and_matches_the_spelling_rule(key: bytes) -> None:
+    """Every 32-byte key has one did:key, z6Mk..., the same as the naive rule, read back to the
+    key; parse_credential reads it and the hex spelling (either case) to the same key."""
+    did = credential_to_did(key)
+    assert did == naive_did(key) and did.startswith("did:key:z6Mk")
+    assert credential_from_did(did) == key
+    assert parse_credential(did) == parse_credential(key.hex()) == key
+    assert parse_credential(key.hex().upper()) == key
+
+
+def test_known_did_key_of_the_rfc_8032_test_key() -> None:
+    """RFC 8032 §7.1 test 1's public key has the did:key published for it in the did:key
+    method's examples."""
+    key = bytes.fromhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
+    assert credential_to_did(key) == "did:key:z6MktwupdmLXVVqTzCw4i46r4uGyosGXRnR3XjN4Zq7oMMsw"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "did:key:z",
+        "did:key:zQ3shokFTS3brHcDQrn82RUDfCZESWL1ZdCEJwekUDPQiYBme",  # a secp256k1 did:key
+        "did:key:z6MktwupdmLXVVqTzCw4i46r4uGyosGXRnR3XjN4Zq7oMMs",  # one digit short
+        "did:key:z6MktwupdmLXVVqTzCw4i46r4uGyosGXRnR3XjN4Zq7oMMsww",  # one digit more
+        "did:key:z6MktwupdmLXVVqTzCw4i46r4uGyosGXRnR3XjN4Zq7oMMs0",  # 0 is not base58
+        "did:key:z1" + "6MktwupdmLXVVqTzCw4i46r4uGyosGXRnR3XjN4Zq7oMMsw",  # leading zero byte
+        "did:web:example.org",
+        "00" * 31,
+        "00" * 33,
+        "zz" * 32,
+    ],
+)
+def test_malformed_credentials_are_none(text: str) -> None:
+    """Another key type, a wrong length, a bad digit, a non-canonical spelling: None."""
+    assert parse_credential(text) is None

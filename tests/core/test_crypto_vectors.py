@@ -14,7 +14,8 @@ import pytest
 from nacl.signing import VerifyKey
 
 from referendum_core.ballot import BallotSpec, verify_canonical
-from referendum_core.ballot_codec import ciphertext_bytes, decode_canonical, voter_of
+from referendum_core.ballot_codec import ciphertext_bytes, credential_of, decode_canonical
+from referendum_core.credential import credential_from_did, credential_to_did
 from referendum_core.elgamal import Ciphertext
 from referendum_core.errors import CoreError
 from referendum_core.group import Point, scalar_from_bytes
@@ -117,23 +118,27 @@ def test_valid_ballots_verify_in_core_and_naive_verifier() -> None:
     prefix = bytes.fromhex(data["signing_prefix"])
     for case in data["valid"]:
         canonical = bytes.fromhex(case["canonical"])
-        voter_key = bytes.fromhex(case["voter_public_key"])
-        verified = verify_canonical(_spec(case, data["election_public_key"]), canonical, voter_key)
+        credential = bytes.fromhex(case["credential"])
+        verified = verify_canonical(_spec(case, data["election_public_key"]), canonical)
         assert verified.hash.hex() == case["ballot_hash"]
         assert hashlib.sha256(canonical).hexdigest() == case["ballot_hash"]
         assert [c.to_bytes().hex() for c in verified.ciphertexts] == case["ciphertexts_all_options"]
-        assert voter_of(canonical) == decode_canonical(canonical).voter_id == verified.voter_id
+        assert credential_of(canonical) == decode_canonical(canonical).credential == credential
+        assert verified.credential == credential
+        assert credential_to_did(credential) == ref.did_key(credential) == case["credential_did"]
+        assert case["credential_did"].startswith("did:key:z6Mk")
+        assert credential_from_did(case["credential_did"]) == credential
         assert ciphertext_bytes(canonical) == b"".join(decode_canonical(canonical).ciphertexts)
-        VerifyKey(voter_key).verify(prefix + canonical[:-64], canonical[-64:])
-        points = ref.verify_ballot(
+        VerifyKey(credential).verify(prefix + canonical[:-64], canonical[-64:])
+        named, points = ref.verify_ballot(
             canonical,
             case["referendum"],
             len(case["options"]),
             case["min_selections"],
             case["max_selections"],
             epk,
-            voter_key,
         )
+        assert named == credential
         plain = []
         for a, b in zip(points[::2], points[1::2], strict=True):
             m = ref.add(b, ref.neg(ref.mul(sk, a)))
@@ -161,14 +166,13 @@ def test_invalid_ballots_rejected_by_core_and_naive_verifier() -> None:
     for case in data["invalid"]:
         spec = BallotSpec(case["referendum"], ("option-0", "option-1"), 1, 1, epk)
         canonical = bytes.fromhex(case["canonical"])
-        voter_key = bytes.fromhex(case["voter_public_key"])
         with pytest.raises(CoreError) as info:
-            verify_canonical(spec, canonical, voter_key)
+            verify_canonical(spec, canonical)
         assert (type(info.value).__name__, info.value.check) == (case["wantErr"], case["check"]), (
             case["desc"]
         )
         with pytest.raises(ValueError):
-            ref.verify_ballot(canonical, case["referendum"], 2, 1, 1, epk, voter_key)
+            ref.verify_ballot(canonical, case["referendum"], 2, 1, 1, epk)
 
 
 def test_trustee_vectors_match_naive() -> None:

@@ -11,17 +11,20 @@ def _ct(a: int, b: int) -> Ciphertext:
     return Ciphertext(Point.base_mul(a), Point.base_mul(b))
 
 
-def test_supersessions_chain_each_voters_ballots() -> None:
-    """Each ballot of a voter is superseded by the voter's next one; unknown voters are skipped."""
-    assert supersessions(enumerate(["a", "b", "a", None, "b", "a"])) == [(0, 2), (1, 4), (2, 5)]
-    assert supersessions(enumerate(["a", "b", "c"])) == []
+A, B, C = (bytes([n]) * 32 for n in (1, 2, 3))
+
+
+def test_supersessions_chain_each_credentials_ballots() -> None:
+    """Each ballot of a credential is superseded by its next one; unknown ones are skipped."""
+    assert supersessions(enumerate([A, B, A, None, B, A])) == [(0, 2), (1, 4), (2, 5)]
+    assert supersessions(enumerate([A, B, C])) == []
 
 
 def test_supersessions_continue_from_earlier_blocks() -> None:
-    """A block's first ballot of a voter supersedes the voter's last ballot before the block."""
-    latest = {"a": 3, "b": 1}
-    assert supersessions([(10, "a"), (11, "c"), (12, "a")], latest) == [(3, 10), (10, 12)]
-    assert latest == {"a": 12, "b": 1, "c": 11}
+    """A block's first ballot of a credential supersedes its last ballot before the block."""
+    latest = {A: 3, B: 1}
+    assert supersessions([(10, A), (11, C), (12, A)], latest) == [(3, 10), (10, 12)]
+    assert latest == {A: 12, B: 1, C: 11}
 
 
 def test_fold_adds_and_takes_out_per_option() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,7 @@ async def test_demo_load_against_running_servers(pg_admin_dsn: str, tmp_path: Pa
             "DATABASE_URL": dsn,
             "REFERENDUM_PORT": str(port),
             "REFERENDUM_DATA_DIR": str(tmp_path / "data"),
+            "REFERENDUM_VOTER_ID_KEY": secrets.token_hex(32),
         }
         with ChildProcesses(tmp_path / "logs") as children:
             server = children.start("servers", referendum_argv("serve"), env)

@@ -24,7 +24,8 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> BallotPool:
 
 
 def test_every_ballot_verifies_against_the_roll(pool: BallotPool) -> None:
-    """Each pooled ballot passes the server's full check with the roll's key for its voter."""
+    """Each pooled ballot passes the full check and names its voter's roll credential, and no
+    voter id (the ids are in the office's roll file only)."""
     spec = pool.spec()
     with pool.roll_path.open(newline="") as handle:
         roll = list(csv.DictReader(handle))
@@ -32,16 +33,16 @@ def test_every_ballot_verifies_against_the_roll(pool: BallotPool) -> None:
     ballots = list(pool.ballots())
     assert [i for i, _ in ballots] == list(range(20))
     for (index, canonical), row in zip(ballots, roll, strict=True):
-        public = bytes.fromhex(row["public_key_hex"])
+        public = bytes.fromhex(row["credential"])
         assert voter_public_key(pool.secret(index)) == public
-        verified = verify_canonical(spec, canonical, public)
-        assert verified.voter_id == voter_id(index)
+        assert verify_canonical(spec, canonical).credential == public
+        assert voter_id(index).encode() not in canonical
     revotes = list(pool.revotes())
     assert len(revotes) == pool.meta.revotes == 5
     assert len({i for i, _ in revotes}) == 5
     for index, canonical in revotes:
-        public = bytes.fromhex(roll[index]["public_key_hex"])
-        assert verify_canonical(spec, canonical, public).voter_id == voter_id(index)
+        public = bytes.fromhex(roll[index]["credential"])
+        assert verify_canonical(spec, canonical).credential == public
         assert canonical != ballots[index][1]
 
 
@@ -51,7 +52,7 @@ def test_json_body_round_trip(pool: BallotPool) -> None:
         body = orjson.loads(json_body(canonical))
         assert set(body) == {
             "referendum",
-            "voter",
+            "credential",
             "ciphertexts",
             "proofs",
             "sum_proof",
@@ -75,13 +76,15 @@ def test_expected_tally_matches_decryption(pool: BallotPool) -> None:
     spec = pool.spec()
     x = scalar_from_bytes(bytes.fromhex(pool.meta.election_secret_key))
     with pool.roll_path.open(newline="") as handle:
-        keys = [bytes.fromhex(r["public_key_hex"]) for r in csv.DictReader(handle)]
+        keys = [bytes.fromhex(r["credential"]) for r in csv.DictReader(handle)]
     last = dict(pool.ballots())
     last.update(dict(pool.revotes()))  # last_counts: the second ballot replaces the first
     assert pool.meta.revote_policy == "last_counts"
     tally = [0] * len(spec.options)
     for index, canonical in last.items():
-        for option, ct in enumerate(verify_canonical(spec, canonical, keys[index]).ciphertexts):
+        verified = verify_canonical(spec, canonical)
+        assert verified.credential == keys[index]
+        for option, ct in enumerate(verified.ciphertexts):
             plain = ct.b - ct.a * x  # m·G
             assert plain.is_identity or plain == GENERATOR
             tally[option] += 0 if plain.is_identity else 1
@@ -102,10 +105,10 @@ def test_partial_turnout_pool(tmp_path: Path) -> None:
     meta = generate_pool(tmp_path, 12, ballots=5, processes=1, progress=False)
     pool = BallotPool(tmp_path)
     with pool.roll_path.open(newline="") as handle:
-        keys = [bytes.fromhex(r["public_key_hex"]) for r in csv.DictReader(handle)]
+        keys = [bytes.fromhex(r["credential"]) for r in csv.DictReader(handle)]
     assert len(keys) == 12 and meta.ballots == 5
     assert [i for i, _ in pool.ballots()] == list(range(5))
     assert voter_public_key(pool.secret(11)) == keys[11]
     for index, canonical in pool.ballots():
-        assert verify_canonical(pool.spec(), canonical, keys[index]).voter_id == voter_id(index)
+        assert verify_canonical(pool.spec(), canonical).credential == keys[index]
     assert sum(meta.expected_tally) == 5

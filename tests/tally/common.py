@@ -12,13 +12,18 @@ from typing import Any
 import orjson
 
 from batcher.service import LogSigner, seal_block
+from referendum_core import merkle
 from referendum_core.ballot import BallotSpec, verify_ballot
+from referendum_core.ballot_codec import credential_of
 from referendum_core.client import make_ballot, new_voter_key
 from referendum_core.group import Point, random_scalar
+from referendum_core.roll import VoterIdHasher, roll_leaf_hash
 from referendum_service.keys import load_or_create_key
-from server.roll import roll_digest
 
 __all__ = ["Election", "decrypt_counts", "insert_ballots", "make_election", "seal_all"]
+
+VOTER_ID_KEY = bytes(range(32))
+"""The voter-id key the tests' rolls are hashed under (a fixed test value)."""
 
 
 @dataclass
@@ -35,10 +40,12 @@ class Election:
         return self.spec.referendum_id
 
     def ballot(self, voter_id: str, selections: list[int]) -> tuple[dict[str, Any], bytes]:
-        """A fresh ballot of ``voter_id``: its JSON body and canonical bytes."""
+        """A fresh ballot of ``voter_id``'s credential: its JSON body and canonical bytes."""
         secret, public = self.voters[voter_id]
-        body = make_ballot(self.spec, voter_id, secret, selections)
-        return body, verify_ballot(self.spec, body, public).canonical
+        body = make_ballot(self.spec, secret, selections)
+        verified = verify_ballot(self.spec, body)
+        assert verified.credential == public
+        return body, verified.canonical
 
 
 def make_election(
@@ -63,7 +70,9 @@ async def store_referendum(conn: Any, election: Election, state: str = "open") -
     """Insert the referendum and its roll straight into the tables, in ``state``."""
     now = datetime.now(UTC)
     spec = election.spec
-    entries = [(v, keys[1]) for v, keys in election.voters.items()]
+    hasher = VoterIdHasher(VOTER_ID_KEY, spec.referendum_id)
+    entries = [(hasher(v.encode()), keys[1]) for v, keys in election.voters.items()]
+    root = merkle.root_from_leaf_hashes([roll_leaf_hash(c) for c in sorted(c for _, c in entries)])
     await conn.execute(
         """INSERT INTO referendums (id, question, options, min_selections, max_selections,
                opens_at, closes_at, revote_policy, threshold_k, trustees_n, state,
@@ -78,26 +87,29 @@ async def store_referendum(conn: Any, election: Election, state: str = "open") -
         election.policy,
         state,
         spec.election_public_key,
-        roll_digest(entries),
+        root,
         len(entries),
     )
     await conn.copy_records_to_table(
         "voters",
-        records=[(spec.referendum_id, v, k) for v, k in entries],
-        columns=["referendum_id", "voter_id", "public_key"],
+        records=[(spec.referendum_id, c, h) for h, c in entries],
+        columns=["referendum_id", "credential", "voter_hash"],
     )
 
 
 async def insert_ballots(conn: Any, election: Election, ballots: list[tuple[str, bytes]]) -> None:
-    """Store accepted ballots (voter id, canonical bytes) as ingestion would, unsequenced."""
+    """Store accepted ballots (voter id, canonical bytes) as ingestion would, unsequenced: each
+    under the credential its bytes name (the voter id only picks the test's voter)."""
     revote = election.policy == "forbid"
+    rows = []
+    for _, c in ballots:
+        credential = credential_of(c)
+        digest = hashlib.sha256(c).digest()
+        rows.append((election.rid, credential, digest, c, credential if revote else None))
     await conn.executemany(
-        "INSERT INTO ballots (referendum_id, voter_id, ballot_hash, body, receipt, revote_key)"
+        "INSERT INTO ballots (referendum_id, credential, ballot_hash, body, receipt, revote_key)"
         " VALUES ($1, $2, $3, $4, '\\x7b7d', $5)",
-        [
-            (election.rid, v, hashlib.sha256(c).digest(), c, v if revote else None)
-            for v, c in ballots
-        ],
+        rows,
     )
 
 

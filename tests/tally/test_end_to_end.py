@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import hashlib
 import random
+import secrets
 import shutil
 import time
 from collections.abc import AsyncIterator, Callable
@@ -57,6 +58,7 @@ class Published:
     duplicate_status: int
     early_status: int
     supersessions: int
+    voter_ids: list[str]
 
 
 async def _poll(fetch: Callable[[], Any], deadline_s: float, what: str) -> Any:
@@ -85,7 +87,7 @@ def _ballots(
         batch = []
         for voter in voters:
             yes = rng.randint(0, 1)
-            batch.append((voter, make_ballot(spec, voter, keys[voter][0], [yes, 1 - yes])))
+            batch.append((voter, make_ballot(spec, keys[voter][0], [yes, 1 - yes])))
             last[voter] = yes
         rounds.append(batch)
     yes_total = sum(last.values())
@@ -102,6 +104,7 @@ async def published(
     settings = Settings(
         database_url=dsn,
         data_dir=folder,
+        voter_id_key=secrets.token_hex(32),
         voter_rate_per_minute=10_000,
         block_max_ballots=200,
         block_max_ms=100,
@@ -134,7 +137,7 @@ async def published(
         async with running_app(settings, dsn) as client:
             r = await client.post("/v1/referendums", json=definition, headers=auth)
             assert r.status == 201, await r.text()
-            roll = "voter_id,public_key\n" + "".join(f"{v},{k[1].hex()}\n" for v, k in keys.items())
+            roll = "voter_id,credential\n" + "".join(f"{v},{k[1].hex()}\n" for v, k in keys.items())
             r = await client.put(
                 f"/v1/referendums/{RID}/roll",
                 data=roll.encode(),
@@ -165,7 +168,7 @@ async def published(
             early = {"early": True, "reason": "every round cast"}
             r = await client.post(f"/v1/referendums/{RID}/close", json=early, headers=auth)
             assert r.status == 200, await r.text()
-            late = make_ballot(spec, "voter-0000", keys["voter-0000"][0], [1, 0])
+            late = make_ballot(spec, keys["voter-0000"][0], [1, 0])
             r = await client.post(f"/v1/referendums/{RID}/ballots", json=late)
             assert r.status == 409, await r.text()
 
@@ -207,7 +210,14 @@ async def published(
         finally:
             await conn.close()
         yield Published(
-            record, expected, result, bad_problem, duplicate_status, early_status, supersessions
+            record,
+            expected,
+            result,
+            bad_problem,
+            duplicate_status,
+            early_status,
+            supersessions,
+            sorted(keys),
         )
     finally:
         stop.set()
@@ -234,6 +244,19 @@ def test_share_endpoint_refuses_bad_duplicate_and_early(published: Published) ->
     assert published.bad_share_problem["check"]
     assert published.duplicate_status == 409
     assert published.early_status == 409
+
+
+def test_record_names_no_voter_id(published: Published) -> None:
+    """No file of the election record holds any imported voter id (the roll lists credentials
+    with their did:key, nothing else); the record still has every credential."""
+    blobs = {p.name: p.read_bytes() for p in published.record.iterdir()}
+    assert {"roll.csv", "ballots.bin", "referendum.json"} <= set(blobs)
+    for voter in published.voter_ids:
+        needle = voter.encode()
+        assert not any(needle in blob for blob in blobs.values()), voter
+    rows = blobs["roll.csv"].decode().splitlines()
+    assert rows[0] == "credential,did" and len(rows) == VOTERS + 1
+    assert all(r.split(",")[1].startswith("did:key:z6Mk") for r in rows[1:])
 
 
 def test_verify_election_passes_on_the_record(published: Published) -> None:
@@ -359,10 +382,10 @@ def options_swapped(root: Path) -> None:
     _put_json(root, "result.json", result)
 
 
-def superseded_ballot_counted(root: Path) -> None:
-    """Drop a supersession and add the superseded ballot's ciphertexts to the tally."""
+def _count_superseded_ballot(root: Path) -> bytes:
+    """Drop the first supersession and add the superseded ballot's ciphertexts to the tally;
+    return that ballot's credential."""
     from referendum_core.ballot import verify_canonical
-    from referendum_core.ballot_codec import voter_of
     from referendum_core.elgamal import Ciphertext
     from referendum_core.tally import tally_hash
 
@@ -371,9 +394,7 @@ def superseded_ballot_counted(root: Path) -> None:
     _put_lines(root, "supersessions.jsonl", rows)
     ref = _json(root, "referendum.json")
     spec = BallotSpec.from_definition(ref)
-    roll = dict(line.split(",") for line in (root / "roll.csv").read_text().splitlines()[1:])
-    canonical = _read_ballots(root)[victim["superseded_index"]]
-    ballot = verify_canonical(spec, canonical, bytes.fromhex(roll[voter_of(canonical)]))
+    ballot = verify_canonical(spec, _read_ballots(root)[victim["superseded_index"]])
     tally = _json(root, "tally.json")
     new = [
         (Ciphertext.from_bytes(bytes.fromhex(c)) + extra).to_bytes()
@@ -382,32 +403,89 @@ def superseded_ballot_counted(root: Path) -> None:
     tally["ciphertexts"] = [c.hex() for c in new]
     tally["tally_hash"] = tally_hash(ref["id"], new).hex()
     _put_json(root, "tally.json", tally)
+    return ballot.credential
 
 
-def roll_key_replaced(root: Path) -> None:
-    lines = (root / "roll.csv").read_text().splitlines()
-    voter = lines[5].split(",")[0]
-    lines[5] = f"{voter},{new_voter_key()[1].hex()}"
-    (root / "roll.csv").write_text("\n".join(lines) + "\n")
+def superseded_ballot_counted(root: Path) -> None:
+    """Drop a supersession and add the superseded ballot's ciphertexts to the tally."""
+    _count_superseded_ballot(root)
 
 
-def roll_key_small_order(root: Path) -> None:
-    """Give a voter a small-order key (y = 1, the identity) and republish the roll root."""
+def _roll_rows(root: Path) -> list[str]:
+    return (root / "roll.csv").read_text().splitlines()[1:]
+
+
+def _put_roll(root: Path, rows: list[str], *, republish: bool) -> None:
+    """Write ``rows`` as roll.csv; with ``republish`` also commit to them in referendum.json
+    (root over the rows' credentials sorted, size the number of rows), as a server would."""
     from referendum_core import merkle
     from referendum_core.roll import roll_leaf_hash
 
-    lines = (root / "roll.csv").read_text().splitlines()
-    voter = lines[5].split(",")[0]
-    identity = b"\x01" + bytes(31)
-    lines[5] = f"{voter},{identity.hex()}"
-    (root / "roll.csv").write_text("\n".join(lines) + "\n")
-    roll = {v: bytes.fromhex(k) for v, k in (line.split(",") for line in lines[1:])}
-    ordered = sorted(roll, key=lambda v: v.encode())
+    (root / "roll.csv").write_text("credential,did\n" + "".join(r + "\n" for r in rows))
+    if republish:
+        keys = sorted(bytes.fromhex(r.split(",")[0]) for r in rows)
+        ref = _json(root, "referendum.json")
+        ref["roll_root"] = merkle.root_from_leaf_hashes([roll_leaf_hash(k) for k in keys]).hex()
+        ref["roll_size"] = len(keys)
+        _put_json(root, "referendum.json", ref)
+
+
+def _roll_row(key: bytes) -> str:
+    from referendum_core.credential import credential_to_did
+
+    return f"{key.hex()},{credential_to_did(key)}"
+
+
+def roll_key_replaced(root: Path) -> None:
+    """A roll.csv entry changed: another credential (with its own did:key) in its place."""
+    rows = _roll_rows(root)
+    rows[5] = _roll_row(new_voter_key()[1])
+    _put_roll(root, sorted(rows), republish=False)
+
+
+def roll_did_replaced(root: Path) -> None:
+    """A roll.csv entry's did:key changed to another key's: the credential column unchanged."""
+    rows = _roll_rows(root)
+    rows[5] = rows[5].split(",")[0] + "," + _roll_row(new_voter_key()[1]).split(",")[1]
+    _put_roll(root, rows, republish=False)
+
+
+def roll_key_small_order(root: Path) -> None:
+    """Give a credential's place a small-order key (y = 1, the identity); republish the root."""
+    rows = _roll_rows(root)
+    rows[5] = _roll_row(b"\x01" + bytes(31))
+    _put_roll(root, sorted(rows), republish=True)
+
+
+def roll_credential_repeated(root: Path) -> None:
+    """One credential listed twice, and the roll commitment republished over both rows."""
+    rows = _roll_rows(root)
+    _put_roll(root, sorted([*rows, rows[5]]), republish=True)
+
+
+def ballot_of_a_credential_not_on_the_roll(root: Path) -> None:
+    """Ballot 10 replaced by a valid ballot signed by a fresh credential the roll lacks."""
     ref = _json(root, "referendum.json")
-    ref["roll_root"] = merkle.root_from_leaf_hashes(
-        [roll_leaf_hash(v, roll[v]) for v in ordered]
-    ).hex()
-    _put_json(root, "referendum.json", ref)
+    body = make_ballot(BallotSpec.from_definition(ref), new_voter_key()[0], [1, 0])
+    from referendum_core.ballot_codec import ballot_from_json, encode_body
+
+    record = ballot_from_json(body)
+    ballots = _read_ballots(root)
+    ballots[10] = encode_body(record) + record.signature
+    _write_ballots(root, ballots)
+
+
+def credential_counted_twice(root: Path) -> None:
+    """A credential's superseded ballot counted as well as its last one, and the credential
+    listed twice on a republished roll to make room for two voters (tally and result counts
+    bumped to match)."""
+    credential = _count_superseded_ballot(root)
+    rows = _roll_rows(root)
+    _put_roll(root, sorted([*rows, _roll_row(credential)]), republish=True)
+    for name in ("tally.json", "result.json"):
+        doc = _json(root, name)
+        doc["ballots_counted"] += 1
+        _put_json(root, name, doc)
 
 
 def _edit_json(name: str, edit: Callable[[Any], None]) -> Callable[[Path], None]:
@@ -444,7 +522,7 @@ def definition_window_inverted(root: Path) -> None:
 
 
 def roll_out_of_order(root: Path) -> None:
-    """Swap two voters of the roll: the root (over the sorted roll) stays the same."""
+    """Swap two credentials of the roll: the root (over the sorted roll) stays the same."""
     lines = (root / "roll.csv").read_text().splitlines()
     lines[5], lines[6] = lines[6], lines[5]
     (root / "roll.csv").write_text("\n".join(lines) + "\n")
@@ -453,8 +531,8 @@ def roll_out_of_order(root: Path) -> None:
 def roll_key_upper_case(root: Path) -> None:
     """Spell one key in upper-case hex: the same key, another file."""
     lines = (root / "roll.csv").read_text().splitlines()
-    voter, key = lines[5].split(",")
-    lines[5] = f"{voter},{key.upper()}"
+    key, did = lines[5].split(",")
+    lines[5] = f"{key.upper()},{did}"
     (root / "roll.csv").write_text("\n".join(lines) + "\n")
 
 
@@ -538,8 +616,12 @@ TAMPERINGS: list[tuple[Callable[[Path], None], set[str]]] = [
     (result_altered, {"result"}),
     (options_swapped, {"result"}),
     (superseded_ballot_counted, {"revote", "tally"}),
-    (roll_key_replaced, {"roll"}),
+    (roll_key_replaced, {"roll", "ballot.credential"}),
+    (roll_did_replaced, {"roll"}),
     (roll_key_small_order, {"roll"}),
+    (roll_credential_repeated, {"roll"}),
+    (ballot_of_a_credential_not_on_the_roll, {"ballot.credential", "log.tree"}),
+    (credential_counted_twice, {"roll", "revote", "tally"}),
     # every member of every file (issue 16 §5): each of these passed before it was checked
     (
         _named("definition_state_changed", _edit_json("referendum.json", _set("state", "closed"))),

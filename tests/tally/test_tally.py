@@ -71,8 +71,8 @@ async def test_fold_counts_the_last_ballot_of_each_voter(
             len(options), last
         )
         rows = await conn.fetch(
-            "SELECT s.superseded_index, s.superseding_index, a.voter_id AS old_voter,"
-            " b.voter_id AS new_voter FROM supersessions AS s"
+            "SELECT s.superseded_index, s.superseding_index, a.credential AS old_voter,"
+            " b.credential AS new_voter FROM supersessions AS s"
             " JOIN log_entries AS ea ON ea.referendum_id = s.referendum_id"
             " AND ea.log_index = s.superseded_index JOIN ballots AS a ON a.id = ea.ballot_id"
             " JOIN log_entries AS eb ON eb.referendum_id = s.referendum_id"
@@ -80,12 +80,12 @@ async def test_fold_counts_the_last_ballot_of_each_voter(
             " ORDER BY s.superseded_index"
         )
         ballots = await conn.fetch(
-            "SELECT b.voter_id, e.log_index FROM log_entries AS e"
+            "SELECT b.credential, e.log_index FROM log_entries AS e"
             " JOIN ballots AS b ON b.id = e.ballot_id ORDER BY e.log_index"
         )
-        by_voter: dict[str, list[int]] = {}
+        by_voter: dict[bytes, list[int]] = {}
         for b in ballots:
-            by_voter.setdefault(b["voter_id"], []).append(b["log_index"])
+            by_voter.setdefault(bytes(b["credential"]), []).append(b["log_index"])
         expected = sorted(
             (idx[i], idx[i + 1]) for idx in by_voter.values() for i in range(len(idx) - 1)
         )
