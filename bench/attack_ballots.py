@@ -4,6 +4,7 @@ timing (the attackers that send them are :mod:`bench.attack`)."""
 from __future__ import annotations
 
 import multiprocessing
+import secrets
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -50,13 +51,13 @@ def attack_spec(
 
 
 def _valid_bases(spec: BallotSpec, voter: str, secret: bytes, count: int) -> list[dict[str, Any]]:
-    """``count`` valid ballots of ``voter`` (one selection each, at different options)."""
+    """``count`` valid ballots of ``voter``'s credential (one selection each, at different
+    options)."""
     from referendum_core.client import make_ballot
 
     k = len(spec.options)
     return [
-        make_ballot(spec, voter, secret, [1 if j == i % k else 0 for j in range(k)])
-        for i in range(count)
+        make_ballot(spec, secret, [1 if j == i % k else 0 for j in range(k)]) for i in range(count)
     ]
 
 
@@ -116,9 +117,12 @@ async def create_attack_referendum(
     *,
     now: datetime,
 ) -> None:
-    """Create and open ``spec``'s referendum with ``voters`` (id, public key) on its roll."""
+    """Create and open ``spec``'s referendum with ``voters`` (id, credential) on its roll,
+    their ids kept under a voter-id key made here."""
+    from referendum_service.settings import Settings
     from server.referendums import ReferendumDefinition, create_referendum, transition
     from server.roll import import_roll
+    from server.roll.voter_keys import VoterIdKeys
 
     definition = ReferendumDefinition(
         id=spec.referendum_id,
@@ -139,5 +143,12 @@ async def create_attack_referendum(
 
     await create_referendum(conn, definition, "bench")
     async with conn.transaction():
-        await import_roll(conn, spec.referendum_id, roll(), "csv", lines_conn=lines_conn)
+        await import_roll(
+            conn,
+            spec.referendum_id,
+            roll(),
+            "csv",
+            lines_conn=lines_conn,
+            voter_keys=VoterIdKeys.from_settings(Settings(voter_id_key=secrets.token_hex(32))),
+        )
     await transition(conn, spec.referendum_id, "open", "bench")

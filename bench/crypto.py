@@ -77,7 +77,7 @@ def _ballots(
     out = []
     for i in range(count):
         secret, public = new_voter_key()
-        out.append((make_ballot(spec, f"voter-{i}", secret, choices[i % len(choices)]), public))
+        out.append((make_ballot(spec, secret, choices[i % len(choices)]), public))
     return out
 
 
@@ -94,7 +94,7 @@ def _primitive_baselines(
         signed.append((record.signature + SIGNING_PREFIX + encode_body(record), public))
         raw = record.ciphertexts[0]
         ct = Ciphertext(Point.decode_uncompressed(raw[:65]), Point.decode_uncompressed(raw[65:]))
-        context = ballot_context(spec, record.voter_id, public, record.ciphertexts)
+        context = ballot_context(spec, public, record.ciphertexts)
         proofs.append((context, ct, DisjunctiveProof.from_bytes(record.proofs[0], 2)))
     pk = Point.decode_compressed(spec.election_public_key)
     label = (0).to_bytes(4, "big")
@@ -108,8 +108,8 @@ def _primitive_baselines(
             verify_zero_one(TAG_PROOF01, context, label, pk, ct, proof)
 
     def ballots() -> None:
-        for body, public in sample:
-            verify_ballot(spec, body, public)
+        for body, _public in sample:
+            verify_ballot(spec, body)
 
     rates: list[list[float]] = [[], [], []]
     for _ in range(runs):
@@ -162,8 +162,8 @@ def crypto(runs: int, ballots: int, aggregate_count: int, voters: int) -> None:
         sample = _ballots(spec, n, choices)
 
         def verify_all(spec: BallotSpec = spec, sample: list[Any] = sample) -> None:
-            for body, public in sample:
-                verify_ballot(spec, body, public)
+            for body, _public in sample:
+                verify_ballot(spec, body)
 
         rate = _rate(runs, n, verify_all)
         target = ">= 3000" if name.startswith("yes/no (implied") else ""
@@ -183,8 +183,8 @@ def crypto(runs: int, ballots: int, aggregate_count: int, voters: int) -> None:
             spec: BallotSpec = spec, n: int = n, choices: list[list[int]] = choices
         ) -> None:
             secret, _ = new_voter_key()
-            for i, choice in zip(range(n), itertools.cycle(choices), strict=False):
-                make_ballot(spec, f"voter-{i}", secret, choice)
+            for _i, choice in zip(range(n), itertools.cycle(choices), strict=False):
+                make_ballot(spec, secret, choice)
 
         rows.append(
             {

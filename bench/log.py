@@ -55,24 +55,25 @@ async def _create_referendum(conn: asyncpg.Connection, rid: str) -> None:
     )
 
 
-def _records(rid: str, start: int, count: int) -> list[tuple[str, str, bytes, bytes, bytes]]:
+def _records(rid: str, start: int, count: int) -> list[tuple[str, bytes, bytes, bytes, bytes]]:
     pool = os.urandom(_BODY_BYTES * count)  # one read of random bytes, sliced per ballot
     sha = hashlib.sha256
     records = []
     for n, i in enumerate(range(start, start + count)):
         body = pool[n * _BODY_BYTES : (n + 1) * _BODY_BYTES]
-        records.append((rid, f"v{i}", sha(body).digest(), body, b"{}"))
+        records.append((rid, sha(b"v%d" % i).digest(), sha(body).digest(), body, b"{}"))
     return records
 
 
 async def _copy_ballots(conn: asyncpg.Connection, rid: str, start: int, count: int) -> None:
-    """COPY ``count`` ballots with random 300-byte bodies (voter ids from ``start``)."""
+    """COPY ``count`` ballots with random 300-byte bodies (stand-in credentials, one per
+    ballot, from ``start``)."""
     for offset in range(0, count, _COPY_CHUNK):
         records = _records(rid, start + offset, min(_COPY_CHUNK, count - offset))
         await conn.copy_records_to_table(
             "ballots",
             records=records,
-            columns=["referendum_id", "voter_id", "ballot_hash", "body", "receipt"],
+            columns=["referendum_id", "credential", "ballot_hash", "body", "receipt"],
         )
 
 

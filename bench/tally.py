@@ -5,8 +5,9 @@ Method (a fresh database per size on the configured PostgreSQL, dropped afterwar
 * **Close → tally ready** for each ``--sizes`` N: N voters cast one ballot each and
   ``--revote`` of them (5%) a second one, in random order. The ballot rows reuse the bodies of
   ``--pool`` distinct real yes/no ballots (generating a million real ballots takes an hour on
-  two cores); each row has its own voter id and hash, and the fold does the same work for every
-  row (slice the ciphertexts, parse the points, add them), nothing is cached. Blocks are sealed
+  two cores); each row has its own credential (the column the fold groups re-votes by) and
+  hash, and the fold does the same work for every row (slice the ciphertexts, parse the
+  points, add them), nothing is cached. Blocks are sealed
   by :func:`batcher.service.seal_block` (``--block`` ballots each) and folded by
   :func:`batcher.tally.fold_new_blocks` after each block, as the tally follower does while
   voting runs; the last full block is still waiting when the referendum closes. Measured: from
@@ -15,7 +16,7 @@ Method (a fresh database per size on the configured PostgreSQL, dropped afterwar
   case: the follower was down all day). The tally is decrypted with the bench's single secret
   and checked against the counts the bench kept.
 * **verify-election throughput**: ``--verify-ballots`` real, distinct ballots (every one with
-  its own voter key, encryption, proofs and signature; 10% re-votes) go through the real
+  its own credential, encryption, proofs and signature; 10% re-votes) go through the real
   pipeline (stored, sealed, folded, decrypted by 2-of-3 trustees, exported) and the record is
   verified with 1 and with 2 processes. Reported: wall-clock ballots/s and ballots per
   CPU-second of the worker processes (per core), and the time N ballots would take at the
@@ -30,6 +31,7 @@ import asyncio
 import hashlib
 import random
 import resource
+import secrets
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -52,8 +54,9 @@ _COPY_CHUNK = 50_000
 def _make_ballots(
     args: tuple[str, bytes, int, int, int, int],
 ) -> tuple[list[tuple[str, bytes, bytes, int]], list[tuple[str, bytes, bytes, int]]]:
-    """Real yes/no ballots of voters ``start .. start+count``: (voter, key, canonical, yes);
-    every ``revote_every``-th voter also casts a second ballot (second list)."""
+    """Real yes/no ballots of voters ``start .. start+count``: (voter id, credential,
+    canonical, yes); every ``revote_every``-th voter also casts a second ballot (second
+    list)."""
     from referendum_core.ballot import BallotSpec, verify_ballot
     from referendum_core.client import make_ballot, new_voter_key
 
@@ -68,8 +71,8 @@ def _make_ballots(
         rounds = 2 if revote_every and i % revote_every == 0 else 1
         for r in range(rounds):
             yes = rng.randint(0, 1)
-            body = make_ballot(spec, voter, secret, [yes, 1 - yes])
-            item = (voter, public, verify_ballot(spec, body, public).canonical, yes)
+            body = make_ballot(spec, secret, [yes, 1 - yes])
+            item = (voter, public, verify_ballot(spec, body).canonical, yes)
             (firsts if r == 0 else seconds).append(item)
     return firsts, seconds
 
@@ -101,11 +104,15 @@ async def _store_referendum(
     root: bytes | None,
     state: str = "open",
 ) -> None:
-    """A 2-of-3 yes/no referendum with its roll, written in bulk (a million voters in seconds).
+    """A 2-of-3 yes/no referendum with its roll of (voter id, credential), written in bulk (a
+    million voters in seconds; each id kept as its HMAC under a key made here).
 
     ``state`` "open" skips the roll commitment (``root`` stands in for it); "draft" leaves the
     opening to :func:`server.referendums.transition`, which computes it.
     """
+    from referendum_core.roll import VoterIdHasher
+
+    hasher = VoterIdHasher(secrets.token_bytes(32), rid)
     now = datetime.now(UTC)
     await conn.execute(
         """INSERT INTO referendums (id, question, options, min_selections, max_selections,
@@ -124,18 +131,24 @@ async def _store_referendum(
     for start in range(0, len(voters), _COPY_CHUNK):
         await conn.copy_records_to_table(
             "voters",
-            records=[(rid, v, k) for v, k in voters[start : start + _COPY_CHUNK]],
-            columns=["referendum_id", "voter_id", "public_key"],
+            records=[(rid, k, hasher(v.encode())) for v, k in voters[start : start + _COPY_CHUNK]],
+            columns=["referendum_id", "credential", "voter_hash"],
         )
 
 
-async def _copy_ballots(conn: Any, rid: str, rows: list[tuple[str, bytes, bytes]]) -> None:
+async def _copy_ballots(conn: Any, rid: str, rows: list[tuple[bytes, bytes, bytes]]) -> None:
+    """Store (credential, ballot hash, body) rows as accepted ballots, unsequenced."""
     for start in range(0, len(rows), _COPY_CHUNK):
         await conn.copy_records_to_table(
             "ballots",
-            records=[(rid, v, h, b, b"{}") for v, h, b in rows[start : start + _COPY_CHUNK]],
-            columns=["referendum_id", "voter_id", "ballot_hash", "body", "receipt"],
+            records=[(rid, c, h, b, b"{}") for c, h, b in rows[start : start + _COPY_CHUNK]],
+            columns=["referendum_id", "credential", "ballot_hash", "body", "receipt"],
         )
+
+
+def _bench_credential(i: int) -> bytes:
+    """A distinct 32-byte stand-in credential for row voter ``i`` (never verified)."""
+    return hashlib.sha256(b"bench-credential:%d" % i).digest()
 
 
 def _decrypt(ct_hex: str, secret: int, bound: int) -> int:
@@ -170,7 +183,7 @@ async def _tally_run(
     dsn = await create_bench_database(admin_dsn, "tally")
     conn = await asyncpg.connect(dsn)
     try:
-        voters = [(f"v{i:08d}", pool[i % len(pool)][1]) for i in range(size)]
+        voters = [(f"v{i:08d}", _bench_credential(i)) for i in range(size)]
         await _store_referendum(conn, rid, key, "last_counts", voters, bytes(32))
         sequence = list(range(size)) + rng.sample(range(size), int(size * revote))
         rng.shuffle(sequence)
@@ -179,7 +192,7 @@ async def _tally_run(
         for n, v in enumerate(sequence):
             item = pool[rng.randrange(len(pool))]
             body = item[2]
-            rows.append((voters[v][0], hashlib.sha256(body + n.to_bytes(8, "big")).digest(), body))
+            rows.append((voters[v][1], hashlib.sha256(body + n.to_bytes(8, "big")).digest(), body))
             choice[v] = item[3]  # the later ballot of a voter overwrites: last counts
         t = time.perf_counter()
         await _copy_ballots(conn, rid, rows)
@@ -274,8 +287,8 @@ async def _verify_record(admin_dsn: str, count: int, out: Path) -> dict[str, Any
         await _store_referendum(conn, rid, key, "last_counts", voters, None, state="draft")
         await store_trustees(conn, rid, trustees.commitments_json(), "b")
         opened = await transition(conn, rid, "open", "bench")
-        assert opened.roll_root == roll_digest(voters)
-        rows = [(v, hashlib.sha256(c).digest(), c) for v, _, c, _ in [*firsts, *seconds]]
+        assert opened.roll_root == roll_digest([k for _, k in voters])
+        rows = [(k, hashlib.sha256(c).digest(), c) for _, k, c, _ in [*firsts, *seconds]]
         await _copy_ballots(conn, rid, rows)
         signer = LogSigner(
             load_or_create_key(None, Path(tempfile.mkdtemp()), "log"), "bench.example/log"
@@ -312,11 +325,11 @@ def _bare_rate(out: Path, limit: int = 2000) -> float:
     """verify_canonical alone on one core (CPU time), over the record's first ballots."""
     from auditor.verify_election import read_roll
     from referendum_core.ballot import BallotSpec, verify_canonical
-    from referendum_core.ballot_codec import decode_canonical
+    from referendum_core.ballot_codec import credential_of
 
     ref = orjson.loads((out / "referendum.json").read_bytes())
     spec = BallotSpec.from_definition(ref)
-    roll = read_roll(out / "roll.csv")
+    roll = frozenset(read_roll(out / "roll.csv"))
     data = (out / "ballots.bin").read_bytes()
     ballots: list[bytes] = []
     pos = 0
@@ -324,10 +337,10 @@ def _bare_rate(out: Path, limit: int = 2000) -> float:
         n = int.from_bytes(data[pos : pos + 4], "big")
         ballots.append(data[pos + 4 : pos + 4 + n])
         pos += 4 + n
-    keys = [roll[decode_canonical(b).voter_id] for b in ballots]
     t = time.process_time()
-    for canonical, key in zip(ballots, keys, strict=True):
-        verify_canonical(spec, canonical, key)
+    for canonical in ballots:  # the roll lookup and the verification verify-election does
+        assert credential_of(canonical) in roll
+        verify_canonical(spec, canonical)
     return len(ballots) / (time.process_time() - t)
 
 

@@ -7,6 +7,7 @@ client does no cryptography; :class:`BallotSupply` hands each one out once.
 from __future__ import annotations
 
 import multiprocessing
+import secrets
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,7 +32,7 @@ def _spec() -> Any:
 
 
 def _make_ballots(start: int, count: int) -> list[tuple[str, bytes, bytes]]:
-    """``count`` voters from ``start``: (voter id, public key, JSON ballot bytes)."""
+    """``count`` voters from ``start``: (voter id, credential, JSON ballot bytes)."""
     from referendum_core.client import make_ballot, new_voter_key
 
     spec = _spec()
@@ -39,7 +40,7 @@ def _make_ballots(start: int, count: int) -> list[tuple[str, bytes, bytes]]:
     for i in range(start, start + count):
         voter = f"voter-{i:07d}"
         secret, public = new_voter_key()
-        body = make_ballot(spec, voter, secret, [1, 0] if i % 3 else [0, 1])
+        body = make_ballot(spec, secret, [1, 0] if i % 3 else [0, 1])
         made.append((voter, public, orjson.dumps(body)))
     return made
 
@@ -78,8 +79,10 @@ async def _create_database(
 
     from bench.attack_ballots import attack_spec, create_attack_referendum
     from referendum_service.scratch import create_database
+    from referendum_service.settings import Settings
     from server.referendums import ReferendumDefinition, create_referendum, transition
     from server.roll import import_roll
+    from server.roll.voter_keys import VoterIdKeys
 
     dsn = await create_database(admin_dsn, prefix="bench_ingest")
     now = datetime.now(UTC)
@@ -101,7 +104,14 @@ async def _create_database(
     try:
         await create_referendum(conn, definition, "bench")
         async with conn.transaction():
-            await import_roll(conn, REFERENDUM, _roll_csv(voters), "csv", lines_conn=lines_conn)
+            await import_roll(
+                conn,
+                REFERENDUM,
+                _roll_csv(voters),
+                "csv",
+                lines_conn=lines_conn,
+                voter_keys=VoterIdKeys.from_settings(Settings(voter_id_key=secrets.token_hex(32))),
+            )
         await transition(conn, REFERENDUM, "open", "bench")
         if attackers:
             spec = attack_spec(_spec().election_public_key)

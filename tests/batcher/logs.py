@@ -124,8 +124,8 @@ async def insert_ballots(
     """Insert ``count`` accepted ballots with random bodies in one statement; return bodies."""
     bodies = [random_body(size) for _ in range(count)]
     await conn.execute(
-        "INSERT INTO ballots (referendum_id, voter_id, ballot_hash, body, receipt)"
-        " SELECT $1, 'v' || h.i, h.hash, h.body, '{}'::bytea"
+        "INSERT INTO ballots (referendum_id, credential, ballot_hash, body, receipt)"
+        " SELECT $1, sha256(convert_to('v' || h.i, 'UTF8')), h.hash, h.body, '{}'::bytea"
         " FROM unnest($2::bytea[], $3::bytea[]) WITH ORDINALITY AS h(hash, body, i)",
         rid,
         [hashlib.sha256(b).digest() for b in bodies],

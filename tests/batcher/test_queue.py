@@ -26,8 +26,8 @@ from tests.batcher.logs import (
 
 RID = "r-queue"
 INSERT_ONE = (
-    "INSERT INTO ballots (referendum_id, voter_id, ballot_hash, body, receipt)"
-    " VALUES ($1, $2, $3, $4, '{}') ON CONFLICT DO NOTHING"
+    "INSERT INTO ballots (referendum_id, credential, ballot_hash, body, receipt)"
+    " VALUES ($1, sha256(convert_to($2, 'UTF8')), $3, $4, '{}') ON CONFLICT DO NOTHING"
 )
 
 
@@ -61,9 +61,10 @@ async def test_every_insert_path_queues_its_ballots(conn: asyncpg.Connection) ->
     await conn.copy_records_to_table(
         "ballots",
         records=[
-            (RID, f"c{i}", hashlib.sha256(b).digest(), b, b"{}") for i, b in enumerate(copied)
+            (RID, hashlib.sha256(b"c%d" % i).digest(), hashlib.sha256(b).digest(), b, b"{}")
+            for i, b in enumerate(copied)
         ],
-        columns=["referendum_id", "voter_id", "ballot_hash", "body", "receipt"],
+        columns=["referendum_id", "credential", "ballot_hash", "body", "receipt"],
     )
     rolled_back = conn.transaction()
     await rolled_back.start()

@@ -58,8 +58,8 @@ async def test_late_lower_id_is_sequenced(
         await late_tx.start()
         late_body = random_body()
         late_id = await late.fetchval(
-            "INSERT INTO ballots (referendum_id, voter_id, ballot_hash, body, receipt)"
-            " VALUES ($1, 'late', sha256($2), $2, '{}') RETURNING id",
+            "INSERT INTO ballots (referendum_id, credential, ballot_hash, body, receipt)"
+            " VALUES ($1, sha256('late'::bytea), sha256($2), $2, '{}') RETURNING id",
             RID,
             late_body,
         )
