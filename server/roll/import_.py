@@ -43,6 +43,7 @@ from referendum_core.ids import VOTER_ID_PATTERN
 from referendum_core.roll import VoterIdHasher
 from referendum_service.db import Duplicate, Unavailable, translated
 from server.errors import Conflict, NotFound, UnprocessableContent
+from server.roll.partition import attach_partition, new_partition
 from server.roll.voter_keys import VoterIdKeys
 
 __all__ = ["MAX_REPORTED_ERRORS", "RollFormat", "RollParser", "import_roll"]
@@ -401,9 +402,11 @@ class _RollStore:
     and which sees exactly the earlier parts (committed) in ``voters``.
     """
 
-    def __init__(self, conn: Any, lines_conn: Any, rid: str) -> None:
+    def __init__(self, conn: Any, lines_conn: Any, rid: str, table: str | None) -> None:
         self.conn = conn
         self.lines_conn = lines_conn
+        self.rid = rid
+        self.table = table  # the roll's new, unindexed partition (first part), else None
         self.prefix = b'"' + rid.encode().replace(b'"', b'""') + b'",'  # a quoted CSV field
         self.moving = True
         self.imported = 0
@@ -448,7 +451,7 @@ class _RollStore:
         try:
             with translated():
                 status = await self.conn.copy_to_table(
-                    "voters",
+                    self.table or "voters",
                     source=memoryview(text),
                     columns=["referendum_id", "voter_hash", "credential"],
                     format="csv",
@@ -457,6 +460,17 @@ class _RollStore:
             self.moving = False  # a duplicate; the import's transaction is aborted
             return
         self.imported += int(status.rsplit(" ", 1)[1])
+
+    async def finish(self) -> None:
+        """Index and attach the new partition of a first part stored whole; a duplicate the
+        index builds find makes the part bad, as one found while copying would."""
+        if self.table is None or not self.moving:
+            return
+        try:
+            with translated():
+                await attach_partition(self.conn, self.rid, self.table)
+        except Duplicate:
+            self.moving = False
 
 
 # The first bad lines (LIMIT = MAX_REPORTED_ERRORS) and how many there are in all.
@@ -522,7 +536,9 @@ async def import_roll(
     key_id, hasher = voter_keys.for_import(rid, recorded)
     reader = _RollReader(body, fmt, executor, threads, hasher)
     parser = reader.parser
-    store = _RollStore(conn, lines_conn, rid)
+    with translated():
+        table = await new_partition(conn, rid)
+    store = _RollStore(conn, lines_conn, rid, table)
     lines_transaction = lines_conn.transaction()
     with translated():
         await lines_transaction.start()
@@ -536,6 +552,8 @@ async def import_roll(
                 storing = asyncio.ensure_future(store.store(batch, parser.error_count > 0))
             if storing is not None:
                 await storing
+            if not parser.error_count:
+                await store.finish()
         finally:
             reader.cancel()
             if storing is not None and not storing.done():
