@@ -7,14 +7,12 @@ credential and the voter id's keyed hash (:class:`referendum_core.roll.VoterIdHa
 the voter id. A CSV batch whose every line is well formed with a hex credential (one regular
 expression over the whole batch) is turned into COPY text line by line with no other parse;
 NDJSON batches, ``did:key`` lines and every batch from the first bad one on are parsed line by
-line (:class:`RollParser`), bad lines left out. Credential keys are checked on worker threads (the
-check drops the GIL) while the next batches are read and parsed. Each checked batch is COPYed
-straight into ``voters``, in the import's transaction, whose unique keys catch a voter id or
-a credential repeated in the file or imported by an earlier part; and, on a second connection,
-into a
-temporary table of numbered lines kept only for the report of a refused part
-(:class:`_RollStore`). A batch is stored while the next one is checked. A file with any bad
-line imports nothing (the caller rolls the transaction back):
+line (:class:`RollParser`), bad lines left out. Credential keys are checked on worker threads
+(the check drops the GIL) while the next batches are read and parsed. Each checked batch is
+stored (:class:`server.roll.store.RollStore`) while the next one is checked: a roll's first
+part into its own partition, indexed when it is all in; a later part into ``voters``, whose
+unique keys catch a voter id or a credential repeated in the file or imported by an earlier
+part. A file with any bad line imports nothing (the caller rolls the transaction back):
 :class:`~server.errors.UnprocessableContent` names the first bad lines (at most 20, the lowest
 line numbers) and counts them all. Memory stays bounded by a few batches.
 
@@ -41,9 +39,10 @@ import orjson
 from referendum_core.credential import bad_key_positions, parse_credential
 from referendum_core.ids import VOTER_ID_PATTERN
 from referendum_core.roll import VoterIdHasher
-from referendum_service.db import Duplicate, Unavailable, translated
+from referendum_service.db import Unavailable, translated
 from server.errors import Conflict, NotFound, UnprocessableContent
-from server.roll.partition import attach_partition, new_partition
+from server.roll.partition import new_partition
+from server.roll.store import CopyBatch, RollStore
 from server.roll.voter_keys import VoterIdKeys
 
 __all__ = ["MAX_REPORTED_ERRORS", "RollFormat", "RollParser", "import_roll"]
@@ -171,9 +170,12 @@ def _by_credential(rows: list[bytes]) -> bytes:
     return b"".join(rows)
 
 
-def _fast_csv(batch: bytes, hasher: VoterIdHasher) -> tuple[bytes, bytes, bytes, int] | None:
+def _fast_csv(
+    batch: bytes, hasher: VoterIdHasher, ordered: bool
+) -> tuple[bytes, bytes, bytes, int] | None:
     """A batch of whole CSV lines, all well formed with hex credentials, as ``(copy text,
-    the same rows ordered by credential, keys, line count)``; None when some line is not (the
+    the same rows ordered by credential when ``ordered`` (else the same text), keys, line
+    count)``; None when some line is not (the
     batch is then parsed line by line).
 
     The COPY text has one ``\\x<voter hash>,\\x<credential>`` line (bytea hex literals, which
@@ -186,13 +188,16 @@ def _fast_csv(batch: bytes, hasher: VoterIdHasher) -> tuple[bytes, bytes, bytes,
         return None
     lines = batch.split(b"\n")
     lines.pop()
-    key_hex = [line[-64:].lower() for line in lines]
+    key_hex = [line[-64:] for line in lines]
     rows = [
         b"\\x%s,\\x%s\n" % (hasher(line[:-65]).hex().encode(), k)
         for line, k in zip(lines, key_hex, strict=True)
     ]
     text = b"".join(rows)
-    return text, _by_credential(rows), binascii.unhexlify(b"".join(key_hex)), len(lines)
+    keys = binascii.unhexlify(b"".join(key_hex))
+    if not ordered:  # a first part, loaded with no index: its order does not matter
+        return text, text, keys, len(lines)
+    return text, _by_credential([row.lower() for row in rows]), keys, len(lines)
 
 
 @dataclass
@@ -204,18 +209,6 @@ class _Batch:
     by_credential: bytes | None  # the same rows ordered by credential, for ``voters``
     rows: list[tuple[int, str, bytes]] | None  # or the parsed rows, with their line numbers
     check: asyncio.Future[list[int]]  # indexes of the bad keys
-
-
-@dataclass(frozen=True)
-class _Copy:
-    """A checked batch's good lines as COPY text (CSV, keys as ``\\x``-hex bytea literals):
-    ``lines`` for the report table, ``voter_hash,key`` rows numbered by its identity or
-    ``line,voter_hash,key`` rows (``numbered``); ``voters``, the ``voter_hash,key`` rows for
-    ``voters``, or None once the part is known to be bad."""
-
-    lines: bytes
-    numbered: bool
-    voters: bytes | None
 
 
 class _RollReader:
@@ -233,9 +226,11 @@ class _RollReader:
         executor: Executor | None,
         threads: int,
         hasher: VoterIdHasher,
+        ordered: bool = True,
     ) -> None:
         self.parser = RollParser(fmt)
         self._hasher = hasher
+        self._ordered = ordered  # rows for an indexed table go in credential order
         self._body = body.__aiter__()
         self._executor = executor
         self._threads = max(threads, 1)
@@ -256,7 +251,7 @@ class _RollReader:
                 self.parser.line = 1
         return self.parser.line + 1
 
-    async def batches(self) -> AsyncIterator[_Copy]:
+    async def batches(self) -> AsyncIterator[CopyBatch]:
         """The COPY text of every batch with a good line, in file order, once checked."""
         parser = self.parser
         while True:
@@ -266,7 +261,7 @@ class _RollReader:
             batch = self._pending.popleft()
             bad = await batch.check
             if batch.text is not None and self._fast and not bad:
-                yield _Copy(batch.text, numbered=False, voters=batch.by_credential)
+                yield CopyBatch(batch.text, numbered=False, voters=batch.by_credential)
                 continue
             self._fast = False  # numbered from here on: the identity no longer follows lines
             if batch.text is not None:
@@ -291,7 +286,7 @@ class _RollReader:
                 voters = (
                     None if parser.error_count else _by_credential([row + b"\n" for row in rows])
                 )
-                yield _Copy(b"".join(lines), numbered=True, voters=voters)
+                yield CopyBatch(b"".join(lines), numbered=True, voters=voters)
 
     def cancel(self) -> None:
         """Drop the key checks still waiting (an import that failed half way)."""
@@ -362,7 +357,7 @@ class _RollReader:
             if lines is None:
                 return
             parser = self.parser
-            fast = _fast_csv(lines, self._hasher) if self._fast else None
+            fast = _fast_csv(lines, self._hasher, self._ordered) if self._fast else None
             if fast is not None:
                 text, by_credential, keys, count = fast
                 check = asyncio.ensure_future(self._check(keys))
@@ -392,123 +387,6 @@ async def _lock_draft(conn: Any, rid: str) -> str | None:
     return key_id
 
 
-class _RollStore:
-    """Stores checked batches, one at a time, while the next ones are read and checked, on two
-    connections at once. ``conn``, in the import's transaction, COPYs each batch straight into
-    ``voters`` while the part is good (a voter id already there, from this file or an earlier
-    part, fails the COPY and the transaction: the part is bad). ``lines_conn``, in a
-    transaction of its own that is always rolled back, keeps every good line in a temporary
-    table for the duplicate report, which it can compute after the import's transaction failed
-    and which sees exactly the earlier parts (committed) in ``voters``.
-    """
-
-    def __init__(self, conn: Any, lines_conn: Any, rid: str, table: str | None) -> None:
-        self.conn = conn
-        self.lines_conn = lines_conn
-        self.rid = rid
-        self.table = table  # the roll's new, unindexed partition (first part), else None
-        self.prefix = b'"' + rid.encode().replace(b'"', b'""') + b'",'  # a quoted CSV field
-        self.moving = True
-        self.imported = 0
-
-    async def create(self, first_line: int) -> None:
-        with translated():
-            await self.lines_conn.execute(
-                f"""CREATE TEMP TABLE roll_lines (
-                        line bigint GENERATED BY DEFAULT AS IDENTITY (START WITH {first_line:d}),
-                        voter_hash bytea NOT NULL,
-                        credential bytea NOT NULL) ON COMMIT DROP"""
-            )
-
-    async def store(self, batch: _Copy, part_is_bad: bool) -> None:
-        if part_is_bad or batch.voters is None:
-            self.moving = False
-        if not self.moving:
-            await self._keep(batch)
-            return
-        assert batch.voters is not None
-        # both to the end, whatever happens to the other: a connection is never left mid-COPY
-        results = await asyncio.gather(
-            self._keep(batch), self._move(batch.voters), return_exceptions=True
-        )
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-
-    async def _keep(self, batch: _Copy) -> None:
-        columns = ["voter_hash", "credential"]
-        with translated():
-            await self.lines_conn.copy_to_table(
-                "roll_lines",
-                source=memoryview(batch.lines),
-                columns=["line", *columns] if batch.numbered else columns,
-                format="csv",
-            )
-
-    async def _move(self, rows: bytes) -> None:
-        prefix = self.prefix
-        text = prefix + rows.replace(b"\n", b"\n" + prefix)[: -len(prefix)]
-        try:
-            with translated():
-                status = await self.conn.copy_to_table(
-                    self.table or "voters",
-                    source=memoryview(text),
-                    columns=["referendum_id", "voter_hash", "credential"],
-                    format="csv",
-                )
-        except Duplicate:
-            self.moving = False  # a duplicate; the import's transaction is aborted
-            return
-        self.imported += int(status.rsplit(" ", 1)[1])
-
-    async def finish(self) -> None:
-        """Index and attach the new partition of a first part stored whole; a duplicate the
-        index builds find makes the part bad, as one found while copying would."""
-        if self.table is None or not self.moving:
-            return
-        try:
-            with translated():
-                await attach_partition(self.conn, self.rid, self.table)
-        except Duplicate:
-            self.moving = False
-
-
-# The first bad lines (LIMIT = MAX_REPORTED_ERRORS) and how many there are in all.
-_DUPLICATES_SQL = """
-SELECT line, string_agg(reason, '; ' ORDER BY reason) AS reason, count(*) OVER () AS total
-FROM (
-    SELECT line, 'duplicate voter_id (also on line ' || first_line || ')' AS reason
-    FROM (
-        SELECT line, min(line) OVER (PARTITION BY voter_hash) AS first_line FROM roll_lines
-    ) firsts
-    WHERE line > first_line
-    UNION ALL
-    SELECT line, 'duplicate credential (also on line ' || first_line || ')' AS reason
-    FROM (
-        SELECT line, min(line) OVER (PARTITION BY credential) AS first_line FROM roll_lines
-    ) firsts
-    WHERE line > first_line
-    UNION ALL
-    SELECT s.line, 'voter_id already imported in an earlier part' AS reason
-    FROM roll_lines s JOIN voters v ON v.referendum_id = $1 AND v.voter_hash = s.voter_hash
-    UNION ALL
-    SELECT s.line, 'credential already imported in an earlier part' AS reason
-    FROM roll_lines s JOIN voters v ON v.referendum_id = $1 AND v.credential = s.credential
-) bad
-GROUP BY line
-ORDER BY line LIMIT 20
-"""
-
-
-async def _duplicate_errors(conn: Any, rid: str, parser: RollParser) -> None:
-    with translated():
-        records = await conn.fetch(_DUPLICATES_SQL, rid)
-    for record in records:
-        parser.error(record["line"], record["reason"])
-    if records:
-        parser.error_count += int(records[0]["total"]) - len(records)
-
-
 async def import_roll(
     conn: Any,
     rid: str,
@@ -525,8 +403,9 @@ async def import_roll(
     Requires an open transaction on ``conn``, which a refused part leaves aborted or holding
     rows: the caller rolls it back (the referendum row stays locked until it ends, so imports
     and the open transition take turns). ``lines_conn`` is a second connection, outside any
-    transaction, for the lines of the duplicate report (see :class:`_RollStore`). Keys are
-    checked on ``executor`` (None: the loop's default) in up to ``threads`` tasks a batch.
+    transaction, for the lines of a later part's duplicate report
+    (:class:`server.roll.store.RollStore`). Keys are checked on ``executor`` (None: the
+    loop's default) in up to ``threads`` tasks a batch.
     Returns ``{"imported", "roll_size", "lines"}``. Raises NotFound, Conflict (not a draft),
     UnprocessableContent naming the first bad lines, or whatever ``body`` raises
     (PayloadTooLarge).
@@ -534,11 +413,11 @@ async def import_roll(
     with translated():
         recorded = await _lock_draft(conn, rid)
     key_id, hasher = voter_keys.for_import(rid, recorded)
-    reader = _RollReader(body, fmt, executor, threads, hasher)
-    parser = reader.parser
     with translated():
         table = await new_partition(conn, rid)
-    store = _RollStore(conn, lines_conn, rid, table)
+    reader = _RollReader(body, fmt, executor, threads, hasher, ordered=table is None)
+    parser = reader.parser
+    store = RollStore(conn, lines_conn, rid, table)
     lines_transaction = lines_conn.transaction()
     with translated():
         await lines_transaction.start()
@@ -560,7 +439,7 @@ async def import_roll(
                 storing.cancel()
                 await asyncio.gather(storing, return_exceptions=True)
         if parser.error_count or not store.moving:
-            await _duplicate_errors(lines_conn, rid, parser)
+            await store.report(parser)
     finally:
         with contextlib.suppress(Unavailable), translated():
             await lines_transaction.rollback()  # the lines are never kept

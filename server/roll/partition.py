@@ -5,10 +5,10 @@
 costs two index descents a row; loading the rows into an unindexed table and building both
 indexes afterwards (a sort each) is measured at four times the rate. So the first part of a
 referendum's roll goes into a fresh table of its own (:func:`new_partition`), which, once
-every line is in, gets its indexes built and is attached as the referendum's partition
-(:func:`attach_partition`), all inside the import's transaction: a refused part leaves no
-table behind. A duplicate in the part fails the index build, which the import reports like a
-duplicate found by an index (by line, from its table of lines). Later parts of the same roll
+every line is in, gets its indexes built (:func:`build_indexes`) and is attached as the
+referendum's partition (:func:`attach_partition`), all inside the import's transaction: a
+refused part leaves no table behind. A duplicate in the part fails the index build, which the
+import reports by line (:mod:`server.roll.store`). Later parts of the same roll
 are inserted into the attached partition with the indexes maintained as they go.
 """
 
@@ -22,7 +22,7 @@ import asyncpg
 from referendum_core.ids import is_referendum_id
 from server.errors import Conflict
 
-__all__ = ["attach_partition", "new_partition", "partition_name"]
+__all__ = ["attach_partition", "build_indexes", "new_partition", "partition_name"]
 
 _BUILD_MEMORY = "256MB"  # maintenance_work_mem for the two index builds of one part
 
@@ -63,20 +63,28 @@ async def new_partition(conn: Any, referendum_id: str) -> str | None:
     return name
 
 
-async def attach_partition(conn: Any, referendum_id: str, name: str) -> None:
-    """Build the two unique indexes of the loaded table ``name`` and attach it as the
-    partition of ``referendum_id`` (its CHECK constraint spares the attach a scan).
+async def build_indexes(conn: Any, name: str) -> None:
+    """Build the two unique indexes of the loaded table ``name`` (one sort each).
 
-    Raises asyncpg's UniqueViolationError (a credential or voter hash twice in the part), or
-    Conflict when the default partition holds rows of this referendum (written around the
-    import, as only tests do).
+    Raises asyncpg's UniqueViolationError (a credential or voter hash twice in the part).
+    """
+    await conn.execute(
+        f"""SET LOCAL maintenance_work_mem = '{_BUILD_MEMORY}';
+            ALTER TABLE {name} ADD PRIMARY KEY (referendum_id, credential);
+            ALTER TABLE {name} ADD UNIQUE (referendum_id, voter_hash)"""
+    )
+
+
+async def attach_partition(conn: Any, referendum_id: str, name: str) -> None:
+    """Attach the indexed table ``name`` as the partition of ``referendum_id`` (its CHECK
+    constraint spares the attach a scan; its indexes become the partition's).
+
+    Raises Conflict when the default partition holds rows of this referendum (written around
+    the import, as only tests do).
     """
     try:
         await conn.execute(
-            f"""SET LOCAL maintenance_work_mem = '{_BUILD_MEMORY}';
-            ALTER TABLE {name} ADD PRIMARY KEY (referendum_id, credential);
-            ALTER TABLE {name} ADD UNIQUE (referendum_id, voter_hash);
-            ALTER TABLE voters ATTACH PARTITION {name}
+            f"""ALTER TABLE voters ATTACH PARTITION {name}
                 FOR VALUES IN ({_literal(referendum_id)})"""
         )
     except asyncpg.CheckViolationError as exc:
