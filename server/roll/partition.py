@@ -64,20 +64,21 @@ async def new_partition(conn: Any, referendum_id: str) -> str | None:
 
 
 async def build_indexes(conn: Any, name: str) -> None:
-    """Build the two unique indexes of the loaded table ``name`` (one sort each).
+    """Build the two unique indexes of the loaded table ``name`` (one sort each), on the
+    credential and the voter hash alone: the referendum is the partition's.
 
     Raises asyncpg's UniqueViolationError (a credential or voter hash twice in the part).
     """
     await conn.execute(
         f"""SET LOCAL maintenance_work_mem = '{_BUILD_MEMORY}';
-            ALTER TABLE {name} ADD PRIMARY KEY (referendum_id, credential);
-            ALTER TABLE {name} ADD UNIQUE (referendum_id, voter_hash)"""
+            ALTER TABLE {name} ADD PRIMARY KEY (credential);
+            ALTER TABLE {name} ADD UNIQUE (voter_hash)"""
     )
 
 
 async def attach_partition(conn: Any, referendum_id: str, name: str) -> None:
     """Attach the indexed table ``name`` as the partition of ``referendum_id`` (its CHECK
-    constraint spares the attach a scan; its indexes become the partition's).
+    constraint spares the attach a scan).
 
     Raises Conflict when the default partition holds rows of this referendum (written around
     the import, as only tests do).
