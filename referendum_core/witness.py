@@ -34,7 +34,7 @@ import base64
 import binascii
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -446,11 +446,12 @@ Decision = Cosign | Refuse
 def decide(
     stored: StoredCheckpoint | None,
     request: AddCheckpointRequest,
-    log_keys: Mapping[str, Sequence[tuple[str, bytes]]],
+    log_keys: Callable[[str], Sequence[tuple[str, bytes]] | None],
 ) -> Decision:
     """What a witness answers ``request`` given its latest cosigned checkpoint of the origin.
 
-    ``log_keys`` maps each known origin to the log keys ``(name, public key)`` trusted for it;
+    ``log_keys(origin)`` gives the log keys ``(name, public key)`` trusted for an origin (None
+    or empty: an unknown origin; a dict's ``get`` will do);
     ``stored`` is the latest checkpoint cosigned for the request's origin (None: never). The
     caller persists a :class:`Cosign`'s note atomically with having read ``stored`` (the
     spec's rollback race) and then signs.
@@ -459,7 +460,7 @@ def decide(
         checkpoint, _ = parse_note(request.note)
     except CheckpointError as exc:
         return Refuse(400, f"checkpoint does not parse: {exc}", exc.check)
-    keys = log_keys.get(checkpoint.origin)
+    keys = log_keys(checkpoint.origin)
     if not keys:
         return Refuse(404, f"unknown log origin {checkpoint.origin!r}", "request.origin")
     if not any(_signed_by(request.note, key) for key in keys):

@@ -218,11 +218,11 @@ def test_malformed_requests(body: bytes) -> None:
 
 def test_decide_first_and_consistent() -> None:
     """A first checkpoint (old 0, no proof) and a consistent extension are cosigned."""
-    first = wt.decide(None, _request(0, 4), LOG_KEYS)
+    first = wt.decide(None, _request(0, 4), LOG_KEYS.get)
     assert isinstance(first, wt.Cosign) and first.checkpoint.size == 4
-    nxt = wt.decide(_stored(4), _request(4, 11), LOG_KEYS)
+    nxt = wt.decide(_stored(4), _request(4, 11), LOG_KEYS.get)
     assert isinstance(nxt, wt.Cosign) and nxt.checkpoint.size == 11
-    same = wt.decide(_stored(11), _request(11, 11), LOG_KEYS)
+    same = wt.decide(_stored(11), _request(11, 11), LOG_KEYS.get)
     assert isinstance(same, wt.Cosign)
 
 
@@ -230,26 +230,26 @@ def test_decide_refusals() -> None:
     """Each refusal has the spec's status; a fork and a bad proof carry evidence."""
     stored = _stored(4)
     cases: list[tuple[wt.Decision, int, str | None]] = []
-    cases.append((wt.decide(stored, _request(0, 11), LOG_KEYS), 409, None))
-    cases.append((wt.decide(stored, _request(4, 4, b"fork"), LOG_KEYS), 409, "fork"))
+    cases.append((wt.decide(stored, _request(0, 11), LOG_KEYS.get), 409, None))
+    cases.append((wt.decide(stored, _request(4, 4, b"fork"), LOG_KEYS.get), 409, "fork"))
     bad = _request(4, 11)
     tampered = wt.AddCheckpointRequest(4, (bytes(32), *bad.proof[1:]), bad.note)
-    cases.append((wt.decide(stored, tampered, LOG_KEYS), 422, "bad_proof"))
+    cases.append((wt.decide(stored, tampered, LOG_KEYS.get), 422, "bad_proof"))
     forked_ext = _request(4, 11, b"other")  # a proof of the other history
-    cases.append((wt.decide(stored, forked_ext, LOG_KEYS), 422, "bad_proof"))
+    cases.append((wt.decide(stored, forked_ext, LOG_KEYS.get), 422, "bad_proof"))
     cases.append(
-        (wt.decide(stored, wt.AddCheckpointRequest(12, (), bad.note), LOG_KEYS), 400, None)
+        (wt.decide(stored, wt.AddCheckpointRequest(12, (), bad.note), LOG_KEYS.get), 400, None)
     )
     cases.append(
-        (wt.decide(None, wt.AddCheckpointRequest(0, (bytes(32),), bad.note), LOG_KEYS), 422, None)
+        (wt.decide(None, wt.AddCheckpointRequest(0, (bytes(32),), bad.note), LOG_KEYS.get), 422, None)
     )
     wrong_key = _note(11, seed=bytes([5]) * 32)[0]
     cases.append(
-        (wt.decide(stored, wt.AddCheckpointRequest(4, bad.proof, wrong_key), LOG_KEYS), 403, None)
+        (wt.decide(stored, wt.AddCheckpointRequest(4, bad.proof, wrong_key), LOG_KEYS.get), 403, None)
     )
-    cases.append((wt.decide(stored, bad, {"someone/else": [(LOG_NAME, LOG_PUB)]}), 404, None))
+    cases.append((wt.decide(stored, bad, {"someone/else": [(LOG_NAME, LOG_PUB)]}.get), 404, None))
     cases.append(
-        (wt.decide(stored, wt.AddCheckpointRequest(4, (), "garbage"), LOG_KEYS), 400, None)
+        (wt.decide(stored, wt.AddCheckpointRequest(4, (), "garbage"), LOG_KEYS.get), 400, None)
     )
     for decision, status, evidence in cases:
         assert isinstance(decision, wt.Refuse), decision
