@@ -4,6 +4,7 @@ witness, catching up with one proof, the public API serving the cosigned checkpo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +15,9 @@ import nacl.signing
 import pytest
 from aiohttp import web
 
+from auditor.client import PublicLogClient
+from auditor.follow import AuditFailure
+from auditor.witnessed import check_prefix, latest_witnessed
 from batcher.service import run_batcher, seal_block
 from batcher.witnessing import CheckpointPublisher
 from node.app import make_node_app
@@ -181,6 +185,7 @@ async def test_two_of_three_met_with_one_witness_hanging(
                 await client.get(f"/v1/referendums/{RID}/log/checkpoint?witnessed=true")
             ).json()
             served_policy = await (await client.get(f"/v1/referendums/{RID}/witness-policy")).json()
+            await _auditor_checks(client, policy, signer.verifier_key(), made)
         assert body["tree_size"] == 180 and body["cosigners"] == ["w1.example", "w2.example"]
         assert witnessed["tree_size"] == 180
         assert WitnessPolicy.from_json(served_policy) == policy
@@ -190,6 +195,30 @@ async def test_two_of_three_met_with_one_witness_hanging(
         stop.set()
         await pool.close()
         await conn.close()
+
+
+async def _auditor_checks(
+    client: Any, policy: WitnessPolicy, log_vkey: str, made: list[WitnessNode]
+) -> None:
+    """The auditor's witness checks over the served API: met under 2-of-3, not under 3-of-3."""
+    async with running_client(client) as public:
+        found = await latest_witnessed(public, policy, log_vkey, None)
+        assert found is not None and found.checkpoint.size == 180
+        assert found.cosigners == ["w1.example", "w2.example"]
+        first_block = await public.block(1)
+        assert first_block is not None
+        earlier = parse_note(first_block["checkpoint"])[0]
+        await check_prefix(public, earlier, found.checkpoint)
+        with pytest.raises(AuditFailure) as err:
+            await latest_witnessed(public, _policy(made, 3), log_vkey, None)
+        assert err.value.check == "witness.policy.threshold"
+
+
+@contextlib.asynccontextmanager
+async def running_client(client: Any) -> AsyncIterator[PublicLogClient]:
+    """A PublicLogClient on a test server's base URL."""
+    async with PublicLogClient(str(client.make_url("")).rstrip("/"), RID) as public:
+        yield public
 
 
 async def _fetch_true(conn: asyncpg.Connection, query: str) -> bool:
