@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 import time
@@ -10,7 +11,6 @@ from array import array
 from pathlib import Path
 
 import click
-import orjson
 
 from auditor.verify_decryption import check_decryption
 from auditor.verify_election.ballots import run_ballots, scan_ballots
@@ -126,8 +126,8 @@ def verify_election_command(
     policy = None
     if policy_file is not None:
         try:
-            policy = WitnessPolicy.from_json(orjson.loads(policy_file.read_bytes()))
-        except (orjson.JSONDecodeError, CoreError) as exc:
+            policy = WitnessPolicy.from_json(json.loads(policy_file.read_bytes()))
+        except (ValueError, CoreError) as exc:
             raise click.BadParameter(str(exc), param_hint="--witness-policy") from exc
     report = verify_election(
         record,
