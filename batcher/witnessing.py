@@ -92,8 +92,12 @@ class CheckpointPublisher:
         the background.
         """
         if rid not in self._policies:
-            async with self.pool.acquire() as conn:
-                self._policies[rid] = await load_policy(conn, rid)
+            try:
+                async with self.pool.acquire() as conn:
+                    self._policies[rid] = await load_policy(conn, rid)
+            except Exception as exc:  # the publisher never fails a sealing round
+                log.warning("policy_unreadable", referendum_id=rid, error=repr(exc))
+                return  # asked again with the next checkpoint
         policy = self._policies[rid]
         if policy is None:
             return

@@ -11,6 +11,8 @@ node, dropped afterwards; every process on 127.0.0.1):
   cosignatures: delay = the ``threshold``-th ``cosigned_at`` − ``accepted_at`` (both the
   database clock); p50/p99 over every ballot. The nodes witness checkpoints only (the
   verified replica is not built yet), so this is the publisher's and the witnesses' own cost.
+  The same run's baseline: the plain merge delay (block ``sealed_at`` − ``accepted_at``), so
+  the difference is what witnessing adds.
 * **Cosignatures/s one witness serves**: one ``referendum node`` process; the client sends
   chains of add-checkpoint requests (each from the size the previous one made the latest,
   16 leaves further, with its consistency proof), one chain per origin, ``1`` and ``8``
@@ -248,6 +250,17 @@ async def merge_until_witnessed(
                 await asyncio.sleep(max(0.0, tick - (time.perf_counter() - started - now)))
             await _wait_witnessed(conn, rid, threshold, inserted)
             delays = await _delays(conn, rid, threshold)
+            sealed = [
+                float(r[0])
+                for r in await conn.fetch(
+                    "SELECT k.sealed_at - extract(epoch FROM b.accepted_at) * 1000"
+                    " FROM log_entries AS e JOIN ballots AS b ON b.id = e.ballot_id"
+                    " JOIN blocks AS k"
+                    "   ON k.referendum_id = e.referendum_id AND k.height = e.block_height"
+                    " WHERE e.referendum_id = $1 AND e.log_index > 0",
+                    rid,
+                )
+            ]
             blocks = await conn.fetchval(
                 "SELECT count(*) FROM blocks WHERE referendum_id = $1", rid
             )
@@ -270,6 +283,8 @@ async def merge_until_witnessed(
         "p50": _percentile(delays, 0.5),
         "p99": _percentile(delays, 0.99),
         "max": max(delays),
+        "sealed_p50": _percentile(sealed, 0.5),
+        "sealed_p99": _percentile(sealed, 0.99),
         "ballots": len(delays),
         "inserted": inserted,
         "rate": (inserted - 1) / seconds,
@@ -423,6 +438,13 @@ def nodes(
             )
         )
         rows.append(_row("  worst", m["max"], "ms", "", True))
+        rows.append(
+            _row("  baseline, same run: sealed merge delay p50", m["sealed_p50"], "ms", "", True)
+        )
+        rows.append(
+            _row("  baseline, same run: sealed merge delay p99", m["sealed_p99"], "ms", "", True)
+        )
+        rows.append(_row("  witnessing adds (p50)", m["p50"] - m["sealed_p50"], "ms", "", True))
         rows.append(_row("  blocks sealed", float(m["blocks"]), "", "", True))
         rows.append(_row("  checkpoints cosigned", float(m["checkpoints_cosigned"]), "", "", True))
     if "cosign" in chosen:

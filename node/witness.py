@@ -125,11 +125,10 @@ class NodeWitness:
             request.old_size,
             request.proof,
         )
-        if not new:
-            return
-        SPLIT_VIEWS.labels(kind).inc()
-        if kind == "fork":
-            log.error("split_view", origin=cp.origin, tree_size=cp.size, kind=kind)
+        if new:
+            SPLIT_VIEWS.labels(kind).inc()
+        if kind == "fork":  # alerted each time it is shown, stored once
+            log.error("split_view", origin=cp.origin, tree_size=cp.size, new=new)
             self.fork_seen.set()
-        else:
-            log.warning("suspect_checkpoint", origin=cp.origin, tree_size=cp.size, kind=kind)
+        elif new:
+            log.warning("suspect_checkpoint", origin=cp.origin, tree_size=cp.size)

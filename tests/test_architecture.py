@@ -47,7 +47,8 @@ MAY_IMPORT: dict[str, set[str]] = {
     "batcher": _SERVICE | {"batcher"},
     "auditor": _CORE | {"auditor"},
     "trustee": _CORE | {"trustee"},
-    "node": _SERVICE | {"server", "auditor", "node"},  # serves like the server, checks like the auditor
+    # a node serves like the server and checks like the auditor
+    "node": _SERVICE | {"server", "auditor", "node"},
     "loadtest": _PARTS | {"loadtest"},
     "bench": _PARTS | {"bench", "referendum_cli"},
     "referendum_cli": set(),  # the commands are named as strings and imported lazily

@@ -240,13 +240,11 @@ def test_decide_refusals() -> None:
     cases.append(
         (wt.decide(stored, wt.AddCheckpointRequest(12, (), bad.note), LOG_KEYS.get), 400, None)
     )
-    cases.append(
-        (wt.decide(None, wt.AddCheckpointRequest(0, (bytes(32),), bad.note), LOG_KEYS.get), 422, None)
-    )
+    nonempty = wt.AddCheckpointRequest(0, (bytes(32),), bad.note)
+    cases.append((wt.decide(None, nonempty, LOG_KEYS.get), 422, None))
     wrong_key = _note(11, seed=bytes([5]) * 32)[0]
-    cases.append(
-        (wt.decide(stored, wt.AddCheckpointRequest(4, bad.proof, wrong_key), LOG_KEYS.get), 403, None)
-    )
+    unsigned = wt.AddCheckpointRequest(4, bad.proof, wrong_key)
+    cases.append((wt.decide(stored, unsigned, LOG_KEYS.get), 403, None))
     cases.append((wt.decide(stored, bad, {"someone/else": [(LOG_NAME, LOG_PUB)]}.get), 404, None))
     cases.append(
         (wt.decide(stored, wt.AddCheckpointRequest(4, (), "garbage"), LOG_KEYS.get), 400, None)
