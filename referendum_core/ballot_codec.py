@@ -4,15 +4,15 @@ Canonical bytes (``docs/crypto.md`` §5), what the public log's leaf hash covers
 
     body      = "RBAL" ‖ u8 version=1
               ‖ u8 len(referendum) ‖ referendum (UTF-8) ‖ u8 len(voter) ‖ voter (UTF-8)
-              ‖ u8 count ‖ count × ciphertext (130) ‖ count × 0/1 proof (128)
-              ‖ u8 L ‖ sum proof (64·L bytes; L = 0: none)
+              ‖ u8 count ‖ count × ciphertext (130) ‖ count × 0/1 proof (388)
+              ‖ u8 L ‖ sum proof (194·L bytes; L = 0: none)
     canonical = body ‖ signature (64)
     signature = Ed25519(voter key, "referendum/v1/ballot-signature" ‖ 0x00 ‖ body)
     ballot_hash = SHA-256(canonical)
 
 The JSON body the server accepts holds the same fields as lowercase hex strings::
 
-    {"referendum": str, "voter": str, "ciphertexts": [hex130, …], "proofs": [hex128, …],
+    {"referendum": str, "voter": str, "ciphertexts": [hex130, …], "proofs": [hex388, …],
      "sum_proof": hex or null, "signature": hex64}
 """
 
@@ -26,6 +26,7 @@ from typing import Any, TypeAlias
 
 from referendum_core.elgamal import CIPHERTEXT_BYTES
 from referendum_core.errors import BallotError, EncodingError
+from referendum_core.proofs import BRANCH_BYTES
 
 __all__ = [
     "MAGIC",
@@ -48,7 +49,7 @@ __all__ = [
 MAGIC = b"RBAL\x01"
 MAX_ID_BYTES = 255
 MAX_OPTIONS = 64
-PROOF01_BYTES = 128
+PROOF01_BYTES = 2 * BRANCH_BYTES
 SIGNATURE_BYTES = 64
 _FIELDS = frozenset({"referendum", "voter", "ciphertexts", "proofs", "sum_proof", "signature"})
 
@@ -96,7 +97,7 @@ def encode_body(record: BallotRecord) -> bytes:
             struct.pack(">B", len(record.ciphertexts)),
             *record.ciphertexts,
             *record.proofs,
-            struct.pack(">B", len(sum_proof) // 64),
+            struct.pack(">B", len(sum_proof) // BRANCH_BYTES),
             sum_proof,
         )
     )
@@ -143,8 +144,8 @@ def decode_canonical(canonical: bytes) -> BallotRecord:
         pos += count * PROOF01_BYTES
         branches = data[pos]
         pos += 1
-        sum_proof = data[pos : pos + 64 * branches] if branches else None
-        pos += 64 * branches
+        sum_proof = data[pos : pos + BRANCH_BYTES * branches] if branches else None
+        pos += BRANCH_BYTES * branches
         signature = data[pos : pos + SIGNATURE_BYTES]
         pos += SIGNATURE_BYTES
     except IndexError as exc:
@@ -172,7 +173,7 @@ def voter_of(canonical: Buffer, offset: int = 0) -> str:
     Checks nothing but the field itself: for bytes :func:`decode_canonical` accepts it
     returns that record's ``voter_id``.
 
-    >>> record = BallotRecord("r1", "v9", (bytes(130),), (bytes(128),), None, bytes(64))
+    >>> record = BallotRecord("r1", "v9", (bytes(130),), (bytes(388),), None, bytes(64))
     >>> voter_of(encode_body(record) + record.signature)
     'v9'
 
@@ -197,7 +198,7 @@ def ciphertext_bytes(canonical: Buffer) -> bytes:
     Checks nothing but the field itself: for bytes :func:`decode_canonical` accepts it is
     ``b"".join(record.ciphertexts)``.
 
-    >>> record = BallotRecord("r1", "v9", (bytes(130),), (bytes(128),), None, bytes(64))
+    >>> record = BallotRecord("r1", "v9", (bytes(130),), (bytes(388),), None, bytes(64))
     >>> ciphertext_bytes(encode_body(record) + record.signature) == bytes(130)
     True
 
@@ -269,9 +270,9 @@ def ballot_from_json(body: Mapping[str, Any]) -> BallotRecord:
     raw_sum = body["sum_proof"]
     sum_proof = None if raw_sum is None else hex_field(raw_sum, "sum_proof", None)
     if sum_proof is not None and not (
-        sum_proof and len(sum_proof) % 64 == 0 and len(sum_proof) <= 64 * 255
+        sum_proof and len(sum_proof) % BRANCH_BYTES == 0 and len(sum_proof) <= BRANCH_BYTES * 255
     ):
-        raise EncodingError("sum_proof must be 64·L bytes, 1 <= L <= 255", check="sum_proof")
+        raise EncodingError("sum_proof must be 194·L bytes, 1 <= L <= 255", check="sum_proof")
     if len(proofs) != len(cts):
         raise BallotError("one proof per ciphertext", check="proofs.count")
     signature = hex_field(body["signature"], "signature", SIGNATURE_BYTES)
