@@ -16,6 +16,7 @@ from auditor.client import NotFoundError, PublicLogClient
 from auditor.follow import AuditFailure, parse_hex
 from referendum_core import merkle
 from referendum_core.ballot import BallotSpec, verify_canonical
+from referendum_core.batch import verify_canonical_ballots
 from referendum_core.errors import CoreError
 from referendum_core.roll import roll_leaf_hash
 
@@ -40,7 +41,9 @@ class RollBallotVerifier:
         roll_size: int,
         *,
         cache_size: int = 100_000,
+        backend: str = "auto",
     ) -> None:
+        self.backend = backend
         self.client = client
         self.spec = spec
         self.roll_root = roll_root
@@ -104,3 +107,37 @@ class RollBallotVerifier:
                 "ballot.voter",
                 f"ballot {index} is listed for {voter_id!r} but signed as {verified.voter_id!r}",
             )
+
+    async def verify_many(
+        self, checks: list[tuple[int, str, bytes]]
+    ) -> list[tuple[int, str, CoreError]]:
+        """:meth:`verify` for a page of ``(index, voter id, body)``, the proofs as one batch.
+
+        Returns the first failing ballot's core error (in log order), or nothing; raises the
+        AuditFailure of a roll or voter-id failure when no earlier ballot failed.
+        """
+        keys: list[bytes] = []
+        roll_failure: AuditFailure | None = None
+        for _, voter_id, _ in checks:
+            try:
+                keys.append(await self.voter_key(voter_id))
+            except AuditFailure as exc:
+                roll_failure = exc
+                break
+        todo = checks[: len(keys)]
+        verdicts = verify_canonical_ballots(
+            self.spec,
+            [(body, key) for (_, _, body), key in zip(todo, keys, strict=True)],
+            backend=self.backend,
+        )
+        for (index, voter_id, _), verdict in zip(todo, verdicts, strict=True):
+            if isinstance(verdict, CoreError):
+                return [(index, voter_id, verdict)]
+            if verdict.voter_id != voter_id:
+                raise AuditFailure(
+                    "ballot.voter",
+                    f"ballot {index} is listed for {voter_id!r} but signed as {verdict.voter_id!r}",
+                )
+        if roll_failure is not None:
+            raise roll_failure
+        return []

@@ -238,6 +238,75 @@ class _Follower:
         await self.check_consistency("latest checkpoint", cp.size, cp.root)
         return cp
 
+    def _page(
+        self,
+        where: str,
+        block: Block,
+        page: list[Any],
+        expected: int,
+        acc: merkle.CompactRange,
+        kept: list[dict[str, Any]],
+        checks: list[tuple[int, str, bytes]],
+    ) -> int:
+        """The structure checks of one page of a block's ballots, in log order; the ballots
+        to verify go to ``checks``. Returns the next expected index."""
+        for item in page:
+            if not isinstance(item, dict):
+                raise AuditFailure("response.format", f"{where}: a ballot is not an object")
+            index = _int(item.get("index"), "ballot index")
+            if index != expected:
+                if index > expected:
+                    raise AuditFailure(
+                        "ballot.missing",
+                        f"{where}: ballot {expected} is missing (next listed: {index})",
+                    )
+                raise AuditFailure(
+                    "ballot.order",
+                    f"{where}: ballot {index} listed again or out of order (expected {expected})",
+                )
+            if index >= block.end_index:
+                raise AuditFailure(
+                    "ballot.extra",
+                    f"{where}: ballot {index} is beyond "
+                    f"the block's range [{block.first_index}, "
+                    f"{block.end_index})",
+                )
+            body = parse_hex(item.get("body"), f"ballot {index} body", None)
+            ballot_hash = parse_hex(item.get("ballot_hash"), f"ballot {index} hash")
+            if hashlib.sha256(body).digest() != ballot_hash:
+                raise AuditFailure(
+                    "ballot.hash", f"{where}: ballot {index}'s hash is not SHA-256 of its body"
+                )
+            voter_id = item.get("voter_id")
+            if not isinstance(voter_id, str):
+                raise AuditFailure("response.format", f"ballot {index} has no voter id")
+            checks.append((index, voter_id, body))
+            acc.append(merkle.leaf_hash(body))
+            kept.append(item)
+            expected += 1
+        return expected
+
+    async def _check_ballots(self, where: str, checks: list[tuple[int, str, bytes]]) -> None:
+        """Verify a page's ballots, as one batch when the verifier offers ``verify_many``;
+        the first failure in log order raises AuditFailure."""
+        many = getattr(self.verifier, "verify_many", None)
+        failures: list[tuple[int, str, CoreError]] = []
+        if many is not None:
+            failures = await many(checks)
+        else:
+            for index, voter_id, body in checks:
+                try:
+                    await self.verifier.verify(index, voter_id, body)
+                except CoreError as exc:
+                    failures.append((index, voter_id, exc))
+                    break
+        if failures:
+            index, voter_id, error = failures[0]
+            raise AuditFailure(
+                f"ballot.{error.check}",
+                f"{where}: ballot {index} of voter {voter_id!r} fails its check: {error}",
+            ) from error
+
     async def verify_block(self, height: int, obj: dict[str, Any]) -> None:
         where = f"block {height}"
         try:
@@ -264,47 +333,13 @@ class _Follower:
         count = block.end_index - block.first_index
         max_pages = count // max(1, self.client.page_limit) + 2
         async for page in self.client.block_ballots(height, max_pages=max_pages):
-            for item in page:
-                if not isinstance(item, dict):
-                    raise AuditFailure("response.format", f"{where}: a ballot is not an object")
-                index = _int(item.get("index"), "ballot index")
-                if index != expected:
-                    if index > expected:
-                        raise AuditFailure(
-                            "ballot.missing",
-                            f"{where}: ballot {expected} is missing (next listed: {index})",
-                        )
-                    raise AuditFailure(
-                        "ballot.order",
-                        f"{where}: ballot {index} listed again or out of order "
-                        f"(expected {expected})",
-                    )
-                if index >= block.end_index:
-                    raise AuditFailure(
-                        "ballot.extra",
-                        f"{where}: ballot {index} is beyond "
-                        f"the block's range [{block.first_index}, "
-                        f"{block.end_index})",
-                    )
-                body = parse_hex(item.get("body"), f"ballot {index} body", None)
-                ballot_hash = parse_hex(item.get("ballot_hash"), f"ballot {index} hash")
-                if hashlib.sha256(body).digest() != ballot_hash:
-                    raise AuditFailure(
-                        "ballot.hash", f"{where}: ballot {index}'s hash is not SHA-256 of its body"
-                    )
-                voter_id = item.get("voter_id")
-                if not isinstance(voter_id, str):
-                    raise AuditFailure("response.format", f"ballot {index} has no voter id")
-                try:
-                    await self.verifier.verify(index, voter_id, body)
-                except CoreError as exc:
-                    raise AuditFailure(
-                        f"ballot.{exc.check}",
-                        f"{where}: ballot {index} of voter {voter_id!r} fails its check: {exc}",
-                    ) from exc
-                acc.append(merkle.leaf_hash(body))
-                kept.append(item)
-                expected += 1
+            checks: list[tuple[int, str, bytes]] = []
+            try:
+                expected = self._page(where, block, page, expected, acc, kept, checks)
+            except AuditFailure:
+                await self._check_ballots(where, checks)  # an earlier bad ballot comes first
+                raise
+            await self._check_ballots(where, checks)
         if expected != block.end_index:
             raise AuditFailure(
                 "ballot.missing",

@@ -17,6 +17,7 @@ from auditor.verify_election.log import check_blocks, check_tree
 from auditor.verify_election.record import check_manifest, check_roll, load_definition
 from auditor.verify_election.report import MAX_DETAILS, ElectionReport, Stop
 from auditor.verify_election.tally import check_revotes, check_tally
+from referendum_core.batch import BACKENDS, resolve_backend
 from referendum_core.tally import supersessions
 
 __all__ = ["verify_election", "verify_election_command"]
@@ -29,12 +30,18 @@ def verify_election(
     log_key: str | None = None,
     manifest_sha256: str | None = None,
     progress: bool = False,
+    backend: str = "auto",
 ) -> ElectionReport:
     """Verify the election record in folder ``record``; never raises for a bad record.
 
     ``log_key`` and ``manifest_sha256`` pin what an auditor obtained independently (the log's
     verifier key, the manifest's published hash); without them the record's own are used.
+    ``backend`` picks the proof checks (``referendum_core.batch.resolve_backend``).
+
+    Raises:
+        ValueError: an unusable ``backend`` (before anything is read).
     """
+    resolve_backend(backend)
     started = time.perf_counter()
     jobs = max(1, jobs or os.cpu_count() or 1)
     report = ElectionReport(jobs=jobs)
@@ -65,7 +72,9 @@ def verify_election(
     report.ballots = len(voters)
     pairs = supersessions(enumerate(voters))
     superseded = {old for old, _ in pairs} if ref["revote_policy"] == "last_counts" else set()
-    results = run_ballots(report, root, spec, roll, offsets, superseded, jobs, progress)
+    results = run_ballots(
+        report, root, spec, roll, offsets, superseded, jobs, progress, backend=backend
+    )
     leaves = b"".join(r.leaf_hashes for r in results)
     hashes = b"".join(r.ballot_hashes for r in results)
     if len(set(hashes[i : i + 32] for i in range(0, len(hashes), 32))) != len(voters):
@@ -90,13 +99,33 @@ def verify_election(
 @click.option("--log-key", default=None, help="Pin the log's verifier key (else the record's)")
 @click.option("--manifest-sha256", default=None, help="Pin the SHA-256 of manifest.json")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar")
+@click.option(
+    "--verify-backend",
+    type=click.Choice(BACKENDS),
+    default="auto",
+    show_default=True,
+    help="Proof checks: native (batched, the C extension), python (one by one)",
+)
 def verify_election_command(
-    record: Path, jobs: int | None, log_key: str | None, manifest_sha256: str | None, progress: bool
+    record: Path,
+    jobs: int | None,
+    log_key: str | None,
+    manifest_sha256: str | None,
+    progress: bool,
+    verify_backend: str,
 ) -> None:
     """Recompute everything in an election RECORD: tree, checkpoints, ballots, tally, result."""
-    report = verify_election(
-        record, jobs=jobs, log_key=log_key, manifest_sha256=manifest_sha256, progress=progress
-    )
+    try:
+        report = verify_election(
+            record,
+            jobs=jobs,
+            log_key=log_key,
+            manifest_sha256=manifest_sha256,
+            progress=progress,
+            backend=verify_backend,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
     rate = report.ballots / report.seconds if report.seconds else 0.0
     click.echo(
         f"{report.ballots} ballots ({report.ballots_counted} counted) verified in "
