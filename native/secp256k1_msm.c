@@ -30,10 +30,28 @@ static const uint64_t ORDER_N[4] = {0xBFD25E8CD0364141ULL, 0xBAAEDCE6AF48A03BULL
                                     0xFFFFFFFFFFFFFFFEULL, 0xFFFFFFFFFFFFFFFFULL};
 #define REDC 0x1000003D1ULL /* 2^256 - p */
 
-static int fe_is_zero(const fe *a) { return (a->v[0] | a->v[1] | a->v[2] | a->v[3]) == 0; }
+/* Field elements are kept weakly reduced: any 256-bit value, congruent mod p. fe_normalize
+ * gives the unique representative below p (needed only to compare and to serialise). */
+static void fe_normalize(fe *r, const fe *a) {
+    /* a >= p iff a + REDC overflows 2^256; then a - p = a + REDC mod 2^256 */
+    uint64_t t[4];
+    u128 c = (u128)a->v[0] + REDC;
+    t[0] = (uint64_t)c; c >>= 64;
+    for (int i = 1; i < 4; i++) { c += a->v[i]; t[i] = (uint64_t)c; c >>= 64; }
+    if (c) memcpy(r->v, t, sizeof t); else *r = *a;
+}
+
+static int fe_is_zero(const fe *a) {
+    fe n;
+    fe_normalize(&n, a);
+    return (n.v[0] | n.v[1] | n.v[2] | n.v[3]) == 0;
+}
+
 static int fe_eq(const fe *a, const fe *b) {
-    return ((a->v[0] ^ b->v[0]) | (a->v[1] ^ b->v[1]) | (a->v[2] ^ b->v[2]) |
-            (a->v[3] ^ b->v[3])) == 0;
+    fe x, y;
+    fe_normalize(&x, a);
+    fe_normalize(&y, b);
+    return ((x.v[0] ^ y.v[0]) | (x.v[1] ^ y.v[1]) | (x.v[2] ^ y.v[2]) | (x.v[3] ^ y.v[3])) == 0;
 }
 
 /* 4-limb little-endian a < b */
@@ -44,14 +62,18 @@ static int limbs_lt(const uint64_t *a, const uint64_t *b) {
     return 0;
 }
 
-/* r = s mod p, where the true value is s + carry*2^256 and is below 2p. */
-static void fe_settle(fe *r, const uint64_t s[4], uint64_t carry) {
-    uint64_t t[4];
-    u128 c = (u128)s[0] + REDC;
-    t[0] = (uint64_t)c; c >>= 64;
-    for (int i = 1; i < 4; i++) { c += s[i]; t[i] = (uint64_t)c; c >>= 64; }
-    /* s + REDC overflows 2^256 exactly when s >= p; with carry set, s + carry*2^256 >= p. */
-    if (carry || c) memcpy(r->v, t, sizeof t); else memcpy(r->v, s, sizeof t);
+/* r = s + carry*2^256 (mod p), weakly reduced: each carry folds back as REDC. */
+static inline void fe_settle(fe *r, const uint64_t s[4], uint64_t carry) {
+    uint64_t t0 = s[0], t1 = s[1], t2 = s[2], t3 = s[3];
+    while (carry) {
+        u128 c = (u128)t0 + REDC * carry;
+        t0 = (uint64_t)c; c >>= 64;
+        c += t1; t1 = (uint64_t)c; c >>= 64;
+        c += t2; t2 = (uint64_t)c; c >>= 64;
+        c += t3; t3 = (uint64_t)c; c >>= 64;
+        carry = (uint64_t)c;
+    }
+    r->v[0] = t0; r->v[1] = t1; r->v[2] = t2; r->v[3] = t3;
 }
 
 static void fe_add(fe *r, const fe *a, const fe *b) {
@@ -69,13 +91,12 @@ static void fe_sub(fe *r, const fe *a, const fe *b) {
         s[i] = (uint64_t)d;
         borrow = (uint64_t)(d >> 64) & 1;
     }
-    if (borrow) { /* add p, i.e. subtract REDC modulo 2^256 */
-        uint64_t bb = 0;
+    while (borrow) { /* wrapped by 2^256: take 2^256 - p = REDC back off */
         u128 d = (u128)s[0] - REDC;
-        s[0] = (uint64_t)d; bb = (uint64_t)(d >> 64) & 1;
+        s[0] = (uint64_t)d; borrow = (uint64_t)(d >> 64) & 1;
         for (int i = 1; i < 4; i++) {
-            d = (u128)s[i] - bb;
-            s[i] = (uint64_t)d; bb = (uint64_t)(d >> 64) & 1;
+            d = (u128)s[i] - borrow;
+            s[i] = (uint64_t)d; borrow = (uint64_t)(d >> 64) & 1;
         }
     }
     memcpy(r->v, s, sizeof s);
@@ -197,7 +218,10 @@ static void fe_from_be(fe *r, const unsigned char *b) {
     }
 }
 
-static void fe_to_be(unsigned char *b, const fe *a) {
+static void fe_to_be(unsigned char *b, const fe *in) {
+    fe n;
+    fe_normalize(&n, in);
+    const fe *a = &n;
     for (int i = 0; i < 4; i++) {
         uint64_t w = a->v[i];
         for (int j = 7; j >= 0; j--) { b[(3 - i) * 8 + j] = (unsigned char)w; w >>= 8; }
@@ -361,6 +385,7 @@ static const char *parse_point(ge *r, const unsigned char *data, Py_ssize_t len,
         fe_mul(&rhs, &rhs, &r->x);
         fe_add(&rhs, &rhs, &seven);
         if (!fe_sqrt(&r->y, &rhs)) return "not a point on secp256k1";
+        fe_normalize(&r->y, &r->y);
         if ((int)(r->y.v[0] & 1) != (data[0] & 1)) fe_neg(&r->y, &r->y);
         r->inf = 0;
         return NULL;
@@ -375,6 +400,116 @@ static int parse_scalar(uint64_t k[4], const unsigned char *b) {
         k[i] = w;
     }
     return limbs_lt(k, ORDER_N);
+}
+
+
+/* ---- batch-affine bucket accumulation -------------------------------------------------
+ * A window's buckets are affine points. The additions of one round (at most one pending
+ * per bucket) share one field inversion (Montgomery's trick), so an addition costs about 6
+ * multiplications instead of a mixed Jacobian addition's 11. A point whose bucket already
+ * has a pending addition waits for the next round. */
+
+#define ROUND_MAX 4096
+#define ROUND_MIN 96 /* an inversion costs about as much as this many Jacobian savings */
+
+typedef struct {
+    fe *den, *num, *acc;    /* per pending addition: denominator, numerator, prefix product */
+    int32_t *bucket;        /* its bucket */
+    const ge **point;       /* its input point */
+    fe *qy;                 /* the input's y, negated for a negative digit */
+    uint32_t *busy;         /* per bucket: round stamp of its pending addition */
+    Py_ssize_t *todo, *next; /* this round's points and the deferred ones */
+    int32_t *dig, *dnext;   /* their digits */
+} scratch_t;
+
+static void settle_round(ge *buckets, scratch_t *sc, int count) {
+    if (count == 0) return;
+    sc->acc[0] = sc->den[0];
+    for (int k = 1; k < count; k++) fe_mul(&sc->acc[k], &sc->acc[k - 1], &sc->den[k]);
+    fe inv;
+    fe_inv(&inv, &sc->acc[count - 1]);
+    for (int k = count - 1; k >= 0; k--) {
+        fe inv_k;
+        if (k > 0) {
+            fe_mul(&inv_k, &inv, &sc->acc[k - 1]);
+            fe_mul(&inv, &inv, &sc->den[k]);
+        } else {
+            inv_k = inv;
+        }
+        ge *b = &buckets[sc->bucket[k]];
+        const ge *q = sc->point[k];
+        fe lambda, x3, y3, t;
+        fe_mul(&lambda, &sc->num[k], &inv_k);
+        fe_sqr(&x3, &lambda);
+        fe_sub(&x3, &x3, &b->x);
+        fe_sub(&x3, &x3, &q->x);
+        fe_sub(&t, &b->x, &x3);
+        fe_mul(&y3, &lambda, &t);
+        fe_sub(&y3, &y3, &b->y);
+        b->x = x3;
+        b->y = y3;
+    }
+}
+
+/* buckets[|d|-1] += sign(d)·P_i for the points of one window (todo/dig filled by caller). */
+static void accumulate_window(ge *buckets, gej *extra, int half, const ge *pts,
+                              Py_ssize_t todo_n, scratch_t *sc) {
+    static const fe THREE = {{3, 0, 0, 0}};
+    for (int j = 0; j < half; j++) { buckets[j].inf = 1; extra[j].inf = 1; sc->busy[j] = 0; }
+    uint32_t stamp = 0;
+    int last = ROUND_MAX;
+    while (todo_n > 0) {
+        if (todo_n < ROUND_MIN || last < ROUND_MIN) {
+            /* too few additions left to pay for an inversion: Jacobian buckets for the rest */
+            for (Py_ssize_t t = 0; t < todo_n; t++) {
+                int32_t d = sc->dig[t];
+                int bi = (d > 0 ? d : -d) - 1;
+                gej_add_ge(&extra[bi], &extra[bi], &pts[sc->todo[t]], d < 0);
+            }
+            return;
+        }
+        Py_ssize_t next_n = 0;
+        int count = 0;
+        stamp++;
+        for (Py_ssize_t t = 0; t < todo_n; t++) {
+            Py_ssize_t i = sc->todo[t];
+            int32_t d = sc->dig[t];
+            int bi = (d > 0 ? d : -d) - 1;
+            if (sc->busy[bi] == stamp || count == ROUND_MAX) {
+                sc->next[next_n] = i;
+                sc->dnext[next_n++] = d;
+                continue;
+            }
+            ge *b = &buckets[bi];
+            fe qy = pts[i].y;
+            if (d < 0) fe_neg(&qy, &pts[i].y);
+            if (b->inf) {
+                b->x = pts[i].x;
+                b->y = qy;
+                b->inf = 0;
+                continue;
+            }
+            if (fe_eq(&b->x, &pts[i].x)) {
+                if (!fe_eq(&b->y, &qy)) { b->inf = 1; continue; }  /* P + (-P) */
+                fe x2;  /* doubling: lambda = 3x^2 / 2y (y != 0 on secp256k1) */
+                fe_sqr(&x2, &b->x);
+                fe_mul(&sc->num[count], &x2, &THREE);
+                fe_add(&sc->den[count], &b->y, &b->y);
+            } else {
+                fe_sub(&sc->num[count], &qy, &b->y);
+                fe_sub(&sc->den[count], &pts[i].x, &b->x);
+            }
+            sc->bucket[count] = bi;
+            sc->point[count] = &pts[i];
+            sc->busy[bi] = stamp;
+            count++;
+        }
+        settle_round(buckets, sc, count);
+        last = count;
+        Py_ssize_t *swap = sc->todo; sc->todo = sc->next; sc->next = swap;
+        int32_t *dswap = sc->dig; sc->dig = sc->dnext; sc->dnext = dswap;
+        todo_n = next_n;
+    }
 }
 
 /* ---- Pippenger ---------------------------------------------------------------------- */
@@ -406,41 +541,59 @@ static int pippenger(gej *r, const ge *pts, const uint64_t (*ks)[4], Py_ssize_t 
     int windows = (257 + c - 1) / c;
     int half = 1 << (c - 1);
     int32_t *digits = malloc(sizeof(int32_t) * (size_t)n * (size_t)windows);
-    gej *buckets = malloc(sizeof(gej) * (size_t)half);
-    if (!digits || !buckets) { free(digits); free(buckets); return 0; }
+    ge *buckets = malloc(sizeof(ge) * (size_t)half);
+    gej *extra = malloc(sizeof(gej) * (size_t)half);
+    scratch_t sc;
+    sc.den = malloc(sizeof(fe) * ROUND_MAX);
+    sc.num = malloc(sizeof(fe) * ROUND_MAX);
+    sc.acc = malloc(sizeof(fe) * ROUND_MAX);
+    sc.bucket = malloc(sizeof(int32_t) * ROUND_MAX);
+    sc.point = malloc(sizeof(ge *) * ROUND_MAX);
+    sc.qy = NULL;
+    sc.busy = malloc(sizeof(uint32_t) * (size_t)half);
+    sc.todo = malloc(sizeof(Py_ssize_t) * (size_t)n);
+    sc.next = malloc(sizeof(Py_ssize_t) * (size_t)n);
+    sc.dig = malloc(sizeof(int32_t) * (size_t)n);
+    sc.dnext = malloc(sizeof(int32_t) * (size_t)n);
+    void *owned[] = {digits, buckets, extra, sc.den, sc.num, sc.acc, sc.bucket, sc.point, sc.busy,
+                     sc.todo, sc.next, sc.dig, sc.dnext};
+    int ok = 1;
+    for (size_t j = 0; j < sizeof owned / sizeof owned[0]; j++) ok = ok && owned[j] != NULL;
+    if (!ok) goto done;
     int top = -1;
     for (Py_ssize_t i = 0; i < n; i++) {
         uint32_t carry = 0;
-        int32_t *d = digits + (size_t)i * (size_t)windows;
         for (int w = 0; w < windows; w++) {
+            int32_t *d = digits + (size_t)w * (size_t)n + (size_t)i;
             uint32_t v = scalar_bits(ks[i], w * c, c) + carry;
-            if (v > (uint32_t)half) { d[w] = (int32_t)v - (1 << c); carry = 1; }
-            else { d[w] = (int32_t)v; carry = 0; }
-            if (d[w] && w > top) top = w;
+            if (v > (uint32_t)half) { *d = (int32_t)v - (1 << c); carry = 1; }
+            else { *d = (int32_t)v; carry = 0; }
+            if (*d && w > top) top = w;
         }
     }
     for (int w = top; w >= 0; w--) {
         if (!r->inf) {
             for (int j = 0; j < c; j++) gej_double(r, r);
         }
-        for (int j = 0; j < half; j++) buckets[j].inf = 1;
+        Py_ssize_t todo_n = 0;
+        const int32_t *col = digits + (size_t)w * (size_t)n;
         for (Py_ssize_t i = 0; i < n; i++) {
-            int32_t d = digits[(size_t)i * (size_t)windows + (size_t)w];
-            if (d > 0) gej_add_ge(&buckets[d - 1], &buckets[d - 1], &pts[i], 0);
-            else if (d < 0) gej_add_ge(&buckets[-d - 1], &buckets[-d - 1], &pts[i], 1);
+            if (col[i] != 0 && !pts[i].inf) { sc.todo[todo_n] = i; sc.dig[todo_n++] = col[i]; }
         }
+        accumulate_window(buckets, extra, half, pts, todo_n, &sc);
         gej running, total;
         running.inf = 1;
         total.inf = 1;
         for (int j = half - 1; j >= 0; j--) {
-            gej_add(&running, &running, &buckets[j]);
+            gej_add_ge(&running, &running, &buckets[j], 0);
+            if (!extra[j].inf) gej_add(&running, &running, &extra[j]);
             gej_add(&total, &total, &running);
         }
         gej_add(r, r, &total);
     }
-    free(digits);
-    free(buckets);
-    return 1;
+done:
+    for (size_t j = 0; j < sizeof owned / sizeof owned[0]; j++) free(owned[j]);
+    return ok;
 }
 
 /* ---- Python ------------------------------------------------------------------------- */

@@ -174,3 +174,19 @@ def test_scalar_parser_fuzz(raw: bytes) -> None:
     else:
         with pytest.raises(ValueError):
             native.multi_mul(GENERATOR.to_uncompressed(), raw)
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    st.integers(min_value=1, max_value=ORDER - 1),
+    any_scalars,
+    st.integers(100, 400),
+    st.integers(0, 3),
+)
+def test_many_equal_terms_take_the_affine_rounds(k: int, j: int, copies: int, flips: int) -> None:
+    """Hundreds of equal terms (bucket doublings and P + (−P) inside the batched affine
+    rounds, beyond the small-input path) and some negated copies sum as coincurve says."""
+    p = Point.base_mul(k)
+    terms = [(p, j)] * copies + [(-p, j)] * flips + [(p, (ORDER - j) % ORDER)] * flips
+    want = p * (j * copies % ORDER)
+    assert native.multi_mul(*encode(terms)) == want.to_uncompressed()
