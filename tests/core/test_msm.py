@@ -188,5 +188,6 @@ def test_many_equal_terms_take_the_affine_rounds(k: int, j: int, copies: int, fl
     rounds, beyond the small-input path) and some negated copies sum as coincurve says."""
     p = Point.base_mul(k)
     terms = [(p, j)] * copies + [(-p, j)] * flips + [(p, (ORDER - j) % ORDER)] * flips
-    want = p * (j * copies % ORDER)
+    want = p * (j * (copies - 2 * flips) % ORDER)
+    assert want == coincurve_sum(terms)
     assert native.multi_mul(*encode(terms)) == want.to_uncompressed()
