@@ -10,6 +10,7 @@
  *   decode_point(data) -> 65 bytes   SEC1 33- or 65-byte point, checked; ValueError if not
  *   multi_mul(points, scalars) -> 65 bytes   sum k_i P_i, 65 zero bytes for the identity
  *   multi_mul_is_identity(points, scalars) -> bool
+ *   first_invalid_point(data) -> index of the first bad 65-byte point of data, or -1
  * points: n x 65 bytes uncompressed (65 zero bytes = the identity); scalars: n x 32 bytes
  * big-endian, each below the group order. Any bad encoding raises ValueError.
  */
@@ -666,9 +667,30 @@ static PyObject *py_decode_point(PyObject *self, PyObject *args) {
     return PyBytes_FromStringAndSize((const char *)out, 65);
 }
 
+static PyObject *py_first_invalid_point(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer buf;
+    if (!PyArg_ParseTuple(args, "y*", &buf)) return NULL;
+    Py_ssize_t bad = -1;
+    if (buf.len % 65 != 0) {
+        bad = 0;
+    } else {
+        const unsigned char *p = buf.buf;
+        for (Py_ssize_t i = 0; i < buf.len / 65; i++) {
+            ge point;
+            if (parse_point(&point, p + 65 * i, 65, 0) != NULL) { bad = i; break; }
+        }
+    }
+    PyBuffer_Release(&buf);
+    return PyLong_FromSsize_t(bad);
+}
+
 static PyMethodDef methods[] = {
     {"decode_point", py_decode_point, METH_VARARGS,
      "decode_point(data) -> 65-byte uncompressed point; ValueError unless a valid SEC1 point"},
+    {"first_invalid_point", py_first_invalid_point, METH_VARARGS,
+     "first_invalid_point(data) -> index of the first 65-byte chunk that is not a valid\n"
+     "non-identity uncompressed point, or -1 (0 when the length is not a multiple of 65)"},
     {"multi_mul", py_multi_mul, METH_VARARGS,
      "multi_mul(points, scalars) -> 65 bytes: sum k_i P_i (65 zero bytes: the identity)"},
     {"multi_mul_is_identity", py_multi_mul_is_identity, METH_VARARGS,

@@ -104,15 +104,14 @@ def claims_hold(claims: Sequence[ProofClaim]) -> bool:
         key = claim.public_key.to_uncompressed()
         key_points.setdefault(key, claim.public_key)
         h = 0
-        for i, ((a, b), c, s) in enumerate(
-            zip(proof.commitments, proof.challenges, proof.responses, strict=True)
-        ):
+        commitments = proof.commitments
+        for i, (c, s) in enumerate(zip(proof.challenges, proof.responses, strict=True)):
             w1 = int.from_bytes(randomness[pos : pos + width], "big")
             w2 = int.from_bytes(randomness[pos + width : pos + 2 * width], "big")
             pos += 2 * width
             # w1·(a + c·A − s·G) + w2·(b + c·B − c·v·G − s·PK) = O
-            points.append(a.to_uncompressed())
-            points.append(b.to_uncompressed())
+            points.append(commitments[2 * i])
+            points.append(commitments[2 * i + 1])
             scalars.append(w1)
             scalars.append(w2)
             ca += w1 * c

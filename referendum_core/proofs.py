@@ -34,6 +34,7 @@ from referendum_core.group import (
     ORDER,
     Point,
     chaum_pedersen_commitments,
+    check_uncompressed,
     hash_to_scalar,
     random_scalar,
     scalar_from_bytes,
@@ -63,19 +64,16 @@ ScalarSource = Callable[[], int]
 BRANCH_BYTES = 2 * 65 + 2 * 32
 
 
-def _compressed(enc65: bytes) -> bytes:
-    """The compressed SEC1 form of an uncompressed encoding (no curve arithmetic)."""
-    return bytes((2 | (enc65[64] & 1),)) + enc65[1:33]
-
-
 @dataclass(frozen=True, slots=True)
 class DisjunctiveProof:
     """Per branch ``v = lo..hi``: commitments ``(a_v, b_v)``, challenge ``c_v``, response ``s_v``.
 
-    Points are never the identity; scalars are below the order.
+    ``commitments`` holds the uncompressed encodings ``a_lo, b_lo, …, a_hi, b_hi`` (checked
+    curve points, never the identity: the verifier only hashes them and feeds them to the
+    group equations, so it keeps them as bytes); scalars are below the order.
     """
 
-    commitments: tuple[tuple[Point, Point], ...]
+    commitments: tuple[bytes, ...]
     challenges: tuple[int, ...]
     responses: tuple[int, ...]
 
@@ -84,7 +82,7 @@ class DisjunctiveProof:
 
         Points 65 bytes uncompressed, scalars 32 bytes: :data:`BRANCH_BYTES` per branch.
         """
-        points = b"".join(a.to_uncompressed() + b.to_uncompressed() for a, b in self.commitments)
+        points = b"".join(self.commitments)
         scalars = b"".join(scalar_to_bytes(k) for k in (*self.challenges, *self.responses))
         return points + scalars
 
@@ -99,21 +97,15 @@ class DisjunctiveProof:
         """
         if len(data) != BRANCH_BYTES * branches:
             raise EncodingError(f"proof must be {BRANCH_BYTES * branches} bytes", check=check)
-        decode = Point.decode_uncompressed
-        commitments = tuple(
-            (
-                decode(data[130 * i : 130 * i + 65], check=check),
-                decode(data[130 * i + 65 : 130 * i + 130], check=check),
-            )
-            for i in range(branches)
-        )
         base = 130 * branches
+        check_uncompressed(data[:base], check=check)
+        commitments = tuple(data[i : i + 65] for i in range(0, base, 65))
         ks = [scalar_from_bytes(data[j : j + 32], check=check) for j in range(base, len(data), 32)]
         return cls(commitments, tuple(ks[:branches]), tuple(ks[branches:]))
 
     def commitment_bytes(self) -> list[bytes]:
         """The commitments as the challenge hashes them: compressed, ``a_lo, b_lo, …``."""
-        return [_compressed(p.to_uncompressed()) for pair in self.commitments for p in pair]
+        return [bytes((2 | (p[64] & 1),)) + p[1:33] for p in self.commitments]
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +200,7 @@ def prove_disjunctive(
     values = range(lo, hi + 1)
     cs: dict[int, int] = {}
     ss: dict[int, int] = {}
-    pairs: list[tuple[Point, Point]] = []
+    pairs: list[Point] = []
     u = rng()
     for v in values:
         if v == value:
@@ -217,15 +209,17 @@ def prove_disjunctive(
             cs[v], ss[v] = rng(), rng()
             a = ct.a.lincomb_base(-cs[v], ss[v])
             b = Point.sum((public_key * ss[v], _shifted(ct.b, v) * (ORDER - cs[v])))
-        pairs.append((a, b))
-    hashed = [p.to_compressed() for pair in pairs for p in pair]
+        pairs += (a, b)
+    hashed = [p.to_compressed() for p in pairs]
     c = _challenge(tag, context, label, ct, lo, hi, hashed)
     # A value outside the range leaves every branch simulated: the challenges cannot add up.
     if lo <= value <= hi:
         cs[value] = (c - sum(cs.values())) % ORDER
         ss[value] = (u + cs[value] * r) % ORDER
     return DisjunctiveProof(
-        tuple(pairs), tuple(cs.get(v, 0) for v in values), tuple(ss.get(v, 0) for v in values)
+        tuple(p.to_uncompressed() for p in pairs),
+        tuple(cs.get(v, 0) for v in values),
+        tuple(ss.get(v, 0) for v in values),
     )
 
 
@@ -261,11 +255,10 @@ def check_branches(
     Raises:
         ProofError: an equation does not hold.
     """
-    for i, ((a, b), c, s) in enumerate(
-        zip(proof.commitments, proof.challenges, proof.responses, strict=True)
-    ):
-        want_a, want_b = chaum_pedersen_commitments(ct.a, _shifted(ct.b, lo + i), public_key, c, s)
-        if (want_a, want_b) != (_compressed(a.to_uncompressed()), _compressed(b.to_uncompressed())):
+    hashed = proof.commitment_bytes()
+    for i, (c, s) in enumerate(zip(proof.challenges, proof.responses, strict=True)):
+        want = chaum_pedersen_commitments(ct.a, _shifted(ct.b, lo + i), public_key, c, s)
+        if want != (hashed[2 * i], hashed[2 * i + 1]):
             raise ProofError("proof does not verify", check=check)
 
 

@@ -272,3 +272,20 @@ def test_backend_selection() -> None:
 def test_valid_key_of_another_voter_unused() -> None:
     """voter_public_key of the fixtures is what the batch helpers sign with (sanity)."""
     assert voter_public_key(ALICE_SECRET) == ALICE
+
+
+def test_without_the_extension_commitments_are_checked_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the native parser unavailable (a machine without a compiler), every defect gets
+    the same verdict, error message included, from libsecp256k1's decoder."""
+    from referendum_core import group
+
+    spec = YES_NO
+    good = pool(spec)
+    ballots = [make(spec, good[i % len(good)]) for i, make in enumerate(DEFECTS.values())]
+    with_native = [individual(spec, b) for b in ballots]
+    monkeypatch.setattr(group, "_native", None)
+    without = verify_ballots(spec, ballots, backend="python")
+    for got, want in zip(without, with_native, strict=True):
+        assert same(got, want), (got, want)
