@@ -82,6 +82,8 @@ _serialize = lib.secp256k1_ec_pubkey_serialize
 _sig_parse = lib.secp256k1_ecdsa_recoverable_signature_parse_compact
 _recover = lib.secp256k1_ecdsa_recover
 _PUBKEY = "secp256k1_pubkey *"
+_U16 = struct.Struct(">H").pack
+_U32 = struct.Struct(">I").pack
 _SIG = "secp256k1_ecdsa_recoverable_signature *"
 
 
@@ -122,11 +124,13 @@ def transcript(tag: bytes, *parts: bytes) -> bytes:
     """Length-prefixed concatenation ``u16(len tag) ‖ tag ‖ (u32(len p) ‖ p)*``.
 
     Unambiguous: no two different part lists give the same bytes.
+
+    >>> transcript(b"t", b"ab").hex()
+    '000174000000026162'
     """
-    chunks = [struct.pack(">H", len(tag)), tag]
+    chunks = [_U16(len(tag)), tag]
     for part in parts:
-        chunks.append(struct.pack(">I", len(part)))
-        chunks.append(part)
+        chunks += (_U32(len(part)), part)
     return b"".join(chunks)
 
 
