@@ -17,6 +17,7 @@ from auditor.client import NotFoundError, PublicLogClient
 from auditor.follow import AuditFailure, parse_hex
 from referendum_core import merkle
 from referendum_core.ballot import BallotSpec, verify_canonical
+from referendum_core.batch import verify_canonical_ballots
 from referendum_core.errors import CoreError
 from referendum_core.roll import roll_leaf_hash
 
@@ -41,7 +42,9 @@ class RollBallotVerifier:
         roll_size: int,
         *,
         cache_size: int = 100_000,
+        backend: str = "auto",
     ) -> None:
+        self.backend = backend
         self.client = client
         self.spec = spec
         self.roll_root = roll_root
@@ -107,3 +110,37 @@ class RollBallotVerifier:
                 f"ballot {index} is listed for {credential.hex()} but names "
                 f"{verified.credential.hex()}",
             )
+
+    async def verify_many(
+        self, checks: list[tuple[int, bytes, bytes]]
+    ) -> list[tuple[int, bytes, CoreError]]:
+        """:meth:`verify` for a page of ``(index, credential, body)``, the proofs as one batch.
+
+        Returns the first failing ballot's core error (in log order), or nothing; raises the
+        AuditFailure of a roll or credential failure when no earlier ballot failed.
+        """
+        proven = 0
+        roll_failure: AuditFailure | None = None
+        for _, credential, _ in checks:
+            try:
+                await self.prove_on_roll(credential)
+            except AuditFailure as exc:
+                roll_failure = exc
+                break
+            proven += 1
+        todo = checks[:proven]
+        verdicts = verify_canonical_ballots(
+            self.spec, [body for _, _, body in todo], backend=self.backend
+        )
+        for (index, credential, _), verdict in zip(todo, verdicts, strict=True):
+            if isinstance(verdict, CoreError):
+                return [(index, credential, verdict)]
+            if verdict.credential != credential:
+                raise AuditFailure(
+                    "ballot.credential",
+                    f"ballot {index} is listed for {credential.hex()} but names "
+                    f"{verdict.credential.hex()}",
+                )
+        if roll_failure is not None:
+            raise roll_failure
+        return []

@@ -241,6 +241,85 @@ class _Follower:
         await self.check_consistency("latest checkpoint", cp.size, cp.root)
         return cp
 
+    def _page(
+        self,
+        where: str,
+        block: Block,
+        page: list[Any],
+        expected: int,
+        acc: merkle.CompactRange,
+        kept: list[dict[str, Any]],
+        checks: list[tuple[int, bytes, bytes]],
+    ) -> int:
+        """The structure checks of one page of a block's ballots, in log order; the ballots
+        to verify go to ``checks``. Returns the next expected index."""
+        for item in page:
+            if not isinstance(item, dict):
+                raise AuditFailure("response.format", f"{where}: a ballot is not an object")
+            index = _int(item.get("index"), "ballot index")
+            if index != expected:
+                if index > expected:
+                    raise AuditFailure(
+                        "ballot.missing",
+                        f"{where}: ballot {expected} is missing (next listed: {index})",
+                    )
+                raise AuditFailure(
+                    "ballot.order",
+                    f"{where}: ballot {index} listed again or out of order (expected {expected})",
+                )
+            if index >= block.end_index:
+                raise AuditFailure(
+                    "ballot.extra",
+                    f"{where}: ballot {index} is beyond "
+                    f"the block's range [{block.first_index}, "
+                    f"{block.end_index})",
+                )
+            body = parse_hex(item.get("body"), f"ballot {index} body", None)
+            ballot_hash = parse_hex(item.get("ballot_hash"), f"ballot {index} hash")
+            if hashlib.sha256(body).digest() != ballot_hash:
+                raise AuditFailure(
+                    "ballot.hash", f"{where}: ballot {index}'s hash is not SHA-256 of its body"
+                )
+            try:
+                credential = credential_of(body)
+            except CoreError as exc:
+                raise AuditFailure(
+                    f"ballot.{exc.check}", f"{where}: ballot {index} is malformed: {exc}"
+                ) from exc
+            if item.get("credential", credential.hex()) != credential.hex():
+                raise AuditFailure(
+                    "ballot.credential",
+                    f"{where}: ballot {index} is listed under another credential than the "
+                    "one its body names",
+                )
+            checks.append((index, credential, body))
+            acc.append(merkle.leaf_hash(body))
+            kept.append(item)
+            expected += 1
+        return expected
+
+    async def _check_ballots(self, where: str, checks: list[tuple[int, bytes, bytes]]) -> None:
+        """Verify a page's ballots, as one batch when the verifier offers ``verify_many``;
+        the first failure in log order raises AuditFailure."""
+        many = getattr(self.verifier, "verify_many", None)
+        failures: list[tuple[int, bytes, CoreError]] = []
+        if many is not None:
+            failures = await many(checks)
+        else:
+            for index, credential, body in checks:
+                try:
+                    await self.verifier.verify(index, credential, body)
+                except CoreError as exc:
+                    failures.append((index, credential, exc))
+                    break
+        if failures:
+            index, credential, error = failures[0]
+            raise AuditFailure(
+                f"ballot.{error.check}",
+                f"{where}: ballot {index} of credential {credential.hex()} fails its check: "
+                f"{error}",
+            ) from error
+
     async def verify_block(self, height: int, obj: dict[str, Any]) -> None:
         where = f"block {height}"
         try:
@@ -267,57 +346,13 @@ class _Follower:
         count = block.end_index - block.first_index
         max_pages = count // max(1, self.client.page_limit) + 2
         async for page in self.client.block_ballots(height, max_pages=max_pages):
-            for item in page:
-                if not isinstance(item, dict):
-                    raise AuditFailure("response.format", f"{where}: a ballot is not an object")
-                index = _int(item.get("index"), "ballot index")
-                if index != expected:
-                    if index > expected:
-                        raise AuditFailure(
-                            "ballot.missing",
-                            f"{where}: ballot {expected} is missing (next listed: {index})",
-                        )
-                    raise AuditFailure(
-                        "ballot.order",
-                        f"{where}: ballot {index} listed again or out of order "
-                        f"(expected {expected})",
-                    )
-                if index >= block.end_index:
-                    raise AuditFailure(
-                        "ballot.extra",
-                        f"{where}: ballot {index} is beyond "
-                        f"the block's range [{block.first_index}, "
-                        f"{block.end_index})",
-                    )
-                body = parse_hex(item.get("body"), f"ballot {index} body", None)
-                ballot_hash = parse_hex(item.get("ballot_hash"), f"ballot {index} hash")
-                if hashlib.sha256(body).digest() != ballot_hash:
-                    raise AuditFailure(
-                        "ballot.hash", f"{where}: ballot {index}'s hash is not SHA-256 of its body"
-                    )
-                try:
-                    credential = credential_of(body)
-                except CoreError as exc:
-                    raise AuditFailure(
-                        f"ballot.{exc.check}", f"{where}: ballot {index} is malformed: {exc}"
-                    ) from exc
-                if item.get("credential", credential.hex()) != credential.hex():
-                    raise AuditFailure(
-                        "ballot.credential",
-                        f"{where}: ballot {index} is listed under another credential than the "
-                        "one its body names",
-                    )
-                try:
-                    await self.verifier.verify(index, credential, body)
-                except CoreError as exc:
-                    raise AuditFailure(
-                        f"ballot.{exc.check}",
-                        f"{where}: ballot {index} of credential {credential.hex()} fails its "
-                        f"check: {exc}",
-                    ) from exc
-                acc.append(merkle.leaf_hash(body))
-                kept.append(item)
-                expected += 1
+            checks: list[tuple[int, bytes, bytes]] = []
+            try:
+                expected = self._page(where, block, page, expected, acc, kept, checks)
+            except AuditFailure:
+                await self._check_ballots(where, checks)  # an earlier bad ballot comes first
+                raise
+            await self._check_ballots(where, checks)
         if expected != block.end_index:
             raise AuditFailure(
                 "ballot.missing",

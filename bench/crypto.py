@@ -16,6 +16,7 @@ import click
 from nacl.bindings import crypto_sign_open
 
 from bench.common import median, write_results
+from bench.crypto_batch import batch_rows
 from referendum_core.ballot import (
     SIGNING_PREFIX,
     TAG_PROOF01,
@@ -214,6 +215,8 @@ def crypto(runs: int, ballots: int, aggregate_count: int, voters: int) -> None:
             _info("yes/no verify scaled to the reference", paired_rate / speed, "ballots/s"),
         ]
     )
+
+    rows.extend(batch_rows(runs, key))
 
     distinct = [encrypt(pk_point, i % 2, random_scalar()).to_bytes() for i in range(2000)]
     stream = [distinct[i % len(distinct)] for i in range(aggregate_count)]

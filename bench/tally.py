@@ -344,12 +344,48 @@ def _bare_rate(out: Path, limit: int = 2000) -> float:
     return len(ballots) / (time.process_time() - t)
 
 
-def _verify(out: Path, jobs: int) -> tuple[float, float, bool, list[str]]:
+def _backend_rows(out: Path, verify_info: dict[str, Any]) -> list[dict[str, Any]]:
+    """verify-election with one process on the python backend (every proof alone) and the
+    native one (a chunk's proofs as one batch), in turn, same record: ballots per CPU-second."""
+    from referendum_core.batch import NATIVE_AVAILABLE
+
+    if not NATIVE_AVAILABLE:
+        return []
+    n = verify_info["record"]["ballots"]
+    per_cpu: dict[str, float] = {}
+    for backend in ("python", "native"):
+        _, cpu, ok, failed = _verify(out, 1, backend)
+        if not ok:
+            raise click.ClickException(f"verify-election ({backend}) failed: {failed}")
+        per_cpu[backend] = n / cpu if cpu else 0.0
+        verify_info[f"1-{backend}"] = {"worker_cpu_s": cpu}
+    ratio = per_cpu["native"] / per_cpu["python"] if per_cpu["python"] else 0.0
+    return [
+        {
+            "metric": f"verify-election, 1 process, {backend} backend",
+            "value": per_cpu[backend],
+            "unit": "ballots/CPU-s",
+            "target": "",
+            "ok": "",
+        }
+        for backend in ("python", "native")
+    ] + [
+        {
+            "metric": "verify-election native / python backend, same record",
+            "value": ratio,
+            "unit": "ratio",
+            "target": ">= 3",
+            "ok": ratio >= 3,
+        }
+    ]
+
+
+def _verify(out: Path, jobs: int, backend: str = "auto") -> tuple[float, float, bool, list[str]]:
     from auditor.verify_election import verify_election
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
-    report = verify_election(out, jobs=jobs)
+    report = verify_election(out, jobs=jobs, backend=backend)
     wall = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
@@ -471,6 +507,7 @@ def tally(
                 }
             )
     if verify_ballots > 0:
+        rows.extend(_backend_rows(out, verify_info))
         bare = _bare_rate(out)
         verify_info["bare_verify_canonical_per_cpu_s"] = bare
         rows.append(

@@ -40,7 +40,7 @@ from referendum_core.ballot_codec import (
 from referendum_core.elgamal import Ciphertext
 from referendum_core.errors import BallotError, EncodingError, InvalidPoint, SignatureError
 from referendum_core.group import GENERATOR, Point, decode_key, transcript
-from referendum_core.proofs import DisjunctiveProof, verify_disjunctive, verify_zero_one
+from referendum_core.proofs import BRANCH_BYTES, DisjunctiveProof, ProofClaim, check_challenge
 
 __all__ = [
     "SIGNING_PREFIX",
@@ -49,9 +49,11 @@ __all__ = [
     "TAG_SUM",
     "BallotPlan",
     "BallotSpec",
+    "PreparedBallot",
     "VerifiedBallot",
     "ballot_context",
     "plan",
+    "prepare_record",
     "verify_ballot",
     "verify_canonical",
     "verify_record",
@@ -251,8 +253,27 @@ def verify_canonical(spec: BallotSpec, canonical: bytes) -> VerifiedBallot:
     return verify_record(spec, record, bytes(canonical[: len(canonical) - SIGNATURE_BYTES]))
 
 
-def verify_record(spec: BallotSpec, record: BallotRecord, body_bytes: bytes) -> VerifiedBallot:
-    """Every check of a ballot whose canonical body bytes are ``body_bytes``."""
+@dataclass(frozen=True)
+class PreparedBallot:
+    """A ballot that passed every check but the group equations of its proofs (``claims``,
+    in the order the individual path checks them)."""
+
+    verified: VerifiedBallot
+    claims: tuple[ProofClaim, ...]
+
+    def check_alone(self) -> None:
+        """The claims one by one. Raises ProofError naming the first that fails."""
+        for claim in self.claims:
+            claim.check_alone()
+
+
+def prepare_record(spec: BallotSpec, record: BallotRecord, body_bytes: bytes) -> PreparedBallot:
+    """Every check of a ballot but its proofs' group equations (steps 1–7 of
+    ``docs/crypto.md`` §5.6), which the caller checks alone or in a batch. The signature is
+    checked under the credential the ballot names; roll membership is the caller's.
+
+    Raises the same errors as :func:`verify_ballot`, but no ProofError from step 8.
+    """
     shape = plan(spec)
     if record.referendum_id != spec.referendum_id:
         raise BallotError("ballot is for another referendum", check="referendum")
@@ -268,7 +289,7 @@ def verify_record(spec: BallotSpec, record: BallotRecord, body_bytes: bytes) -> 
             raise BallotError("this referendum's ballots carry no sum proof", check="sum_proof")
     else:
         branches = shape.sum_range[1] - shape.sum_range[0] + 1
-        if record.sum_proof is None or len(record.sum_proof) != 64 * branches:
+        if record.sum_proof is None or len(record.sum_proof) != BRANCH_BYTES * branches:
             raise BallotError(f"sum proof must have {branches} branches", check="sum_proof")
     credential = bytes(record.credential)
     if len(credential) != 32:
@@ -288,11 +309,12 @@ def verify_record(spec: BallotSpec, record: BallotRecord, body_bytes: bytes) -> 
         )
         cts.append(ct)
     context = ballot_context(spec, credential, record.ciphertexts)
+    claims: list[ProofClaim] = []
     for i, ct in enumerate(cts):
-        proof = DisjunctiveProof.from_bytes(record.proofs[i], 2, check=f"option[{i}].proof")
-        verify_zero_one(
-            TAG_PROOF01, context, struct.pack(">I", i), pk, ct, proof, check=f"option[{i}].proof"
-        )
+        name = f"option[{i}].proof"
+        proof = DisjunctiveProof.from_bytes(record.proofs[i], 2, check=name)
+        check_challenge(TAG_PROOF01, context, struct.pack(">I", i), ct, 0, 1, proof, check=name)
+        claims.append(ProofClaim(pk, ct, 0, proof, name))
     total: Ciphertext | None = None
     if shape.sum_range is not None or shape.implied:
         total = Ciphertext(Point.sum(c.a for c in cts), Point.sum(c.b for c in cts))
@@ -302,13 +324,25 @@ def verify_record(spec: BallotSpec, record: BallotRecord, body_bytes: bytes) -> 
     if shape.sum_range is not None and total is not None and record.sum_proof is not None:
         lo, hi = shape.sum_range
         proof = DisjunctiveProof.from_bytes(record.sum_proof, hi - lo + 1, check="sum_proof")
-        verify_disjunctive(TAG_SUM, context, b"", pk, total, lo, hi, proof, check="sum_proof")
+        check_challenge(TAG_SUM, context, b"", total, lo, hi, proof, check="sum_proof")
+        claims.append(ProofClaim(pk, total, lo, proof, "sum_proof"))
     if shape.implied and total is not None:
         cts.append(Ciphertext(-total.a, Point.sum((GENERATOR, -total.b))))
-    return VerifiedBallot(
+    verified = VerifiedBallot(
         referendum_id=record.referendum_id,
         credential=credential,
         canonical=canonical,
         hash=hashlib.sha256(canonical).digest(),
         ciphertexts=tuple(cts),
     )
+    return PreparedBallot(verified, tuple(claims))
+
+
+def verify_record(spec: BallotSpec, record: BallotRecord, body_bytes: bytes) -> VerifiedBallot:
+    """Every check of a ballot whose canonical body bytes are ``body_bytes``, one at a time.
+
+    Raises the same errors as :func:`verify_ballot`.
+    """
+    prepared = prepare_record(spec, record, body_bytes)
+    prepared.check_alone()
+    return prepared.verified

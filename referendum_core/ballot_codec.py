@@ -4,8 +4,8 @@ Canonical bytes (``docs/crypto.md`` §5), what the public log's leaf hash covers
 
     body      = "RBAL" ‖ u8 version=2
               ‖ u8 len(referendum) ‖ referendum (UTF-8) ‖ credential (32)
-              ‖ u8 count ‖ count × ciphertext (130) ‖ count × 0/1 proof (128)
-              ‖ u8 L ‖ sum proof (64·L bytes; L = 0: none)
+              ‖ u8 count ‖ count × ciphertext (130) ‖ count × 0/1 proof (388)
+              ‖ u8 L ‖ sum proof (194·L bytes; L = 0: none)
     canonical = body ‖ signature (64)
     signature = Ed25519(credential, "referendum/v1/ballot-signature" ‖ 0x00 ‖ body)
     ballot_hash = SHA-256(canonical)
@@ -17,7 +17,7 @@ the public log and everything built on it identify ballots by credential only (`
 The JSON body the server accepts holds the same fields as lowercase hex strings::
 
     {"referendum": str, "credential": hex32, "ciphertexts": [hex130, …],
-     "proofs": [hex128, …], "sum_proof": hex or null, "signature": hex64}
+     "proofs": [hex388, …], "sum_proof": hex or null, "signature": hex64}
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from typing import Any, TypeAlias
 
 from referendum_core.elgamal import CIPHERTEXT_BYTES
 from referendum_core.errors import BallotError, EncodingError
+from referendum_core.proofs import BRANCH_BYTES
 
 __all__ = [
     "CREDENTIAL_BYTES",
@@ -53,7 +54,7 @@ __all__ = [
 MAGIC = b"RBAL\x02"
 MAX_ID_BYTES = 255
 MAX_OPTIONS = 64
-PROOF01_BYTES = 128
+PROOF01_BYTES = 2 * BRANCH_BYTES
 SIGNATURE_BYTES = 64
 CREDENTIAL_BYTES = 32
 _FIELDS = frozenset({"referendum", "credential", "ciphertexts", "proofs", "sum_proof", "signature"})
@@ -102,7 +103,7 @@ def encode_body(record: BallotRecord) -> bytes:
             struct.pack(">B", len(record.ciphertexts)),
             *record.ciphertexts,
             *record.proofs,
-            struct.pack(">B", len(sum_proof) // 64),
+            struct.pack(">B", len(sum_proof) // BRANCH_BYTES),
             sum_proof,
         )
     )
@@ -149,8 +150,8 @@ def decode_canonical(canonical: bytes) -> BallotRecord:
         pos += count * PROOF01_BYTES
         branches = data[pos]
         pos += 1
-        sum_proof = data[pos : pos + 64 * branches] if branches else None
-        pos += 64 * branches
+        sum_proof = data[pos : pos + BRANCH_BYTES * branches] if branches else None
+        pos += BRANCH_BYTES * branches
         signature = data[pos : pos + SIGNATURE_BYTES]
         pos += SIGNATURE_BYTES
     except IndexError as exc:
@@ -177,7 +178,7 @@ def credential_of(canonical: Buffer, offset: int = 0) -> bytes:
     Checks nothing but the field itself: for bytes :func:`decode_canonical` accepts it
     returns that record's ``credential``.
 
-    >>> record = BallotRecord("r1", bytes(range(32)), (bytes(130),), (bytes(128),), None,
+    >>> record = BallotRecord("r1", bytes(range(32)), (bytes(130),), (bytes(388),), None,
     ...     bytes(64))
     >>> credential_of(encode_body(record) + record.signature) == bytes(range(32))
     True
@@ -201,7 +202,7 @@ def ciphertext_bytes(canonical: Buffer) -> bytes:
     Checks nothing but the field itself: for bytes :func:`decode_canonical` accepts it is
     ``b"".join(record.ciphertexts)``.
 
-    >>> record = BallotRecord("r1", bytes(32), (bytes(130),), (bytes(128),), None, bytes(64))
+    >>> record = BallotRecord("r1", bytes(32), (bytes(130),), (bytes(388),), None, bytes(64))
     >>> ciphertext_bytes(encode_body(record) + record.signature) == bytes(130)
     True
 
@@ -273,9 +274,9 @@ def ballot_from_json(body: Mapping[str, Any]) -> BallotRecord:
     raw_sum = body["sum_proof"]
     sum_proof = None if raw_sum is None else hex_field(raw_sum, "sum_proof", None)
     if sum_proof is not None and not (
-        sum_proof and len(sum_proof) % 64 == 0 and len(sum_proof) <= 64 * 255
+        sum_proof and len(sum_proof) % BRANCH_BYTES == 0 and len(sum_proof) <= BRANCH_BYTES * 255
     ):
-        raise EncodingError("sum_proof must be 64·L bytes, 1 <= L <= 255", check="sum_proof")
+        raise EncodingError("sum_proof must be 194·L bytes, 1 <= L <= 255", check="sum_proof")
     if len(proofs) != len(cts):
         raise BallotError("one proof per ciphertext", check="proofs.count")
     signature = hex_field(body["signature"], "signature", SIGNATURE_BYTES)

@@ -39,6 +39,11 @@ from coincurve.context import GLOBAL_CONTEXT
 
 from referendum_core.errors import InvalidPoint, InvalidScalar
 
+try:
+    from referendum_core import _secp256k1 as _native
+except ImportError:  # built without a compiler: libsecp256k1 decodes every point
+    _native = None  # type: ignore[assignment]
+
 __all__ = [
     "FIELD_PRIME",
     "GENERATOR",
@@ -46,6 +51,7 @@ __all__ = [
     "ORDER",
     "Point",
     "chaum_pedersen_commitments",
+    "check_uncompressed",
     "decode_key",
     "hash_to_scalar",
     "random_scalar",
@@ -76,6 +82,8 @@ _serialize = lib.secp256k1_ec_pubkey_serialize
 _sig_parse = lib.secp256k1_ecdsa_recoverable_signature_parse_compact
 _recover = lib.secp256k1_ecdsa_recover
 _PUBKEY = "secp256k1_pubkey *"
+_U16 = struct.Struct(">H").pack
+_U32 = struct.Struct(">I").pack
 _SIG = "secp256k1_ecdsa_recoverable_signature *"
 
 
@@ -116,11 +124,13 @@ def transcript(tag: bytes, *parts: bytes) -> bytes:
     """Length-prefixed concatenation ``u16(len tag) ‖ tag ‖ (u32(len p) ‖ p)*``.
 
     Unambiguous: no two different part lists give the same bytes.
+
+    >>> transcript(b"t", b"ab").hex()
+    '000174000000026162'
     """
-    chunks = [struct.pack(">H", len(tag)), tag]
+    chunks = [_U16(len(tag)), tag]
     for part in parts:
-        chunks.append(struct.pack(">I", len(part)))
-        chunks.append(part)
+        chunks += (_U32(len(part)), part)
     return b"".join(chunks)
 
 
@@ -414,6 +424,28 @@ def zero_one_commitments(
 IDENTITY = Point(None, _ZERO65)
 GENERATOR = Point.base_mul(1)
 _MINUS_G = -GENERATOR
+
+
+def check_uncompressed(data: bytes, *, check: str) -> None:
+    """Check that ``data`` is a run of 65-byte non-identity uncompressed points.
+
+    One call of the native parser when it is built (its acceptance equals
+    :meth:`Point.decode_uncompressed`'s, tests/core/test_msm.py), else one decode each; either
+    way a bad point raises what :meth:`Point.decode_uncompressed` raises for it.
+
+    Raises:
+        InvalidPoint: a length that is not a multiple of 65, or a bad point.
+    """
+    if len(data) % 65:
+        raise InvalidPoint("points must be 65 bytes each", check=check)
+    if _native is not None:
+        bad = _native.first_invalid_point(data)
+        if bad < 0:
+            return
+        Point.decode_uncompressed(data[65 * bad : 65 * bad + 65], check=check)
+        raise InvalidPoint("not a point on secp256k1", check=check)  # pragma: no cover
+    for i in range(0, len(data), 65):
+        Point.decode_uncompressed(data[i : i + 65], check=check)
 
 
 @lru_cache(maxsize=64)

@@ -1,15 +1,21 @@
 """Chaum–Pedersen proofs, non-interactive by strong Fiat–Shamir.
 
-Two kinds, both in the compact ``(challenges, responses)`` form the verifier recomputes the
-commitments from (``docs/crypto.md`` §4):
+Two kinds (``docs/crypto.md`` §4):
 
 * **Disjunctive** proof that ciphertext ``(A, B)`` under key ``PK`` encrypts some ``v`` in a
-  contiguous range ``[lo, hi]``: for each ``v`` the verifier computes
-  ``a_v = s_v·G − c_v·A`` and ``b_v = s_v·PK − c_v·(B − v·G)`` and checks
-  ``Σ c_v ≡ H(tag, context, label, A, B, a_lo, b_lo, …, a_hi, b_hi) (mod n)``. With
-  ``[0, 1]`` this is the per-option 0/1 proof; with ``[min, max]`` the ballot's sum proof.
-* **DLEQ** proof (decryption shares) that ``log_G X = log_A D``: ``t1 = s·G − c·X``,
-  ``t2 = s·A − c·D``, ``c ≡ H(tag, context, X, A, D, t1, t2)``.
+  contiguous range ``[lo, hi]``, in the *batchable* form that carries its commitments: for
+  each ``v`` the commitments ``(a_v, b_v)``, a challenge ``c_v`` and a response ``s_v``, with
+
+      Σ c_v ≡ H(tag, context, label, A, B, a_lo, b_lo, …, a_hi, b_hi)   (mod n)
+      s_v·G  = a_v + c_v·A
+      s_v·PK = b_v + c_v·(B − v·G)
+
+  (commitments hashed compressed). The hash is checked per proof; the group equations either
+  one by one (:func:`check_branches`) or, for many proofs at once, as one random linear
+  combination (:mod:`referendum_core.batch`). With ``[0, 1]`` this is the per-option 0/1
+  proof; with ``[min, max]`` the ballot's sum proof.
+* **DLEQ** proof (decryption shares) that ``log_G X = log_A D``, in the compact ``(c, s)``
+  form: ``t1 = s·G − c·X``, ``t2 = s·A − c·D``, ``c ≡ H(tag, context, X, A, D, t1, t2)``.
 
 The caller's ``context`` carries what Fiat–Shamir must bind beyond the statement (referendum
 id, election key, voter credential, all ciphertexts): see ``referendum_core.ballot``.
@@ -28,6 +34,7 @@ from referendum_core.group import (
     ORDER,
     Point,
     chaum_pedersen_commitments,
+    check_uncompressed,
     hash_to_scalar,
     random_scalar,
     scalar_from_bytes,
@@ -36,9 +43,13 @@ from referendum_core.group import (
 )
 
 __all__ = [
+    "BRANCH_BYTES",
     "DisjunctiveProof",
     "DleqProof",
+    "ProofClaim",
     "ScalarSource",
+    "check_branches",
+    "check_challenge",
     "prove_disjunctive",
     "prove_dleq",
     "verify_disjunctive",
@@ -49,17 +60,31 @@ __all__ = [
 #: A source of uniformly random non-zero scalars (tests pass a seeded one).
 ScalarSource = Callable[[], int]
 
+#: Bytes per branch of a disjunctive proof: two uncompressed commitments and two scalars.
+BRANCH_BYTES = 2 * 65 + 2 * 32
+
 
 @dataclass(frozen=True, slots=True)
 class DisjunctiveProof:
-    """Challenges ``c_lo..c_hi`` and responses ``s_lo..s_hi``, scalars below the order."""
+    """Per branch ``v = lo..hi``: commitments ``(a_v, b_v)``, challenge ``c_v``, response ``s_v``.
 
+    ``commitments`` holds the uncompressed encodings ``a_lo, b_lo, …, a_hi, b_hi`` (checked
+    curve points, never the identity: the verifier only hashes them and feeds them to the
+    group equations, so it keeps them as bytes); scalars are below the order.
+    """
+
+    commitments: tuple[bytes, ...]
     challenges: tuple[int, ...]
     responses: tuple[int, ...]
 
     def to_bytes(self) -> bytes:
-        """``c_lo ‖ … ‖ c_hi ‖ s_lo ‖ … ‖ s_hi``, 32 bytes each."""
-        return b"".join(scalar_to_bytes(k) for k in (*self.challenges, *self.responses))
+        """``a_lo ‖ b_lo ‖ … ‖ a_hi ‖ b_hi ‖ c_lo ‖ … ‖ c_hi ‖ s_lo ‖ … ‖ s_hi``.
+
+        Points 65 bytes uncompressed, scalars 32 bytes: :data:`BRANCH_BYTES` per branch.
+        """
+        points = b"".join(self.commitments)
+        scalars = b"".join(scalar_to_bytes(k) for k in (*self.challenges, *self.responses))
+        return points + scalars
 
     @classmethod
     def from_bytes(cls, data: bytes, branches: int, *, check: str = "proof") -> DisjunctiveProof:
@@ -67,12 +92,44 @@ class DisjunctiveProof:
 
         Raises:
             EncodingError: wrong length.
+            InvalidPoint: a commitment that is not a canonical curve point (or the identity).
             InvalidScalar: a scalar not below the group order.
         """
-        if len(data) != 64 * branches:
-            raise EncodingError(f"proof must be {64 * branches} bytes", check=check)
-        ks = [scalar_from_bytes(data[i : i + 32], check=check) for i in range(0, len(data), 32)]
-        return cls(tuple(ks[:branches]), tuple(ks[branches:]))
+        if len(data) != BRANCH_BYTES * branches:
+            raise EncodingError(f"proof must be {BRANCH_BYTES * branches} bytes", check=check)
+        base = 130 * branches
+        check_uncompressed(data[:base], check=check)
+        commitments = tuple(data[i : i + 65] for i in range(0, base, 65))
+        ks = [scalar_from_bytes(data[j : j + 32], check=check) for j in range(base, len(data), 32)]
+        return cls(commitments, tuple(ks[:branches]), tuple(ks[branches:]))
+
+    def commitment_bytes(self) -> list[bytes]:
+        """The commitments as the challenge hashes them: compressed, ``a_lo, b_lo, …``."""
+        return [bytes((2 | (p[64] & 1),)) + p[1:33] for p in self.commitments]
+
+
+@dataclass(frozen=True, slots=True)
+class ProofClaim:
+    """A disjunctive proof whose Fiat–Shamir challenge checked out: its group equations
+    (branch ``i`` for the value ``lo + i``) are what is left to check, alone
+    (:meth:`check_alone`) or batched with others (:mod:`referendum_core.batch`)."""
+
+    public_key: Point
+    ct: Ciphertext
+    lo: int
+    proof: DisjunctiveProof
+    check: str
+
+    def check_alone(self) -> None:
+        """The individual path. Raises ProofError naming :attr:`check` if an equation fails."""
+        proof = self.proof
+        if self.lo == 0 and len(proof.challenges) == 2:
+            (c0, c1), (s0, s1) = proof.challenges, proof.responses
+            got = zero_one_commitments(self.ct.a, self.ct.b, self.public_key, c0, c1, s0, s1)
+            if got != proof.commitment_bytes():
+                raise ProofError("proof does not verify", check=self.check)
+            return
+        check_branches(self.public_key, self.ct, self.lo, proof, check=self.check)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +167,19 @@ def _label_range(label: bytes, lo: int, hi: int) -> bytes:
     return label + struct.pack(">II", lo, hi)
 
 
+def _challenge(
+    tag: bytes, context: bytes, label: bytes, ct: Ciphertext, lo: int, hi: int, points: list[bytes]
+) -> int:
+    return hash_to_scalar(
+        tag,
+        context,
+        _label_range(label, lo, hi),
+        ct.a.to_uncompressed(),
+        ct.b.to_uncompressed(),
+        *points,
+    )
+
+
 def prove_disjunctive(
     tag: bytes,
     context: bytes,
@@ -130,7 +200,7 @@ def prove_disjunctive(
     values = range(lo, hi + 1)
     cs: dict[int, int] = {}
     ss: dict[int, int] = {}
-    commitments: list[bytes] = []
+    pairs: list[Point] = []
     u = rng()
     for v in values:
         if v == value:
@@ -139,22 +209,57 @@ def prove_disjunctive(
             cs[v], ss[v] = rng(), rng()
             a = ct.a.lincomb_base(-cs[v], ss[v])
             b = Point.sum((public_key * ss[v], _shifted(ct.b, v) * (ORDER - cs[v])))
-        commitments += (a.to_compressed(), b.to_compressed())
-    c = hash_to_scalar(
-        tag,
-        context,
-        _label_range(label, lo, hi),
-        ct.a.to_uncompressed(),
-        ct.b.to_uncompressed(),
-        *commitments,
-    )
+        pairs += (a, b)
+    hashed = [p.to_compressed() for p in pairs]
+    c = _challenge(tag, context, label, ct, lo, hi, hashed)
     # A value outside the range leaves every branch simulated: the challenges cannot add up.
     if lo <= value <= hi:
         cs[value] = (c - sum(cs.values())) % ORDER
         ss[value] = (u + cs[value] * r) % ORDER
     return DisjunctiveProof(
-        tuple(cs.get(v, 0) for v in values), tuple(ss.get(v, 0) for v in values)
+        tuple(p.to_uncompressed() for p in pairs),
+        tuple(cs.get(v, 0) for v in values),
+        tuple(ss.get(v, 0) for v in values),
     )
+
+
+def check_challenge(
+    tag: bytes,
+    context: bytes,
+    label: bytes,
+    ct: Ciphertext,
+    lo: int,
+    hi: int,
+    proof: DisjunctiveProof,
+    *,
+    check: str = "proof",
+) -> None:
+    """The Fiat–Shamir half of a disjunctive proof: ``Σ c_v ≡ H(…, commitments)``.
+
+    Requires ``len(proof.challenges) == hi - lo + 1``.
+
+    Raises:
+        ProofError: the challenges do not add up to the hash.
+    """
+    c = _challenge(tag, context, label, ct, lo, hi, proof.commitment_bytes())
+    if sum(proof.challenges) % ORDER != c:
+        raise ProofError("proof does not verify", check=check)
+
+
+def check_branches(
+    public_key: Point, ct: Ciphertext, lo: int, proof: DisjunctiveProof, *, check: str = "proof"
+) -> None:
+    """The group half, one branch at a time: ``s_v·G = a_v + c_v·A`` and
+    ``s_v·PK = b_v + c_v·(B − v·G)`` for every branch (the individual path).
+
+    Raises:
+        ProofError: an equation does not hold.
+    """
+    hashed = proof.commitment_bytes()
+    for i, (c, s) in enumerate(zip(proof.challenges, proof.responses, strict=True)):
+        want = chaum_pedersen_commitments(ct.a, _shifted(ct.b, lo + i), public_key, c, s)
+        if want != (hashed[2 * i], hashed[2 * i + 1]):
+            raise ProofError("proof does not verify", check=check)
 
 
 def verify_disjunctive(
@@ -169,29 +274,16 @@ def verify_disjunctive(
     *,
     check: str = "proof",
 ) -> None:
-    """Check a disjunctive proof that ``ct`` encrypts a value in ``[lo, hi]``.
+    """Check a disjunctive proof that ``ct`` encrypts a value in ``[lo, hi]``, individually.
 
-    Requires ``ct.a`` not the identity (callers reject it first) and
-    ``len(proof.challenges) == len(proof.responses) == hi - lo + 1``.
+    Requires ``ct.a`` not the identity (callers reject it first) and ``hi - lo + 1``
+    branches in ``proof``.
 
     Raises:
-        ProofError: the challenges do not add up to the Fiat–Shamir hash.
+        ProofError: the challenges do not add up to the hash, or a group equation fails.
     """
-    commitments: list[bytes] = []
-    for i, v in enumerate(range(lo, hi + 1)):
-        commitments += chaum_pedersen_commitments(
-            ct.a, _shifted(ct.b, v), public_key, proof.challenges[i], proof.responses[i]
-        )
-    c = hash_to_scalar(
-        tag,
-        context,
-        _label_range(label, lo, hi),
-        ct.a.to_uncompressed(),
-        ct.b.to_uncompressed(),
-        *commitments,
-    )
-    if sum(proof.challenges) % ORDER != c:
-        raise ProofError("proof does not verify", check=check)
+    check_challenge(tag, context, label, ct, lo, hi, proof, check=check)
+    check_branches(public_key, ct, lo, proof, check=check)
 
 
 def verify_zero_one(
@@ -204,23 +296,13 @@ def verify_zero_one(
     *,
     check: str = "proof",
 ) -> None:
-    """:func:`verify_disjunctive` for ``[0, 1]``, on the fused fast path.
+    """:func:`verify_disjunctive` for ``[0, 1]``, its group half on the fused fast path.
 
     Raises:
         ProofError: the proof does not verify.
     """
-    (c0, c1), (s0, s1) = proof.challenges, proof.responses
-    commitments = zero_one_commitments(ct.a, ct.b, public_key, c0, c1, s0, s1)
-    c = hash_to_scalar(
-        tag,
-        context,
-        _label_range(label, 0, 1),
-        ct.a.to_uncompressed(),
-        ct.b.to_uncompressed(),
-        *commitments,
-    )
-    if (c0 + c1) % ORDER != c:
-        raise ProofError("proof does not verify", check=check)
+    check_challenge(tag, context, label, ct, 0, 1, proof, check=check)
+    ProofClaim(public_key, ct, 0, proof, check).check_alone()
 
 
 def prove_dleq(

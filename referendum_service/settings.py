@@ -53,8 +53,9 @@ class Settings:
     workers: int = 1
     """Server processes started by ``referendum serve`` on one port (SO_REUSEPORT)."""
     log_level: str = "info"
-    max_body_bytes: int = 64 * 1024
-    """Largest JSON request body accepted (ballots, referendum definitions)."""
+    max_body_bytes: int = 128 * 1024
+    """Largest JSON request body accepted (ballots, referendum definitions; a 64-option
+    ballot with a 64-branch sum proof is about 92 KiB)."""
     body_timeout_ms: int = 10_000
     """Longest a JSON request body may take to arrive, however steadily; then 408."""
     body_min_bytes_per_s: int = 1024
@@ -97,6 +98,10 @@ class Settings:
     """Earlier voter-id keys (comma-separated hex) for rolls imported under them."""
     verify_workers: int = 0
     """Processes checking proofs; 0 checks inline on the event loop's thread."""
+    verify_backend: str = "auto"
+    """Proof checks: ``native`` (batched, the C extension), ``python`` (one by one), ``auto``."""
+    verify_batch_max: int = 256
+    """Most ballots whose proofs the ingest path checks as one batch (1: one at a time)."""
     spec_cache_ms: int = 500
     """Longest a server process trusts a cached referendum state before re-reading it."""
     spec_cache_entries: int = 1024

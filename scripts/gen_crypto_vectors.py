@@ -35,6 +35,7 @@ from referendum_core.elgamal import aggregate, encrypt
 from referendum_core.errors import CoreError
 from referendum_core.group import (
     FIELD_PRIME,
+    GENERATOR,
     ORDER,
     Point,
     hash_to_scalar,
@@ -222,7 +223,9 @@ def mutations() -> list[dict[str, Any]]:
     out: list[tuple[str, BallotRecord, SigningKey, str, str]] = [
         (
             "proof scalar c0 replaced by the group order",
-            dataclasses.replace(record, proofs=(ORDER.to_bytes(32, "big") + proof[32:],)),
+            dataclasses.replace(
+                record, proofs=(proof[:260] + ORDER.to_bytes(32, "big") + proof[292:],)
+            ),
             key,
             "InvalidScalar",
             "option[0].proof",
@@ -244,8 +247,24 @@ def mutations() -> list[dict[str, Any]]:
             "option[0].b",
         ),
         (
-            "last bit of response s1 flipped",
-            dataclasses.replace(record, proofs=(proof[:127] + bytes([proof[127] ^ 1]),)),
+            "last bit of response s1 flipped (the challenge still adds up: a group equation fails)",
+            dataclasses.replace(record, proofs=(proof[:387] + bytes([proof[387] ^ 1]),)),
+            key,
+            "ProofError",
+            "option[0].proof",
+        ),
+        (
+            "commitment a0 moved off the curve (last byte of y flipped)",
+            dataclasses.replace(record, proofs=(proof[:64] + bytes([proof[64] ^ 1]) + proof[65:],)),
+            key,
+            "InvalidPoint",
+            "option[0].proof",
+        ),
+        (
+            "commitment b1 replaced by the generator (the challenge no longer adds up)",
+            dataclasses.replace(
+                record, proofs=(proof[:195] + GENERATOR.to_uncompressed() + proof[260:],)
+            ),
             key,
             "ProofError",
             "option[0].proof",

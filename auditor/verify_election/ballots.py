@@ -20,8 +20,9 @@ from tqdm import tqdm
 from auditor.verify_election.record import read_roll
 from auditor.verify_election.report import ElectionReport
 from referendum_core import merkle
-from referendum_core.ballot import BallotSpec, plan, verify_canonical
+from referendum_core.ballot import BallotSpec, plan
 from referendum_core.ballot_codec import ciphertext_bytes, credential_of
+from referendum_core.batch import verify_canonical_ballots
 from referendum_core.errors import CoreError, EncodingError
 from referendum_core.tally import sum_explicit
 
@@ -84,15 +85,22 @@ class ChunkResult:
 
 
 def _init_worker(
-    ballots_path: str, spec: BallotSpec, roll: frozenset[bytes] | None, roll_path: str
+    ballots_path: str,
+    spec: BallotSpec,
+    roll: frozenset[bytes] | None,
+    roll_path: str,
+    backend: str = "auto",
 ) -> None:
+    _WORKER["backend"] = backend
     _WORKER["ballots"] = ballots_path
     _WORKER["spec"] = spec
     _WORKER["roll"] = roll if roll is not None else frozenset(read_roll(Path(roll_path)))
 
 
 def _verify_chunk(first: int, offsets: Sequence[int], skip: frozenset[int]) -> ChunkResult:
-    """Verify ballots ``first ..`` at ``offsets`` (one more offset than ballots).
+    """Verify ballots ``first ..`` at ``offsets`` (one more offset than ballots), their
+    proofs as one batch (``referendum_core.batch``; each failure as the individual check names
+    it).
 
     Ballots in ``skip`` (superseded ones) are verified but not summed.
     """
@@ -109,6 +117,8 @@ def _verify_chunk(first: int, offsets: Sequence[int], skip: frozenset[int]) -> C
     summed: list[bytes] = []
     counted: list[bytes] = []
     sha = hashlib.sha256
+    batch: list[bytes] = []
+    where: list[int] = []
     for i in range(len(offsets) - 1):
         index = first + i
         canonical = blob[offsets[i] - base + 4 : offsets[i + 1] - base]
@@ -124,15 +134,18 @@ def _verify_chunk(first: int, offsets: Sequence[int], skip: frozenset[int]) -> C
                 (index, "ballot.credential", f"ballot {index}: its credential is not on the roll")
             )
             continue
-        try:
-            verified = verify_canonical(spec, canonical)
-        except CoreError as exc:
-            failures.append((index, f"ballot.{exc.check}", f"ballot {index}: {exc}"))
+        batch.append(canonical)
+        where.append(index)
+    verdicts = verify_canonical_ballots(spec, batch, backend=_WORKER.get("backend", "auto"))
+    for index, canonical, verdict in zip(where, batch, verdicts, strict=True):
+        if isinstance(verdict, CoreError):
+            failures.append((index, f"ballot.{verdict.check}", f"ballot {index}: {verdict}"))
             continue
         if index in skip:
             continue
-        counted.append(verified.credential)
+        counted.append(verdict.credential)
         summed.append(ciphertext_bytes(canonical))
+    failures.sort(key=lambda failure: failure[0])
     sums = b"".join(ct.to_bytes() for ct in sum_explicit(summed, explicit))
     return ChunkResult(
         first, len(offsets) - 1, b"".join(leafs), b"".join(hashes), failures, sums, counted
@@ -158,6 +171,7 @@ def run_ballots(
     superseded: set[int],
     jobs: int,
     progress: bool,
+    backend: str = "auto",
 ) -> list[ChunkResult]:
     total = len(offsets) - 1
     results: list[ChunkResult] = []
@@ -179,6 +193,7 @@ def run_ballots(
                 spec,
                 roll if forked else None,
                 str(root / "roll.csv"),
+                backend,
             ),
         ) as pool,
         tqdm(

@@ -19,6 +19,7 @@ from auditor.verify_election.record import check_manifest, check_roll, load_defi
 from auditor.verify_election.report import MAX_DETAILS, ElectionReport, Stop
 from auditor.verify_election.tally import check_revotes, check_tally
 from auditor.verify_election.witnesses import check_witnessed
+from referendum_core.batch import BACKENDS, resolve_backend
 from referendum_core.errors import CoreError
 from referendum_core.tally import supersessions
 from referendum_core.witness import WitnessPolicy
@@ -35,6 +36,7 @@ def verify_election(
     progress: bool = False,
     witness_policy: WitnessPolicy | None = None,
     cosigned_checkpoint: Path | None = None,
+    backend: str = "auto",
 ) -> ElectionReport:
     """Verify the election record in folder ``record``; never raises for a bad record.
 
@@ -42,7 +44,12 @@ def verify_election(
     verifier key, the manifest's published hash); without them the record's own are used.
     With ``witness_policy`` the final checkpoint must be witnessed: ``cosigned_checkpoint`` is
     a file holding it with the witnesses' cosignature lines (:mod:`.witnesses`).
+    ``backend`` picks the proof checks (``referendum_core.batch.resolve_backend``).
+
+    Raises:
+        ValueError: an unusable ``backend`` (before anything is read).
     """
+    resolve_backend(backend)
     started = time.perf_counter()
     jobs = max(1, jobs or os.cpu_count() or 1)
     report = ElectionReport(jobs=jobs)
@@ -75,7 +82,9 @@ def verify_election(
     report.ballots = len(voters)
     pairs = supersessions(enumerate(voters))
     superseded = {old for old, _ in pairs} if ref["revote_policy"] == "last_counts" else set()
-    results = run_ballots(report, root, spec, roll, offsets, superseded, jobs, progress)
+    results = run_ballots(
+        report, root, spec, roll, offsets, superseded, jobs, progress, backend=backend
+    )
     leaves = b"".join(r.leaf_hashes for r in results)
     hashes = b"".join(r.ballot_hashes for r in results)
     if len(set(hashes[i : i + 32] for i in range(0, len(hashes), 32))) != len(voters):
@@ -113,6 +122,13 @@ def verify_election(
     default=None,
     help="The final checkpoint note with its cosignature lines (for --witness-policy)",
 )
+@click.option(
+    "--verify-backend",
+    type=click.Choice(BACKENDS),
+    default="auto",
+    show_default=True,
+    help="Proof checks: native (batched, the C extension), python (one by one)",
+)
 def verify_election_command(
     record: Path,
     jobs: int | None,
@@ -121,6 +137,7 @@ def verify_election_command(
     progress: bool,
     policy_file: Path | None,
     cosigned_checkpoint: Path | None,
+    verify_backend: str,
 ) -> None:
     """Recompute everything in an election RECORD: tree, checkpoints, ballots, tally, result."""
     policy = None
@@ -129,15 +146,19 @@ def verify_election_command(
             policy = WitnessPolicy.from_json(json.loads(policy_file.read_bytes()))
         except (ValueError, CoreError) as exc:
             raise click.BadParameter(str(exc), param_hint="--witness-policy") from exc
-    report = verify_election(
-        record,
-        jobs=jobs,
-        log_key=log_key,
-        manifest_sha256=manifest_sha256,
-        progress=progress,
-        witness_policy=policy,
-        cosigned_checkpoint=cosigned_checkpoint,
-    )
+    try:
+        report = verify_election(
+            record,
+            jobs=jobs,
+            log_key=log_key,
+            manifest_sha256=manifest_sha256,
+            progress=progress,
+            witness_policy=policy,
+            cosigned_checkpoint=cosigned_checkpoint,
+            backend=verify_backend,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
     rate = report.ballots / report.seconds if report.seconds else 0.0
     click.echo(
         f"{report.ballots} ballots ({report.ballots_counted} counted) verified in "

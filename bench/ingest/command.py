@@ -20,7 +20,7 @@ from bench.ingest.attack_rows import (
     _measure_attacks,
 )
 from bench.ingest.runs import Stats, _row, _saturation, _series, bare_verifier_rate, measure
-from bench.ingest.servers import _commit_stats, server
+from bench.ingest.servers import SATURATION_ENV, _commit_stats, server
 from bench.ingest.setup import (
     BALLOTS_PATH,
     WARM_BALLOTS,
@@ -126,7 +126,7 @@ def ingest(
     # saturation: inline, pool, two processes; paced: one process (80% of inline)
     total = WARM_BALLOTS
     if throughput:
-        total += per_run * runs * 4 + 4 * 300
+        total += per_run * runs * 5 + 5 * 300
     if attack:
         total += len(ATTACK_CASES) * 2 * attack_plan.honest_count + 1  # + the slow body
     click.echo(f"generating {total:,} ballots in {gen_processes} processes …", err=True)
@@ -199,6 +199,7 @@ def _throughput_meta(plan: _Plan, measured: _Measured, client: str) -> dict[str,
         "saturation_runs": measured.details,
         "failures": {
             "inline": measured.inline.failures,
+            "python_inline": measured.python_inline.failures,
             "pooled": measured.pooled.failures,
             "two": measured.two.failures,
             "paced": measured.paced.failures,
@@ -225,6 +226,7 @@ class _Measured:
     """Every server configuration's figures, and what the JSON meta says about them."""
 
     inline: Stats
+    python_inline: Stats
     paced: Stats
     pooled: Stats
     two: Stats
@@ -282,6 +284,11 @@ def _measure_servers(
             )
         )
         commit_stats = _commit_stats(plan.port)
+    # the same server checking every proof alone: today's path, the batching's baseline
+    python_env = {**SATURATION_ENV, "REFERENDUM_VERIFY_BACKEND": "python"}
+    with server(dsn, plan.port, 1, 0, data_dir, settings_env=python_env) as root:
+        warm_up(root)
+        python_inline = saturation("1 process, inline, python backend", root)
     with server(dsn, plan.port, 1, plan.pool_workers, data_dir) as root:
         warm_up(root)
         pooled = saturation(f"1 process, {plan.pool_workers} verify workers", root)
@@ -290,7 +297,16 @@ def _measure_servers(
         two = saturation("2 processes, inline", root)
     stored = asyncio.run(_stored(dsn))
     return _Measured(
-        inline, paced, pooled, two, paced_rate, paced_count, commit_stats, stored, details
+        inline,
+        python_inline,
+        paced,
+        pooled,
+        two,
+        paced_rate,
+        paced_count,
+        commit_stats,
+        stored,
+        details,
     )
 
 
@@ -312,6 +328,19 @@ def _rows(
             ok=inline.rate >= 3000,
         ),
         _row("1 process inline, per server core", per_core, "ballots/s/core", run=inline),
+        _row(
+            "1 process inline, python backend, per server core",
+            m.python_inline.per_core,
+            "ballots/s/core",
+            run=m.python_inline,
+        ),
+        _row(
+            "per server core: native (batched) / python backend, same run",
+            per_core / m.python_inline.per_core if m.python_inline.per_core else 0.0,
+            "ratio",
+            target=">= 2",
+            ok=bool(m.python_inline.per_core) and per_core / m.python_inline.per_core >= 2,
+        ),
         _row(
             f"1 process + {pool_workers} verify workers, saturation",
             pooled.rate,

@@ -73,7 +73,11 @@ class BallotBox:
             acquire_timeout_s=settings.db_acquire_timeout_ms / 1000.0,
             penalty_delay_s=settings.penalty_delay_ms / 1000.0,
         )
-        self.verifier = BallotVerifier(settings.verify_workers)
+        self.verifier = BallotVerifier(
+            settings.verify_workers,
+            backend=settings.verify_backend,
+            batch_max=settings.verify_batch_max,
+        )
         self.queue = BallotQueue(
             pool,
             batch_max=settings.commit_batch_max,

@@ -19,6 +19,7 @@ from referendum_core.ballot import BallotSpec, verify_ballot
 from referendum_core.client import new_voter_key
 from referendum_core.errors import ProofError
 from referendum_core.group import Point
+from referendum_core.proofs import BRANCH_BYTES
 from tests.helpers import running_app
 from tests.ingest import count_ballots, create_referendum, ingest_settings, wait_until
 
@@ -56,7 +57,10 @@ def test_costly_ballots_pass_the_signature_and_fail_only_the_sum_proof() -> None
     assert owners[:4] == [mallory, trudy, mallory, trudy]  # interleaved
     for body in bodies:
         parsed = orjson.loads(body)
-        assert len(parsed["ciphertexts"]) == 4 and len(bytes.fromhex(parsed["sum_proof"])) == 4 * 64
+        assert (
+            len(parsed["ciphertexts"]) == 4
+            and len(bytes.fromhex(parsed["sum_proof"])) == 4 * BRANCH_BYTES
+        )
         with pytest.raises(ProofError) as failed:
             verify_ballot(spec, parsed)
         assert failed.value.check == "sum_proof"

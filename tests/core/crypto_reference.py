@@ -123,17 +123,32 @@ def h(tag: bytes, *parts: bytes) -> int:
 def verify_range(
     tag: bytes, context: bytes, label: bytes, pk: Pt, a: Pt, b: Pt, lo: int, hi: int, proof: bytes
 ) -> bool:
-    """The disjunctive Chaum–Pedersen check of docs/crypto.md §4.1."""
+    """The disjunctive Chaum–Pedersen check of docs/crypto.md §4.1 (commitments carried).
+
+    Layout: 2·count uncompressed commitments (a_v, b_v), then count challenges, then count
+    responses. Raises ValueError on a bad encoding; False if the proof does not verify.
+    """
     count = hi - lo + 1
-    ks = [scalar(proof[i : i + 32]) for i in range(0, 64 * count, 32)]
+    if len(proof) != 194 * count:
+        raise ValueError("proof length")
+    points = [dec65(proof[65 * i : 65 * (i + 1)]) for i in range(2 * count)]
+    if any(q is None for q in points):
+        raise ValueError("identity commitment")
+    base = 130 * count
+    ks = [scalar(proof[base + 32 * i : base + 32 * (i + 1)]) for i in range(2 * count)]
     cs, ss = ks[:count], ks[count:]
-    parts = []
+    parts = [enc33(q) for q in points]
+    c = h(tag, context, label + struct.pack(">II", lo, hi), enc65(a), enc65(b), *parts)
+    if sum(cs) % N != c:
+        return False
     for i, v in enumerate(range(lo, hi + 1)):
         bv = add(b, neg(mul(v, G)))
-        parts.append(enc33(add(mul(ss[i], G), neg(mul(cs[i], a)))))
-        parts.append(enc33(add(mul(ss[i], pk), neg(mul(cs[i], bv)))))
-    c = h(tag, context, label + struct.pack(">II", lo, hi), enc65(a), enc65(b), *parts)
-    return sum(cs) % N == c
+        # s·G = a_v + c·A  and  s·PK = b_v + c·(B − v·G)
+        if mul(ss[i], G) != add(points[2 * i], mul(cs[i], a)):
+            return False
+        if mul(ss[i], pk) != add(points[2 * i + 1], mul(cs[i], bv)):
+            return False
+    return True
 
 
 SIGNING_PREFIX = b"referendum/v1/ballot-signature\x00"
@@ -182,12 +197,12 @@ def verify_ballot(
         raise ValueError("count")
     cts_raw = [canonical[pos + 130 * i : pos + 130 * (i + 1)] for i in range(count)]
     pos += 130 * count
-    proofs = [canonical[pos + 128 * i : pos + 128 * (i + 1)] for i in range(count)]
-    pos += 128 * count
+    proofs = [canonical[pos + 388 * i : pos + 388 * (i + 1)] for i in range(count)]
+    pos += 388 * count
     branches = canonical[pos]
     pos += 1
-    sum_proof = canonical[pos : pos + 64 * branches]
-    pos += 64 * branches
+    sum_proof = canonical[pos : pos + 194 * branches]
+    pos += 194 * branches
     if len(canonical) != pos + 64:
         raise ValueError("length")
     if not ed25519_verify(credential, SIGNING_PREFIX + canonical[:pos], canonical[pos:]):

@@ -49,7 +49,7 @@ from referendum_core.errors import (
     SignatureError,
 )
 from referendum_core.group import ORDER, Point, seeded_scalars
-from referendum_core.proofs import prove_disjunctive
+from referendum_core.proofs import BRANCH_BYTES, prove_disjunctive
 from referendum_core.tally import encrypted_tally
 
 ELECTION_SK = 0x1234567890ABCDEF1234567890ABCDEF
@@ -165,7 +165,7 @@ def test_exactly_one_of_many_has_sum_proof_over_zero_one() -> None:
     for i in range(4):
         choice = [int(j == i) for j in range(4)]
         body = make_ballot(spec, ALICE_SECRET, choice)
-        assert len(body["ciphertexts"]) == 3 and len(body["sum_proof"]) == 2 * 128
+        assert len(body["ciphertexts"]) == 3 and len(body["sum_proof"]) == 2 * 2 * BRANCH_BYTES
         assert [decrypt(ct) for ct in verify_ballot(spec, body).ciphertexts] == choice
     explicit = dataclasses.replace(spec, imply_last=False)
     body = make_ballot(explicit, ALICE_SECRET, [0, 0, 1, 0])
@@ -261,7 +261,7 @@ def test_proof_copied_into_another_referendum_rejected() -> None:
         verify_ballot(other, record_to_json(record))
 
 
-@pytest.mark.parametrize("offset", [0, 32, 64, 96])
+@pytest.mark.parametrize("offset", [260, 292, 324, 356])
 @pytest.mark.parametrize("value", [ORDER, ORDER + 5, 2**256 - 1])
 def test_proof_scalar_at_or_above_order_rejected(offset: int, value: int) -> None:
     """Any proof scalar at or above the group order (re-signed) raises InvalidScalar."""
@@ -402,8 +402,8 @@ def test_structure_mismatches_rejected() -> None:
             approval, ciphertexts=approval.ciphertexts[:3], proofs=approval.proofs[:3]
         ),
         dataclasses.replace(approval, sum_proof=None),
-        dataclasses.replace(approval, sum_proof=(approval.sum_proof or b"") + bytes(64)),
-        dataclasses.replace(yes_no, sum_proof=bytes(64)),
+        dataclasses.replace(approval, sum_proof=(approval.sum_proof or b"") + bytes(BRANCH_BYTES)),
+        dataclasses.replace(yes_no, sum_proof=bytes(BRANCH_BYTES)),
     ]
     specs = [APPROVAL, APPROVAL, APPROVAL, YES_NO]
     for spec, record in zip(specs, cases, strict=True):
@@ -595,11 +595,11 @@ def test_tally_of_canonical_ballots_counts_every_option(spec: BallotSpec) -> Non
 
 
 @SETTINGS
-@given(st.binary(min_size=128, max_size=128))
+@given(st.binary(min_size=2 * BRANCH_BYTES, max_size=2 * BRANCH_BYTES))
 def test_option_encrypting_two_with_arbitrary_proof_bytes_rejected(proof: bytes) -> None:
-    """An encryption of 2 with any 128 proof bytes (re-signed) never verifies."""
+    """An encryption of 2 with any 388 proof bytes (re-signed) never verifies."""
     record = decode_canonical(_forged_ballot(YES_NO, [2], 1))
-    with pytest.raises((ProofError, InvalidScalar)):
+    with pytest.raises((ProofError, InvalidScalar, InvalidPoint)):
         verify_canonical(YES_NO, resign(dataclasses.replace(record, proofs=(proof,))))
 
 

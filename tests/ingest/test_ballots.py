@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from referendum_core.client import make_ballot, new_voter_key
+from referendum_core.proofs import BRANCH_BYTES
 from referendum_core.receipt import verify_receipt
 from tests.helpers import running_app
 from tests.ingest import (
@@ -200,7 +201,7 @@ BAD_BALLOTS: dict[str, tuple[Callable[[Electorate], Any], int, str | None]] = {
         "proofs[0]",
     ),
     "unexpected sum proof": (
-        lambda e: resign({**e.ballot("v0"), "sum_proof": "00" * 64}, e.secrets["v0"]),
+        lambda e: resign({**e.ballot("v0"), "sum_proof": "00" * BRANCH_BYTES}, e.secrets["v0"]),
         400,
         "sum_proof",
     ),
@@ -281,7 +282,7 @@ async def test_bad_ballot_is_refused_and_nothing_stored(
         ("not UTF-8", b'{"voter": "\xff"}', {"Content-Type": "application/json"}, 400),
         (
             "oversized",
-            b'{"x": "' + b"a" * 70_000 + b'"}',
+            b'{"x": "' + b"a" * 140_000 + b'"}',
             {"Content-Type": "application/json"},
             413,
         ),
