@@ -77,7 +77,7 @@ class ChaosOutcome:
 def _pool_size(config: ChaosConfig) -> int:
     if config.ballots is not None:
         return config.ballots
-    per_fault_s = 6.0 + sum(config.settle_s) / 2
+    per_fault_s = 3.0 + sum(config.settle_s) / 2
     burst = config.tuning.burst_ballots * config.faults / max(1, len(config.kinds))
     return int(600 + config.faults * per_fault_s * config.rate_per_s * 1.5 + burst)
 
@@ -232,10 +232,10 @@ async def run_chaos(config: ChaosConfig) -> ChaosOutcome:
     """Run the whole chaos run; everything it started is stopped before it returns."""
     from trustee.ceremony import Ceremony
 
-    echo = config.echo
+    echo = config.echo or (lambda _line: None)
     folder = config.work_dir or Path(tempfile.mkdtemp(prefix="referendum-chaos-"))
     folder.mkdir(parents=True, exist_ok=True)
-    timer = PhaseTimer(echo=echo)
+    timer = PhaseTimer(echo=config.echo)
     rid = f"chaos-{config.seed}-{int(time.time())}"
     with timer.phase("trustee key ceremony"):
         trustees = Ceremony.run(rid)

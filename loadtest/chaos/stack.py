@@ -38,7 +38,9 @@ class Stack:
     """Command that runs the servers (default ``referendum serve``; a test swaps in a build)."""
 
     def __post_init__(self) -> None:
-        self.cluster = PrivateCluster(self.folder / "pg")
+        # in a folder of its own under the system's temporary folder: the cluster's system
+        # user must reach it, and a test's folder has parents private to root
+        self.cluster = PrivateCluster()
         self.children = ChildProcesses(self.folder / "logs")
         self.proxy: NetworkProxy | None = None
         self.database = "referendum_chaos"
