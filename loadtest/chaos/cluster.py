@@ -55,7 +55,13 @@ def _free_port() -> int:
 class PrivateCluster:
     """A throwaway cluster in ``folder`` (made when ``None``), on its own port."""
 
-    def __init__(self, folder: Path | None = None, *, max_connections: int = 100) -> None:
+    def __init__(
+        self,
+        folder: Path | None = None,
+        *,
+        max_connections: int = 100,
+        wal_disk_mb: int | None = None,
+    ) -> None:
         binaries = postgres_binaries()
         if binaries is None:
             raise ClusterError("no PostgreSQL binaries (pg_ctl, initdb) found")
@@ -66,6 +72,9 @@ class PrivateCluster:
         self.data = self.folder / "data"
         self.port = _free_port()
         self.max_connections = max_connections
+        self.wal_disk_mb = wal_disk_mb
+        self.wal_disk: Path | None = None
+        """A size-limited file system of its own holding ``pg_wal`` (see :meth:`init`)."""
         self.user: str | None = None
         if os.geteuid() == 0:
             for name in ("postgres", "pgserver"):
@@ -94,8 +103,46 @@ class PrivateCluster:
             raise ClusterError(f"{args[0]} failed: {done.stderr.decode(errors='replace')}")
 
     def init(self) -> None:
-        """``initdb`` (trust authentication, UTF-8)."""
-        self._check("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        """``initdb`` (trust authentication, UTF-8).
+
+        With ``wal_disk_mb``, and only as root where a tmpfs can be mounted, ``pg_wal`` lives
+        on a tmpfs of that size mounted in this cluster's own folder (1 MB WAL segments), so
+        the run can fill the WAL's disk without touching any other file system. When the
+        mount is refused, ``wal_disk`` stays ``None`` and the cluster is a plain one.
+        """
+        args = ["initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8"]
+        if self.wal_disk_mb and os.geteuid() == 0:
+            disk = self.folder / "wal-disk"
+            disk.mkdir(exist_ok=True)
+            mounted = subprocess.run(
+                [
+                    "mount",
+                    "-t",
+                    "tmpfs",
+                    "-o",
+                    f"size={self.wal_disk_mb}m,mode=0755",
+                    "tmpfs",
+                    str(disk),
+                ],
+                capture_output=True,
+                timeout=30,
+                check=False,
+            )
+            if mounted.returncode == 0:
+                self.wal_disk = disk
+                (disk / "wal").mkdir()
+                if self.user is not None:
+                    entry = pwd.getpwnam(self.user)
+                    os.chown(disk / "wal", entry.pw_uid, entry.pw_gid)
+                args += ["--waldir", str(disk / "wal"), "--wal-segsize", "1"]
+        self._check(*args)
+
+    @property
+    def wal_options(self) -> str:
+        """Settings that keep the WAL well inside its disk in normal running."""
+        if self.wal_disk is None or not self.wal_disk_mb:
+            return ""
+        return f" -c min_wal_size=4MB -c max_wal_size={max(8, self.wal_disk_mb // 3)}MB"
 
     def start(self, timeout_s: float = START_TIMEOUT_S) -> float:
         """Start the postmaster and wait until it accepts connections; the seconds it took.
@@ -106,7 +153,7 @@ class PrivateCluster:
         options = (
             f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 "
             f"-c shared_buffers=32MB -c max_connections={self.max_connections} "
-            "-c fsync=on -c synchronous_commit=on"
+            "-c fsync=on -c synchronous_commit=on" + self.wal_options
         )
         started = time.monotonic()
         deadline = started + timeout_s
@@ -134,6 +181,42 @@ class PrivateCluster:
         """``pg_ctl stop -m mode`` (``immediate`` is a crash: recovery at the next start)."""
         self._check("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
 
+    def ready(self) -> bool:
+        """``pg_isready``: the server accepts connections now."""
+        done = self._run("pg_isready", "-h", "127.0.0.1", "-p", str(self.port), "-t", "2")
+        return done.returncode == 0
+
+    def ensure_running(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Wait until the server accepts connections; start it if its postmaster is gone."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.ready():
+                return
+            if self.postmaster_pid() is None:
+                self.start(max(5.0, deadline - time.monotonic()))
+                return
+            time.sleep(0.1)
+        raise ClusterError(f"PostgreSQL not accepting connections within {timeout_s:.0f} s")
+
+    def fill_wal_disk(self) -> int:
+        """Fill the WAL's disk with a filler file until it is full; the bytes written."""
+        if self.wal_disk is None:
+            raise ClusterError("this cluster has no WAL disk of its own")
+        written = 0
+        block = b"\0" * (1 << 20)
+        with (self.wal_disk / "filler").open("ab", buffering=0) as handle:
+            try:
+                while written < (self.wal_disk_mb or 0) * (1 << 20) * 2:
+                    written += handle.write(block)
+            except OSError:  # ENOSPC: the disk is full, as wanted
+                pass
+        return written
+
+    def free_wal_disk(self) -> None:
+        """Remove the filler file."""
+        if self.wal_disk is not None:
+            (self.wal_disk / "filler").unlink(missing_ok=True)
+
     def postmaster_pid(self) -> int | None:
         """The running postmaster's pid (first line of ``postmaster.pid``), else ``None``."""
         with contextlib.suppress(OSError, ValueError, IndexError):
@@ -160,6 +243,13 @@ class PrivateCluster:
         if pid is not None:
             with contextlib.suppress(ClusterError, subprocess.SubprocessError):
                 self.stop("immediate")
+        if self.wal_disk is not None:
+            done = subprocess.run(["umount", str(self.wal_disk)], capture_output=True, check=False)
+            if done.returncode != 0:  # still busy: detach it now, freed when the last user goes
+                subprocess.run(
+                    ["umount", "-l", str(self.wal_disk)], capture_output=True, check=False
+                )
+            self.wal_disk = None
         shutil.rmtree(self.folder, ignore_errors=True)
 
 

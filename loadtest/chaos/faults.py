@@ -14,6 +14,8 @@ pg_immediate       ``pg_ctl stop -m immediate`` (a crash: recovery at start), th
 pg_kill            SIGKILL the postmaster alone (its backends are orphaned), then start
 net_drop           the proxy resets every database connection and refuses new ones a while
 net_stall          the proxy holds every byte a while, then lets them flow
+wal_full           the WAL's own small disk (a tmpfs in the cluster's folder) is filled and
+                   WAL segments forced until PostgreSQL fails on it; freed, restarted if gone
 burst              ``burst_factor`` times the steady concurrency, unpaced, for a moment
 =================  ==========================================================================
 """
@@ -21,12 +23,15 @@ burst              ``burst_factor`` times the steady concurrency, unpaced, for a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+import asyncpg
 
 from loadtest.chaos.client import VoterLoad
 from loadtest.chaos.stack import Stack
@@ -41,9 +46,10 @@ FAULT_KINDS = (
     "pg_kill",
     "net_drop",
     "net_stall",
+    "wal_full",
     "burst",
 )
-DATABASE_FAULTS = frozenset({"pg_immediate", "pg_kill", "net_drop", "net_stall"})
+DATABASE_FAULTS = frozenset({"pg_immediate", "pg_kill", "net_drop", "net_stall", "wal_full"})
 """Faults after which the database is "back" only once the fault is cleared."""
 
 
@@ -56,6 +62,8 @@ class FaultTuning:
     pg_down_s: float = 0.5
     burst_factor: int = 20
     burst_ballots: int = 200
+    wal_full_s: float = 10.0
+    """Longest the WAL's disk stays full while segments are forced (PostgreSQL fails sooner)."""
 
 
 def schedule(count: int, seed: int, kinds: tuple[str, ...] = FAULT_KINDS) -> list[str]:
@@ -151,6 +159,35 @@ async def _net_stall(stack: Stack, load: VoterLoad, t: FaultTuning, rng: random.
     return time.time()
 
 
+_FORCE_SEGMENT = (
+    "SELECT pg_logical_emit_message(false, 'chaos', repeat('x', 2000)), pg_switch_wal()"
+)
+
+
+async def _wal_full(stack: Stack, load: VoterLoad, t: FaultTuning, rng: random.Random) -> float:
+    cluster = stack.cluster
+    await asyncio.to_thread(cluster.fill_wal_disk)
+    try:
+        # each switch needs a WAL segment; once the recycled ones are used, a new file cannot be
+        # made on the full disk and PostgreSQL fails (a PANIC, then its own crash restart)
+        deadline = time.monotonic() + t.wal_full_s
+        while time.monotonic() < deadline:
+            try:
+                conn = await asyncpg.connect(stack.direct_dsn, timeout=2)
+                try:
+                    for _ in range(4):
+                        await conn.execute(_FORCE_SEGMENT, timeout=2)
+                finally:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(conn.close(), timeout=2)
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                break  # the database failed on its full disk
+    finally:
+        await asyncio.to_thread(cluster.free_wal_disk)
+    await asyncio.to_thread(cluster.ensure_running)
+    return time.time()
+
+
 async def _burst(stack: Stack, load: VoterLoad, t: FaultTuning, rng: random.Random) -> float:
     await load.burst(t.burst_ballots, load.concurrency * t.burst_factor, deadline_s=30.0)
     return time.time()
@@ -164,6 +201,7 @@ INJECTORS: dict[str, Injector] = {
     "pg_kill": _pg_kill,
     "net_drop": _net_drop,
     "net_stall": _net_stall,
+    "wal_full": _wal_full,
     "burst": _burst,
 }
 

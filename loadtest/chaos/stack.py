@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,11 +37,13 @@ class Stack:
     server_env: dict[str, str] = field(default_factory=dict)
     server_argv: list[str] | None = None
     """Command that runs the servers (default ``referendum serve``; a test swaps in a build)."""
+    wal_disk_mb: int | None = 48
+    """Size of the WAL's own disk (a tmpfs; only as root and where mounting works)."""
 
     def __post_init__(self) -> None:
         # in a folder of its own under the system's temporary folder: the cluster's system
         # user must reach it, and a test's folder has parents private to root
-        self.cluster = PrivateCluster()
+        self.cluster = PrivateCluster(wal_disk_mb=self.wal_disk_mb)
         self.children = ChildProcesses(self.folder / "logs")
         self.proxy: NetworkProxy | None = None
         self.database = "referendum_chaos"
@@ -146,4 +149,7 @@ class Stack:
         await asyncio.to_thread(self.children.stop_all)
         if self.proxy is not None:
             await self.proxy.close()
+        with contextlib.suppress(OSError):  # the database's log stays with the run's logs
+            (self.folder / "logs").mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(self.cluster.folder / "pg.log", self.folder / "logs" / "postgresql.log")
         await asyncio.to_thread(self.cluster.remove)

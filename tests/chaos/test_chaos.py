@@ -21,14 +21,15 @@ BROKEN = Path(__file__).with_name("broken_serve.py")
 
 
 async def test_short_seeded_run_keeps_every_acknowledged_ballot(tmp_path: Path) -> None:
-    """24 faults of every kind under load: nothing lost, duplicated or phantom, all recovered."""
+    """27 faults, every kind 3 times, under load: nothing lost, duplicated or phantom, all recovered."""
     outcome = await run_chaos(
-        ChaosConfig(faults=24, seed=17, work_dir=tmp_path / "run", rate_per_s=30.0, echo=None)
+        ChaosConfig(faults=27, seed=17, work_dir=tmp_path / "run", rate_per_s=30.0, echo=None)
     )
     verdict = outcome.verdict
     assert verdict.ok, verdict.problems
-    assert len(outcome.faults) == 24
-    assert {f.kind for f in outcome.faults} == set(FAULT_KINDS)
+    assert len(outcome.faults) == 27
+    skipped = {"wal_full"} if "wal_full" in outcome.facts else set()  # no tmpfs (not root)
+    assert {f.kind for f in outcome.faults} == set(FAULT_KINDS) - skipped
     assert verdict.acknowledged > 500
     assert not verdict.lost and not verdict.duplicated and not verdict.phantom
     assert all(f.after_clear_s is not None and f.after_clear_s <= 10.0 for f in outcome.faults)
