@@ -40,7 +40,7 @@ def postgres_binaries() -> Path | None:
         if (candidate / "pg_ctl").exists():
             return candidate
     try:
-        import pgserver._commands as commands  # type: ignore[import-untyped]
+        import pgserver._commands as commands
     except ImportError:
         return None
     return Path(commands.POSTGRES_BIN_PATH)

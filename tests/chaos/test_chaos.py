@@ -21,7 +21,7 @@ BROKEN = Path(__file__).with_name("broken_serve.py")
 
 
 async def test_short_seeded_run_keeps_every_acknowledged_ballot(tmp_path: Path) -> None:
-    """27 faults, every kind 3 times, under load: nothing lost, duplicated or phantom, all recovered."""
+    """27 faults (every kind 3 times) under load: none lost, duplicated or phantom; all recover."""
     outcome = await run_chaos(
         ChaosConfig(faults=27, seed=17, work_dir=tmp_path / "run", rate_per_s=30.0, echo=None)
     )
