@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import orjson
 
-from loadtest.chaos.faults import FAULT_KINDS
+from loadtest.chaos.faults import FAULT_KINDS, INJECTORS
 from loadtest.chaos.run import ChaosConfig, ChaosOutcome, run_chaos
 from loadtest.chaos.verdict import render_table
 
@@ -93,7 +93,7 @@ def chaos(
     duplicated or phantom ballot, a failed audit, or a recovery slower than --bound.
     """
     chosen = tuple(k.strip() for k in kinds.split(",") if k.strip())
-    unknown = sorted(set(chosen) - set(FAULT_KINDS))
+    unknown = sorted(set(chosen) - set(INJECTORS))
     if unknown or not chosen:
         raise click.BadParameter(
             f"unknown kinds {unknown}; known: {FAULT_KINDS}", param_hint="--kinds"

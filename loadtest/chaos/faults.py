@@ -16,6 +16,8 @@ net_drop           the proxy resets every database connection and refuses new on
 net_stall          the proxy holds every byte a while, then lets them flow
 wal_full           the WAL's own small disk (a tmpfs in the cluster's folder) is filled and
                    WAL segments forced until PostgreSQL fails on it; freed, restarted if gone
+net_blackhole      (not in the default schedule) the links open at the cut stay open and
+                   silent for ever; new ones work after it: the services do not recover
 burst              ``burst_factor`` times the steady concurrency, unpaced, for a moment
 =================  ==========================================================================
 """
@@ -188,6 +190,18 @@ async def _wal_full(stack: Stack, load: VoterLoad, t: FaultTuning, rng: random.R
     return time.time()
 
 
+async def _net_blackhole(
+    stack: Stack, load: VoterLoad, t: FaultTuning, rng: random.Random
+) -> float:
+    assert stack.proxy is not None
+    stack.proxy.blackhole()
+    try:
+        await asyncio.sleep(t.net_cut_s)  # the cut's length; the old links stay dead
+    finally:
+        stack.proxy.heal()
+    return time.time()
+
+
 async def _burst(stack: Stack, load: VoterLoad, t: FaultTuning, rng: random.Random) -> float:
     await load.burst(t.burst_ballots, load.concurrency * t.burst_factor, deadline_s=30.0)
     return time.time()
@@ -201,6 +215,7 @@ INJECTORS: dict[str, Injector] = {
     "pg_kill": _pg_kill,
     "net_drop": _net_drop,
     "net_stall": _net_stall,
+    "net_blackhole": _net_blackhole,
     "wal_full": _wal_full,
     "burst": _burst,
 }

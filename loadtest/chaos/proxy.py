@@ -7,7 +7,11 @@ port), so the chaos run can cut that link without touching either side:
   once) until :meth:`NetworkProxy.heal`: a switch or a firewall rule that resets;
 * ``stall``: no byte moves in either direction and new connections hang unanswered until
   :meth:`NetworkProxy.heal`, when the bytes held back flow again: a partition that heals
-  (TCP retransmits what was in flight, nothing is lost or reset).
+  (TCP retransmits what was in flight, nothing is lost or reset);
+* ``blackhole``: like ``stall``, but the links open at the cut never carry a byte again and
+  are never closed (new ones work after :meth:`NetworkProxy.heal`): a partition after which
+  the old connections are dead without either end being told (a rebooted host, a flushed NAT
+  table), until TCP keepalives or the application's own deadlines notice.
 
 Only 127.0.0.1 is listened on and connected to.
 """
@@ -34,6 +38,8 @@ class NetworkProxy:
         self._flowing.set()
         self._server: asyncio.Server | None = None
         self._links: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+        self._dead: set[asyncio.StreamWriter] = set()
+        """Writers of links cut by :meth:`blackhole`: they never carry a byte again."""
         self._tasks: set[asyncio.Task[None]] = set()
         self.connections = 0
 
@@ -70,6 +76,14 @@ class NetworkProxy:
         self.mode = "stall"
         self._flowing.clear()
 
+    def blackhole(self) -> None:
+        """Hold every byte; the links open now stay dead (open, silent) after :meth:`heal`."""
+        self.mode = "stall"
+        self._flowing.clear()
+        for client, upstream in self._links:
+            self._dead.add(client)
+            self._dead.add(upstream)
+
     def heal(self) -> None:
         """Forward again."""
         self.mode = "pass"
@@ -104,6 +118,8 @@ class NetworkProxy:
             await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
         finally:
             self._links.discard(link)
+            self._dead.discard(writer)
+            self._dead.discard(up_writer)
             _abort(writer)
             _abort(up_writer)
 
@@ -116,6 +132,8 @@ class NetworkProxy:
                 await self._flowing.wait()
                 if self.mode == "drop":
                     break
+                if writer in self._dead:
+                    await asyncio.Event().wait()  # a dead link: silent until closed
                 writer.write(data)
                 await writer.drain()
         except (OSError, asyncio.IncompleteReadError):
