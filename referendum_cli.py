@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "demo": "loadtest.demo:demo",
     "batcher": "batcher.commands:batcher",
     "bench": "bench.commands:bench",
+    "chaos": "loadtest.chaos.commands:chaos",
     "trustee": "trustee.cli:trustee",
     "audit": "auditor.cli:main",
     "loadtest": "loadtest.commands:loadtest",

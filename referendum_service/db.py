@@ -9,7 +9,8 @@ The tree::
     ├── BadValue              SQLSTATE class 22: the database refused a value (a NUL in text)
     ├── SerializationRetry    serialization failure or deadlock: run the transaction again
     └── Unavailable           too many connections, connection lost or refused, database
-                              starting up or shutting down, a timeout, an OS-level error
+                              starting up or shutting down, a timeout, an OS-level error,
+                              a pooled connection still busy with its own (re)connection
 
 The server renders them in its problem middleware (``Duplicate`` -> 409, ``BadValue`` -> 400,
 ``Unavailable`` -> 503 with ``Retry-After``); the batcher retries or waits.
@@ -147,6 +148,11 @@ _UNAVAILABLE = (
     asyncpg.exceptions.CrashShutdownError,
     asyncpg.exceptions.ConnectionFailureError,
     asyncpg.exceptions.InterfaceError,
+    # "cannot switch to state N; another operation is in progress": a pooled connection handed
+    # out while an operation of its own (re)connection was still running. Seen under the
+    # chaos suite's network cuts and database restarts (asyncpg 0.32); the statement was never
+    # sent, so it is a retry-later, not a server bug (it was answered 500)
+    asyncpg.exceptions.InternalClientError,
 )
 
 
@@ -192,7 +198,13 @@ async def ping(pool: asyncpg.Pool, timeout: float) -> None:
         async with asyncio.timeout(timeout):
             async with pool.acquire() as conn:
                 await conn.fetchval("SELECT 1")
-    except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+    except (
+        TimeoutError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        asyncpg.exceptions.InternalClientError,
+        OSError,
+    ) as exc:
         raise Unavailable("database not answering") from exc
 
 
