@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -53,6 +54,8 @@ class Stack:
         self.batchers: dict[str, subprocess.Popen[bytes]] = {}
         self._batcher_count = 0
         self.referendum_id = ""
+        # the servers' voter-id key (roll imports need one): made per run, kept in memory
+        self.voter_id_key = secrets.token_hex(32)
 
     @property
     def direct_dsn(self) -> str:
@@ -75,6 +78,7 @@ class Stack:
             "REFERENDUM_WORKERS": str(self.servers),
             "REFERENDUM_DATA_DIR": str(self.folder / "data"),
             "REFERENDUM_LOG_LEVEL": "info",
+            "REFERENDUM_VOTER_ID_KEY": self.voter_id_key,
             **self.server_env,
             **extra,
         }
