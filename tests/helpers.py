@@ -13,7 +13,10 @@ from referendum_service.settings import Settings
 from server.app import make_app
 from server.auth import create_api_key
 
-__all__ = ["create_operator_key", "operator_headers", "running_app"]
+__all__ = ["VOTER_ID_KEY", "create_operator_key", "operator_headers", "running_app"]
+
+VOTER_ID_KEY = "5a" * 32
+"""The voter-id key of the tests' servers (``Settings.voter_id_key``) and rolls."""
 
 
 @contextlib.asynccontextmanager

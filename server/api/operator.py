@@ -27,12 +27,19 @@ import structlog
 from aiohttp import web
 
 from referendum_core.credential import parse_credential
+from referendum_core.ids import is_voter_id
 from referendum_service.db import acquire
 from server import referendums, roll
 from server.audit import record_action
 from server.auth import authenticate
 from server.decryption import publish_result
-from server.errors import NotFound, PayloadTooLarge, ServiceUnavailable, UnsupportedMediaType
+from server.errors import (
+    BadRequest,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    UnsupportedMediaType,
+)
 from server.http import json_response, read_json_object
 from server.observability import ROLL_ROWS_IMPORTED
 from server.roll import ChunkTreeCache
@@ -206,6 +213,12 @@ async def get_voter(request: web.Request) -> web.Response:
     voted, roll proof."""
     await authenticate(request)
     rid, voter_id = request.match_info["rid"], request.match_info["voter_id"]
+    if not is_voter_id(voter_id):
+        raise BadRequest(
+            "voter_id must be 1 to 128 of A-Z a-z 0-9 . _ : @ -",
+            slug="bad-parameter",
+            field="voter_id",
+        )
     keys = request.app[VOTER_ID_KEYS_KEY]
     async with acquire(request.app[POOL_KEY]) as conn:
         key_id = await conn.fetchval("SELECT voter_key_id FROM referendums WHERE id = $1", rid)

@@ -55,10 +55,12 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from batcher.service import LogSigner
+from referendum_core.credential import credential_to_did
 from referendum_service.keys import load_or_create_key
 from referendum_service.settings import Settings
 from server.auth import create_api_key
 from tests.fuzz.served import ServedApp
+from tests.helpers import VOTER_ID_KEY
 from tests.ingest import create_referendum
 from tests.tally.common import (
     insert_ballots,
@@ -94,6 +96,7 @@ class Seed:
     token: str
     rids: tuple[str, ...]
     voter_ids: tuple[str, ...]
+    credentials: tuple[str, ...]
     ballot_hashes: tuple[str, ...]
     heights: tuple[int, ...] = (1, 2)
 
@@ -206,6 +209,11 @@ async def seed_database(dsn: str, data_dir: Path, log_origin: str) -> Seed:
         token=token,
         rids=("fz-open", "fz-draft", "fz-closed", published.rid),
         voter_ids=(*voters, "v0"),
+        credentials=tuple(
+            spelling
+            for _, public in election.voters.values()
+            for spelling in (public.hex(), credential_to_did(public))
+        ),
         ballot_hashes=tuple(bytes(r["ballot_hash"]).hex() for r in hashes),
     )
 
@@ -325,6 +333,7 @@ def _seeded_values(seed: Seed) -> dict[str, st.SearchStrategy[Any]]:
     return {
         "rid": st.sampled_from(seed.rids),
         "voter_id": st.sampled_from(seed.voter_ids),
+        "credential": st.sampled_from(seed.credentials),
         "ballot_hash": st.sampled_from(seed.ballot_hashes),
         "height": st.sampled_from(seed.heights),
     }
@@ -489,6 +498,7 @@ def fuzz(
         settings = Settings(
             data_dir=folder,
             voter_rate_per_minute=1_000_000,
+            voter_id_key=VOTER_ID_KEY,
         )
         summary = Summary()
         with ServedApp(settings, database_url) as served:

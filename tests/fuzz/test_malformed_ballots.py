@@ -80,7 +80,8 @@ class Corpus:
         # a ballot with no sum proof would make sum_proof = None a no-op, not a mutation
         assert all(isinstance(b["sum_proof"], str) for _, b in self.ballots)
         stranger_secret, _ = new_voter_key()
-        self.stranger = make_ballot(election.spec, "stranger", stranger_secret, [0, 0, 1])
+        self.stranger = make_ballot(election.spec, stranger_secret, [0, 0, 1])
+        self.credentials = {v: keys[1].hex() for v, keys in election.voters.items()}
 
     def signed(self, voter: str, body: Ballot) -> Ballot:
         """``body`` re-signed by ``voter`` when it still parses as a ballot, else unchanged."""
@@ -237,7 +238,9 @@ def mutations(corpus: Corpus) -> st.SearchStrategy[Mutation]:
         )
         if owner != other:
             # another voter's ciphertexts and proofs, signed under one's own credential
-            mutated = corpus.signed(other, {**copy.deepcopy(body), "voter": other})
+            mutated = corpus.signed(
+                other, {**copy.deepcopy(body), "credential": corpus.credentials[other]}
+            )
             return f"{owner}'s proofs signed by {other}", _dumps(mutated), "application/json"
         # one's own ciphertexts with the proofs of one's other ballot
         part = draw(st.sampled_from(["proofs", "sum_proof"]))
@@ -254,10 +257,12 @@ def mutations(corpus: Corpus) -> st.SearchStrategy[Mutation]:
                     ("referendum", RID.upper()),
                     ("referendum", RID + "\x00"),
                     ("referendum", ""),
-                    ("voter", "nobody"),
-                    ("voter", voter.upper()),
-                    ("voter", voter + " "),
-                    ("voter", "x" * 129),
+                    ("credential", "nobody"),
+                    ("credential", voter),
+                    ("credential", corpus.credentials[voter].upper()),
+                    ("credential", corpus.credentials[voter] + " "),
+                    ("credential", corpus.stranger["credential"]),
+                    ("voter", voter),
                     ("sum_proof", None),
                 ]
             )
@@ -300,7 +305,7 @@ def mutations(corpus: Corpus) -> st.SearchStrategy[Mutation]:
             )
             return f"content type {kind!r}", valid, kind
         if choice == 6:
-            wrong = _dumps({"voter": "nobody", "signature": "00" * 64})
+            wrong = _dumps({"credential": "00" * 32, "signature": "00" * 64})
             # the wrong members last: refused whichever occurrence a parser keeps
             doubled = valid[:-1] + b", " + wrong[1:]
             if draw(st.booleans()):  # a member named twice (resolved silently before issue 16)

@@ -19,10 +19,10 @@ from referendum_core.client import make_ballot, new_voter_key
 from referendum_core.group import Point
 from referendum_core.roll import VoterIdHasher, voter_id_key_id
 from referendum_service.settings import Settings
+from tests.helpers import VOTER_ID_KEY
 
 ELECTION_SECRET = 0x5EED
-VOTER_ID_KEY = "5a" * 32
-"""The voter-id key of the tests' settings (``ingest_settings``) and rolls."""
+
 OPTIONS = ("yes", "no")
 
 

@@ -49,6 +49,7 @@ DOCUMENTED_SECRETS = {
     "referendum-db-app",
     "referendum-server-key",
     "referendum-log-key",
+    "referendum-voter-id-key",
     "referendum-backup-s3",
     "referendum-tls",
 }

@@ -143,9 +143,12 @@ async def test_ballot_with_repeated_member_is_refused(database_url: str, tmp_pat
     headers = {"Content-Type": "application/json"}
     async with running_app(ingest_settings(tmp_path), database_url) as client:
         for raw in (
-            _with_member_first(body, "voter", "v1"),
+            _with_member_first(body, "credential", electorate.credentials["v1"].hex()),
             _with_member_first(body, "signature", "00" * 64),
-            orjson.dumps(body)[:-1] + b',"voter":"v0"}',  # the same value twice
+            orjson.dumps(body)[:-1]
+            + b',"credential":"'
+            + body["credential"].encode()
+            + b'"}',  # the same value twice
         ):
             response = await client.post(electorate.path, data=raw, headers=headers)
             assert response.status == 400, await response.text()

@@ -21,7 +21,7 @@ from referendum_core.ballot import BallotSpec
 from referendum_service.settings import Settings
 from server.errors import Conflict
 from server.referendums import transition
-from tests.helpers import operator_headers, running_app
+from tests.helpers import VOTER_ID_KEY, operator_headers, running_app
 from tests.tally.common import Election, insert_ballots, make_election, seal_all, signer
 from tests.tally.trustees import TrusteeBoard
 
@@ -139,7 +139,7 @@ async def _open(
     election.spec = BallotSpec(RID, ("yes", "no"), 1, 1, board.election_public_key)
     auth = await operator_headers(database_url)
     conn = await asyncpg.connect(database_url)
-    settings = Settings(database_url=database_url, data_dir=tmp_path)
+    settings = Settings(database_url=database_url, data_dir=tmp_path, voter_id_key=VOTER_ID_KEY)
     try:
         async with running_app(settings, database_url) as client:
             base = f"/v1/referendums/{RID}"

@@ -19,7 +19,7 @@ from referendum_core.errors import ProofError
 from referendum_service.settings import Settings
 from server.app import make_app
 from server.state import POOL_KEY
-from tests.helpers import database_snapshot, operator_headers, running_app
+from tests.helpers import VOTER_ID_KEY, database_snapshot, operator_headers, running_app
 from tests.server.raw_http import raw_request
 
 Client = TestClient[web.Request, web.Application]
@@ -50,6 +50,7 @@ def settings_for(database_url: str) -> Settings:
         roll_check_threads=2,
         db_pool_min=1,
         db_pool_max=4,
+        voter_id_key=VOTER_ID_KEY,
     )
 
 
@@ -60,7 +61,7 @@ def voter_key(i: int) -> bytes:
 
 
 def roll_csv(ids: range, header: bool = True) -> bytes:
-    lines = ["voter_id,public_key"] if header else []
+    lines = ["voter_id,credential"] if header else []
     lines += [f"voter-{i:05d},{voter_key(i).hex()}" for i in ids]
     return ("\n".join(lines) + "\n").encode()
 
@@ -434,9 +435,10 @@ async def test_status_counts(client: Client, auth: dict[str, str], database_url:
     conn = await asyncpg.connect(database_url)
     try:
         await conn.execute(
-            """INSERT INTO ballots (referendum_id, voter_id, ballot_hash, body, receipt)
-               VALUES ('ref-1', 'voter-00001', $1, '\\x00', '\\x00')""",
+            """INSERT INTO ballots (referendum_id, credential, ballot_hash, body, receipt)
+               VALUES ('ref-1', $2, $1, '\\x00', '\\x00')""",
             b"\x07" * 32,
+            voter_key(1),
         )
     finally:
         await conn.close()

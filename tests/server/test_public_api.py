@@ -235,7 +235,13 @@ async def test_bad_parameters_are_problems(log_client: Any) -> None:
     assert wrong == []
 
 
-_PATH_VALUES = {"rid": RID, "height": "1", "ballot_hash": "0" * 64, "voter_id": "v-1"}
+_PATH_VALUES = {
+    "rid": RID,
+    "height": "1",
+    "ballot_hash": "0" * 64,
+    "voter_id": "v-1",
+    "credential": "0" * 64,
+}
 _QUERY_NAMES = st.sampled_from(["cursor", "limit", "from", "to", "tree_size"]) | st.text()
 # str.isdigit() holds for "²" and "٣", which int() refuses or reads: numbers of every script
 _QUERY_VALUES = st.text() | st.text(st.characters(categories=("Nd", "No")), min_size=1)

@@ -16,10 +16,11 @@ from aiohttp.test_utils import TestClient
 from nacl.bindings import crypto_core_ed25519_add
 
 from referendum_core import merkle
-from referendum_core.roll import canonical_entry, roll_leaf_hash
+from referendum_core.credential import credential_to_did
+from referendum_core.roll import VoterIdHasher, canonical_entry, roll_leaf_hash
 from server.roll import CHUNK_LEAVES, ChunkTreeCache, RollParser, import_, roll_digest
 from tests.core import ed25519_reference as ref
-from tests.helpers import database_snapshot, operator_headers, running_app
+from tests.helpers import VOTER_ID_KEY, database_snapshot, operator_headers, running_app
 from tests.server.test_operator_api import (
     assert_problem,
     create,
@@ -53,11 +54,12 @@ async def auth(database_url: str) -> dict[str, str]:
 
 
 def test_canonical_entry_layout() -> None:
-    """The committed entry is u16 big-endian length ‖ voter id bytes ‖ 32-byte key."""
+    """The committed entry is the 32-byte credential alone: no voter id is committed."""
     key = bytes(range(32))
-    assert canonical_entry("ab", key) == b"\x00\x02ab" + key
-    assert canonical_entry("x" * 300, key)[:2] == (300).to_bytes(2, "big")
-    assert roll_leaf_hash("ab", key) == merkle.leaf_hash(b"\x00\x02ab" + key)
+    assert canonical_entry(key) == key
+    assert roll_leaf_hash(key) == merkle.leaf_hash(key)
+    with pytest.raises(ValueError):
+        canonical_entry(key + b"\x00")
 
 
 def _torsion_point() -> bytes:
@@ -105,24 +107,28 @@ def test_parser_reports_syntax_errors_by_line() -> None:
         "voter_id,public_key",  # a header is only allowed on line 1
         "",
         f"ok-2,{key.upper()}",
+        f"ok-3,{credential_to_did(voter_key(3))}",
+        f"did-bad,{credential_to_did(voter_key(3))[:-1]}",
+        "did-other,did:key:zQ3shokFTS3brHcDQrn82RUDfCZESWL1ZdCEJwekUDPQiYBme",
     ]
     parser = RollParser("csv")
     rows = parser.feed(("\n".join(lines) + "\n").encode()) + parser.finish()
-    assert [r[1] for r in rows] == ["ok-1", "ok-2"]
-    assert [e["line"] for e in parser.errors] == [2, 3, 4, 5, 6, 7, 8]
+    assert [r[1] for r in rows] == ["ok-1", "ok-2", "ok-3"]
+    assert rows[2][2] == voter_key(3)  # a did:key credential is its Ed25519 key
+    assert [e["line"] for e in parser.errors] == [2, 3, 4, 5, 6, 7, 8, 11, 12]
 
 
 def test_ndjson_parser() -> None:
-    """NDJSON lines need exactly voter_id and public_key as strings."""
+    """NDJSON lines need exactly voter_id and credential as strings."""
     key = voter_key(0).hex()
     lines = [
-        orjson.dumps({"voter_id": "a", "public_key": key}),
+        orjson.dumps({"voter_id": "a", "credential": key}),
         b"{not json",
         orjson.dumps({"voter_id": "b"}),
-        orjson.dumps({"voter_id": "c", "public_key": key, "x": 1}),
-        orjson.dumps({"voter_id": 5, "public_key": key}),
+        orjson.dumps({"voter_id": "c", "credential": key, "x": 1}),
+        orjson.dumps({"voter_id": 5, "credential": key}),
         orjson.dumps(["a", key]),
-        orjson.dumps({"voter_id": "d", "public_key": key}),
+        orjson.dumps({"voter_id": "d", "credential": credential_to_did(voter_key(0))}),
     ]
     parser = RollParser("ndjson")
     rows = parser.feed(b"\n".join(lines)) + parser.finish()
@@ -145,26 +151,32 @@ async def test_import_in_parts_then_commitment_and_proofs(
     }
     for start in (0, 500, 1000):  # several NDJSON parts
         ndjson = b"".join(
-            orjson.dumps({"voter_id": f"voter-{i:05d}", "public_key": voter_key(i).hex()}) + b"\n"
+            orjson.dumps({"voter_id": f"voter-{i:05d}", "credential": voter_key(i).hex()}) + b"\n"
             for i in range(start, start + 500)
         )
         part = await put_roll(client, auth, ndjson, kind="application/x-ndjson")
         assert (await part.json())["roll_size"] == n - 1500 + start + 500
     opened = await (await client.post("/v1/referendums/ref-1/open", headers=auth)).json()
-    expected = roll_digest([(f"voter-{i:05d}", voter_key(i)) for i in range(n)])
+    keys = sorted(voter_key(i) for i in range(n))
+    expected = roll_digest(keys)
     assert opened["roll_root"] == expected.hex()
     commitment = await (await client.get("/v1/referendums/ref-1/roll/commitment")).json()
     assert commitment == {"root": expected.hex(), "size": n}
     for index in (0, 1, CHUNK_LEAVES - 1, CHUNK_LEAVES, 2 * CHUNK_LEAVES, n - 1):
-        voter = f"voter-{index:05d}"  # ids sort like their numbers
-        proof = await (await client.get(f"/v1/referendums/ref-1/roll/proof/{voter}")).json()
-        assert proof["index"] == index and proof["size"] == n
-        assert proof["public_key"] == voter_key(index).hex()
-        leaf = roll_leaf_hash(voter, voter_key(index))
-        merkle.verify_inclusion(
-            leaf, index, n, [bytes.fromhex(h) for h in proof["proof"]], expected
-        )
-    await assert_problem(await client.get("/v1/referendums/ref-1/roll/proof/voter-99999"), 404)
+        key = keys[index]
+        for spelling in (key.hex(), credential_to_did(key)):
+            url = f"/v1/referendums/ref-1/roll/proof/{spelling}"
+            proof = await (await client.get(url)).json()
+            assert proof["index"] == index and proof["size"] == n
+            assert proof["credential"] == key.hex() and proof["did"] == credential_to_did(key)
+            assert "voter_id" not in proof
+            merkle.verify_inclusion(
+                roll_leaf_hash(key), index, n, [bytes.fromhex(h) for h in proof["proof"]], expected
+            )
+    stranger = voter_key(n + 7).hex()
+    await assert_problem(await client.get(f"/v1/referendums/ref-1/roll/proof/{stranger}"), 404)
+    # a voter id is no public key to the roll: only the operator looks voters up
+    await assert_problem(await client.get("/v1/referendums/ref-1/roll/proof/voter-00001"), 404)
     await assert_problem(await client.get("/v1/referendums/ref-1/roll/proof/bad%20id"), 404)
 
 
@@ -176,10 +188,11 @@ async def test_proofs_equal_the_rfc_proofs_over_the_whole_roll(
     await create(client, auth)
     await put_roll(client, auth, roll_csv(range(size)))
     await client.post("/v1/referendums/ref-1/open", headers=auth)
-    leaves = [roll_leaf_hash(f"voter-{i:05d}", voter_key(i)) for i in range(size)]
+    keys = sorted(voter_key(i) for i in range(size))
+    leaves = [roll_leaf_hash(k) for k in keys]
     for index in {0, size // 2, size - 1}:
         proof = await (
-            await client.get(f"/v1/referendums/ref-1/roll/proof/voter-{index:05d}")
+            await client.get(f"/v1/referendums/ref-1/roll/proof/{keys[index].hex()}")
         ).json()
         assert proof["proof"] == [h.hex() for h in merkle.inclusion_proof(leaves, index)]
         assert proof["root"] == merkle.root_from_leaf_hashes(leaves).hex()
@@ -188,7 +201,7 @@ async def test_proofs_equal_the_rfc_proofs_over_the_whole_roll(
 def _bad_roll() -> tuple[bytes, list[int]]:
     key = voter_key(0).hex()
     lines = [
-        "voter_id,public_key",  # 1 header
+        "voter_id,credential",  # 1 header
         f"a-1,{key}",  # 2
         f"a-2,{voter_key(2).hex()}",  # 3
         "a-3",  # 4 malformed
@@ -263,7 +276,7 @@ async def test_roll_upload_limits_and_types(
     await assert_problem(await put_roll(client, auth, stream()), 413)  # type: ignore[arg-type]
     await assert_problem(await put_roll(client, auth, b"x", kind="application/json"), 415)
     await assert_problem(await put_roll(client, auth, b""), 422, "bad-roll")
-    await assert_problem(await put_roll(client, auth, b"voter_id,public_key\n"), 422)
+    await assert_problem(await put_roll(client, auth, b"voter_id,credential\n"), 422)
     assert await database_snapshot(database_url) == before
 
 
@@ -289,7 +302,9 @@ async def test_commitment_is_404_before_open(client: Client, auth: dict[str, str
         await client.get("/v1/referendums/ref-1/roll/commitment"), 404, "no-commitment"
     )
     await assert_problem(
-        await client.get("/v1/referendums/ref-1/roll/proof/voter-00001"), 404, "no-commitment"
+        await client.get(f"/v1/referendums/ref-1/roll/proof/{voter_key(1).hex()}"),
+        404,
+        "no-commitment",
     )
 
 
@@ -334,7 +349,7 @@ async def test_many_batches_import_like_one(
     response = await put_roll(client, auth, chunks())  # type: ignore[arg-type]
     assert await response.json() == {"imported": 300, "roll_size": 300, "lines": 301}
     opened = await (await client.post("/v1/referendums/ref-1/open", headers=auth)).json()
-    expected = roll_digest([(f"voter-{i:05d}", voter_key(i)) for i in range(300)])
+    expected = roll_digest([voter_key(i) for i in range(300)])
     assert opened["roll_root"] == expected.hex()
 
 
@@ -368,7 +383,7 @@ async def test_each_bad_key_class_is_named_after_good_batches(
     assert [e["line"] for e in body["errors"]] == sorted(bad)
     assert body["error_count"] == len(bad)
     reasons = {e["line"]: e["reason"] for e in body["errors"]}
-    assert all("valid Ed25519 point" in reasons[n] for n in sorted(bad)[:-1])
+    assert all("valid Ed25519 public key" in reasons[n] for n in sorted(bad)[:-1])
     assert "64 hex digits" in reasons[210]
     assert await database_snapshot(database_url) == before
 
@@ -376,8 +391,9 @@ async def test_each_bad_key_class_is_named_after_good_batches(
 async def test_duplicates_across_batches_and_parts(
     client: Client, auth: dict[str, str], database_url: str, small_batches: int
 ) -> None:
-    """A repeat many batches after the first occurrence names that line; a voter of an
-    earlier part is named as such; a line refused for its key takes no part in duplicates."""
+    """A repeat (of a voter id, or of a credential under another voter id) many batches after
+    the first occurrence names that line; a voter or credential of an earlier part is named as
+    such; a line refused for its key takes no part in duplicates."""
     await create(client, auth)
     earlier = f"voter-00900,{voter_key(900).hex()}\n".encode()
     assert (await put_roll(client, auth, earlier)).status == 200
@@ -385,18 +401,22 @@ async def test_duplicates_across_batches_and_parts(
     data = _with_lines(
         roll_csv(range(200)),
         {
-            150: f"voter-00003,{voter_key(3).hex()}",  # line 5 is voter-00003
-            170: f"voter-00900,{voter_key(900).hex()}",  # the earlier part
+            150: f"voter-00003,{voter_key(1003).hex()}",  # line 5 is voter-00003
+            160: f"another-voter,{voter_key(20).hex()}",  # line 22 holds voter-00020's key
+            170: f"voter-00900,{voter_key(901).hex()}",  # the earlier part's voter
+            175: f"someone-else,{voter_key(900).hex()}",  # the earlier part's credential
             180: f"voter-00010,{_off_curve_key(1).hex()}",  # bad key; line 12 is voter-00010
         },
     )
     body = await assert_problem(await put_roll(client, auth, data), 422, "bad-roll")
     assert [(e["line"], e["reason"]) for e in body["errors"]] == [
         (150, "duplicate voter_id (also on line 5)"),
+        (160, "duplicate credential (also on line 22)"),
         (170, "voter_id already imported in an earlier part"),
-        (180, "public_key is not a valid Ed25519 point"),
+        (175, "credential already imported in an earlier part"),
+        (180, "credential is not a valid Ed25519 public key"),
     ]
-    assert body["error_count"] == 3
+    assert body["error_count"] == 5
     assert await database_snapshot(database_url) == before
 
 
@@ -409,7 +429,11 @@ async def test_duplicate_of_an_earlier_part_alone(
     before = await database_snapshot(database_url)
     body = await assert_problem(await put_roll(client, auth, roll_csv(range(200))), 422)
     assert [(e["line"], e["reason"]) for e in body["errors"]] == [
-        (102, "voter_id already imported in an earlier part")
+        (
+            102,
+            "credential already imported in an earlier part; "
+            "voter_id already imported in an earlier part",
+        )
     ]
     assert await database_snapshot(database_url) == before
 
@@ -446,7 +470,8 @@ async def test_reader_skips_a_long_line_in_bounded_memory(small_batches: int) ->
     """Read in small chunks, a line of many batches is dropped as it arrives (the reader
     never holds much more than a batch), named as too long, and numbering goes on."""
     data = _with_lines(roll_csv(range(30)), {10: "x" * (40 * small_batches)})
-    reader = import_._RollReader(_chunked(data, 100), "csv", None, 1)
+    hasher = VoterIdHasher(bytes.fromhex(VOTER_ID_KEY), "ref-1")
+    reader = import_._RollReader(_chunked(data, 100), "csv", None, 1, hasher)
     held = []
 
     async def chunks() -> AsyncIterator[bytes]:
@@ -464,7 +489,9 @@ async def test_reader_skips_a_long_line_in_bounded_memory(small_batches: int) ->
     assert all(batch.numbered for batch in batches)  # the long line turned the whole file
     numbers = [int(line.split(b",")[0]) for line in lines]
     assert numbers == [*range(2, 10), *range(11, 32)]
-    assert lines[8].startswith(b"11,voter-00009,")  # line 11 holds voter 9 (header on line 1)
+    # line 11 holds voter 9 (header on line 1), kept as the keyed hash of its id
+    assert lines[8].startswith(b"11,\\x" + hasher(b"voter-00009").hex().encode() + b",")
+    assert b"voter-" not in b"".join(lines)
     assert reader.parser.line == 31
 
 
@@ -484,7 +511,7 @@ async def test_ndjson_over_many_batches(
             orjson.dumps(
                 {
                     "voter_id": f"n-{i}",
-                    "public_key": (_off_curve_key() if i == bad else voter_key(i)).hex(),
+                    "credential": (_off_curve_key() if i == bad else voter_key(i)).hex(),
                 }
             )
             + b"\n"
