@@ -73,3 +73,24 @@ async def test_demo_leaks_no_voter_id(pg_admin_dsn: str, tmp_path: Path) -> None
     assert privacy["voter_ids"] == 300
     assert privacy["tables"] > 5 and privacy["rows"] >= 300 + 120  # the roll and the ballots
     assert privacy["files"] >= 10  # the record's files and the logs
+
+
+def test_listing_problem_names_extra_members_and_wrong_credentials() -> None:
+    """A block listing with exactly the public members and each body's own credential passes;
+    a voter id or acceptance time beside it, another credential, or a bad body is named."""
+    from loadtest.privacy import listing_problem
+    from referendum_core.ballot_codec import BallotRecord, encode_body
+
+    credential = bytes(range(32))
+    record = BallotRecord("r1", credential, (bytes(130),), (bytes(128),), None, bytes(64))
+    body = (encode_body(record) + record.signature).hex()
+    good = {"index": 4, "ballot_hash": "00" * 32, "body": body, "credential": credential.hex()}
+    assert listing_problem({"ballots": [good, good]}) is None
+    problems = [
+        listing_problem({"ballots": [{**good, "voter_id": "v0000000001"}]}),
+        listing_problem({"ballots": [{**good, "accepted_at": "2026-12-04T21:00:00Z"}]}),
+        listing_problem({"ballots": [{**good, "credential": "11" * 32}]}),
+        listing_problem({"ballots": [{**good, "body": "zz"}]}),
+    ]
+    assert "voter_id" in str(problems[0]) and "accepted_at" in str(problems[1])
+    assert "another credential" in str(problems[2]) and "malformed" in str(problems[3])
