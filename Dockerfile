@@ -37,6 +37,7 @@ COPY batcher/ batcher/
 COPY loadtest/ loadtest/
 COPY auditor/ auditor/
 COPY trustee/ trustee/
+COPY node/ node/
 COPY bench/ bench/
 RUN pip wheel --no-deps --wheel-dir /wheels .
 

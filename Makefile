@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(BIN)/referendum bench ingest
 	$(BIN)/referendum bench log
 	$(BIN)/referendum bench tally
+	$(BIN)/referendum bench nodes
 
 clean:
 	rm -rf $(VENV) data .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "loadtest": "loadtest.commands:loadtest",
     "record": "server.record_commands:record",
     "tally-follow": "batcher.commands:tally_follow",
+    "node": "node.commands:node",
 }
 
 

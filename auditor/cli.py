@@ -24,9 +24,11 @@ from auditor.receipt import (
     verify_receipt,
 )
 from auditor.verify_election import verify_election_command
-from referendum_core.checkpoint import parse_verifier_key
+from auditor.witnessed import Witnessed, check_prefix, latest_witnessed, load_policy_file
+from referendum_core.checkpoint import Checkpoint, parse_verifier_key
 from referendum_core.credential import credential_to_did, parse_credential
 from referendum_core.errors import CoreError
+from referendum_core.witness import WitnessPolicy
 
 __all__ = ["main"]
 
@@ -77,6 +79,41 @@ _key = click.option(
 _origin = click.option(
     "--origin", default=None, help="Expected checkpoint origin line (default: not checked)"
 )
+_policy = click.option(
+    "--witness-policy",
+    "policy_file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="The referendum's witness policy (JSON, obtained out of band): also require a "
+    "checkpoint cosigned by k of its witnesses",
+)
+
+
+def _policy_or_none(path: Path | None) -> WitnessPolicy | None:
+    return None if path is None else _run_sync(lambda: load_policy_file(path))
+
+
+async def _witnessed(
+    client: PublicLogClient,
+    policy: WitnessPolicy,
+    log_key: str,
+    origin: str | None,
+    checkpoint: Checkpoint,
+) -> Witnessed:
+    """The latest witnessed checkpoint, checked to be one log with ``checkpoint``."""
+    found = await latest_witnessed(client, policy, log_key, origin)
+    if found is None:
+        raise AuditFailure("witness.none", "no checkpoint meets the witness policy yet")
+    await check_prefix(client, checkpoint, found.checkpoint)
+    return found
+
+
+def _witnessed_line(found: Witnessed, policy: WitnessPolicy) -> str:
+    return (
+        f"OK witnessed: the checkpoint of tree size {found.checkpoint.size} is cosigned by "
+        f"{', '.join(found.cosigners)} ({len(found.cosigners)} of the {policy.threshold} "
+        f"of {len(policy.witnesses)} needed)"
+    )
 
 
 @main.command("verify-receipt")
@@ -97,6 +134,7 @@ _origin = click.option(
 )
 @_key
 @_origin
+@_policy
 def verify_receipt_command(
     url: str,
     referendum_id: str,
@@ -105,11 +143,14 @@ def verify_receipt_command(
     receipt_key: str | None,
     log_key: str,
     origin: str | None,
+    policy_file: Path | None,
 ) -> None:
     """Check that a ballot is in the log, against a signed checkpoint.
 
-    With --receipt and --receipt-key, first check the server's signed promise itself.
+    With --receipt and --receipt-key, first check the server's signed promise itself. With
+    --witness-policy, the ballot must also sit inside the latest witnessed checkpoint.
     """
+    policy = _policy_or_none(policy_file)
     if (receipt_file is None) == (ballot_hash is None):
         raise click.UsageError("give exactly one of --receipt and --ballot-hash")
     if receipt_file is not None and receipt_key is not None:
@@ -134,11 +175,22 @@ def verify_receipt_command(
     async def go() -> None:
         async with PublicLogClient(url, referendum_id) as client:
             result = await verify_receipt(client, digest, log_key, origin=origin)
+            found = None
+            if policy is not None:
+                found = await _witnessed(client, policy, log_key, origin, result.checkpoint)
+                if result.leaf_index >= found.checkpoint.size:
+                    raise AuditFailure(
+                        "witness.not_yet",
+                        f"ballot {result.leaf_index} is beyond the latest witnessed checkpoint "
+                        f"(tree size {found.checkpoint.size}): not witnessed yet",
+                    )
         click.echo(
             f"OK ballot {digest.hex()} is leaf {result.leaf_index} of the log at tree size "
             f"{result.checkpoint.size}; the latest signed checkpoint (size "
             f"{result.latest.size}) is consistent with it"
         )
+        if found is not None and policy is not None:
+            click.echo(_witnessed_line(found, policy))
 
     _run(go)
 
@@ -225,6 +277,7 @@ def _run_sync(fn: Callable[[], T]) -> T:
     help="Skip ballot signature, roll and proof checks (structure and tree still checked)",
 )
 @_origin
+@_policy
 def follow_command(
     url: str,
     referendum_id: str,
@@ -235,8 +288,14 @@ def follow_command(
     poll_interval: float,
     no_ballot_checks: bool,
     origin: str | None,
+    policy_file: Path | None,
 ) -> None:
-    """Stream the log block by block and verify every checkpoint, link and ballot."""
+    """Stream the log block by block and verify every checkpoint, link and ballot.
+
+    With --witness-policy, the verified log must also be one log with the latest checkpoint
+    cosigned by k of the policy's witnesses (checked when the run stops).
+    """
+    policy = _policy_or_none(policy_file)
 
     async def go() -> None:
         async with PublicLogClient(url, referendum_id) as client:
@@ -258,10 +317,17 @@ def follow_command(
                 poll_interval_s=poll_interval,
                 echo=click.echo,
             )
+            found = None
+            if policy is not None and result.tree_size > 0:
+                # only size and root take part in the consistency check
+                verified = Checkpoint(origin or "followed", result.tree_size, result.root)
+                found = await _witnessed(client, policy, log_key, origin, verified)
         click.echo(
             f"OK verified {result.blocks_verified} new blocks; log at block "
             f"{result.height}, tree size {result.tree_size}"
         )
+        if found is not None and policy is not None:
+            click.echo(_witnessed_line(found, policy))
 
     _run(go)
 

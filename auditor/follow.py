@@ -156,6 +156,8 @@ class FollowResult:
     blocks_verified: int
     height: int
     tree_size: int
+    root: bytes = merkle.EMPTY_ROOT
+    """The verified root at ``tree_size``."""
 
 
 def _failure(where: str, exc: CoreError) -> AuditFailure:
@@ -404,5 +406,5 @@ async def follow(
             or (closed and new_blocks == 0)
         )
         if finished:
-            return FollowResult(done, f.state.height, f.state.tree_size)
+            return FollowResult(done, f.state.height, f.state.tree_size, f.state.root)
         await asyncio.sleep(poll_interval_s)  # waiting for the batcher, not synchronising

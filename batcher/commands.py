@@ -10,6 +10,7 @@ import click
 
 from batcher.service import LogSigner, run_batcher
 from batcher.tally import fold_new_blocks, run_tally_follower
+from batcher.witnessing import CheckpointPublisher
 from referendum_service.db import create_pool, resolve_database_url
 from referendum_service.keys import load_or_create_key
 from referendum_service.logs import configure_logging
@@ -28,13 +29,18 @@ async def _main(settings: Settings, referendum_id: str | None) -> None:
     dsn = resolve_database_url(settings)
     # The encrypted tally follows the log block by block in this process, so it is ready
     # seconds after close; its own small pool keeps it off the sealing connection.
-    pool = await create_pool(dsn, dataclasses.replace(settings, db_pool_min=1, db_pool_max=2))
+    pool = await create_pool(dsn, dataclasses.replace(settings, db_pool_min=1, db_pool_max=4))
     follower_stop = asyncio.Event()
     follower = asyncio.create_task(
         run_tally_follower(pool, follower_stop, poll_s=settings.tally_poll_ms / 1000)
     )
+    publisher = CheckpointPublisher(pool, settings.witness_timeout_ms / 1000)
     try:
-        await run_batcher(dsn, settings, signer, stop, referendum_id)
+        async with publisher:
+            await run_batcher(dsn, settings, signer, stop, referendum_id, publisher)
+            if not stop.is_set():
+                # the log is final: give the witnesses a moment to cosign its last checkpoint
+                await publisher.drain(3 * settings.witness_timeout_ms / 1000)
         if referendum_id is not None and not stop.is_set():
             # the log is final: fold its last blocks before exiting
             async with pool.acquire() as conn:

@@ -39,12 +39,14 @@ from dataclasses import dataclass
 import asyncpg
 import structlog
 
+from batcher.witnessing import CheckpointPublisher
 from referendum_core.block import Block
 from referendum_core.checkpoint import Checkpoint, sign_checkpoint, verifier_key_string
 from referendum_core.merkle import STORED_MIN_LEVEL, CompactRange
 from referendum_service.db import translated, vacuum
 from referendum_service.keys import ServiceKey
 from referendum_service.settings import Settings
+from referendum_service.store.blocks import log_head
 
 __all__ = [
     "CLOSED_STATES",
@@ -280,8 +282,10 @@ class ReferendumBatcher:
         signer: LogSigner,
         settings: Settings,
         stop: asyncio.Event,
+        publisher: CheckpointPublisher | None = None,
     ) -> None:
         self.dsn = dsn
+        self.publisher = publisher
         self.referendum_id = referendum_id
         self.signer = signer
         self.max_ballots = max(1, settings.block_max_ballots)
@@ -331,6 +335,11 @@ class ReferendumBatcher:
             return
         self.is_leader = True
         log.info("leader", referendum_id=self.referendum_id)
+        if self.publisher is not None:
+            # a new leader catches the witnesses up with the checkpoint sealed before it
+            head = await log_head(conn, self.referendum_id)
+            if head is not None and head.checkpoint is not None:
+                await self.publisher.offer(self.referendum_id, head.tree_size, head.checkpoint)
         while not self.stop.is_set():
             delay = await self._round(conn)
             if self.final:
@@ -379,6 +388,9 @@ class ReferendumBatcher:
                 final=sealed.final,
             )
             self.final = sealed.final
+            if self.publisher is not None:
+                block = sealed.block
+                await self.publisher.offer(self.referendum_id, block.tree_size, block.checkpoint)
             await self.vacuum.sealed(conn, sealed.ballots)
         return 0.0
 
@@ -389,15 +401,16 @@ async def run_batcher(
     signer: LogSigner,
     stop: asyncio.Event,
     referendum_id: str | None = None,
+    publisher: CheckpointPublisher | None = None,
 ) -> None:
-    """Run the batcher until ``stop`` is set.
+    """Run the batcher until ``stop`` is set; each new checkpoint goes to ``publisher``.
 
     With ``referendum_id``: lead (or stand by for) that referendum's log and return once it is
     final. Without: every few seconds find the referendums past draft whose log is not final
     and run one :class:`ReferendumBatcher` for each.
     """
     if referendum_id is not None:
-        await ReferendumBatcher(dsn, referendum_id, signer, settings, stop).run()
+        await ReferendumBatcher(dsn, referendum_id, signer, settings, stop, publisher).run()
         return
     tasks: dict[str, asyncio.Task[None]] = {}
     discovery_poll_s = settings.discovery_poll_ms / 1000
@@ -421,7 +434,7 @@ async def run_batcher(
                 rid = row["id"]
                 task = tasks.get(rid)
                 if task is None or task.done():
-                    batcher = ReferendumBatcher(dsn, rid, signer, settings, stop)
+                    batcher = ReferendumBatcher(dsn, rid, signer, settings, stop, publisher)
                     tasks[rid] = asyncio.create_task(batcher.run(), name=f"batcher-{rid}")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=discovery_poll_s)

@@ -12,6 +12,7 @@ BENCHMARKS: dict[str, str] = {
     "ingest": "bench.ingest:ingest",
     "log": "bench.log:log",
     "tally": "bench.tally:tally",
+    "nodes": "bench.nodes:nodes",
 }
 
 

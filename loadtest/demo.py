@@ -8,13 +8,16 @@ Phases (each timed and printed):
    will vote, made before the load so Locust spends no CPU on cryptography;
 4. servers (``referendum serve``, several processes on one port) and the batcher (which also
    keeps the encrypted tally folded block by block) start as child processes;
-5. the operator creates the referendum, registers the trustees, imports the roll, opens it
-   (the roll commitment is printed);
+5. the operator creates the referendum, registers the trustees, imports the roll; three
+   stakeholder witness nodes (two parties, an observer group; each its own database) start and
+   the 2-of-3 witness policy is set; the referendum opens (the roll commitment is printed);
 6. ballots under distributed Locust load (voters, re-voters, an auditor, an operator), until
    the pool is used or the time is up; every ballot sealed into the log;
 7. close: final checkpoint; the encrypted tally is ready; trustees 1 and 3 decrypt with
    proofs; the result is published;
 8. the election record is exported and ``verify-election`` recomputes everything from it;
+   the final checkpoint is witnessed by at least 2 of the 3 nodes, and each node's split-view
+   evidence is read (none expected);
 9. privacy: every voter id of the office's roll file is looked for in the record, the
    processes' logs and a dump of the database (:mod:`loadtest.privacy`); none may be there;
 10. the capacity report (HTML + Markdown) is written.
@@ -29,7 +32,6 @@ Everything is sent to 127.0.0.1 only, and every wait is bounded.
 from __future__ import annotations
 
 import asyncio
-import functools
 import secrets
 import time
 from pathlib import Path
@@ -43,6 +45,8 @@ from loadtest.pool import BallotPool, generate_pool
 from loadtest.privacy import scan_for_voter_ids
 from loadtest.report import Objectives
 from loadtest.runner import LoadConfig, PhaseTimer, run_load
+from loadtest.runner.database import admin_dsn
+from loadtest.witnesses import DemoWitnesses
 from referendum_core.elgamal import Ciphertext
 from trustee.ceremony import Ceremony
 
@@ -176,9 +180,17 @@ async def run_demo(
     pool = BallotPool(pool_dir)
     facts: dict[str, Any] = {"referendum": rid}
     record_dir = report_dir / "record"
+    witnesses = DemoWitnesses(report_dir, admin_dsn(None))
+
+    async def before_open(session: aiohttp.ClientSession, rid: str) -> None:
+        await register_trustees(session, rid, trustees)
+        with timer.phase("witness nodes (2 of 3 policy)"):
+            await witnesses.register(session, rid)
 
     async def after_close(base_url: str, api_key: str, t: PhaseTimer) -> None:
         await tally_and_record(config, trustees, pool, record_dir, facts, base_url, api_key, t)
+        with t.phase("final checkpoint witnessed"):
+            facts["witnessed"] = await witnesses.facts(base_url, rid)
 
     config = LoadConfig(
         report_dir=report_dir,
@@ -194,12 +206,13 @@ async def run_demo(
         title="Demo referendum under load",
         stop_when_pool_used=True,
         close_after=True,
-        before_open=functools.partial(register_trustees, trustees=trustees),
+        before_open=before_open,
         after_close=after_close,
         timer=timer,
         server_env={"REFERENDUM_VOTER_ID_KEY": secrets.token_hex(32)},
     )
-    summary = await run_load(config)
+    async with witnesses:
+        summary = await run_load(config)
     facts["summary"] = summary.as_dict()
     facts["expected_if_all_cast"] = dict(zip(meta.options, meta.expected_tally, strict=True))
     return facts
@@ -228,6 +241,21 @@ def _print_outcome(facts: dict[str, Any], report_dir: Path) -> bool:
     for failure in facts.get("verify_failures", []):
         click.echo(f"  FAILED {failure}")
     click.echo(f"record           {facts.get('record')} (manifest {facts.get('manifest_sha256')})")
+    w = facts.get("witnessed") or {}
+    met = len(w.get("cosigners", [])) >= w.get("threshold", 1) and w.get("witnessed_size") == w.get(
+        "final_size"
+    )
+    click.echo(
+        f"witnessed        {'OK' if met else 'FAILED'}: final checkpoint (tree size "
+        f"{w.get('final_size')}) cosigned by {', '.join(w.get('final_cosigners', [])) or 'none'}"
+        f" ({w.get('threshold')} of {w.get('witnesses')} needed)"
+    )
+    evidence = w.get("evidence", {})
+    click.echo(
+        "split views      "
+        + ", ".join(f"{name.split('.')[0]} {count}" for name, count in evidence.items())
+        + " evidence (checkpoint-only witnesses: no replica or per-node result yet)"
+    )
     privacy = facts.get("privacy") or {}
     clean = bool(privacy.get("clean"))
     if clean:
@@ -239,7 +267,7 @@ def _print_outcome(facts: dict[str, Any], report_dir: Path) -> bool:
     else:
         click.echo(f"privacy          FAILED: voter ids in {sorted(privacy.get('found', {}))}")
     click.echo(f"report           {report_dir / 'report.html'}, {report_dir / 'report.md'}")
-    return bool(verified) and clean and summary["failures"] == 0
+    return bool(verified) and clean and summary["failures"] == 0 and met
 
 
 @click.command()

@@ -20,12 +20,15 @@ Every check in the core fails by raising one of these, never by returning ``None
     ├── CheckpointError            a signed note that does not parse or verify
     │   ├── checkpoint.NoteFormatError    the note or its checkpoint does not parse
     │   ├── checkpoint.UnknownKeyError    no signature line is by the expected key
-    │   └── checkpoint.SignatureMismatch  the expected key's signature does not verify
+    │   ├── checkpoint.SignatureMismatch  the expected key's signature does not verify
+    │   ├── witness.CosignatureError      a cosignature line or cosigner key that fails
+    │   ├── witness.RequestFormatError    an add-checkpoint body that does not parse
+    │   └── witness.PolicyError           a malformed witness policy, or one not met
     └── block.BlockError           a block that is malformed, unlike its checkpoint, or unlinked
 
 The subclasses named with a module live in that module (:mod:`referendum_core.merkle`,
-:mod:`referendum_core.checkpoint`, :mod:`referendum_core.block`), next to the checks that
-raise them.
+:mod:`referendum_core.checkpoint`, :mod:`referendum_core.witness`,
+:mod:`referendum_core.block`), next to the checks that raise them.
 
 Each error carries ``check``: a short, stable name of the check that failed, so a report
 can name it (for example ``"option[2].proof"``).

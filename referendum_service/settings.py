@@ -123,6 +123,16 @@ class Settings:
     """Ballots a batcher leader seals between two VACUUMs of its queue table."""
     tally_poll_ms: int = 200
     """How often the tally follower looks for sealed blocks not yet folded."""
+    witness_timeout_ms: int = 2000
+    """Longest the batcher's publisher waits for one witness to answer add-checkpoint."""
+    node_name: str = "witness.example/w1"
+    """Cosigner key name of a ``referendum node`` (its cosignature lines carry it)."""
+    node_key_file: Path | None = None
+    """Ed25519 seed of a node's cosigner key; generated under data_dir if unset."""
+    node_log_key: str = ""
+    """Verifier key of the operator's log a node trusts; it witnesses origins ``NAME/<id>``."""
+    node_follow_poll_ms: int = 1000
+    """How often ``referendum node --follow`` fetches the operator's latest checkpoints."""
 
     @classmethod
     def from_env(cls, environ: typing.Mapping[str, str] | None = None) -> Settings:

@@ -2,7 +2,7 @@
 
 ``make_app(settings)`` builds one application: a connection pool owned by ``cleanup_ctx``,
 the routes of every API module (:mod:`server.api`: ``public``, ``operator``, ``voter``,
-``tally``, each exposing ``setup(app)``), health and metrics endpoints, the OpenAPI
+``tally``, ``witnesses``, each exposing ``setup(app)``), health and metrics endpoints, the OpenAPI
 document, and the problem middleware of :mod:`server.http`.
 """
 
@@ -15,7 +15,7 @@ from aiohttp import web
 from referendum_service.db import create_pool, resolve_database_url
 from referendum_service.settings import Settings
 from server import observability, openapi
-from server.api import operator, public, tally, voter
+from server.api import operator, public, tally, voter, witnesses
 from server.http import problem_middleware
 from server.state import POOL_KEY, SETTINGS_KEY
 
@@ -64,5 +64,6 @@ def make_app(settings: Settings, *, database_url: str | None = None) -> web.Appl
     operator.setup(app)
     voter.setup(app)
     tally.setup(app)
+    witnesses.setup(app)
     openapi.setup(app)
     return app

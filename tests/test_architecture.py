@@ -9,6 +9,7 @@ docs/architecture.md, "Packages"):
 - ``referendum_service``: the core and the drivers (asyncpg, structlog, the embedded pgserver);
 - ``server`` and ``batcher``: the core and the service layer, never each other;
 - ``auditor`` and ``trustee``: the core only (and click, aiohttp, tqdm);
+- ``node``: the core, the service layer, ``server`` (its HTTP layer) and ``auditor`` (its client);
 - ``loadtest`` and ``bench``: anything above, never each other; nothing below imports them;
 - ``referendum_cli``: the top; imported only by ``bench`` (its LazyGroup) and the tests.
 """
@@ -29,6 +30,7 @@ PACKAGES = (
     "batcher",
     "auditor",
     "trustee",
+    "node",
     "loadtest",
     "bench",
 )
@@ -37,7 +39,7 @@ FIRST_PARTY = {*PACKAGES, *TOP_MODULES, "tests"}
 
 _CORE = {"referendum_core"}
 _SERVICE = _CORE | {"referendum_service"}
-_PARTS = _SERVICE | {"server", "batcher", "auditor", "trustee"}
+_PARTS = _SERVICE | {"server", "batcher", "auditor", "trustee", "node"}
 MAY_IMPORT: dict[str, set[str]] = {
     "referendum_core": _CORE,
     "referendum_service": _SERVICE,
@@ -45,6 +47,8 @@ MAY_IMPORT: dict[str, set[str]] = {
     "batcher": _SERVICE | {"batcher"},
     "auditor": _CORE | {"auditor"},
     "trustee": _CORE | {"trustee"},
+    # a node serves like the server and checks like the auditor
+    "node": _SERVICE | {"server", "auditor", "node"},
     "loadtest": _PARTS | {"loadtest"},
     "bench": _PARTS | {"bench", "referendum_cli"},
     "referendum_cli": set(),  # the commands are named as strings and imported lazily
@@ -63,7 +67,15 @@ THIRD_PARTY: dict[str, set[str]] = {
 
 LOAD_TOOLS = {"locust", "gevent", "matplotlib"}
 """Extras for load runs and plots: no production package imports them."""
-PRODUCTION = {"referendum_core", "referendum_service", "server", "batcher", "auditor", "trustee"}
+PRODUCTION = {
+    "referendum_core",
+    "referendum_service",
+    "server",
+    "batcher",
+    "auditor",
+    "trustee",
+    "node",
+}
 
 KNOWN_CYCLES: dict[frozenset[str], str] = {}
 """Import cycles allowed for now, each with who must remove it (none)."""

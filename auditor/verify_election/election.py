@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 import time
@@ -17,7 +18,10 @@ from auditor.verify_election.log import check_blocks, check_tree
 from auditor.verify_election.record import check_manifest, check_roll, load_definition
 from auditor.verify_election.report import MAX_DETAILS, ElectionReport, Stop
 from auditor.verify_election.tally import check_revotes, check_tally
+from auditor.verify_election.witnesses import check_witnessed
+from referendum_core.errors import CoreError
 from referendum_core.tally import supersessions
+from referendum_core.witness import WitnessPolicy
 
 __all__ = ["verify_election", "verify_election_command"]
 
@@ -29,11 +33,15 @@ def verify_election(
     log_key: str | None = None,
     manifest_sha256: str | None = None,
     progress: bool = False,
+    witness_policy: WitnessPolicy | None = None,
+    cosigned_checkpoint: Path | None = None,
 ) -> ElectionReport:
     """Verify the election record in folder ``record``; never raises for a bad record.
 
     ``log_key`` and ``manifest_sha256`` pin what an auditor obtained independently (the log's
     verifier key, the manifest's published hash); without them the record's own are used.
+    With ``witness_policy`` the final checkpoint must be witnessed: ``cosigned_checkpoint`` is
+    a file holding it with the witnesses' cosignature lines (:mod:`.witnesses`).
     """
     started = time.perf_counter()
     jobs = max(1, jobs or os.cpu_count() or 1)
@@ -57,6 +65,8 @@ def verify_election(
         blocks = check_blocks(report, root, spec.referendum_id, log_key)
     except Stop:
         blocks = []
+    if witness_policy is not None:
+        check_witnessed(report, blocks, witness_policy, cosigned_checkpoint)
     try:
         offsets, voters = scan_ballots(report, root / "ballots.bin")
     except OSError as exc:
@@ -90,12 +100,43 @@ def verify_election(
 @click.option("--log-key", default=None, help="Pin the log's verifier key (else the record's)")
 @click.option("--manifest-sha256", default=None, help="Pin the SHA-256 of manifest.json")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar")
+@click.option(
+    "--witness-policy",
+    "policy_file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="Pin the witness policy (JSON): the final checkpoint must be cosigned by k witnesses",
+)
+@click.option(
+    "--cosigned-checkpoint",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="The final checkpoint note with its cosignature lines (for --witness-policy)",
+)
 def verify_election_command(
-    record: Path, jobs: int | None, log_key: str | None, manifest_sha256: str | None, progress: bool
+    record: Path,
+    jobs: int | None,
+    log_key: str | None,
+    manifest_sha256: str | None,
+    progress: bool,
+    policy_file: Path | None,
+    cosigned_checkpoint: Path | None,
 ) -> None:
     """Recompute everything in an election RECORD: tree, checkpoints, ballots, tally, result."""
+    policy = None
+    if policy_file is not None:
+        try:
+            policy = WitnessPolicy.from_json(json.loads(policy_file.read_bytes()))
+        except (ValueError, CoreError) as exc:
+            raise click.BadParameter(str(exc), param_hint="--witness-policy") from exc
     report = verify_election(
-        record, jobs=jobs, log_key=log_key, manifest_sha256=manifest_sha256, progress=progress
+        record,
+        jobs=jobs,
+        log_key=log_key,
+        manifest_sha256=manifest_sha256,
+        progress=progress,
+        witness_policy=policy,
+        cosigned_checkpoint=cosigned_checkpoint,
     )
     rate = report.ballots / report.seconds if report.seconds else 0.0
     click.echo(
@@ -105,6 +146,8 @@ def verify_election_command(
     if report.ok:
         if report.result is not None:
             click.echo("result: " + ", ".join(str(c) for c in report.result))
+        if report.witnessed_by is not None:
+            click.echo("witnessed: final checkpoint cosigned by " + ", ".join(report.witnessed_by))
         click.echo("OK: every check holds")
         return
     for failure in report.failures:

@@ -46,6 +46,8 @@ class ElectionReport:
     seconds: float = 0.0
     jobs: int = 1
     result: list[int] | None = None
+    witnessed_by: list[str] | None = None
+    """Cosigners of the final checkpoint, when a witness policy was checked and met."""
 
     @property
     def ok(self) -> bool:

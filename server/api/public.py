@@ -32,10 +32,12 @@ from aiohttp import web
 
 from referendum_core.block import Block
 from referendum_core.checkpoint import verifier_key_string
+from referendum_core.merkle import EMPTY_ROOT
 from referendum_service.db import acquire, translated
 from referendum_service.keys import load_or_create_key
-from referendum_service.store.blocks import block_at, log_head
+from referendum_service.store.blocks import LogHead, block_at, log_head
 from referendum_service.store.log import LOG_POSITION_SQL
+from referendum_service.store.witnesses import cosignature_lines, latest_witnessed, load_policy
 from server.errors import BadRequest, NotFound
 from server.http import IMMUTABLE, cached_json_response, integer
 from server.http import ballot_hash as parse_ballot_hash
@@ -95,17 +97,38 @@ def _unknown(rid: str) -> NotFound:
 
 
 async def latest_checkpoint(request: web.Request) -> web.Response:
-    """The checkpoint of the latest sealed block (size 0 and no note before the first)."""
+    """The checkpoint of the latest sealed block (size 0 and no note before the first), its
+    note followed by the cosignature lines collected so far; with ``?witnessed=true`` the
+    latest checkpoint that meets the referendum's witness policy (404 without a policy)."""
     rid = _rid(request)
+    witnessed = request.query.get("witnessed")
+    if witnessed not in (None, "true", "false"):
+        raise BadRequest("witnessed is true or false", slug="bad-parameter", field="witnessed")
     async with acquire(request.app[POOL_KEY]) as conn:
         head = await log_head(conn, rid)
-    if head is None:
-        raise _unknown(rid)
+        if head is None:
+            raise _unknown(rid)
+        lines: list[str] = []
+        if witnessed == "true":
+            policy = await load_policy(conn, rid)
+            if policy is None:
+                raise NotFound(
+                    f"referendum {rid!r} has no witness policy", slug="no-witness-policy"
+                )
+            found = await latest_witnessed(conn, rid, policy.threshold)
+            if found is None:
+                head = LogHead(0, EMPTY_ROOT, None, 0)
+            else:
+                head = LogHead(found.tree_size, found.root, found.note, found.height)
+                lines = found.lines
+        elif head.checkpoint is not None:
+            lines = await cosignature_lines(conn, rid, head.tree_size)
     body = {
         "tree_size": head.tree_size,
         "root": head.root.hex(),
-        "note": head.checkpoint,
+        "note": None if head.checkpoint is None else head.checkpoint + "".join(lines),
         "height": head.height,
+        "cosigners": [line[2:].split(" ", 1)[0] for line in lines],
     }
     return cached_json_response(request, body, _LATEST)
 

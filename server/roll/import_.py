@@ -7,14 +7,12 @@ credential and the voter id's keyed hash (:class:`referendum_core.roll.VoterIdHa
 the voter id. A CSV batch whose every line is well formed with a hex credential (one regular
 expression over the whole batch) is turned into COPY text line by line with no other parse;
 NDJSON batches, ``did:key`` lines and every batch from the first bad one on are parsed line by
-line (:class:`RollParser`), bad lines left out. Credential keys are checked on worker threads (the
-check drops the GIL) while the next batches are read and parsed. Each checked batch is COPYed
-straight into ``voters``, in the import's transaction, whose unique keys catch a voter id or
-a credential repeated in the file or imported by an earlier part; and, on a second connection,
-into a
-temporary table of numbered lines kept only for the report of a refused part
-(:class:`_RollStore`). A batch is stored while the next one is checked. A file with any bad
-line imports nothing (the caller rolls the transaction back):
+line (:class:`RollParser`), bad lines left out. Credential keys are checked on worker threads
+(the check drops the GIL) while the next batches are read and parsed. Each checked batch is
+stored (:class:`server.roll.store.RollStore`) while the next one is checked: a roll's first
+part into its own partition, indexed when it is all in; a later part into ``voters``, whose
+unique keys catch a voter id or a credential repeated in the file or imported by an earlier
+part. A file with any bad line imports nothing (the caller rolls the transaction back):
 :class:`~server.errors.UnprocessableContent` names the first bad lines (at most 20, the lowest
 line numbers) and counts them all. Memory stays bounded by a few batches.
 
@@ -28,6 +26,7 @@ import asyncio
 import binascii
 import bisect
 import contextlib
+import operator
 import re
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator
@@ -40,8 +39,10 @@ import orjson
 from referendum_core.credential import bad_key_positions, parse_credential
 from referendum_core.ids import VOTER_ID_PATTERN
 from referendum_core.roll import VoterIdHasher
-from referendum_service.db import Duplicate, Unavailable, translated
+from referendum_service.db import Unavailable, translated
 from server.errors import Conflict, NotFound, UnprocessableContent
+from server.roll.partition import new_partition
+from server.roll.store import CopyBatch, RollStore
 from server.roll.voter_keys import VoterIdKeys
 
 __all__ = ["MAX_REPORTED_ERRORS", "RollFormat", "RollParser", "import_roll"]
@@ -60,6 +61,8 @@ _CSV_HEADERS = (b"voter_id,credential", b"voter_id,public_key", b"voter_id,publi
 _CSV_BATCH = re.compile(b"(?:" + VOTER_ID_PATTERN.encode() + rb",[0-9A-Fa-f]{64}\n)*")
 _KEY_REASON = "credential is not a valid Ed25519 public key"
 _KEY_FORMAT = "credential must be 64 hex digits or an Ed25519 did:key"
+# of a "\\x<64 hex>,\\x<64 hex>" row: the credential's hex digits
+_CREDENTIAL_PART = operator.itemgetter(slice(69, None))
 
 
 def _bad_keys_from(keys: bytes, start: int) -> list[int]:
@@ -159,12 +162,25 @@ class RollParser:
         return voter.encode(), key.encode()
 
 
-def _fast_csv(batch: bytes, hasher: VoterIdHasher) -> tuple[bytes, bytes, int] | None:
+def _by_credential(rows: list[bytes]) -> bytes:
+    """``\\x<voter hash>,\\x<credential>`` rows as COPY text, ordered by credential: the
+    primary key's order, so a batch's inserts walk its index pages once, in order (measured:
+    ~1.3x the rate of rows in file order, whose keys are random)."""
+    rows.sort(key=_CREDENTIAL_PART)
+    return b"".join(rows)
+
+
+def _fast_csv(
+    batch: bytes, hasher: VoterIdHasher, ordered: bool
+) -> tuple[bytes, bytes, bytes, int] | None:
     """A batch of whole CSV lines, all well formed with hex credentials, as ``(copy text,
-    keys, line count)``; None when some line is not (the batch is then parsed line by line).
+    the same rows ordered by credential when ``ordered`` (else the same text), keys, line
+    count)``; None when some line is not (the
+    batch is then parsed line by line).
 
     The COPY text has one ``\\x<voter hash>,\\x<credential>`` line (bytea hex literals, which
-    CSV format leaves alone) per line of the batch; the keys are the decoded keys end to end.
+    CSV format leaves alone) per line of the batch, in file order (the report table numbers
+    them by position); the keys are the decoded keys end to end.
     """
     if b"\r" in batch:
         batch = batch.replace(b"\r\n", b"\n")  # a stray CR is left to fail the match
@@ -173,13 +189,15 @@ def _fast_csv(batch: bytes, hasher: VoterIdHasher) -> tuple[bytes, bytes, int] |
     lines = batch.split(b"\n")
     lines.pop()
     key_hex = [line[-64:] for line in lines]
-    text = b"".join(
-        [
-            b"\\x%s,\\x%s\n" % (hasher(line[:-65]).hex().encode(), k)
-            for line, k in zip(lines, key_hex, strict=True)
-        ]
-    )
-    return text, binascii.unhexlify(b"".join(key_hex)), len(lines)
+    rows = [
+        b"\\x%s,\\x%s\n" % (hasher(line[:-65]).hex().encode(), k)
+        for line, k in zip(lines, key_hex, strict=True)
+    ]
+    text = b"".join(rows)
+    keys = binascii.unhexlify(b"".join(key_hex))
+    if not ordered:  # a first part, loaded with no index: its order does not matter
+        return text, text, keys, len(lines)
+    return text, _by_credential([row.lower() for row in rows]), keys, len(lines)
 
 
 @dataclass
@@ -188,20 +206,9 @@ class _Batch:
 
     first_line: int  # of the fast text's first line
     text: bytes | None  # the COPY text of a well-formed CSV batch, rows numbered by identity
+    by_credential: bytes | None  # the same rows ordered by credential, for ``voters``
     rows: list[tuple[int, str, bytes]] | None  # or the parsed rows, with their line numbers
     check: asyncio.Future[list[int]]  # indexes of the bad keys
-
-
-@dataclass(frozen=True)
-class _Copy:
-    """A checked batch's good lines as COPY text (CSV, keys as ``\\x``-hex bytea literals):
-    ``lines`` for the report table, ``voter_hash,key`` rows numbered by its identity or
-    ``line,voter_hash,key`` rows (``numbered``); ``voters``, the ``voter_hash,key`` rows for
-    ``voters``, or None once the part is known to be bad."""
-
-    lines: bytes
-    numbered: bool
-    voters: bytes | None
 
 
 class _RollReader:
@@ -219,9 +226,11 @@ class _RollReader:
         executor: Executor | None,
         threads: int,
         hasher: VoterIdHasher,
+        ordered: bool = True,
     ) -> None:
         self.parser = RollParser(fmt)
         self._hasher = hasher
+        self._ordered = ordered  # rows for an indexed table go in credential order
         self._body = body.__aiter__()
         self._executor = executor
         self._threads = max(threads, 1)
@@ -242,7 +251,7 @@ class _RollReader:
                 self.parser.line = 1
         return self.parser.line + 1
 
-    async def batches(self) -> AsyncIterator[_Copy]:
+    async def batches(self) -> AsyncIterator[CopyBatch]:
         """The COPY text of every batch with a good line, in file order, once checked."""
         parser = self.parser
         while True:
@@ -252,7 +261,7 @@ class _RollReader:
             batch = self._pending.popleft()
             bad = await batch.check
             if batch.text is not None and self._fast and not bad:
-                yield _Copy(batch.text, numbered=False, voters=batch.text)
+                yield CopyBatch(batch.text, numbered=False, voters=batch.by_credential)
                 continue
             self._fast = False  # numbered from here on: the identity no longer follows lines
             if batch.text is not None:
@@ -274,8 +283,10 @@ class _RollReader:
             for i in reversed(bad):
                 del lines[i], rows[i]
             if lines:
-                voters = None if parser.error_count else b"".join(row + b"\n" for row in rows)
-                yield _Copy(b"".join(lines), numbered=True, voters=voters)
+                voters = (
+                    None if parser.error_count else _by_credential([row + b"\n" for row in rows])
+                )
+                yield CopyBatch(b"".join(lines), numbered=True, voters=voters)
 
     def cancel(self) -> None:
         """Drop the key checks still waiting (an import that failed half way)."""
@@ -346,17 +357,17 @@ class _RollReader:
             if lines is None:
                 return
             parser = self.parser
-            fast = _fast_csv(lines, self._hasher) if self._fast else None
+            fast = _fast_csv(lines, self._hasher, self._ordered) if self._fast else None
             if fast is not None:
-                text, keys, count = fast
+                text, by_credential, keys, count = fast
                 check = asyncio.ensure_future(self._check(keys))
-                self._pending.append(_Batch(parser.line + 1, text, None, check))
+                self._pending.append(_Batch(parser.line + 1, text, by_credential, None, check))
                 parser.line += count
             else:
                 self._fast = False  # a bad file: the rest goes line by line
                 rows = parser.feed(lines)
                 check = asyncio.ensure_future(self._check(b"".join([row[2] for row in rows])))
-                self._pending.append(_Batch(0, None, rows, check))
+                self._pending.append(_Batch(0, None, None, rows, check))
 
 
 async def _lock_draft(conn: Any, rid: str) -> str | None:
@@ -376,110 +387,6 @@ async def _lock_draft(conn: Any, rid: str) -> str | None:
     return key_id
 
 
-class _RollStore:
-    """Stores checked batches, one at a time, while the next ones are read and checked, on two
-    connections at once. ``conn``, in the import's transaction, COPYs each batch straight into
-    ``voters`` while the part is good (a voter id already there, from this file or an earlier
-    part, fails the COPY and the transaction: the part is bad). ``lines_conn``, in a
-    transaction of its own that is always rolled back, keeps every good line in a temporary
-    table for the duplicate report, which it can compute after the import's transaction failed
-    and which sees exactly the earlier parts (committed) in ``voters``.
-    """
-
-    def __init__(self, conn: Any, lines_conn: Any, rid: str) -> None:
-        self.conn = conn
-        self.lines_conn = lines_conn
-        self.prefix = b'"' + rid.encode().replace(b'"', b'""') + b'",'  # a quoted CSV field
-        self.moving = True
-        self.imported = 0
-
-    async def create(self, first_line: int) -> None:
-        with translated():
-            await self.lines_conn.execute(
-                f"""CREATE TEMP TABLE roll_lines (
-                        line bigint GENERATED BY DEFAULT AS IDENTITY (START WITH {first_line:d}),
-                        voter_hash bytea NOT NULL,
-                        credential bytea NOT NULL) ON COMMIT DROP"""
-            )
-
-    async def store(self, batch: _Copy, part_is_bad: bool) -> None:
-        if part_is_bad or batch.voters is None:
-            self.moving = False
-        if not self.moving:
-            await self._keep(batch)
-            return
-        assert batch.voters is not None
-        # both to the end, whatever happens to the other: a connection is never left mid-COPY
-        results = await asyncio.gather(
-            self._keep(batch), self._move(batch.voters), return_exceptions=True
-        )
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-
-    async def _keep(self, batch: _Copy) -> None:
-        columns = ["voter_hash", "credential"]
-        with translated():
-            await self.lines_conn.copy_to_table(
-                "roll_lines",
-                source=memoryview(batch.lines),
-                columns=["line", *columns] if batch.numbered else columns,
-                format="csv",
-            )
-
-    async def _move(self, rows: bytes) -> None:
-        prefix = self.prefix
-        text = prefix + rows.replace(b"\n", b"\n" + prefix)[: -len(prefix)]
-        try:
-            with translated():
-                status = await self.conn.copy_to_table(
-                    "voters",
-                    source=memoryview(text),
-                    columns=["referendum_id", "voter_hash", "credential"],
-                    format="csv",
-                )
-        except Duplicate:
-            self.moving = False  # a duplicate; the import's transaction is aborted
-            return
-        self.imported += int(status.rsplit(" ", 1)[1])
-
-
-# The first bad lines (LIMIT = MAX_REPORTED_ERRORS) and how many there are in all.
-_DUPLICATES_SQL = """
-SELECT line, string_agg(reason, '; ' ORDER BY reason) AS reason, count(*) OVER () AS total
-FROM (
-    SELECT line, 'duplicate voter_id (also on line ' || first_line || ')' AS reason
-    FROM (
-        SELECT line, min(line) OVER (PARTITION BY voter_hash) AS first_line FROM roll_lines
-    ) firsts
-    WHERE line > first_line
-    UNION ALL
-    SELECT line, 'duplicate credential (also on line ' || first_line || ')' AS reason
-    FROM (
-        SELECT line, min(line) OVER (PARTITION BY credential) AS first_line FROM roll_lines
-    ) firsts
-    WHERE line > first_line
-    UNION ALL
-    SELECT s.line, 'voter_id already imported in an earlier part' AS reason
-    FROM roll_lines s JOIN voters v ON v.referendum_id = $1 AND v.voter_hash = s.voter_hash
-    UNION ALL
-    SELECT s.line, 'credential already imported in an earlier part' AS reason
-    FROM roll_lines s JOIN voters v ON v.referendum_id = $1 AND v.credential = s.credential
-) bad
-GROUP BY line
-ORDER BY line LIMIT 20
-"""
-
-
-async def _duplicate_errors(conn: Any, rid: str, parser: RollParser) -> None:
-    with translated():
-        records = await conn.fetch(_DUPLICATES_SQL, rid)
-    for record in records:
-        parser.error(record["line"], record["reason"])
-    if records:
-        parser.error_count += int(records[0]["total"]) - len(records)
-
-
 async def import_roll(
     conn: Any,
     rid: str,
@@ -496,8 +403,9 @@ async def import_roll(
     Requires an open transaction on ``conn``, which a refused part leaves aborted or holding
     rows: the caller rolls it back (the referendum row stays locked until it ends, so imports
     and the open transition take turns). ``lines_conn`` is a second connection, outside any
-    transaction, for the lines of the duplicate report (see :class:`_RollStore`). Keys are
-    checked on ``executor`` (None: the loop's default) in up to ``threads`` tasks a batch.
+    transaction, for the lines of a later part's duplicate report
+    (:class:`server.roll.store.RollStore`). Keys are checked on ``executor`` (None: the
+    loop's default) in up to ``threads`` tasks a batch.
     Returns ``{"imported", "roll_size", "lines"}``. Raises NotFound, Conflict (not a draft),
     UnprocessableContent naming the first bad lines, or whatever ``body`` raises
     (PayloadTooLarge).
@@ -505,9 +413,11 @@ async def import_roll(
     with translated():
         recorded = await _lock_draft(conn, rid)
     key_id, hasher = voter_keys.for_import(rid, recorded)
-    reader = _RollReader(body, fmt, executor, threads, hasher)
+    with translated():
+        table = await new_partition(conn, rid)
+    reader = _RollReader(body, fmt, executor, threads, hasher, ordered=table is None)
     parser = reader.parser
-    store = _RollStore(conn, lines_conn, rid)
+    store = RollStore(conn, lines_conn, rid, table)
     lines_transaction = lines_conn.transaction()
     with translated():
         await lines_transaction.start()
@@ -521,13 +431,15 @@ async def import_roll(
                 storing = asyncio.ensure_future(store.store(batch, parser.error_count > 0))
             if storing is not None:
                 await storing
+            if not parser.error_count:
+                await store.finish()
         finally:
             reader.cancel()
             if storing is not None and not storing.done():
                 storing.cancel()
                 await asyncio.gather(storing, return_exceptions=True)
         if parser.error_count or not store.moving:
-            await _duplicate_errors(lines_conn, rid, parser)
+            await store.report(parser)
     finally:
         with contextlib.suppress(Unavailable), translated():
             await lines_transaction.rollback()  # the lines are never kept

@@ -88,7 +88,13 @@ async def test_empty_log_checkpoint(database_url: str, tmp_path: Path) -> None:
     await conn.close()
     async with running_app(app_settings(key_file, tmp_path), database_url) as client:
         body = await get_json(client, f"{BASE}/checkpoint")
-        assert body == {"tree_size": 0, "root": EMPTY_ROOT.hex(), "note": None, "height": 0}
+        assert body == {
+            "tree_size": 0,
+            "root": EMPTY_ROOT.hex(),
+            "note": None,
+            "height": 0,
+            "cosigners": [],
+        }
         await get_json(client, f"{BASE}/blocks/1", 404)
 
 
@@ -241,6 +247,7 @@ _PATH_VALUES = {
     "ballot_hash": "0" * 64,
     "voter_id": "v-1",
     "credential": "0" * 64,
+    "tree_size": "1",
 }
 _QUERY_NAMES = st.sampled_from(["cursor", "limit", "from", "to", "tree_size"]) | st.text()
 # str.isdigit() holds for "²" and "٣", which int() refuses or reads: numbers of every script

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
+import asyncpg
 import orjson
 import pytest
 from aiohttp import web
@@ -19,6 +20,7 @@ from referendum_core import merkle
 from referendum_core.credential import credential_to_did
 from referendum_core.roll import VoterIdHasher, canonical_entry, roll_leaf_hash
 from server.roll import CHUNK_LEAVES, ChunkTreeCache, RollParser, import_, roll_digest
+from server.roll.partition import partition_name
 from tests.core import ed25519_reference as ref
 from tests.helpers import VOTER_ID_KEY, database_snapshot, operator_headers, running_app
 from tests.server.test_operator_api import (
@@ -535,8 +537,8 @@ async def test_concurrent_imports(client: Client, auth: dict[str, str]) -> None:
         put_roll(client, auth, roll_csv(range(0, 1500))),
         put_roll(client, auth, roll_csv(range(1500, 3000)), rid="ref-2"),
     )
-    assert (await first.json())["imported"] == 1500
-    assert (await second.json())["imported"] == 1500
+    assert (await first.json())["imported"] == 1500, await first.text()
+    assert (await second.json())["imported"] == 1500, await second.text()
 
 
 async def test_import_needs_two_pool_connections(database_url: str) -> None:
@@ -570,3 +572,36 @@ async def test_chunk_tree_cache_keeps_the_last_rolls_proved() -> None:
     assert conn.reads == ["r-1", "r-2", "r-3", "r-2"]
     await trees.tree(conn, "r-1", b"\x02" * 32)  # a new root names another roll
     assert conn.reads[-1] == "r-1"
+
+
+async def test_first_part_becomes_the_rolls_own_indexed_partition(
+    client: Client, auth: dict[str, str], database_url: str
+) -> None:
+    """The first part is loaded into a partition of its own, attached with both unique
+    indexes; a later part goes into it index by index, and a refused first part leaves no
+    table behind."""
+    await create(client, auth)
+    await create(client, auth, id="ref-2")
+    await assert_problem(await put_roll(client, auth, roll_csv(range(3)) * 2, rid="ref-2"), 422)
+    assert (await put_roll(client, auth, roll_csv(range(10)))).status == 200
+    assert (await put_roll(client, auth, roll_csv(range(10, 20)))).status == 200
+    conn = await asyncpg.connect(database_url)
+    try:
+        partitions = await conn.fetch(
+            """SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) AS bound
+               FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+               WHERE i.inhparent = 'voters'::regclass ORDER BY c.relname"""
+        )
+        name = partition_name("ref-1")
+        indexes = await conn.fetchval(
+            "SELECT count(*) FROM pg_index WHERE indrelid = $1::regclass AND indisunique", name
+        )
+        own = await conn.fetchval(f"SELECT count(*) FROM {name}")  # noqa: S608 (a fixed name)
+        default = await conn.fetchval("SELECT count(*) FROM voters_default")
+    finally:
+        await conn.close()
+    assert {(r["relname"], r["bound"]) for r in partitions} == {
+        (name, "FOR VALUES IN ('ref-1')"),
+        ("voters_default", "DEFAULT"),
+    }
+    assert indexes == 2 and own == 20 and default == 0
