@@ -49,7 +49,7 @@ class RollBallotVerifier:
         self.spec = spec
         self.roll_root = roll_root
         self.roll_size = roll_size
-        self._proven: OrderedDict[bytes, None] = OrderedDict()
+        self._proven: OrderedDict[bytes, int] = OrderedDict()  # credential -> its leaf index
         self._cache_size = cache_size
 
     @classmethod
@@ -65,11 +65,13 @@ class RollBallotVerifier:
             raise AuditFailure("roll.commitment", "the roll size is not a positive integer")
         return cls(client, spec, root, size)
 
-    async def prove_on_roll(self, credential: bytes) -> None:
-        """Check that ``credential`` is in the committed roll (its fetched inclusion proof)."""
-        if credential in self._proven:
+    async def prove_on_roll(self, credential: bytes) -> int:
+        """Check that ``credential`` is in the committed roll (its fetched inclusion proof);
+        return its leaf index."""
+        known = self._proven.get(credential)
+        if known is not None:
             self._proven.move_to_end(credential)
-            return
+            return known
         name = credential.hex()
         try:
             obj = await self.client.roll_proof(name)
@@ -95,9 +97,10 @@ class RollBallotVerifier:
             raise AuditFailure(
                 "roll.proof", f"credential {name} is not proven to be in the committed roll: {exc}"
             ) from exc
-        self._proven[credential] = None
+        self._proven[credential] = index
         if len(self._proven) > self._cache_size:
             self._proven.popitem(last=False)
+        return index
 
     async def verify(self, index: int, credential: bytes, body: bytes) -> None:
         """Verify ballot ``index``: its credential in the roll, its signature under that

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
+from auditor.ballots import RollBallotVerifier
 from auditor.client import ApiError, PublicLogClient
 from auditor.follow import AuditFailure, BallotVerifier, SkipBallotChecks, follow
 from auditor.receipt import (
@@ -25,6 +26,7 @@ from auditor.receipt import (
 from auditor.verify_election import verify_election_command
 from auditor.witnessed import Witnessed, check_prefix, latest_witnessed, load_policy_file
 from referendum_core.checkpoint import Checkpoint, parse_verifier_key
+from referendum_core.credential import credential_to_did, parse_credential
 from referendum_core.errors import CoreError
 from referendum_core.witness import WitnessPolicy
 
@@ -189,6 +191,50 @@ def verify_receipt_command(
         )
         if found is not None and policy is not None:
             click.echo(_witnessed_line(found, policy))
+
+    _run(go)
+
+
+@main.command("verify-roll")
+@_url
+@_rid
+@click.option(
+    "--credential",
+    required=True,
+    help="The voter's credential: its Ed25519 public key as 64 hex digits or a did:key",
+)
+@click.option(
+    "--roll-root",
+    default=None,
+    help="Pin the roll commitment (hex, as published) instead of trusting the server's",
+)
+def verify_roll_command(
+    url: str, referendum_id: str, credential: str, roll_root: str | None
+) -> None:
+    """Check that a credential is on the referendum's committed roll (its inclusion proof).
+
+    What a voter runs with their own credential: no voter id is sent or needed.
+    """
+    key = parse_credential(credential)
+    if key is None:
+        raise click.BadParameter(
+            "not 64 hex digits or an Ed25519 did:key", param_hint="--credential"
+        )
+
+    async def go() -> None:
+        async with PublicLogClient(url, referendum_id) as client:
+            verifier = await RollBallotVerifier.create(client)
+            if roll_root is not None and roll_root.lower() != verifier.roll_root.hex():
+                raise AuditFailure(
+                    "roll.commitment",
+                    f"the server's roll root {verifier.roll_root.hex()} is not the pinned one",
+                )
+            index = await verifier.prove_on_roll(key)
+        click.echo(
+            f"OK credential {key.hex()} ({credential_to_did(key)}) is leaf {index} of the "
+            f"committed roll of {referendum_id} ({verifier.roll_size} credentials, root "
+            f"{verifier.roll_root.hex()})"
+        )
 
     _run(go)
 

@@ -52,6 +52,7 @@ from locust import FastHttpUser, between, constant, constant_throughput, events,
 from locust.exception import StopUser
 
 from loadtest.pool import BallotPool, json_body
+from loadtest.privacy import listing_problem
 from referendum_core import checkpoint as checkpoints
 from referendum_core.errors import CoreError
 from referendum_core.merkle import leaf_hash, verify_inclusion
@@ -353,6 +354,10 @@ class Auditor(FastHttpUser):
             ) as response:
                 if response.status_code != 200:
                     response.failure(f"HTTP {response.status_code}")
+                    return
+                problem = listing_problem(orjson.loads(response.content or b"{}"))
+                if problem is not None:
+                    response.failure(f"block {height}: {problem}")
                     return
             self.prev_hash = block.get("block_hash")
             self.height = height

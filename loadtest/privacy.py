@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PrivacyScan", "scan_database", "scan_files", "scan_for_voter_ids"]
+__all__ = ["PrivacyScan", "listing_problem", "scan_database", "scan_files", "scan_for_voter_ids"]
 
+LISTED_MEMBERS = frozenset({"index", "ballot_hash", "body", "credential"})
+"""The members of a ballot in a block's public listing, and no others."""
 _CLEAR = re.compile(rb"v[0-9]{10}")
 _HEX = re.compile(rb"76(?:3[0-9]){10}")  # the same ids as hex of their UTF-8 bytes
 _ROWS_PER_FETCH = 2000
@@ -127,3 +129,26 @@ async def scan_for_voter_ids(
     if dsn is not None:
         await scan_database(scan, dsn, ids)
     return scan
+
+
+def listing_problem(page: Any) -> str | None:
+    """What is wrong with a page of a block's ballots (``{"ballots": [...]}``), None when
+    nothing: a member beyond the public ones (a voter id, an acceptance time), or a credential
+    that is not the one the body names. The load test's auditor asks it of every page.
+
+    >>> listing_problem({"ballots": [{"index": 0, "voter_id": "v1"}]})
+    "a listed ballot has members ['index', 'voter_id']"
+    """
+    from referendum_core.ballot_codec import credential_of
+    from referendum_core.errors import CoreError
+
+    for item in page.get("ballots", []) if isinstance(page, dict) else []:
+        if not isinstance(item, dict) or set(item) != LISTED_MEMBERS:
+            return f"a listed ballot has members {sorted(item) if isinstance(item, dict) else item}"
+        try:
+            named = credential_of(bytes.fromhex(item["body"])).hex()
+        except (CoreError, ValueError, TypeError):
+            return f"ballot {item.get('index')} has a malformed body"
+        if item["credential"] != named:
+            return f"ballot {item.get('index')} is listed under another credential"
+    return None

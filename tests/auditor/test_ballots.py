@@ -135,3 +135,31 @@ def test_roll_proof_that_does_not_verify_fails(tmp_path: Path) -> None:
     with serving(log) as url, pytest.raises(AuditFailure) as err:
         run(url, tmp_path)
     assert err.value.check == "roll.proof" and "not proven" in str(err.value)
+
+
+def test_cli_verify_roll_proves_a_credential_by_hex_or_did() -> None:
+    """`audit verify-roll`: a credential on the roll passes by hex and by did:key (printing
+    both), one not on it fails naming the check, a pinned root that differs fails, and a
+    malformed credential is bad usage."""
+    from click.testing import CliRunner
+
+    from auditor.cli import main
+
+    entries = [(v, canonical(v, 1)) for v in sorted(SECRETS)]
+    log = roll_log(entries, [v for v in SECRETS if v != "voter-3"])
+    runner = CliRunner()
+    member, outsider = public_key("voter-1"), public_key("voter-3")
+    with serving(log) as url:
+        base = ["verify-roll", "--url", url, "--referendum", RID, "--credential"]
+        for spelling in (member.hex(), credential_to_did(member)):
+            ok = runner.invoke(main, [*base, spelling])
+            assert ok.exit_code == 0, ok.output
+            assert member.hex() in ok.output and credential_to_did(member) in ok.output
+        missing = runner.invoke(main, [*base, outsider.hex()])
+        assert missing.exit_code == 1 and "roll.credential" in missing.output
+        pinned = runner.invoke(main, [*base, member.hex(), "--roll-root", "00" * 32])
+        assert pinned.exit_code == 1 and "roll.commitment" in pinned.output
+        bad = runner.invoke(
+            main, [*base, "did:key:zQ3shokFTS3brHcDQrn82RUDfCZESWL1ZdCEJwekUDPQiYBme"]
+        )
+        assert bad.exit_code == 2
