@@ -181,7 +181,7 @@ class BallotBox:
             if not admitted.granted:
                 raise self.rate.refused(admitted)
             assert info.spec is not None  # an open referendum has its election key
-            checked = await self._verify(info, parsed, admitted.public_key)
+            checked = await self._verify(info, parsed)
         accepted_at = datetime.now(UTC)
         receipt = issue_receipt(
             self.receipt_key, referendum_id, checked.hash, accepted_at, self._merge_delay_ms
@@ -192,12 +192,10 @@ class BallotBox:
         stored = await self.queue.submit(pending)
         return checked.hash, stored
 
-    async def _verify(
-        self, info: ReferendumInfo, parsed: ParsedBallot, voter_key: bytes
-    ) -> CheckedBallot:
+    async def _verify(self, info: ReferendumInfo, parsed: ParsedBallot) -> CheckedBallot:
         assert info.spec is not None
         try:
-            return await self.verifier.check(info.spec, parsed, voter_key)
+            return await self.verifier.check(info.spec, parsed)
         except RejectedBallot as rejected:
             # the token taken stays spent on a ballot the voter signed, with the rest of its
             # cost on top; one nobody can attribute to the voter costs them nothing

@@ -111,25 +111,25 @@ def verification_cost(spec: BallotSpec) -> int:
     return max(1, -(-branches // 2))
 
 
-def _signature_verifies(parsed: ParsedBallot, voter_key: bytes) -> bool:
+def _signature_verifies(parsed: ParsedBallot) -> bool:
     # Asked only after a check failed, and only when the failure was not the signature's:
     # then it says whether the voter signed what failed, whatever check came first.
     try:
-        crypto_sign_open(parsed.record.signature + SIGNING_PREFIX + parsed.body_bytes, voter_key)
+        crypto_sign_open(
+            parsed.record.signature + SIGNING_PREFIX + parsed.body_bytes, parsed.credential
+        )
     except (CryptoError, ValueError, TypeError):
         return False
     return True
 
 
-def _check(
-    spec: BallotSpec, parsed: ParsedBallot, voter_key: bytes
-) -> CheckedBallot | tuple[str, str, bool]:
+def _check(spec: BallotSpec, parsed: ParsedBallot) -> CheckedBallot | tuple[str, str, bool]:
     # A failure travels as plain parts: CoreError's keyword-only ``check`` does not survive
     # pickling out of a worker process.
     try:
         verified = verify_record(spec, parsed.record, parsed.body_bytes)
     except CoreError as exc:
-        signed = not isinstance(exc, SignatureError) and _signature_verifies(parsed, voter_key)
+        signed = not isinstance(exc, SignatureError) and _signature_verifies(parsed)
         return (str(exc), exc.check, signed)
     return CheckedBallot(
         verified.referendum_id, verified.credential, verified.canonical, verified.hash
@@ -139,17 +139,15 @@ def _check(
 _Result = CheckedBallot | tuple[str, str, bool]
 
 
-def _check_batch(
-    spec: BallotSpec, items: list[tuple[ParsedBallot, bytes]], backend: str
-) -> list[_Result]:
+def _check_batch(spec: BallotSpec, items: list[ParsedBallot], backend: str) -> list[_Result]:
     # One verdict per ballot, each what _check gives it alone (verify_ballots' contract).
     verdicts = verify_ballots(
-        spec, [BallotInput(p.record, p.body_bytes) for p, _ in items], backend=backend
+        spec, [BallotInput(p.record, p.body_bytes) for p in items], backend=backend
     )
     out: list[_Result] = []
-    for (parsed, key), verdict in zip(items, verdicts, strict=True):
+    for parsed, verdict in zip(items, verdicts, strict=True):
         if isinstance(verdict, CoreError):
-            signed = not isinstance(verdict, SignatureError) and _signature_verifies(parsed, key)
+            signed = not isinstance(verdict, SignatureError) and _signature_verifies(parsed)
             out.append((str(verdict), verdict.check, signed))
         else:
             out.append(
@@ -164,7 +162,7 @@ def _warm_worker() -> None:
     import referendum_core.ballot  # noqa: F401  (import cost paid at start, not per ballot)
 
 
-_Waiting = list[tuple[ParsedBallot, bytes, "asyncio.Future[_Result]"]]
+_Waiting = list[tuple[ParsedBallot, "asyncio.Future[_Result]"]]
 
 
 class BallotVerifier:
@@ -188,20 +186,19 @@ class BallotVerifier:
                 initializer=_warm_worker,
             )
 
-    async def check(
-        self, spec: BallotSpec, parsed: ParsedBallot, voter_key: bytes
-    ) -> CheckedBallot:
-        """Every check of ``parsed``; raises RejectedBallot naming the failed check."""
+    async def check(self, spec: BallotSpec, parsed: ParsedBallot) -> CheckedBallot:
+        """Every check of ``parsed`` (its signature under the credential it names, which the
+        caller found on the roll); raises RejectedBallot naming the failed check."""
         loop = asyncio.get_running_loop()
         if self._batch_max == 1:
             if self._executor is None:
-                result = _check(spec, parsed, voter_key)
+                result = _check(spec, parsed)
             else:
-                result = await loop.run_in_executor(self._executor, _check, spec, parsed, voter_key)
+                result = await loop.run_in_executor(self._executor, _check, spec, parsed)
         else:
             future: asyncio.Future[_Result] = loop.create_future()
             waiting = self._waiting.setdefault(spec, [])
-            waiting.append((parsed, voter_key, future))
+            waiting.append((parsed, future))
             if len(waiting) >= self._batch_max:
                 self._flush(spec)
             elif not self._flush_scheduled:
@@ -222,8 +219,8 @@ class BallotVerifier:
         batch = self._waiting.pop(spec, [])
         if not batch:
             return
-        items = [(parsed, key) for parsed, key, _ in batch]
-        futures = [future for _, _, future in batch]
+        items = [parsed for parsed, _ in batch]
+        futures = [future for _, future in batch]
         if self._executor is None:
             try:
                 results = _check_batch(spec, items, self.backend)

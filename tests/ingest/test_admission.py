@@ -84,9 +84,9 @@ async def test_replays_take_no_token_and_no_proof_check(
         original = BallotVerifier.check
         verifier = client.app[BALLOT_BOX_KEY].verifier
 
-        async def counted(spec: BallotSpec, parsed: ParsedBallot, key: bytes) -> CheckedBallot:
+        async def counted(spec: BallotSpec, parsed: ParsedBallot) -> CheckedBallot:
             checks.append(parsed)
-            return await original(verifier, spec, parsed, key)
+            return await original(verifier, spec, parsed)
 
         monkeypatch.setattr(verifier, "check", counted)
         public = electorate.ballot("v0")

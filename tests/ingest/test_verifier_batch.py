@@ -13,7 +13,7 @@ from referendum_core.batch import NATIVE_AVAILABLE
 from referendum_core.client import make_ballot
 from server.ingest import verifier as verifier_module
 from server.ingest.verifier import BallotVerifier, CheckedBallot, RejectedBallot, parse_ballot
-from tests.core.test_ballot import ALICE, ALICE_SECRET, BOB, resign, spec_of
+from tests.core.test_ballot import ALICE_SECRET, BOB, resign, spec_of
 
 SPEC = spec_of(2, 1, 1)
 BACKENDS = ["python", "native"] if NATIVE_AVAILABLE else ["python"]
@@ -46,10 +46,9 @@ async def test_concurrent_checks_batch_and_answer_each(
     resigned = resign(bad)
     parsed[3] = parse_ballot(record_to_json(decode_canonical(resigned)))
     parsed[7] = parse_ballot({**bodies[7], "credential": BOB.hex()})
-    keys = [p.credential for p in parsed]  # what admission passes: the credential on the roll
     verifier = BallotVerifier(0, backend=backend, batch_max=4)
     results = await asyncio.gather(
-        *(verifier.check(SPEC, p, k) for p, k in zip(parsed, keys, strict=True)),
+        *(verifier.check(SPEC, p) for p in parsed),
         return_exceptions=True,
     )
     assert sizes and max(sizes) <= 4 and sum(sizes) == 10 and len(sizes) < 10
@@ -73,10 +72,10 @@ async def test_batch_of_one_checks_alone() -> None:
     verifier = BallotVerifier(0, backend="python", batch_max=1)
     body = _bodies(1)[0]
     parsed = parse_ballot(body)
-    assert (await verifier.check(SPEC, parsed, ALICE)).hash == parsed.hash
+    assert (await verifier.check(SPEC, parsed)).hash == parsed.hash
     foreign = parse_ballot({**body, "credential": BOB.hex()})
     with pytest.raises(RejectedBallot):
-        await verifier.check(SPEC, foreign, BOB)
+        await verifier.check(SPEC, foreign)
 
 
 def test_unusable_backend_refused_at_start() -> None:
